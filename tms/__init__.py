@@ -1,0 +1,24 @@
+"""tms: phase transitions in the Toy Model of Superposition, seen through SLT.
+
+Parameters everywhere are ``W: (..., r, c)`` and ``b: (..., c)`` with any leading
+batch dims (see DESIGN.md). The loss is the unhalved squared error (SPEC.md section 1).
+"""
+from tms.model import forward, init_params, Params
+from tms.data import sample_inputs, sample_inputs_sparse
+from tms.loss import (
+    population_loss,
+    empirical_loss,
+    SortedData,
+    sorted_data,
+    empirical_loss_sorted,
+    batched_grad,
+    batched_hessian,
+)
+
+__all__ = [
+    "forward", "init_params", "Params",
+    "sample_inputs", "sample_inputs_sparse",
+    "population_loss", "empirical_loss", "SortedData", "sorted_data",
+    "empirical_loss_sorted", "batched_grad", "batched_hessian",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,241 @@
+"""Exact losses of the TMS under the high-sparsity distribution (SPEC 1).
+
+The loss is the unhalved squared error, summed over the c outputs.
+
+Closed form. On input mu*e_i output j is ReLU(mu*g_ij + b_j) with g = W^T W (symmetric).
+It is active on an interval [lo, hi] of [0, 1] fixed by sign(g_ij) and t = -b_j/g_ij; there
+the error ((delta_ij - g_ij) mu - b_j)^2 is a quadratic in mu, off it the error is
+delta_ij mu^2. Integrating over mu ~ U[0, 1] and averaging over i ~ U{1..c}:
+
+    L = (1/c) sum_ij [ a^2 m3 - 2 a b_j m2 + b_j^2 m1 + delta_ij (1/3 - m3) ],
+    a = delta_ij - g_ij,  m_p = (hi^p - lo^p) / p.
+
+At the threshold the active and inactive integrands agree (the output is 0 there), so the
+boundary terms of the derivative cancel and autograd through lo/hi is exact: L is C^1.
+
+Sorted empirical loss. The same decomposition over a data set: for class i and output j the
+active inputs are those with mu on one side of t, so the sums of 1, mu, mu^2 over them are
+two prefix sums of the sorted class-i magnitudes. One evaluation costs O(c^2 log n).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from einops import einsum, rearrange
+
+from tms import checks
+from tms.model import forward
+
+
+def gram(W: torch.Tensor) -> torch.Tensor:
+    """g = W^T W: (..., r, c) -> (..., c, c)."""
+    return einsum(W, W, "... r i, ... r j -> ... i j")
+
+
+def _threshold(G: torch.Tensor, bj: torch.Tensor) -> torch.Tensor:
+    """t_ij = -b_j / g_ij, with a harmless value where g_ij = 0 (never used there)."""
+    safe = torch.where(G == 0, torch.ones_like(G), G)
+    return -bj / safe
+
+
+def population_loss(W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact E||x - f(x)||^2 under the high-sparsity distribution.
+
+    W: (..., r, c), b: (..., c) -> (...). Differentiable (exact gradients), batched.
+    """
+    checks.params(W, b)
+    c = W.shape[-1]
+    G = gram(W)  # (..., i, j): input class i, output j
+    bj = b.unsqueeze(-2)  # (..., 1, j)
+    delta = torch.eye(c, dtype=W.dtype, device=W.device)
+    t = _threshold(G, bj).clamp(0.0, 1.0)
+    zero, one = torch.zeros_like(t), torch.ones_like(t)
+    pos, neg = G > 0, G < 0
+    # g > 0: active for mu > t; g < 0: active for mu < t; g = 0: active iff b > 0.
+    lo = torch.where(pos, t, zero)
+    hi = torch.where(pos, one, torch.where(neg, t, torch.where(bj > 0, one, zero)))
+    m1 = hi - lo
+    m2 = (hi**2 - lo**2) / 2
+    m3 = (hi**3 - lo**3) / 3
+    a = delta - G
+    active = a**2 * m3 - 2 * a * bj * m2 + bj**2 * m1
+    inactive = delta * (1.0 / 3.0 - m3)
+    return (active + inactive).sum((-2, -1)) / c
+
+
+def empirical_loss(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """Direct (1/n) sum_k ||x_k - f(x_k)||^2 with target y = x.
+
+    W: (..., r, c), b: (..., c), X: (..., n, c) or (n, c) -> (...). Works for any inputs.
+    """
+    checks.params(W, b)
+    checks.tensor(X, "X", min_dim=2)
+    if X.shape[-2] < 1:
+        raise ValueError(f"X must hold n >= 1 rows, got shape {tuple(X.shape)}")
+    out = forward(W, b, X)
+    return ((X - out) ** 2).sum(-1).mean(-1)
+
+
+class SortedData(NamedTuple):
+    """A high-sparsity data set sorted per input class, for the O(c^2 log n) exact loss.
+
+    mu:   (..., c, m) class-i magnitudes ascending, padded with +inf (m = largest class)
+    cum1: (..., c, m+1) prefix sums of mu over the sorted class (cum1[..., 0] = 0)
+    cum2: (..., c, m+1) prefix sums of mu^2
+    count: (..., c) class sizes;  n: (...,) data-set sizes (float)
+    """
+
+    mu: torch.Tensor
+    cum1: torch.Tensor
+    cum2: torch.Tensor
+    count: torch.Tensor
+    n: torch.Tensor
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.mu.shape[:-2]
+
+
+def sorted_data(X: torch.Tensor) -> SortedData:
+    """Sort a high-sparsity data set X (..., n, c) (one nonzero per row, mu >= 0) by class."""
+    checks.tensor(X, "X", min_dim=2)
+    n, c = X.shape[-2:]
+    if n < 1:
+        raise ValueError(f"X must hold n >= 1 rows, got shape {tuple(X.shape)}")
+    if bool((X < 0).any()) or bool(((X != 0).sum(-1) > 1).any()):
+        raise ValueError("X must be high-sparsity data: each row mu*e_i with mu >= 0 (one nonzero)")
+    mu = X.sum(-1)  # (..., n)
+    cls = (X != 0).to(torch.int64).argmax(-1)  # all-zero rows go to class 0: any class is exact
+    onehot = cls.unsqueeze(-2) == torch.arange(c, device=X.device).unsqueeze(-1)  # (..., c, n)
+    inf = torch.full((), float("inf"), dtype=X.dtype, device=X.device)
+    vals = torch.where(onehot, mu.unsqueeze(-2), inf).sort(-1).values
+    count = onehot.sum(-1)
+    return _prefix(vals[..., : int(count.max())], count, torch.full(X.shape[:-2], float(n), dtype=X.dtype))
+
+
+def _prefix(vals: torch.Tensor, count: torch.Tensor, n: torch.Tensor) -> SortedData:
+    finite = torch.isfinite(vals)
+    v = torch.where(finite, vals, torch.zeros_like(vals))
+    pad = torch.zeros(vals.shape[:-1] + (1,), dtype=vals.dtype, device=vals.device)
+    cum1 = torch.cat([pad, v.cumsum(-1)], -1)
+    cum2 = torch.cat([pad, (v * v).cumsum(-1)], -1)
+    return SortedData(vals.contiguous(), cum1, cum2, count, n.to(vals.device))
+
+
+def stack_sorted(datas: list[SortedData]) -> SortedData:
+    """Stack data sets of possibly different sizes into one leading dim (e.g. an n-grid)."""
+    if not datas:
+        raise ValueError("stack_sorted needs at least one data set")
+    m = max(d.mu.shape[-1] for d in datas)
+    vals = torch.stack(
+        [torch.nn.functional.pad(d.mu, (0, m - d.mu.shape[-1]), value=float("inf")) for d in datas]
+    )
+    return _prefix(vals, torch.stack([d.count for d in datas]), torch.stack([d.n for d in datas]))
+
+
+def _class_sums(data: SortedData, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """For thresholds t (P..., i, j): number, sum mu, sum mu^2 of class-i inputs with mu < t.
+
+    Returns three tensors of the broadcast batch shape (B..., i, j).
+    """
+    c = t.shape[-1]
+    D = data.batch_shape
+    if len(D) == 0:
+        # One shared data set: flatten all parameter sets into the searched values.
+        flat = rearrange(t, "... i j -> i (... j)").contiguous()
+        idx = torch.searchsorted(data.mu, flat)
+        s1, s2 = data.cum1.gather(-1, idx), data.cum2.gather(-1, idx)
+        back = lambda z: rearrange(z, "i (p j) -> p i j", j=c).reshape(t.shape)  # noqa: E731
+        return back(idx.to(t.dtype)), back(s1), back(s2)
+    B = torch.broadcast_shapes(D, t.shape[:-2])
+    m = data.mu.shape[-1]
+    mu = data.mu.expand(B + (c, m)).contiguous()
+    tt = t.expand(B + (c, c)).contiguous()
+    idx = torch.searchsorted(mu, tt)
+    s1 = data.cum1.expand(B + (c, m + 1)).gather(-1, idx)
+    s2 = data.cum2.expand(B + (c, m + 1)).gather(-1, idx)
+    return idx.to(t.dtype), s1, s2
+
+
+def empirical_loss_sorted(W: torch.Tensor, b: torch.Tensor, data: SortedData) -> torch.Tensor:
+    """Exact L_n from sorted data in O(c^2 log n); equals `empirical_loss` on the same set.
+
+    W: (..., r, c), b: (..., c); data batch dims broadcast with the parameter batch dims.
+    Gradients are exact almost everywhere (the active sums are locally constant).
+    """
+    checks.params(W, b)
+    if not isinstance(data, SortedData):
+        raise ValueError(f"data must be a SortedData (see sorted_data), got {type(data).__name__}")
+    c = W.shape[-1]
+    if data.mu.shape[-2] != c:
+        raise ValueError(f"data has c = {data.mu.shape[-2]} classes but W has c = {c}")
+    G = gram(W)
+    bj = b.unsqueeze(-2)
+    t = _threshold(G, bj)
+    below0, below1, below2 = _class_sums(data, t)  # inputs with mu < t
+    tot0 = data.count.to(W.dtype).unsqueeze(-1)  # (D..., i, 1)
+    tot1, tot2 = data.cum1[..., -1:], data.cum2[..., -1:]
+    pos, neg = G > 0, G < 0
+    on = (bj > 0).to(W.dtype)
+
+    def active(total, below):
+        # g > 0: mu >= t active; g < 0: mu < t active; g = 0: all iff b > 0.
+        return torch.where(pos, total - below, torch.where(neg, below, total * on))
+
+    S0, S1, S2 = active(tot0, below0), active(tot1, below1), active(tot2, below2)
+    delta = torch.eye(c, dtype=W.dtype, device=W.device)
+    a = delta - G
+    err = a**2 * S2 - 2 * a * bj * S1 + bj**2 * S0 + delta * (tot2 - S2)
+    return err.sum((-2, -1)) / data.n
+
+
+# ---- gradients and Hessians over batched parameters -------------------------------------
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def flatten_params(W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(W (..., r, c), b (..., c)) -> theta (..., r*c + c), W row-major then b."""
+    B = torch.broadcast_shapes(W.shape[:-2], b.shape[:-1])
+    Wf = rearrange(W, "... r c -> ... (r c)").expand(B + (-1,))
+    return torch.cat([Wf, b.expand(B + (-1,))], -1)
+
+
+def unflatten_params(theta: torch.Tensor, r: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """theta (..., r*c + c) -> (W (..., r, c), b (..., c))."""
+    if theta.shape[-1] != r * c + c:
+        raise ValueError(f"theta must have last dim r*c + c = {r * c + c}, got {theta.shape[-1]}")
+    W = rearrange(theta[..., : r * c], "... (r c) -> ... r c", r=r)
+    return W, theta[..., r * c :]
+
+
+def batched_grad(loss_fn: LossFn, W: torch.Tensor, b: torch.Tensor):
+    """Loss and its gradient for every parameter set at once.
+
+    loss_fn maps batched (W, b) to per-item losses (...). Returns (L, dL/dW, dL/db).
+    """
+    W = W.detach().requires_grad_(True)
+    b = b.detach().requires_grad_(True)
+    with torch.enable_grad():
+        L = loss_fn(W, b)
+        gW, gb = torch.autograd.grad(L.sum(), (W, b))
+    return L.detach(), gW, gb
+
+
+def batched_hessian(loss_fn: LossFn, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hessian of loss_fn in theta = flatten_params(W, b): (..., d, d), d = r*c + c.
+
+    Exact where the loss is C^2 (autograd twice through the closed form); the items are
+    independent, so one vector-Jacobian product per coordinate serves the whole batch.
+    """
+    r, c = W.shape[-2:]
+    theta = flatten_params(W, b).detach().clone().requires_grad_(True)
+    d = theta.shape[-1]
+    with torch.enable_grad():
+        L = loss_fn(*unflatten_params(theta, r, c))
+        (g,) = torch.autograd.grad(L.sum(), theta, create_graph=True)
+        eye = torch.eye(d, dtype=theta.dtype, device=theta.device)
+        basis = eye.reshape((d,) + (1,) * (g.dim() - 1) + (d,)).expand((d,) + g.shape)
+        (H,) = torch.autograd.grad(g, theta, grad_outputs=basis, is_grads_batched=True)
+    return rearrange(H, "k ... d -> ... k d")

@@ -1,0 +1,256 @@
+"""Localised SGLD (SPEC 5) as a pair of pure functions over batched parameters.
+
+One step, with U(w) = nbeta * L(w) + (gamma/2) ||w - w*||^2 (the localised tempered
+posterior's potential) and L the population, full-batch or minibatch loss:
+
+    w <- w - (eps/2) * grad U(w) + N(0, eps I)
+
+The kernel works on a flat parameter vector theta (..., d) with any leading batch dims
+(centres x chains); ``init`` builds a state from TMS params W (..., r, c), b (..., c)
+(theta = flatten_params(W, b)), ``init_flat`` from any flat vector (torch.func models).
+
+Randomness is counter-based: every item (one chain of one centre) carries an integer key,
+and the noise of step t, coordinate k is a hash of (key, t, k). The numbers a chain sees
+are therefore the same whatever else is in the batch (DESIGN: same seed, same numbers,
+whatever the batch layout). ``item_keys`` derives the keys from a seed and item indices.
+
+Metropolis-adjusted acceptance (a step-size diagnostic, not used to reject): the SGLD move
+w -> w' is a MALA proposal, q(w'|w) = N(w - (eps/2) grad U(w), eps I). Its acceptance
+probability min(1, exp(U(w) - U(w') + log q(w|w') - log q(w'|w))) needs U and grad U at
+w', which the next step computes anyway, so ``step`` reports the acceptance of the
+*previous* move at no extra cost. Near 1: eps resolves the posterior; well below 1: the
+step is too large and the SGLD chain's stationary law is visibly biased.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import torch
+
+from tms import checks
+from tms.loss import batched_grad, flatten_params, unflatten_params
+
+_MASK32 = 0xFFFFFFFF
+
+# ---- counter-based random numbers (int64 arithmetic that never overflows) ---------------
+
+
+def _mul32(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(x * k) mod 2^32 for 0 <= x < 2^32, split in 16-bit halves so int64 never overflows."""
+    lo, hi = k & 0xFFFF, k >> 16
+    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _MASK32
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit avalanche hash (xorshift-multiply, 'lowbias32' constants)."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _mix_py(x: int) -> int:
+    """_mix32 on a Python int (for step counters and stream ids)."""
+    x &= _MASK32
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _MASK32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def _code(*ints: int) -> int:
+    """Hash non-negative Python ints (any size) into one 32-bit value."""
+    h = 0x9E3779B9
+    for v in ints:
+        while True:
+            h = _mix_py(h ^ _mix_py((v & _MASK32) + 0x85EBCA6B))
+            v >>= 32
+            if not v:
+                break
+    return h
+
+
+def hash_ints(key: torch.Tensor, *ints: int) -> torch.Tensor:
+    """Hash int64 keys in [0, 2^32) together with Python ints: same shape as key."""
+    return _mix32(key ^ _code(*ints))
+
+
+def uniform(key: torch.Tensor, t: int, stream: int, m: int) -> torch.Tensor:
+    """U(0, 1] numbers (..., m), float64, a pure function of (key (...,), t, stream, index)."""
+    k = hash_ints(key, t, stream).unsqueeze(-1)
+    idx = _mix32(torch.arange(m, device=key.device) * 2 + 1)
+    h = _mix32(k ^ idx)
+    return (h.to(torch.float64) + 1.0) / 4294967296.0
+
+
+def normal(key: torch.Tensor, t: int, d: int, dtype=torch.float64) -> torch.Tensor:
+    """Standard normals (..., d) for items with keys (...,) at step t (Box-Muller)."""
+    u1 = uniform(key, t, 0, d)
+    u2 = uniform(key, t, 1, d)
+    return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).to(dtype)
+
+
+def item_keys(seed: int, shape: tuple[int, ...], device=None) -> torch.Tensor:
+    """Keys (*shape) for items indexed by their position: hash(seed, i_1, ..., i_k).
+
+    The key of an item depends only on the seed and its own index tuple, so an item keeps
+    its random numbers when it is estimated alone (pass ``item_keys(seed, shape)[i]``).
+    """
+    key = torch.full(tuple(shape), _code(int(seed)), dtype=torch.int64, device=device)
+    for axis, size in enumerate(shape):
+        view = [1] * len(shape)
+        view[axis] = size
+        key = _mix32(key ^ _mix32(torch.arange(size, device=device).reshape(view) + 0x632BE5AB))
+    return key
+
+
+def seed_from(generator: torch.Generator | int) -> int:
+    """An int seed from an int or by drawing from a torch.Generator."""
+    if isinstance(generator, int) and not isinstance(generator, bool):
+        return generator
+    gen = checks.generator(generator)
+    return int(torch.randint(0, 2**62, (1,), generator=gen).item())
+
+
+# ---- the kernel -------------------------------------------------------------------------
+
+
+class SGLDState(NamedTuple):
+    """State of a batch of localised SGLD chains.
+
+    theta:  (..., d) current parameters        centre: (..., d) localisation centre w*
+    key:    (...,) int64 per-item random key  t: steps taken so far
+    alive:  (...,) bool; False once an item produced NaN/inf (it is then frozen at its
+            centre, its losses are reported as NaN and it is never averaged in)
+    prev:   None, or (theta, U, grad U) at the previous point, for the MALA acceptance
+    rc:     (r, c) when theta holds flattened TMS params (for .W / .b), else None
+    """
+
+    theta: torch.Tensor
+    centre: torch.Tensor
+    key: torch.Tensor
+    t: int
+    alive: torch.Tensor
+    prev: tuple | None
+    rc: tuple[int, int] | None
+
+    @property
+    def W(self) -> torch.Tensor:
+        return unflatten_params(self.theta, *self.rc)[0]
+
+    @property
+    def b(self) -> torch.Tensor:
+        return unflatten_params(self.theta, *self.rc)[1]
+
+
+class SGLDInfo(NamedTuple):
+    """loss: (...,) L at the point the step started from (NaN for dead items);
+    accept_prob: (...,) MALA acceptance of the previous move (NaN at t = 0 / dead items);
+    alive: (...,) bool after the step."""
+
+    loss: torch.Tensor
+    accept_prob: torch.Tensor
+    alive: torch.Tensor
+
+
+GradFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _keys(generator, batch_shape, device) -> torch.Tensor:
+    if isinstance(generator, torch.Tensor):
+        if generator.dtype != torch.int64:
+            raise ValueError(f"generator given as a key tensor must be int64, got {generator.dtype}")
+        return generator.to(device).expand(batch_shape).clone()
+    return item_keys(seed_from(generator), tuple(batch_shape), device)
+
+
+def init_flat(theta: torch.Tensor, *, centre: torch.Tensor | None = None, generator, rc=None) -> SGLDState:
+    """State for chains at theta (..., d), localised at centre (default: theta itself).
+
+    generator: int seed, torch.Generator (one seed is drawn from it), or an int64 tensor of
+    per-item keys broadcastable to theta.shape[:-1] (see ``item_keys``).
+    """
+    checks.tensor(theta, "theta", min_dim=1)
+    centre = theta if centre is None else checks.tensor(centre, "centre", min_dim=1)
+    theta, centre = torch.broadcast_tensors(theta, centre)
+    batch = theta.shape[:-1]
+    key = _keys(generator, batch, theta.device)
+    alive = torch.ones(batch, dtype=torch.bool, device=theta.device)
+    return SGLDState(theta.clone(), centre.clone(), key, 0, alive, None, rc)
+
+
+def init(W: torch.Tensor, b: torch.Tensor, *, centre_W: torch.Tensor, centre_b: torch.Tensor, generator) -> SGLDState:
+    """State for TMS chains starting at (W, b) localised at (centre_W, centre_b).
+
+    W: (..., r, c), b: (..., c); centres broadcast against them (e.g. centres (C, 1, r, c)
+    against chains (C, K, r, c)). Use ``grad_fn_wb`` to build the step's grad_fn.
+    """
+    checks.params(W, b)
+    checks.params(centre_W, centre_b)
+    r, c = W.shape[-2:]
+    return init_flat(flatten_params(W, b), centre=flatten_params(centre_W, centre_b), generator=generator, rc=(r, c))
+
+
+def grad_fn_wb(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], r: int, c: int) -> GradFn:
+    """Wrap a batched TMS loss (W, b) -> (...) into theta -> (L (...), grad L (..., d))."""
+
+    def grad_fn(theta):
+        L, gW, gb = batched_grad(loss_fn, *unflatten_params(theta, r, c))
+        return L, flatten_params(gW, gb)
+
+    return grad_fn
+
+
+def step(
+    state: SGLDState,
+    grad_fn: GradFn,
+    *,
+    nbeta,
+    eps: float,
+    gamma: float,
+    generator: torch.Generator | None = None,
+) -> tuple[SGLDState, SGLDInfo]:
+    """One SGLD step for every item (SPEC 5): w <- w - (eps/2) grad U(w) + N(0, eps I).
+
+    grad_fn(theta (..., d)) -> (L (...), dL/dtheta (..., d)); for a minibatch it is the
+    minibatch loss. nbeta: float or tensor broadcastable to the batch shape (...).
+    generator: if given, the noise comes from torch.randn with it (not layout invariant);
+    otherwise from the state's counter-based keys.
+    """
+    eps = checks.positive_float(eps, "eps")
+    gamma = checks.positive_float(gamma, "gamma", allow_zero=True)
+    theta, centre = state.theta, state.centre
+    nb = torch.as_tensor(nbeta, dtype=theta.dtype, device=theta.device)  # () or batch-broadcastable
+    if bool((nb <= 0).any()) or not bool(torch.isfinite(nb).all()):
+        raise ValueError(f"nbeta must be finite and > 0, got {nbeta!r}")
+    L, g = grad_fn(theta)
+    diff = theta - centre
+    U = nb * L + 0.5 * gamma * (diff * diff).sum(-1)
+    gradU = nb.unsqueeze(-1) * g + gamma * diff
+    # MALA acceptance of the previous move prev -> theta (diagnostic only; SPEC 5 step-size check).
+    if state.prev is None:
+        accept = torch.full_like(L, float("nan"))
+    else:
+        p_theta, p_U, p_grad = state.prev
+        fwd = theta - p_theta + 0.5 * eps * p_grad  # log q(theta | prev) = -|fwd|^2 / (2 eps)
+        bwd = p_theta - theta + 0.5 * eps * gradU  # log q(prev | theta)
+        log_a = (p_U - U) + ((fwd * fwd).sum(-1) - (bwd * bwd).sum(-1)) / (2 * eps)
+        accept = torch.exp(torch.clamp(log_a, max=0.0))
+    if generator is None:
+        noise = normal(state.key, state.t, theta.shape[-1], theta.dtype).to(theta.device)
+    else:
+        noise = torch.randn(theta.shape, generator=generator, dtype=theta.dtype).to(theta.device)
+    new = theta - 0.5 * eps * gradU + math.sqrt(eps) * noise
+    ok = state.alive & torch.isfinite(L) & torch.isfinite(gradU).all(-1) & torch.isfinite(new).all(-1)
+    new = torch.where(ok.unsqueeze(-1), new, centre)  # dead items are parked at their centre
+    nan = torch.full_like(L, float("nan"))
+    info = SGLDInfo(
+        loss=torch.where(state.alive & torch.isfinite(L), L, nan),
+        accept_prob=torch.where(ok, accept, nan),
+        alive=ok,
+    )
+    prev = (theta, torch.where(ok, U, nan), gradU)
+    return SGLDState(new, centre, state.key, state.t + 1, ok, prev, state.rc), info

@@ -1,0 +1,74 @@
+"""Plateau segmentation and the Bayesian-antecedent table (SPEC 4)."""
+import numpy as np
+import pytest
+
+from tms.train import checkpoint_steps
+from tms.transitions import make_levels, segment
+
+LEVELS = make_levels(["A", "B", "C", "D"], [0.10, 0.09, 0.06, 0.03])
+TOL = 0.003
+
+
+def _sigmoid_path(logs, points):
+    """Loss along log10(step+1) moving between plateaus: points = [(value, until_log10), ...]
+    with smooth (width 0.05 decade) steps at each `until`."""
+    y = np.full_like(logs, points[0][0])
+    for (v0, t), (v1, _) in zip(points[:-1], points[1:]):
+        y = y + (v1 - v0) / (1 + np.exp(-(logs - t) / 0.05))
+    return y
+
+
+def _synthetic(seed=0):
+    steps = checkpoint_steps(100_000).numpy()
+    logs = np.log10(steps + 1.0)
+    rng = np.random.default_rng(seed)
+    runs = [
+        _sigmoid_path(logs, [(0.10, 3.0), (0.09, 4.3), (0.06, 9)]),  # A -> B -> C
+        _sigmoid_path(logs, [(0.10, 9)]),  # never leaves A
+        _sigmoid_path(logs, [(0.20, 0.8), (0.06, 9)]),  # from off-level straight to C (passes A, B fast)
+        _sigmoid_path(logs, [(0.10, 2.0), (0.09, 9)]),  # A -> B with a spike at step ~5000
+        _sigmoid_path(logs, [(0.10, 2.0), (0.06, 3.5), (0.03, 9)]),  # A -> C -> D
+    ]
+    L = np.stack(runs, 1) + rng.normal(0, TOL / 10, (len(steps), len(runs)))
+    spike = (steps > 4500) & (steps < 5500)
+    assert 1 <= spike.sum() <= 3
+    L[spike, 3] += 0.02
+    return steps, L
+
+
+def test_segmentation_finds_known_plateaus():
+    steps, L = _synthetic()
+    seg = segment(L, steps, LEVELS, tol=TOL)
+    assert seg.sequences() == [("A", "B", "C"), ("A",), ("C",), ("A", "B"), ("A", "C", "D")]
+    # transitions at the sigmoid midpoints (10^3, 10^4.3 for run 0; 10^2, 10^3.5 for run 4):
+    # the new plateau starts within a factor 2 after the midpoint, the old ends before it.
+    expect = {(0, "A", "B"): 1e3, (0, "B", "C"): 10**4.3, (3, "A", "B"): 1e2, (4, "A", "C"): 1e2, (4, "C", "D"): 10**3.5}
+    got = {(t.run, t.src, t.dst): t for t in seg.transitions}
+    assert set(got) == set(expect)
+    for key, mid in expect.items():
+        t = got[key]
+        assert mid <= t.step <= 2 * mid, (key, t)
+        assert mid / 2 <= t.left_step <= mid, (key, t)
+        assert t.dL == pytest.approx(LEVELS.loss[LEVELS.labels.index(key[2])] - LEVELS.loss[LEVELS.labels.index(key[1])])
+    # the spike of run 3 is merged: one B plateau to the end
+    b3 = [p for p in seg.plateaus if p.run == 3 and p.label == "B"]
+    assert len(b3) == 1 and b3[0].end == len(steps) - 1
+    assert seg.transition_counts() == {("A", "B"): 2, ("B", "C"): 1, ("A", "C"): 1, ("C", "D"): 1}
+
+
+def test_segmentation_independent_of_run_order():
+    steps, L = _synthetic(1)
+    perm = np.array([3, 0, 4, 2, 1])
+    a = segment(L, steps, LEVELS, tol=TOL).sequences()
+    b = segment(L[:, perm], steps, LEVELS, tol=TOL).sequences()
+    assert [a[i] for i in perm] == b
+
+
+def test_segment_rejects_bad_input():
+    steps, L = _synthetic()
+    with pytest.raises(ValueError, match="tol"):
+        segment(L, steps, LEVELS, tol=0)
+    with pytest.raises(ValueError, match="increasing"):
+        segment(L, steps[::-1], LEVELS, tol=TOL)
+    with pytest.raises(ValueError, match="T = len"):
+        segment(L[:-1], steps, LEVELS, tol=TOL)

@@ -32,6 +32,7 @@ from tms import checks
 from tms.loss import batched_grad, flatten_params, unflatten_params
 
 _MASK32 = 0xFFFFFFFF
+NOISE_BLOCK = 32  # steps of noise generated per call (pure function of key and step)
 
 # ---- counter-based random numbers (int64 arithmetic that never overflows) ---------------
 
@@ -73,21 +74,29 @@ def _code(*ints: int) -> int:
     return h
 
 
-def hash_ints(key: torch.Tensor, *ints: int) -> torch.Tensor:
-    """Hash int64 keys in [0, 2^32) together with Python ints: same shape as key."""
-    return _mix32(key ^ _code(*ints))
+def _tcode(t) -> torch.Tensor | int:
+    """_code(t) for an int, or elementwise for an int64 tensor of steps in [0, 2^32)."""
+    if isinstance(t, torch.Tensor):
+        return _mix32(0x9E3779B9 ^ _mix32(((t & _MASK32) + 0x85EBCA6B) & _MASK32))
+    return _code(t)
 
 
-def uniform(key: torch.Tensor, t: int, stream: int, m: int) -> torch.Tensor:
-    """U(0, 1] numbers (..., m), float64, a pure function of (key (...,), t, stream, index)."""
-    k = hash_ints(key, t, stream).unsqueeze(-1)
-    idx = _mix32(torch.arange(m, device=key.device) * 2 + 1)
-    h = _mix32(k ^ idx)
+def uniform(key: torch.Tensor, t, stream: int, m: int) -> torch.Tensor:
+    """U(0, 1] numbers, float64, a pure function of (key, step t, stream, index < m).
+
+    key (...,); t an int -> (..., m), or a 1-D int64 tensor of steps (B,) -> (..., B, m).
+    """
+    if isinstance(t, torch.Tensor):
+        kt = _mix32(key.unsqueeze(-1) ^ _tcode(t.to(key.device)))
+    else:
+        kt = _mix32(key ^ _tcode(t))
+    ks = _mix32(kt ^ _code(stream)).unsqueeze(-1)
+    h = _mix32(ks ^ _mix32(torch.arange(m, device=key.device) * 2 + 1))
     return (h.to(torch.float64) + 1.0) / 4294967296.0
 
 
-def normal(key: torch.Tensor, t: int, d: int, dtype=torch.float64) -> torch.Tensor:
-    """Standard normals (..., d) for items with keys (...,) at step t (Box-Muller)."""
+def normal(key: torch.Tensor, t, d: int, dtype=torch.float64) -> torch.Tensor:
+    """Standard normals (..., d) (t an int) or (..., B, d) (t a tensor of B steps), Box-Muller."""
     u1 = uniform(key, t, 0, d)
     u2 = uniform(key, t, 1, d)
     return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).to(dtype)
@@ -127,6 +136,8 @@ class SGLDState(NamedTuple):
             centre, its losses are reported as NaN and it is never averaged in)
     prev:   None, or (theta, U, grad U) at the previous point, for the MALA acceptance
     rc:     (r, c) when theta holds flattened TMS params (for .W / .b), else None
+    noise:  None, or (t0, normals (..., B, d)) for steps t0 .. t0+B-1: the counter-based
+            noise generated a block of steps at a time (same numbers, less overhead)
     """
 
     theta: torch.Tensor
@@ -136,6 +147,7 @@ class SGLDState(NamedTuple):
     alive: torch.Tensor
     prev: tuple | None
     rc: tuple[int, int] | None
+    noise: tuple | None = None
 
     @property
     def W(self) -> torch.Tensor:
@@ -239,8 +251,12 @@ def step(
         bwd = p_theta - theta + 0.5 * eps * gradU  # log q(prev | theta)
         log_a = (p_U - U) + ((fwd * fwd).sum(-1) - (bwd * bwd).sum(-1)) / (2 * eps)
         accept = torch.exp(torch.clamp(log_a, max=0.0))
+    cache = state.noise
     if generator is None:
-        noise = normal(state.key, state.t, theta.shape[-1], theta.dtype).to(theta.device)
+        if cache is None or not (cache[0] <= state.t < cache[0] + cache[1].shape[-2]):
+            steps = torch.arange(state.t, state.t + NOISE_BLOCK, device=theta.device)
+            cache = (state.t, normal(state.key, steps, theta.shape[-1], theta.dtype))
+        noise = cache[1][..., state.t - cache[0], :]
     else:
         noise = torch.randn(theta.shape, generator=generator, dtype=theta.dtype).to(theta.device)
     new = theta - 0.5 * eps * gradU + math.sqrt(eps) * noise
@@ -253,4 +269,4 @@ def step(
         alive=ok,
     )
     prev = (theta, torch.where(ok, U, nan), gradU)
-    return SGLDState(new, centre, state.key, state.t + 1, ok, prev, state.rc), info
+    return SGLDState(new, centre, state.key, state.t + 1, ok, prev, state.rc, cache), info

@@ -1,0 +1,168 @@
+"""The LLC estimator on models whose learning coefficient is known (SPEC 5).
+
+Each case compares lambda_hat with two independent numbers:
+- the exact expectation nbeta * E[L] under the same localised tempered posterior (1-D or
+  reduced 1-D quadrature with scipy, or the closed form of SGLD's stationary Gaussian):
+  this checks the sampler and the estimator at the finite nbeta used;
+- the theoretical learning coefficient, which the exact expectation approaches as nbeta
+  grows (checked here too); the tolerance adds that finite-nbeta gap, computed, not tuned.
+Tolerances are 4 standard errors of lambda_hat across independent chains (fixed seeds).
+The step size of every case is checked by the estimator's own diagnostic (no flag).
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate
+
+from tms.llc import estimate_llc_flat, estimate_llc_model
+
+Z = 4.0  # tolerance in standard errors
+
+
+def _data(n, m, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, m, generator=g, dtype=torch.float64)
+
+
+class Power(torch.nn.Module):
+    """f(x) = w^k x; with targets 0 the loss is s w^(2k), s = mean x^2: lambda = 1/(2k)."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+        self.w = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.w**self.k * x[:, 0]
+
+
+def mse(pred, y):
+    return ((pred - y) ** 2).reshape(pred.shape[0], -1).sum(-1).mean()
+
+
+def _check(res, exact, theory):
+    m, se = res.llc.item(), res.llc_se.item()
+    print(f"lambda_hat {m:.4f} +- {se:.4f}, exact at this nbeta {exact:.4f}, theory {theory}, "
+          f"acceptance {res.acceptance.item():.4f}")
+    assert not res.flag_step.item() and not res.flag_escape.item() and not res.flag_nonfinite.item(), res.summary()
+    assert abs(m - exact) <= Z * se, (m, se, exact)
+    assert abs(m - theory) <= Z * se + abs(exact - theory), (m, se, theory)
+
+
+def test_w4_quarter():
+    x = _data(100, 1, 0)
+    s = (x**2).mean().item()
+    nbeta, gamma = 1e3, 1.0
+    f = lambda w: math.exp(-nbeta * s * w**4 - gamma / 2 * w * w)  # noqa: E731
+    exact = integrate.quad(lambda w: nbeta * s * w**4 * f(w), -1, 1)[0] / integrate.quad(f, -1, 1)[0]
+    assert abs(exact - 0.25) < 0.005  # the localisation's effect at this nbeta
+    res = estimate_llc_model(Power(2), mse, (x, torch.zeros(100)), nbeta=nbeta, eps=5e-4, gamma=gamma,
+                             n_chains=16, n_steps=2000, n_burnin=400, generator=1)
+    _check(res, exact, 0.25)
+
+
+def test_w2_half():
+    x = _data(100, 1, 1)
+    s = (x**2).mean().item()
+    nbeta, gamma = 1e3, 1.0
+    h = 2 * nbeta * s + gamma  # U = h w^2 / 2
+    eps = 0.05 / h
+    # SGLD's stationary variance on a Gaussian is exactly 1/(h (1 - eps h / 4)).
+    exact = nbeta * s / (h * (1 - eps * h / 4))
+    res = estimate_llc_model(Power(1), mse, (x, torch.zeros(100)), nbeta=nbeta, eps=eps, gamma=gamma,
+                             n_chains=16, n_steps=1000, n_burnin=200, generator=2)
+    _check(res, exact, 0.5)
+
+
+def test_regular_linear_model_half_dimension():
+    # y = x w0 + b0 without noise: L = (theta - theta0)^T S (theta - theta0), S the second-moment
+    # matrix of (x, 1); regular, lambda = d/2 = 2. Exact reference in S's eigenbasis.
+    x = _data(100, 3, 2)
+    model = torch.nn.Linear(3, 1).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.5, -1.0, 0.3]]))
+        model.bias.fill_(0.2)
+        y = model(x)
+    xa = torch.cat([x, torch.ones(100, 1, dtype=torch.float64)], 1)
+    s = torch.linalg.eigvalsh(xa.T @ xa / 100)
+    nbeta, gamma = 1e3, 1.0
+    p = 2 * nbeta * s + gamma
+    eps = 0.05 / p.max().item()
+    exact = (nbeta * s / (p * (1 - eps * p / 4))).sum().item()
+    res = estimate_llc_model(model, mse, (x, y), nbeta=nbeta, eps=eps, gamma=gamma,
+                             n_chains=16, n_steps=1500, n_burnin=300, generator=3)
+    _check(res, exact, 2.0)
+    assert torch.equal(model.weight, torch.tensor([[0.5, -1.0, 0.3]], dtype=torch.float64))  # untouched
+
+
+def _normal_crossing_exact(beta, gamma):
+    """nbeta E[K] for K = w1^2 w2^4 under exp(-beta K - gamma |w|^2 / 2): w1 is Gaussian given
+    w2 (precision a = 2 beta w2^4 + gamma), leaving a 1-D integral over w2."""
+    def parts(w2):
+        a = 2 * beta * w2**4 + gamma
+        return math.sqrt(2 * math.pi / a) * math.exp(-gamma * w2 * w2 / 2), beta * w2**4 / a
+
+    Zn = integrate.quad(lambda w: parts(w)[0], -40, 40, points=[0], limit=400)[0]
+    return integrate.quad(lambda w: np.prod(parts(w)), -40, 40, points=[0], limit=400)[0] / Zn
+
+
+def test_normal_crossing_two_exponents():
+    # K = w1^2 w2^4: lambda = min(1/2, 1/4) = 1/4 (multiplicity 1).
+    exacts = [_normal_crossing_exact(b, 1.0) for b in (1e3, 1e4, 1e5, 1e6)]
+    assert all(a < b < 0.25 for a, b in zip(exacts, exacts[1:]))  # approaches 1/4 from below
+    assert 0.25 - exacts[-1] < 0.01
+    res = estimate_llc_flat(lambda th: th[..., 0] ** 2 * th[..., 1] ** 4, torch.zeros(2, dtype=torch.float64),
+                            nbeta=1e3, eps=4e-4, gamma=1.0, n_chains=32, n_steps=8000, n_burnin=2000, generator=4)
+    _check(res, exacts[0], 0.25)
+
+
+def aoyagi_watanabe(M: int, N: int, H: int, r: int) -> float:
+    """RLCT of reduced-rank regression y = B A x (A: H x M, B: N x H), true rank r
+    (Aoyagi & Watanabe 2005)."""
+    if N + r <= M + H and M + r <= N + H and H + r <= M + N:
+        v = 2 * (H + r) * (M + N) - (M - N) ** 2 - (H + r) ** 2
+        return (v + (M + N + H + r) % 2) / 8
+    if M + H < N + r:
+        return (H * M - H * r + N * r) / 2
+    if N + H < M + r:
+        return (H * N - H * r + M * r) / 2
+    return M * N / 2
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 2, 1), (1, 3, 2, 1)])
+def test_reduced_rank_regression(shape):
+    # K(A, B) = ||B A - B0 A0||_F^2 (population loss for x ~ N(0, I)); the centre keeps the
+    # redundant hidden unit off (its in- and out-weights zero), the most singular true point.
+    M, N, H, r = shape
+    lam = aoyagi_watanabe(M, N, H, r)
+    assert lam < H * (M + N) / 2  # singular: below the regular value
+    g = torch.Generator().manual_seed(sum(shape))
+    a0 = torch.randn(r, M, generator=g, dtype=torch.float64)
+    b0 = torch.randn(N, r, generator=g, dtype=torch.float64)
+    A = torch.zeros(H, M, dtype=torch.float64)
+    B = torch.zeros(N, H, dtype=torch.float64)
+    A[:r], B[:, :r] = a0 / a0.norm(), b0 / b0.norm()
+    C0 = B @ A
+
+    def K(th):
+        A_ = th[..., : H * M].reshape(th.shape[:-1] + (H, M))
+        B_ = th[..., H * M:].reshape(th.shape[:-1] + (N, H))
+        return ((B_ @ A_ - C0) ** 2).sum((-2, -1))
+
+    res = estimate_llc_flat(K, torch.cat([A.flatten(), B.flatten()]), nbeta=1e3, eps=2.5e-5, gamma=1.0,
+                            n_chains=16, n_steps=8000, n_burnin=1600, generator=5)
+    m, se = res.llc.item(), res.llc_se.item()
+    print(f"RRR {shape}: lambda_hat {m:.4f} +- {se:.4f}, Aoyagi-Watanabe {lam}, acceptance {res.acceptance.item():.4f}")
+    assert not res.flag_step.item() and res.n_included.item() == 16, res.summary()
+    assert abs(m - lam) <= Z * se, (m, se, lam)
+
+
+def test_aoyagi_watanabe_formula_special_cases():
+    # independent checks of the formula used above: a regular case and normal crossings
+    assert aoyagi_watanabe(1, 1, 1, 1) == 0.5  # y = b a x, true ba != 0: one effective parameter
+    assert aoyagi_watanabe(1, 1, 1, 0) == 0.5  # K = a^2 b^2: lambda 1/2
+    assert aoyagi_watanabe(2, 2, 1, 0) == 1.0  # K = |a|^2 |b|^2, a, b in R^2
+    assert aoyagi_watanabe(2, 2, 1, 1) == 1.5  # rank-1 2x2 matrices: 3-dim manifold, regular
+    assert aoyagi_watanabe(1, 4, 1, 0) == 0.5  # K = a^2 |b|^2: poles -1/2, -2

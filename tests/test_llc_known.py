@@ -166,3 +166,75 @@ def test_aoyagi_watanabe_formula_special_cases():
     assert aoyagi_watanabe(2, 2, 1, 0) == 1.0  # K = |a|^2 |b|^2, a, b in R^2
     assert aoyagi_watanabe(2, 2, 1, 1) == 1.5  # rank-1 2x2 matrices: 3-dim manifold, regular
     assert aoyagi_watanabe(1, 4, 1, 0) == 0.5  # K = a^2 |b|^2: poles -1/2, -2
+
+
+# ---- TMS zoo points (c = 6), population loss: minimally singular, lambda = rank(H) / 2 -------
+
+
+def _kgon(k, c, length, bias, plus=0, zero_bias=-1.0):
+    """k-gon in columns 0..k-1 (shared bias), `plus` zero columns at the constant-output
+    optimum 1/(2c), the rest zero with a flat negative bias (SPEC 2). Differentiable in
+    (length, bias) for the 2-D solve."""
+    idx = torch.arange(c)
+    ang = torch.where(idx < k, idx * 2 * math.pi / k, torch.zeros(c, dtype=torch.float64))
+    W = length * (idx < k) * torch.stack([ang.cos(), ang.sin()])
+    one = torch.ones(c, dtype=torch.float64)
+    b = torch.where(idx < k, bias * one, torch.where(idx < k + plus, one / (2 * c), zero_bias * one))
+    return W, b
+
+
+def _solve_kgon(k, c):
+    """(l*, b*): Newton on the 2-D restricted gradient of the exact population loss."""
+    from tms.loss import population_loss
+
+    x = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    f = lambda x: population_loss(*_kgon(k, c, x[0], x[1]))  # noqa: E731
+    for _ in range(25):
+        x = x - torch.linalg.solve(torch.func.hessian(f)(x), torch.func.grad(f)(x))
+    return x
+
+
+def test_tms_zoo_points_approach_hessian_rank_theory():
+    """5, 5+ and 6 at c = 6 with the exact population loss and nbeta = n / log n for n = 5e3
+    and 5e4 (six centres, one batched call). Reference at finite nbeta: the Laplace value
+    sum_i nbeta h_i / (2 (nbeta h_i + gamma)) over the Hessian's positive eigenvalues (exact
+    for a quadratic loss), which tends to rank / 2. The n = 5e5 bias study is in
+    benchmarks/bench_llc.py (--bias-study)."""
+    from tms.llc import default_nbeta, estimate_llc
+    from tms.loss import batched_grad, batched_hessian, population_loss
+
+    pts, ranks, eigs = [], [], []
+    for k, plus in [(5, 0), (5, 1), (6, 0)]:
+        lb = _solve_kgon(k, 6)
+        W, b = _kgon(k, 6, lb[0], lb[1], plus=plus)
+        L, gW, gb = batched_grad(population_loss, W, b)
+        assert torch.cat([gW.flatten(), gb.flatten()]).norm() < 1e-10  # a critical point in all 18 coords
+        h = torch.linalg.eigvalsh(batched_hessian(population_loss, W, b))
+        assert h.min() > -1e-10  # a local minimum (no negative curvature)
+        pos = h[h > 1e-8 * h.max()]
+        pts.append((W, b))
+        ranks.append(len(pos))
+        eigs.append(pos)
+    # null directions: the global rotation, plus for "5" the dead column's W (2) and bias (1)
+    assert ranks == [18 - 4, 18 - 1, 18 - 1]
+    ns = [5e3, 5e4]
+    W = torch.stack([p[0] for p in pts for _ in ns])
+    b = torch.stack([p[1] for p in pts for _ in ns])
+    nbeta = torch.tensor([default_nbeta(n) for _ in pts for n in ns], dtype=torch.float64)
+    gamma = 1.0
+    res = estimate_llc(W, b, loss="population", nbeta=nbeta, eps=1e-5, gamma=gamma, n_chains=8,
+                       n_steps=6000, n_burnin=2000, generator=0)
+    print(res.summary(labels=[f"{lab} n={n:g}" for lab in ("5", "5+", "6") for n in ns]))
+    i = 0
+    for h, rank in zip(eigs, ranks):
+        gaps = []
+        for n in ns:
+            nb = default_nbeta(n)
+            laplace = (nb * h / (2 * (nb * h + gamma))).sum().item()
+            m, se = res.llc[i].item(), res.llc_se[i].item()
+            print(f"rank/2 = {rank / 2}, n = {n:g}: laplace {laplace:.3f}, lambda_hat {m:.3f} +- {se:.3f}")
+            assert res.trustworthy[i].item()
+            assert abs(m - laplace) <= Z * se
+            gaps.append(rank / 2 - laplace)
+            i += 1
+        assert 0 < gaps[1] < gaps[0] / 5  # the finite-n reference converges to rank / 2

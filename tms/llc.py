@@ -40,6 +40,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -149,7 +150,7 @@ class LLCResult:
         cols = [flat(v) for v in (self.llc, self.llc_se, self.centre_loss, self.n_included, self.n_escaped,
                                   self.n_nonfinite, self.frac_below, self.acceptance, self.flag_escape,
                                   self.flag_step, self.flag_nonfinite)]
-        idx = list(torch.ndindex(self.llc.shape)) if self.llc.dim() else [()]
+        idx = list(np.ndindex(*self.llc.shape)) if self.llc.dim() else [()]
         for row in range(min(len(idx), max_rows)):
             m, se, L0, used, esc, nan, below, acc, fe, fs, fn = (c[row].item() for c in cols)
             flags = ",".join(f for f, on in (("ESCAPED", fe), ("STEP-TOO-LARGE", fs), ("NON-FINITE", fn)) if on)
@@ -226,6 +227,13 @@ def centre_keys(seed: int, centre_shape: tuple[int, ...]) -> torch.Tensor:
     return sgld.item_keys(sgld.seed_from(seed), tuple(centre_shape))
 
 
+def _broadcasts_to(shape, target) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
+
+
 def _is_high_sparsity(X: torch.Tensor) -> bool:
     return bool((X >= 0).all()) and bool(((X != 0).sum(-1) <= 1).all())
 
@@ -265,7 +273,8 @@ def estimate_llc(
 ) -> LLCResult:
     """LLC of every TMS centre (W (C..., r, c), b (C..., c)) in one batched SGLD run (SPEC 5).
 
-    X: data set (n, c) shared by all centres, or (C..., n, c) one per centre; required for
+    X: data set (n, c) shared by all centres, or (B..., n, c) one per centre (B... broadcastable
+       to C..., e.g. one training set per run for checkpoints (T, R)); required for
        loss="empirical", must be None for loss="population" (exact L, nbeta = effective n*beta).
     nbeta: float, or tensor broadcastable to C... (e.g. n / log n per data set of an n-grid).
     n_steps: SGLD steps per chain (draws), the first n_burnin discarded.
@@ -302,8 +311,9 @@ def estimate_llc(
             raise ValueError(f"X must have shape (..., n, c) with c = {c}, got {tuple(X.shape)}")
         X = X.to(device=device, dtype=dtype)
         per_centre = X.dim() > 2
-        if per_centre and X.shape[:-2] != C:
-            raise ValueError(f"a per-centre X must have shape (*{tuple(C)}, n, c), got {tuple(X.shape)}")
+        if per_centre and _broadcasts_to(X.shape[:-2], C) is False:
+            raise ValueError(f"a per-centre X must have batch dims broadcastable to the centres {tuple(C)}, "
+                             f"got X {tuple(X.shape)}")
         Xc = X.unsqueeze(-3) if per_centre else X  # (C..., 1, n, c) against chains
         if _is_high_sparsity(X):
             data = sorted_data(X)

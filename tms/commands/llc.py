@@ -1,0 +1,131 @@
+"""`tms llc`: LLC estimates (SPEC 5) with standard errors and diagnostics.
+
+    tms llc --c 6 --point 5+                 a zoo point (exact population loss by default)
+    tms llc --checkpoints run.npz            every checkpoint of a saved trajectory (tms train),
+                                             full batch on the run's own training set
+Options set nbeta (default n / log n), eps, gamma, chains, steps; --out saves the result
+(tms.io format), --plot draws the loss traces from the saved result.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tms import io
+from tms.data import sample_inputs
+from tms.llc import default_nbeta, estimate_llc
+
+NAME = "llc"
+HELP = "estimate local learning coefficients (SGLD) at zoo points or saved checkpoints"
+
+
+def add_arguments(p) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--point", help="zoo label at --c, e.g. 5+, 6, 4++ (see tms zoo)")
+    src.add_argument("--checkpoints", help="saved trajectory (.npz/.json from tms train): arrays W (..., r, c), "
+                                           "b (..., c) and optionally X, the training set")
+    p.add_argument("--c", type=int, default=6, help="number of features for --point (default 6)")
+    p.add_argument("--loss", choices=["population", "empirical"],
+                   help="population (exact L; default for --point) or empirical (L_n; default for --checkpoints)")
+    p.add_argument("--n", type=float, default=1000,
+                   help="sample size: sets nbeta = n/log n, and the data set size when one is drawn (default 1000)")
+    p.add_argument("--nbeta", type=float, help="override nbeta (default n / log n)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of a drawn data set (empirical loss, no X given)")
+    p.add_argument("--eps", type=float, default=1e-3, help="SGLD step size (default 1e-3)")
+    p.add_argument("--gamma", type=float, default=1.0, help="localisation strength (default 1)")
+    p.add_argument("--chains", type=int, default=8, help="chains per centre (default 8)")
+    p.add_argument("--steps", type=int, default=500, help="SGLD steps per chain (default 500)")
+    p.add_argument("--burnin", type=int, default=0, help="initial steps discarded (default 0)")
+    p.add_argument("--batch-size", type=int, help="minibatch size (default: full batch)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    p.add_argument("--every", type=int, default=1, help="--checkpoints: use every k-th checkpoint (default 1)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--rows", type=int, default=30, help="centres printed in the table (default 30)")
+    p.add_argument("--out", help="save the result here (tms.io: PATH.npz + PATH.json)")
+    p.add_argument("--plot", help="draw the loss traces to this image file (from the saved result)")
+
+
+def _centres(args):
+    """(W, b, X or None, labels, loss mode, extra record)."""
+    if args.point is not None:
+        from tms import zoo
+
+        q = zoo.critical_point(args.c, args.point)
+        loss = args.loss or "population"
+        X = None
+        if loss == "empirical":
+            X = sample_inputs(int(args.n), args.c, args.data_seed)
+        rec = dict(point=q.label, c=args.c, zoo_loss=q.loss, zoo_llc=q.llc, hessian_rank=q.hessian_rank)
+        return q.W, q.b, X, [q.label], loss, rec
+    path = Path(args.checkpoints)
+    stem = path.with_suffix("")
+    if not (stem.with_suffix(".npz").exists()):
+        raise ValueError(f"--checkpoints: no file {stem.with_suffix('.npz')}")
+    arrays, record = io.load_result(stem)
+    if "W" not in arrays or "b" not in arrays:
+        raise ValueError(f"--checkpoints file must hold arrays W (..., r, c) and b (..., c); has {sorted(arrays)}")
+    W = torch.from_numpy(arrays["W"]).to(torch.float64)
+    b = torch.from_numpy(arrays["b"]).to(torch.float64)
+    if args.every < 1:
+        raise ValueError(f"--every must be >= 1, got {args.every}")
+    if W.dim() > 2 and args.every > 1:
+        W, b = W[:: args.every], b[:: args.every]
+    loss = args.loss or "empirical"
+    X = None
+    n = args.n
+    if loss == "empirical":
+        if "X" in arrays:
+            X = torch.from_numpy(arrays["X"]).to(torch.float64)
+        else:
+            X = sample_inputs(int(args.n), W.shape[-1], args.data_seed)
+        n = X.shape[-2]
+    shape = tuple(W.shape[:-2])
+    steps = arrays.get("steps")
+    if steps is not None and len(shape) >= 1 and len(steps) >= 1:
+        steps = steps[:: args.every] if args.every > 1 else steps
+    labels = []
+    for idx in (torch.cartesian_prod(*[torch.arange(s) for s in shape]).reshape(-1, len(shape)).tolist()
+                if shape else [[]]):
+        if steps is not None and idx and len(steps) == shape[0]:
+            labels.append(f"t={int(steps[idx[0]])}" + (f",r{idx[1]}" if len(idx) > 1 else ""))
+        else:
+            labels.append(str(tuple(idx)))
+    return W, b, X, labels, loss, dict(checkpoints=str(path), n=n, train_record=record)
+
+
+def run(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    W, b, X, labels, loss, rec = _centres(args)
+    n = rec.get("n", args.n) if X is not None else args.n
+    nbeta = args.nbeta if args.nbeta is not None else default_nbeta(n)
+    res = estimate_llc(W, b, X, nbeta=nbeta, eps=args.eps, gamma=args.gamma, n_chains=args.chains,
+                       n_steps=args.steps, n_burnin=args.burnin, loss=loss, batch_size=args.batch_size,
+                       generator=args.seed, progress=True)
+    print(res.summary(max_rows=args.rows, labels=labels))
+    if "zoo_llc" in rec:
+        theory = rec["zoo_llc"]
+        print(f"zoo point {rec['point']} (c = {rec['c']}): L = {rec['zoo_loss']:.10g}, Hessian rank "
+              f"{rec['hessian_rank']}, theory lambda = rank/2 = {theory if theory is not None else 'n/a (not C^2)'}"
+              f"; nbeta = {nbeta:.6g}" + (f" (= n/log n, n = {n:g})" if args.nbeta is None else ""))
+    out = args.out
+    if args.plot and not out:
+        out = str(Path(args.plot).with_suffix("")) + "_llc"
+    if out:
+        record = dict(res.settings, labels=labels, **{k: v for k, v in rec.items() if k != "train_record"})
+        if "train_record" in rec:
+            record["train_record"] = rec["train_record"]
+        record["nbeta"] = nbeta
+        record["shape"] = list(res.llc.shape)
+        io.save_result(out, res.arrays(), record)
+        print(f"saved {out}.npz / .json")
+    if args.plot:
+        from tms.plots.llc import plot_traces
+
+        plot_traces(out, args.plot)
+        print(f"plot: {args.plot}")
+    bad = int((~res.trustworthy).sum())
+    if bad:
+        print(f"warning: {bad} of {res.llc.numel()} estimates flagged (see the flags column)")
+    return 0

@@ -118,6 +118,11 @@ def test_too_large_step_is_flagged_and_inflates():
     gap = bad.llc.item() - good.llc.item()
     assert gap > 4 * math.hypot(bad.llc_se.item(), good.llc_se.item())  # inflated, not noise
     assert "STEP-TOO-LARGE" in bad.summary()
+    # minibatch chains: judged by full-batch MALA probes every PROBE_EVERY steps
+    good_mb = estimate_llc(W, b, X, eps=1e-3, batch_size=100, **kw)
+    bad_mb = estimate_llc(W, b, X, eps=1e-2, batch_size=100, **kw)
+    assert not good_mb.flag_step.item() and bad_mb.flag_step.item()
+    assert abs(good_mb.acceptance.item() - good.acceptance.item()) < 0.03
 
 
 def test_centre_above_a_lower_loss_phase_is_flagged():

@@ -132,3 +132,21 @@ def test_errors():
         sgld.init_flat(torch.zeros(2, 3), generator="seed")
     with pytest.raises(ValueError, match="theta"):
         sgld.init_flat(torch.tensor([[float("nan")]]), generator=0)
+
+
+def test_mala_probe_matches_scipy_densities():
+    h, nbeta, gamma, eps = 2.0, 4.0, 0.5, 0.08
+    theta = torch.tensor([[0.7, -0.3], [0.1, 0.4]])
+    centre = torch.tensor([[0.2, 0.0], [0.0, 0.1]])
+    keys = sgld.item_keys(3, (2,))
+    acc = sgld.mala_probe(theta, centre, quad_grad(h), keys, 17, nbeta=nbeta, eps=eps, gamma=gamma)
+    for i in range(2):
+        x0, cn = theta[i].numpy(), centre[i].numpy()
+        U = lambda x: nbeta * 0.5 * h * (x @ x) + 0.5 * gamma * ((x - cn) @ (x - cn))  # noqa: E731
+        gU = lambda x: nbeta * h * x + gamma * (x - cn)  # noqa: E731
+        x1 = x0 - eps / 2 * gU(x0) + math.sqrt(eps) * sgld.normal(keys[i], 17, 2, stream=3).numpy()
+        logq = lambda to, frm: stats.multivariate_normal(frm - eps / 2 * gU(frm), eps).logpdf(to)  # noqa: E731
+        want = min(1.0, math.exp(U(x0) - U(x1) + logq(x0, x1) - logq(x1, x0)))
+        assert acc[i].item() == pytest.approx(want, rel=1e-10)
+    # the probe's noise is its own stream, not the SGLD noise of the same step
+    assert not torch.allclose(sgld.normal(keys, 17, 2, stream=3), sgld.normal(keys, 17, 2))

@@ -30,8 +30,11 @@ Diagnostics (per centre) and the rules used:
   bias of about 10% in lambda_hat (SGLD's stationary variance is 1/(1 - eps h/4) too wide),
   and MALA rejection grows like sqrt(d) at a fixed step bias. An inflated lambda_hat is
   the usual symptom. In minibatch
-  mode the acceptance uses the minibatch losses of consecutive steps, which differ in
-  their batch, so it is not reported (NaN); check eps with a full-batch run.
+  mode consecutive losses come from different batches, so instead every PROBE_EVERY-th
+  step a fresh Langevin proposal from the chain's current point is scored with the exact
+  full-batch loss (``sgld.mala_probe``, two extra full-batch gradients): the acceptance
+  then says whether eps resolves the full-batch posterior (the minibatch noise itself is
+  not judged by it).
 If every chain of a centre is excluded, its estimate is NaN (never silently averaged).
 """
 from __future__ import annotations
@@ -78,7 +81,7 @@ class LLCResult:
     escaped:        (C..., K)    bool, escaped chains (see module docstring)
     nonfinite:      (C..., K)    bool, chains that produced NaN/inf
     frac_below:     (C...,)      fraction of post-burn-in draws with L < L(w*)
-    acceptance:     (C...,)      mean MALA acceptance of post-burn-in moves (NaN: minibatch)
+    acceptance:     (C...,)      mean MALA acceptance of post-burn-in moves (minibatch: of the probes)
     settings:       dict of every argument (nbeta, eps, gamma, ...)
     """
 
@@ -244,14 +247,29 @@ def _unsqueeze_data(data: SortedData) -> SortedData:
                       data.count.unsqueeze(-2), data.n.unsqueeze(-1))
 
 
+PROBE_EVERY = 10  # minibatch mode: a full-batch MALA probe every this many steps
+
+
 def _run_chains(state, grad_fn, batch_grad_fn, *, nbeta, eps, gamma, n_steps, progress, minibatch):
-    """The step loop: returns loss trace and acceptance, each (..., T)."""
+    """The step loop: returns loss trace and acceptance, each (..., T).
+
+    Full batch / population: the acceptance of every move (free, see sgld.step). Minibatch:
+    a full-batch MALA probe (sgld.mala_probe) every PROBE_EVERY steps, NaN in between.
+    """
     losses, accepts = [], []
     for t in tqdm(range(n_steps), desc="SGLD", disable=not progress, leave=False):
         fn = batch_grad_fn(state, t) if minibatch else grad_fn
+        if minibatch and t % PROBE_EVERY == PROBE_EVERY - 1:
+            alive = state.alive
+            probe = sgld.mala_probe(state.theta, state.centre, grad_fn, state.key, t, nbeta=nbeta, eps=eps,
+                                    gamma=gamma)
         state, info = sgld.step(state, fn, nbeta=nbeta, eps=eps, gamma=gamma)
         losses.append(info.loss)
-        accepts.append(info.accept_prob)
+        if minibatch:
+            nan = torch.full_like(info.loss, float("nan"))
+            accepts.append(torch.where(alive, probe, nan) if t % PROBE_EVERY == PROBE_EVERY - 1 else nan)
+        else:
+            accepts.append(info.accept_prob)
     return torch.stack(losses, -1), torch.stack(accepts, -1)
 
 
@@ -339,8 +357,6 @@ def estimate_llc(
 
     trace, accept = _run_chains(state, grad_fn, batch_grad_fn, nbeta=nb, eps=eps, gamma=gamma,
                                 n_steps=n_steps, progress=progress, minibatch=minibatch)
-    if minibatch:
-        accept = torch.full_like(accept, float("nan"))
     settings = dict(nbeta=nbeta if not isinstance(nbeta, torch.Tensor) else nbeta.tolist(), eps=eps, gamma=gamma,
                     n_chains=n_chains, n_steps=n_steps, n_burnin=n_burnin, loss=loss, batch_size=batch_size,
                     n=None if X is None else int(X.shape[-2]),
@@ -476,8 +492,6 @@ def estimate_llc_model(
     state = sgld.init_flat(thetak, centre=thetak, generator=keys)
     trace, accept = _run_chains(state, grad_fn, batch_grad_fn, nbeta=nbeta, eps=eps, gamma=gamma,
                                 n_steps=n_steps, progress=progress, minibatch=batch_size is not None)
-    if batch_size is not None:
-        accept = torch.full_like(accept, float("nan"))
     settings = dict(nbeta=nbeta, eps=eps, gamma=gamma, n_chains=n_chains, n_steps=n_steps, n_burnin=n_burnin,
                     loss="empirical", batch_size=batch_size, n=n, model=type(model).__name__,
                     seed=generator if isinstance(generator, int) else None, d=int(theta0.numel()))

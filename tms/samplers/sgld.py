@@ -95,10 +95,13 @@ def uniform(key: torch.Tensor, t, stream: int, m: int) -> torch.Tensor:
     return (h.to(torch.float64) + 1.0) / 4294967296.0
 
 
-def normal(key: torch.Tensor, t, d: int, dtype=torch.float64) -> torch.Tensor:
-    """Standard normals (..., d) (t an int) or (..., B, d) (t a tensor of B steps), Box-Muller."""
-    u1 = uniform(key, t, 0, d)
-    u2 = uniform(key, t, 1, d)
+def normal(key: torch.Tensor, t, d: int, dtype=torch.float64, stream: int = 0) -> torch.Tensor:
+    """Standard normals (..., d) (t an int) or (..., B, d) (t a tensor of B steps), Box-Muller.
+
+    Streams: 0 (uniform streams 0, 1) is the SGLD noise; 2 is taken by minibatch indices;
+    3 (uniform streams 3, 4) is the noise of ``mala_probe``."""
+    u1 = uniform(key, t, stream, d)
+    u2 = uniform(key, t, stream + 1, d)
     return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).to(dtype)
 
 
@@ -270,3 +273,27 @@ def step(
     )
     prev = (theta, torch.where(ok, U, nan), gradU)
     return SGLDState(new, centre, state.key, state.t + 1, ok, prev, state.rc, cache), info
+
+
+def mala_probe(theta: torch.Tensor, centre: torch.Tensor, grad_fn: GradFn, key: torch.Tensor, t: int, *,
+               nbeta, eps: float, gamma: float) -> torch.Tensor:
+    """MALA acceptance probability (...,) of one fresh Langevin proposal from theta (..., d).
+
+    For minibatch chains, whose own consecutive losses come from different batches: with
+    grad_fn the exact full loss, this measures whether eps resolves the full-batch
+    posterior. Costs two grad_fn calls; noise from stream 3 of the item keys.
+    """
+    nb = torch.as_tensor(nbeta, dtype=theta.dtype, device=theta.device)
+
+    def U_grad(x):
+        L, g = grad_fn(x)
+        diff = x - centre
+        return nb * L + 0.5 * gamma * (diff * diff).sum(-1), nb.unsqueeze(-1) * g + gamma * diff
+
+    U0, g0 = U_grad(theta)
+    prop = theta - 0.5 * eps * g0 + math.sqrt(eps) * normal(key, t, theta.shape[-1], theta.dtype, 3).to(theta.device)
+    U1, g1 = U_grad(prop)
+    fwd = prop - theta + 0.5 * eps * g0
+    bwd = theta - prop + 0.5 * eps * g1
+    log_a = (U0 - U1) + ((fwd * fwd).sum(-1) - (bwd * bwd).sum(-1)) / (2 * eps)
+    return torch.exp(torch.clamp(log_a, max=0.0))

@@ -1,12 +1,17 @@
 """Plateaus and transitions on SGD trajectories, and their Bayesian antecedents (SPEC 4).
 
 A trajectory is the loss of R runs at T checkpoints (T, R). Each checkpoint is matched to
-the nearest zoo energy level; a *plateau* is a stretch of checkpoints whose loss stays within
-`tol` of one level for at least `min_points` checkpoints spanning a factor `min_span` in
-step count (plateaus live on a log step axis), short excursions between two stretches on the
-same level are merged, and a *transition* alpha -> beta is a pair of consecutive plateaus
-of one run on different levels. The step of a transition is the first checkpoint of the
-new plateau (its range is recorded too).
+the nearest zoo energy level. Plateaus live on a log step axis, so a checkpoint is *on* a
+level when its loss is within `tol` of it AND the loss is flat there: its least-squares
+slope over a window of `window` decades of steps is at most `slope_tol` per decade (a descent
+that merely passes through a level's band moves by a whole level gap in a fraction of a
+decade). A
+*plateau* is a stretch of on-level checkpoints of one level, at least `min_points` long and
+spanning a factor `min_span` in step count; stretches on one level separated by a short
+excursion are merged. A *transition* alpha -> beta is a pair of consecutive plateaus of one
+run on different levels; its step is the first checkpoint between them where the loss is
+past the midpoint of the two levels (the last step of the old plateau and the first of the
+new one are recorded too).
 
 Bayesian antecedent (SPEC 3, 4): a dynamical transition alpha -> beta with dL < 0 has a
 Bayesian counterpart when the posterior also moves alpha -> beta as n grows, i.e. when
@@ -65,8 +70,9 @@ class Transition(NamedTuple):
     run: int
     src: str
     dst: str
-    step: int  # first checkpoint of the new plateau
+    step: int  # first checkpoint between the plateaus with the loss past the midpoint of the levels
     left_step: int  # last checkpoint of the old plateau
+    arrive_step: int  # first checkpoint of the new plateau
     dL: float  # level loss difference L(dst) - L(src)
 
 
@@ -109,14 +115,45 @@ def nearest_level(loss, level_loss) -> tuple[np.ndarray, np.ndarray]:
     return k, np.take_along_axis(d, k[..., None], -1)[..., 0]
 
 
+def log_slope(L: np.ndarray, steps: np.ndarray, window: float) -> np.ndarray:
+    """Least-squares slope dL / dlog10(step + 1) of every run over the checkpoints within
+    `window` decades centred on each checkpoint (at least its two neighbours; the window is
+    clipped at the ends of the run). Vectorised with prefix sums.
+
+    L: (T, R), steps: (T,) -> (T, R).
+    """
+    x = np.log10(np.asarray(steps, dtype=np.float64) + 1.0)
+    T = len(x)
+    if T < 2:
+        return np.zeros_like(L)
+    i0 = np.minimum(np.searchsorted(x, x - window / 2, side="left"), np.maximum(np.arange(T) - 1, 0))
+    i1 = np.maximum(np.searchsorted(x, x + window / 2, side="right"), np.minimum(np.arange(T) + 2, T))
+    xc = x - x.mean()  # better conditioned sums
+
+    def csum(v):
+        return np.concatenate([np.zeros((1,) + v.shape[1:]), np.cumsum(v, 0)])
+
+    def wsum(v):
+        c = csum(v)
+        return c[i1] - c[i0]
+
+    n = (i1 - i0).astype(np.float64)[:, None]
+    sx, sxx = wsum(xc)[:, None], wsum(xc**2)[:, None]
+    sy, sxy = wsum(L), wsum(xc[:, None] * L)
+    den = n * sxx - sx**2
+    return np.where(den > 0, (n * sxy - sx * sy) / np.where(den > 0, den, 1.0), 0.0)
+
+
 def segment(
     loss,
     steps,
     levels: Levels,
     *,
     tol: float,
+    slope_tol: float | None = None,
+    window: float = 0.3,
     min_points: int = 3,
-    min_span: float = 3.0,
+    min_span: float = 1.25,
 ) -> Segmentation:
     """Segment trajectories into plateaus on `levels` and transitions between them.
 
@@ -124,8 +161,11 @@ def segment(
       at an SGD plateau it sits O(1/n) above the level, the training loss O(n^-1/2) off);
     steps: (T,) increasing step counts; tol: absolute loss tolerance around a level (keep
       it below half the smallest gap between levels that should be told apart);
+    slope_tol: largest |dL / dlog10(step + 1)| on a plateau (default: 2 tol per decade; a
+      passage through a level's band moves a whole level gap, >= 4 tol, in well under half a
+      decade), the least-squares slope over `window` decades centred on the checkpoint;
     min_points: fewest checkpoints on a plateau; min_span: (end_step + 1) / (start_step + 1)
-      of a plateau must be at least this (a plateau is flat on a log step axis).
+      of a plateau must be at least this.
     """
     L = np.asarray(loss.detach().cpu() if isinstance(loss, torch.Tensor) else loss, dtype=np.float64)
     if L.ndim == 1:
@@ -138,12 +178,14 @@ def segment(
     if not np.isfinite(L).all():
         raise ValueError("loss contains NaN or inf")
     checks.positive_float(tol, "tol")
+    slope_tol = 2 * tol if slope_tol is None else checks.positive_float(slope_tol, "slope_tol")
+    checks.positive_float(window, "window")
     checks.positive_int(min_points, "min_points")
     if not (min_span >= 1.0):
         raise ValueError(f"min_span must be >= 1, got {min_span!r}")
     T, R = L.shape
     k, dist = nearest_level(L, levels.loss)
-    on = dist <= tol
+    on = (dist <= tol) & (np.abs(log_slope(L, st, window)) <= slope_tol)
     lab = np.where(on, k, -1)  # (T, R)
     # Run-length encoding of every run at once: a segment starts where the label changes.
     change = np.ones((T, R), dtype=bool)
@@ -163,10 +205,195 @@ def segment(
             s = plateaus.pop().start  # an excursion between two stretches on one level: merge
         seg = L[s : e + 1, r]
         plateaus.append(Plateau(r, kk, levels.labels[kk], s, e, int(st[s]), int(st[e]), float(seg.mean())))
-    transitions = [
-        Transition(a.run, a.label, b.label, b.start_step, a.end_step, float(levels.loss[b.level] - levels.loss[a.level]))
-        for a, b in zip(plateaus[:-1], plateaus[1:])
-        if a.run == b.run and a.level != b.level
-    ]
-    settings = dict(tol=tol, min_points=min_points, min_span=min_span)
+    transitions = []
+    for a, b in zip(plateaus[:-1], plateaus[1:]):
+        if a.run != b.run or a.level == b.level:
+            continue
+        la, lb = levels.loss[a.level], levels.loss[b.level]
+        seg = L[a.end : b.start + 1, a.run]
+        past = (seg - (la + lb) / 2) * np.sign(lb - la) >= 0
+        mid = a.end + int(np.argmax(past))  # past[-1] holds: b.start is within tol of lb
+        transitions.append(Transition(a.run, a.label, b.label, int(st[mid]), a.end_step, b.start_step, float(lb - la)))
+    settings = dict(tol=tol, slope_tol=slope_tol, window=window, min_points=min_points, min_span=min_span)
     return Segmentation(plateaus, transitions, k, on, R, settings)
+
+
+# ---- zoo levels, labels, LLC along trajectories ------------------------------------------
+
+
+def zoo_levels(c: int, *, max_k: int | None = None) -> Levels:
+    """Energy levels of the zoo at c (tms.zoo.critical_points), ascending in loss.
+
+    Levels whose losses agree to 1e-12 (the loss cannot tell them apart) keep the first label.
+    """
+    from tms.zoo import critical_points
+
+    pts = [q for q in critical_points(c) if max_k is None or q.k <= max_k]
+    labels, loss, llc, prior = [], [], [], []
+    for q in sorted(pts, key=lambda q: q.loss):
+        if loss and abs(q.loss - loss[-1]) < 1e-12:
+            continue
+        labels.append(q.label)
+        loss.append(q.loss)
+        llc.append(np.nan if q.llc is None else q.llc)
+        prior.append(q.prior)
+    return Levels(labels, np.array(loss), np.array(llc), np.array(prior))
+
+
+def default_tol(levels: Levels, cap: float = 2e-3) -> float:
+    """A quarter of the smallest gap between distinct levels, at most `cap`."""
+    gaps = np.diff(levels.loss)
+    gaps = gaps[gaps > 1e-12]
+    return float(min(cap, 0.25 * gaps.min())) if len(gaps) else cap
+
+
+def llc_checkpoints(steps, n_points: int) -> np.ndarray:
+    """Indices of about n_points checkpoints spread evenly in log(step + 1), last one included."""
+    st = np.asarray(steps, dtype=np.float64)
+    checks.positive_int(n_points, "n_points")
+    target = np.geomspace(1.0, st[-1] + 1.0, n_points) - 1.0
+    idx = np.unique(np.abs(st[None, :] - target[:, None]).argmin(-1))
+    return np.unique(np.r_[idx, len(st) - 1])
+
+
+def trajectory_llc(
+    W: torch.Tensor,
+    b: torch.Tensor,
+    X: torch.Tensor,
+    *,
+    nbeta: float | None = None,
+    eps: float = 1e-3,
+    gamma: float = 1.0,
+    n_chains: int = 4,
+    n_steps: int = 500,
+    n_burnin: int = 0,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """LLC at every checkpoint of every run in one batched call (SPEC 4 defaults: localized
+    full-batch SGLD on the run's training set, eps 1e-3, gamma 1, 500 steps, nbeta = n/log n).
+
+    W: (T, R, r, c), b: (T, R, c); X: (n, c) shared or (R, n, c) per run. Returns the
+    LLCResult of tms.llc.estimate_llc with centres (T, R).
+    """
+    from tms.llc import default_nbeta, estimate_llc
+
+    checks.params(W, b)
+    if W.dim() != 4:
+        raise ValueError(f"W must be (T, R, r, c), got shape {tuple(W.shape)}")
+    n = X.shape[-2]
+    nb = default_nbeta(n) if nbeta is None else nbeta
+    # A per-run X (R, n, c) broadcasts over the checkpoints (T, R).
+    return estimate_llc(W, b, X, nbeta=nb, eps=eps, gamma=gamma, n_chains=n_chains, n_steps=n_steps,
+                        n_burnin=n_burnin, loss="empirical", generator=seed, progress=progress)
+
+
+# ---- LLC per plateau and the Bayesian-antecedent table -----------------------------------
+
+
+def plateau_llc(seg: Segmentation, llc_index, llc, llc_se, ok) -> dict:
+    """Estimated LLC of each plateau label from LLC estimates at checkpoints.
+
+    llc_index: (T',) checkpoint indices of the estimates; llc, llc_se, ok: (T', R) estimate,
+    its standard error and whether it is trustworthy (tms.llc diagnostics). Each plateau's
+    value is the mean of its trustworthy estimates; a label's value is the mean over its
+    plateaus with the standard error across plateaus (or, for one plateau, the propagated
+    error of its mean). Returns {label: (mean, se, n_plateaus, n_estimates)}.
+    """
+    idx = np.asarray(llc_index)
+    llc, llc_se, ok = (np.asarray(a) for a in (llc, llc_se, ok))
+    per: dict[str, list] = {}
+    for p in seg.plateaus:
+        j = np.nonzero((idx >= p.start) & (idx <= p.end) & ok[:, p.run])[0]
+        if len(j):
+            v, s = llc[j, p.run], llc_se[j, p.run]
+            per.setdefault(p.label, []).append((v.mean(), math.sqrt(float((s**2).mean()) / len(j)), len(j)))
+    out = {}
+    for lab, vals in per.items():
+        m = np.array([v[0] for v in vals])
+        se = m.std(ddof=1) / math.sqrt(len(m)) if len(m) > 1 else vals[0][1]
+        out[lab] = (float(m.mean()), float(se), len(m), int(sum(v[2] for v in vals)))
+    return out
+
+
+def antecedent_table(seg: Segmentation, c: int, llc_est: dict | None = None, *, prior: bool = True,
+                     inv_temp: float = 1.0) -> tuple[list[dict], list[dict]]:
+    """The Bayesian-antecedent table of the observed SGD transitions, and the Bayesian
+    transitions out of visited phases that SGD never made.
+
+    llc_est: {label: (mean, se, ...)} estimated LLCs (e.g. `plateau_llc`); the zoo's
+    theoretical lambda is used where it has one (exact, se 0), the estimate otherwise.
+    Observed rows: src, dst, count, first/median step, dL, lam_src, lam_dst (with se and
+    source), dlambda, dlambda_se, n_c (None if none), antecedent: "yes" (a root n_c exists),
+    "no" (dL < 0 but no root: dlambda too small), "uphill" (dL >= 0), "unknown" (a lambda
+    is missing) - plus "sign uncertain" when |dlambda| < 2 se.
+    """
+    from tms import zoo
+
+    llc_est = dict(llc_est or {})
+    pts = {q.label: q for q in zoo.critical_points(c)}
+
+    def lam(label):
+        q = pts[label]
+        if q.llc is not None:
+            return float(q.llc), 0.0, "theory"
+        if label in llc_est:
+            return float(llc_est[label][0]), float(llc_est[label][1]), "estimate"
+        return None, None, "none"
+
+    groups: dict[tuple, list] = {}
+    for t in seg.transitions:
+        groups.setdefault((t.src, t.dst), []).append(t.step)
+    rows = []
+    for (src, dst), steps in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        a, b = pts[src], pts[dst]
+        la, sa, ta = lam(src)
+        lb, sb, tb = lam(dst)
+        dL = b.loss - a.loss
+        dlam = None if la is None or lb is None else lb - la
+        dse = None if dlam is None else math.hypot(sa, sb)
+        n_c = None if dlam is None else zoo.critical_sample_size(a, b, prior, la, lb, inv_temp)
+        if dlam is None:
+            verdict = "unknown"
+        elif not dL < 0:
+            verdict = "uphill"
+        else:
+            verdict = "yes" if n_c is not None else "no"
+            if dse and abs(dlam) < 2 * dse:
+                verdict += " (sign uncertain)"
+        rows.append(dict(src=src, dst=dst, count=len(steps), first_step=int(min(steps)),
+                         median_step=float(np.median(steps)), L_src=a.loss, L_dst=b.loss, dL=dL,
+                         lam_src=la, lam_src_se=sa, lam_src_from=ta, lam_dst=lb, lam_dst_se=sb, lam_dst_from=tb,
+                         dlambda=dlam, dlambda_se=dse, dc=(b.prior - a.prior) if prior else 0.0, n_c=n_c,
+                         antecedent=verdict))
+    visited = {p.label for p in seg.plateaus}
+    llcs = {k: v[0] for k, v in llc_est.items() if pts.get(k) is not None and pts[k].llc is None}
+    unseen = [r for r in zoo.transition_table(c, llcs, prior, inv_temp)
+              if r["alpha"] in visited and (r["alpha"], r["beta"]) not in groups and r["n_c"] is not None]
+    return rows, unseen
+
+
+def format_antecedents(rows: list[dict], unseen: list[dict], max_unseen: int = 15) -> str:
+    """The antecedent table as text."""
+    f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+
+    def lam(v, se, src):
+        return "-" if v is None else (f"{v:.2f}" if src == "theory" else f"{v:.2f}+-{se:.2f}*")
+
+    out = [f"{'transition':>14} {'count':>5} {'median step':>11} {'dL':>9} {'lam src':>11} {'lam dst':>11} "
+           f"{'dlambda':>12} {'n_c':>9}  antecedent"]
+    for r in rows:
+        dl = "-" if r["dlambda"] is None else (f"{r['dlambda']:.2f}" + (f"+-{r['dlambda_se']:.2f}" if r["dlambda_se"] else ""))
+        out.append(f"{r['src'] + ' -> ' + r['dst']:>14} {r['count']:5d} {r['median_step']:11.0f} {r['dL']:9.5f} "
+                   f"{lam(r['lam_src'], r['lam_src_se'], r['lam_src_from']):>11} "
+                   f"{lam(r['lam_dst'], r['lam_dst_se'], r['lam_dst_from']):>11} {dl:>12} {f(r['n_c'], '9.1f'):>9}  "
+                   f"{r['antecedent']}")
+    if not rows:
+        out.append("  (no transitions observed)")
+    out.append("lambda: theory = zoo rank/2 (minimally singular points); * = SGLD estimate on the plateaus")
+    out.append(f"Bayesian transitions out of visited phases never seen in SGD ({len(unseen)}):")
+    for r in unseen[:max_unseen]:
+        out.append(f"{r['alpha'] + ' -> ' + r['beta']:>14} dL {r['dL']:9.5f}  dlambda {r['dlambda']:6.2f}  n_c {r['n_c']:9.1f}")
+    if len(unseen) > max_unseen:
+        out.append(f"  ... {len(unseen) - max_unseen} more (saved in the result)")
+    return "\n".join(out)

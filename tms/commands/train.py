@@ -1,0 +1,56 @@
+"""`tms train`: vectorised SGD over many runs (SPEC 4), checkpoints saved resumably."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tms.train import train_sgd
+
+NAME = "train"
+HELP = "SGD on the TMS for many runs at once (SPEC 4); quick scale by default, --full for the paper"
+
+QUICK = dict(runs=16, epochs=1500)
+FULL = dict(runs=32, epochs=4500)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--full", action="store_true",
+                   help=f"paper scale: {FULL['runs']} runs x {FULL['epochs']} epochs (225,000 steps); "
+                        f"default quick scale {QUICK['runs']} runs x {QUICK['epochs']} epochs")
+    p.add_argument("--runs", type=int, help="number of runs (overrides the scale)")
+    p.add_argument("--epochs", type=int, help="epochs per run (overrides the scale)")
+    p.add_argument("--init", choices=["4gon", "random"], default="4gon", help="start near a 4-gon, or W ~ N(0, sigma^2)")
+    p.add_argument("--sigma", type=float, default=1.0, help="std of W entries for --init random")
+    p.add_argument("--radius", type=float, default=0.9, help="4-gon start: column length")
+    p.add_argument("--noise", type=float, default=0.01, help="4-gon start: std of the noise on every W entry")
+    p.add_argument("--n", type=int, default=1000, help="training set size")
+    p.add_argument("--batch-size", type=int, default=20)
+    p.add_argument("--lr", type=float, default=0.005)
+    p.add_argument("--c", type=int, default=6, help="features")
+    p.add_argument("--r", type=int, default=2, help="hidden dims")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shared-data", action="store_true", help="one training set for all runs (default: one per run)")
+    p.add_argument("--float32", action="store_true", help="train in float32 (default float64)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest at these sizes)")
+    p.add_argument("--out", default="results/sgd/train",
+                   help="result path (.npz + .json); an existing result is reused, a partial one resumed")
+
+
+def run(args) -> int:
+    scale = FULL if args.full else QUICK
+    runs = args.runs if args.runs is not None else scale["runs"]
+    epochs = args.epochs if args.epochs is not None else scale["epochs"]
+    res = train_sgd(
+        runs, seed=args.seed, n=args.n, batch_size=args.batch_size, lr=args.lr, epochs=epochs,
+        init=args.init, radius=args.radius, noise=args.noise, sigma=args.sigma, r=args.r, c=args.c,
+        shared_data=args.shared_data, dtype=torch.float32 if args.float32 else torch.float64,
+        path=args.out, num_threads=args.threads,
+    )
+    rec = res.record
+    L = res.pop_loss[-1]
+    print(f"{len(rec['runs'])} runs x {rec['total_steps']} steps ({rec['epochs']} epochs, n={rec['n']}, "
+          f"batch {rec['batch_size']}, lr {rec['lr']}, init {rec['init']}) -> {Path(args.out)}.npz/.json")
+    print(f"final population loss: min {L.min():.5f}, median {L.median():.5f}, max {L.max():.5f}")
+    print(f"next: tms transitions --input {args.out}")
+    return 0

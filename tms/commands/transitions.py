@@ -1,0 +1,142 @@
+"""`tms transitions`: plateaus, transitions, LLC staircases and Bayesian antecedents of a
+saved `tms train` result (SPEC 4), with figures."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tms import io
+from tms.train import load_train
+from tms.transitions import (
+    Levels,
+    antecedent_table,
+    default_tol,
+    format_antecedents,
+    llc_checkpoints,
+    plateau_llc,
+    segment,
+    trajectory_llc,
+    zoo_levels,
+)
+
+NAME = "transitions"
+HELP = "plateaus on zoo levels, LLC along SGD trajectories, Bayesian-antecedent table, figures"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--input", default="results/sgd/train", help="a `tms train` result")
+    p.add_argument("--out", default=None, help="analysis result path (default: <input>_transitions)")
+    p.add_argument("--figures", default="figures", help="folder for sgd_trajectory.png and sgd_many.png")
+    p.add_argument("--run", type=int, default=None, help="run for sgd_trajectory.png (default: most plateaus)")
+    p.add_argument("--tol", type=float, default=None,
+                   help="loss tolerance around a level (default: a quarter of the smallest level gap, <= 2e-3)")
+    p.add_argument("--min-points", type=int, default=3, help="fewest checkpoints on a plateau")
+    p.add_argument("--min-span", type=float, default=1.25, help="a plateau spans at least this factor in steps")
+    p.add_argument("--no-llc", action="store_true", help="skip the LLC estimates")
+    p.add_argument("--llc-points", type=int, default=16, help="checkpoints per run (log-spaced) with an LLC estimate")
+    p.add_argument("--chains", type=int, default=4, help="SGLD chains per checkpoint")
+    p.add_argument("--sgld-steps", type=int, default=500)
+    p.add_argument("--eps", type=float, default=1e-3)
+    p.add_argument("--gamma", type=float, default=1.0)
+    p.add_argument("--nbeta", type=float, default=None, help="n * beta (default n / log n)")
+    p.add_argument("--seed", type=int, default=0, help="SGLD seed")
+    p.add_argument("--no-prior", action="store_true", help="drop the prior term c_alpha from n_c")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: leave as is)")
+
+
+def _labels_by_classify(W: torch.Tensor, b: torch.Tensor):
+    try:
+        from tms.phases import classify
+    except ImportError:
+        return None
+    return np.asarray(classify(W, b))
+
+
+def run(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    res = load_train(args.input)
+    rec = res.record
+    c, n = int(rec["c"]), int(rec["n"])
+    out = Path(args.out) if args.out else Path(args.input).with_name(Path(args.input).stem + "_transitions")
+    levels: Levels = zoo_levels(c)
+    tol = default_tol(levels) if args.tol is None else args.tol
+    seg = segment(res.pop_loss, res.steps, levels, tol=tol, min_points=args.min_points, min_span=args.min_span)
+
+    arrays = dict(level_index=seg.level_index, on_level=seg.on_level,
+                  plateau_run=np.array([p.run for p in seg.plateaus], dtype=np.int64),
+                  plateau_level=np.array([p.level for p in seg.plateaus], dtype=np.int64),
+                  plateau_start=np.array([p.start for p in seg.plateaus], dtype=np.int64),
+                  plateau_end=np.array([p.end for p in seg.plateaus], dtype=np.int64))
+    cls = _labels_by_classify(res.W, res.b)
+    agree = None
+    if cls is not None:
+        hits = [float(np.mean(cls[p.start : p.end + 1, p.run] == p.label)) for p in seg.plateaus]
+        agree = float(np.mean(hits)) if hits else None
+
+    llc_est, llc_settings = {}, None
+    if not args.no_llc:
+        idx = llc_checkpoints(res.steps.numpy(), args.llc_points)
+        nbeta = args.nbeta if args.nbeta is not None else n / np.log(n)
+        llc_settings = dict(nbeta=float(nbeta), eps=args.eps, gamma=args.gamma, n_chains=args.chains,
+                            n_steps=args.sgld_steps, seed=args.seed, loss="empirical (full batch, training set)",
+                            checkpoints=idx.tolist(), input=str(args.input))
+        llc_path = out.with_name(out.stem + "_llc")
+        if io.result_exists(llc_path) and io.load_json(llc_path.with_suffix(".json")) == io._jsonable(llc_settings):
+            la, _ = io.load_result(llc_path)
+            print(f"LLC estimates reused from {llc_path}")
+        else:
+            ii = torch.from_numpy(idx)
+            print(f"LLC at {len(idx)} checkpoints x {res.W.shape[1]} runs x {args.chains} chains, "
+                  f"{args.sgld_steps} SGLD steps ...")
+            lr = trajectory_llc(res.W[ii], res.b[ii], res.X, nbeta=nbeta, eps=args.eps, gamma=args.gamma,
+                                n_chains=args.chains, n_steps=args.sgld_steps, seed=args.seed, progress=True)
+            la = dict(llc_index=idx, llc=lr.llc, llc_se=lr.llc_se, llc_ok=lr.trustworthy,
+                      n_escaped=lr.n_escaped, acceptance=lr.acceptance)
+            io.save_result(llc_path, la, llc_settings)
+            la = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in la.items()}
+        arrays.update(llc_index=la["llc_index"], llc=la["llc"], llc_se=la["llc_se"], llc_ok=la["llc_ok"])
+        llc_est = plateau_llc(seg, la["llc_index"], la["llc"], la["llc_se"], la["llc_ok"])
+        nflag = int((~la["llc_ok"].astype(bool)).sum())
+        print(f"LLC: {nflag} of {la['llc_ok'].size} estimates flagged (escaped chains, step size or non-finite) "
+              f"and left out of the plateau averages")
+
+    rows, unseen = antecedent_table(seg, c, llc_est, prior=not args.no_prior)
+    seq_counts = sorted(Counter(seg.sequences()).items(), key=lambda kv: -kv[1])
+    record = dict(input=str(args.input), train=rec, tol=tol, min_points=args.min_points, min_span=args.min_span,
+                  segmented_on="population loss", prior=not args.no_prior,
+                  levels=dict(labels=levels.labels, loss=levels.loss.tolist(),
+                              llc=[None if np.isnan(v) else float(v) for v in levels.llc], prior=levels.prior.tolist()),
+                  plateau_labels=[p.label for p in seg.plateaus],
+                  plateaus=[p._asdict() for p in seg.plateaus], transitions=[t._asdict() for t in seg.transitions],
+                  sequence_counts=[[list(s), k] for s, k in seq_counts], classify_agreement=agree,
+                  llc_settings=llc_settings, plateau_llc={k: list(v) for k, v in llc_est.items()},
+                  antecedents=rows, bayesian_unseen=unseen)
+    io.save_result(out, arrays, record)
+
+    R = res.W.shape[1]
+    print(f"{R} runs, {int(rec['total_steps'])} steps; plateaus within {tol:.2g} of a zoo level of L "
+          f"(>= {args.min_points} checkpoints spanning x{args.min_span:g} in steps)")
+    print("plateau sequences (runs):")
+    for s, k in seq_counts:
+        print(f"  {' -> '.join(s) if s else '(no plateau)':40s} {k}")
+    if agree is not None:
+        print(f"tms.phases.classify agrees with the plateau level on {100 * agree:.1f}% of plateau checkpoints")
+    if llc_est:
+        print("estimated LLC per plateau label (mean over plateaus +- se): " + ", ".join(
+            f"{k} {v[0]:.2f}+-{v[1]:.2f} ({v[2]} plateaus)" for k, v in sorted(llc_est.items())))
+    print("observed transitions and their Bayesian antecedents (n_c: root of n dL + dlambda log n + dc = 0, "
+          f"{'with' if not args.no_prior else 'without'} the prior term):")
+    print(format_antecedents(rows, unseen))
+
+    from tms.plots.sgd import sgd_many, sgd_trajectory
+
+    fig = Path(args.figures)
+    fig.mkdir(parents=True, exist_ok=True)
+    shown = sgd_trajectory(args.input, out, fig / "sgd_trajectory.png", run=args.run)
+    sgd_many(args.input, out, fig / "sgd_many.png")
+    print(f"saved {out}.npz/.json; figures {fig / 'sgd_trajectory.png'} (run {shown}), {fig / 'sgd_many.png'}")
+    return 0

@@ -1,0 +1,171 @@
+"""Phases: which zoo family a parameter set belongs to, and which energy level a loss sits on.
+
+`classify(W, b)` reads the family label k^{s+, p-} (SPEC 2) off the geometry, batched:
+  1. a column with norm < zero_tol is zero; a zero column with bias > plus_tol counts as
+     a "+" (constant-output column), otherwise as a flat negative-bias zero column;
+  2. a nonzero column whose output fires on less than a fraction (1 - off_ratio) of its own
+     inputs (b_i < -off_ratio |W_i|^2) is a switched-off vertex ("-");
+  3. the k nonzero columns (switched-off ones included) must form a regular k-gon: every
+     angular gap between consecutive columns within angle_tol * 2 pi/k of 2 pi/k, and
+     max/min column norm <= 1 + norm_tol;
+  4. the label (k, s, p) must be a zoo family at this c; anything else is "other".
+All four steps are invariant under rotations/reflections of the plane (they use norms,
+biases and the multiset of angular gaps) and under feature permutations (they count).
+Everything is vectorised over the batch: one sort of the angles per item, no Python loop.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+from tms import checks, zoo
+
+OTHER = "other"
+
+
+def _as_tensor(x, name: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    return checks.tensor(x, name, min_dim=1)
+
+
+@functools.lru_cache(maxsize=None)
+def _lookup(c: int) -> tuple[np.ndarray, int]:
+    """Label table indexed by code = (k * (c + 1) + s) * (c + 1) + p; OTHER where not a family."""
+    m = c + 1
+    table = np.full(m * m * m + 1, OTHER, dtype=object)
+    for k, s, p in zoo.family_members(c):
+        table[(k * m + s) * m + p] = zoo.make_label(k, s, p)
+    return table.astype(str), m
+
+
+def classify(W, b, *, zero_tol: float = 0.3, plus_tol: float = 0.0, off_ratio: float = 0.8,
+             angle_tol: float = 0.35, norm_tol: float = 0.5) -> np.ndarray:
+    """Zoo label of every parameter set: W (..., 2, c), b (..., c) -> numpy str array (...).
+
+    Accepts torch tensors or numpy arrays (any float dtype, any device); batch dims of W and
+    b broadcast. "other" where no zoo family fits. Thresholds are documented in the module.
+    """
+    W, b = _as_tensor(W, "W"), _as_tensor(b, "b")
+    checks.params(W.double(), b.double())
+    if W.shape[-2] != 2:
+        raise ValueError(f"classify needs r = 2 (W of shape (..., 2, c)), got W {tuple(W.shape)}")
+    c = W.shape[-1]
+    B = torch.broadcast_shapes(W.shape[:-2], b.shape[:-1])
+    W = W.double().expand(B + W.shape[-2:]).reshape(-1, 2, c)
+    b = b.double().to(W.device).expand(B + (c,)).reshape(-1, c)
+    norm = W.norm(dim=-2)  # (N, c)
+    zero = norm < zero_tol
+    plus = zero & (b > plus_tol)
+    off = ~zero & (b < -off_ratio * norm**2)
+    k = (~zero).sum(-1)
+    s, p = plus.sum(-1), off.sum(-1)
+    # regular polygon test on the nonzero columns: sorted angles, gaps against 2 pi / k
+    ang = torch.atan2(W[:, 1], W[:, 0])
+    ang = torch.where(zero, torch.full_like(ang, math.inf), ang).sort(-1).values  # nonzero first
+    kk = k.clamp(min=1).unsqueeze(-1)
+    expected = 2 * math.pi / kk
+    gaps = ang[:, 1:] - ang[:, :-1]  # (N, c-1); valid for j < k - 1
+    j = torch.arange(c - 1, device=W.device)
+    gap_dev = torch.where(j < kk - 1, (gaps - expected).abs(), torch.zeros_like(gaps))
+    first = ang[:, 0]
+    last = ang.gather(-1, (kk - 1)).squeeze(-1)
+    wrap_dev = (first + 2 * math.pi - last - expected.squeeze(-1)).abs()
+    dev = torch.maximum(gap_dev.nan_to_num(0.0).amax(-1) if c > 1 else torch.zeros_like(first), wrap_dev)
+    regular = dev <= angle_tol * expected.squeeze(-1)
+    big = torch.where(zero, torch.zeros_like(norm), norm).amax(-1)
+    small = torch.where(zero, torch.full_like(norm, math.inf), norm).amin(-1)
+    regular &= big <= (1 + norm_tol) * small
+    table, m = _lookup(c)
+    code = torch.where(regular & (k >= 3), (k * m + s) * m + p, torch.full_like(k, m * m * m))
+    return table[code.cpu().numpy()].reshape(tuple(B))
+
+
+def classify_reference(W, b, *, zero_tol: float = 0.3, plus_tol: float = 0.0, off_ratio: float = 0.8,
+                       angle_tol: float = 0.35, norm_tol: float = 0.5) -> np.ndarray:
+    """Slow per-item reference of `classify` (plain Python loop, for tests and benchmarks)."""
+    W = np.asarray(W, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    c = W.shape[-1]
+    shape = np.broadcast_shapes(W.shape[:-2], b.shape[:-1])
+    Wf = np.broadcast_to(W, shape + W.shape[-2:]).reshape(-1, 2, c)
+    bf = np.broadcast_to(b, shape + (c,)).reshape(-1, c)
+    valid = {(k, s, p): zoo.make_label(k, s, p) for k, s, p in zoo.family_members(c)}
+    out = []
+    for Wi, bi in zip(Wf, bf):
+        k = s = p = 0
+        angles, norms = [], []
+        for col in range(c):
+            x, y = Wi[0, col], Wi[1, col]
+            n = math.hypot(x, y)
+            if n < zero_tol:
+                s += bi[col] > plus_tol
+                continue
+            k += 1
+            p += bi[col] < -off_ratio * n * n
+            angles.append(math.atan2(y, x))
+            norms.append(n)
+        label = OTHER
+        if k >= 3 and (k, s, p) in valid and max(norms) <= (1 + norm_tol) * min(norms):
+            angles.sort()
+            gaps = [angles[i + 1] - angles[i] for i in range(k - 1)] + [angles[0] + 2 * math.pi - angles[-1]]
+            if all(abs(g - 2 * math.pi / k) <= angle_tol * 2 * math.pi / k for g in gaps):
+                label = valid[(k, s, p)]
+        out.append(label)
+    return np.array(out, dtype=str).reshape(shape)
+
+
+# ---- energy levels -------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _levels(c: int) -> tuple[np.ndarray, tuple[tuple[str, ...], ...]]:
+    pts = []
+    for k, s, p in zoo.family_members(c):
+        W, bb = zoo.kgon_params(k, c, s, p)
+        pts.append((float(zoo.population_loss(W, bb)), k, s, p))
+    pts.sort(key=lambda t: t[0])
+    groups: list[list[tuple]] = []
+    for q in pts:  # levels closer than 1e-12 coincide (e.g. 3^{s+} and 4^{s+,-})
+        if groups and q[0] - groups[-1][0][0] < 1e-12:
+            groups[-1].append(q)
+        else:
+            groups.append([q])
+    groups = [sorted(g, key=lambda q: (-q[1], q[2], q[3])) for g in groups]  # larger k first
+    losses = np.array([g[0][0] for g in groups])
+    names = tuple(tuple(zoo.make_label(*q[1:]) for q in g) for g in groups)
+    return losses, names
+
+
+def energy_levels(c: int) -> list[tuple[float, tuple[str, ...]]]:
+    """Distinct zoo loss levels at c, ascending: (loss, labels on that level, larger k first)."""
+    losses, names = _levels(c)
+    return list(zip(losses.tolist(), names))
+
+
+def nearest_level(loss, c: int, return_distance: bool = False):
+    """Label of the zoo energy level nearest to each loss (numpy str array, shape of loss).
+
+    Where levels coincide the label with the largest k represents them (e.g. "4,-" for the
+    level it shares with "3"); `energy_levels(c)` lists all. With return_distance=True
+    returns (labels, loss - level) (signed, float64 numpy).
+    """
+    x = np.asarray(loss.detach().cpu().numpy() if isinstance(loss, torch.Tensor) else loss, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError("loss contains NaN or inf; expected finite values")
+    losses, names = _levels(c)
+    idx = np.abs(x[..., None] - losses).argmin(-1)
+    labels = np.array([n[0] for n in names], dtype=str)[idx]
+    if return_distance:
+        return labels, x - losses[idx]
+    return labels
+
+
+def level_loss(label: str, c: int) -> float:
+    """Population loss of the zoo family `label` at c (cheap: no Hessian)."""
+    k, s, p = zoo.parse_label(label)
+    W, bb = zoo.kgon_params(k, c, s, p)
+    return float(zoo.population_loss(W, bb))

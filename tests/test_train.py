@@ -7,6 +7,7 @@ import torch
 import tms.train as train
 from tms.data import sample_inputs
 from tms.model import forward
+from tms.phases import classify, level_loss, nearest_level
 from tms.train import (
     checkpoint_steps,
     init_4gon,
@@ -135,6 +136,11 @@ def test_smoke_4gon_start_reaches_4_2plus():
     assert abs(float(L[-1]) - LEVEL_4_2PLUS) < 1e-3  # ... and ends on 4^{2+}, 0.0069 below 4^{1+}
     b = res.b[-1, 0]
     assert torch.allclose(b[4:], torch.full((2,), 1 / (2 * C6)), atol=0.02)  # the two positive biases
+    # the lab's labels agree: a 4-gon at the start, 4++ by geometry and by level at the end
+    assert classify(res.W[0, 0], res.b[0, 0]) == "4"
+    assert classify(res.W[-1, 0], res.b[-1, 0]) == "4++"
+    assert nearest_level(L[-1], C6) == "4++"
+    assert level_loss("4++", C6) == pytest.approx(LEVEL_4_2PLUS, abs=1e-12)
 
 
 def test_smoke_4gon_start_reaches_a_5gon_level():
@@ -145,3 +151,5 @@ def test_smoke_4gon_start_reaches_a_5gon_level():
     assert float(L[-1]) < LEVEL_4_2PLUS - 0.03  # far below it at the end
     W = res.W[-1, 0]
     assert int((W.norm(dim=0) > 0.5).sum()) == 5  # five embedded features
+    assert classify(res.W[10, 0], res.b[10, 0]) == "4++"
+    assert classify(W, res.b[-1, 0]) == "5+" and nearest_level(L[-1], C6) == "5+"

@@ -351,6 +351,10 @@ def save_train(path: str | Path, res: TrainResult) -> None:
 
 
 def load_train(path: str | Path) -> TrainResult:
+    """Inverse of save_train; ValueError if there is no finished result at `path`."""
+    if not io.result_exists(path):
+        raise ValueError(f"no training result at {path} (expected {Path(path).with_suffix('.npz')} and .json; "
+                         "run `tms train --out PATH` first)")
     arr, rec = io.load_result(path)
     t = {k: torch.from_numpy(v) for k, v in arr.items()}
     return TrainResult(t["steps"], t["W"], t["b"], t["train_loss"], t["pop_loss"], t["X"], rec)

@@ -78,3 +78,82 @@ def test_segment_rejects_bad_input():
         segment(L, steps[::-1], LEVELS, tol=TOL)
     with pytest.raises(ValueError, match="T = len"):
         segment(L[:-1], steps, LEVELS, tol=TOL)
+
+
+# ---- zoo levels, LLC per plateau, antecedent table ---------------------------------------
+
+from scipy.optimize import brentq  # noqa: E402
+
+from tms import zoo  # noqa: E402
+from tms.transitions import antecedent_table, plateau_llc, zoo_levels  # noqa: E402
+
+
+def _zoo_runs(levels, paths, seed=0):
+    """Synthetic trajectories on zoo levels: paths = [[(label, until_log10), ...], ...]."""
+    steps = checkpoint_steps(100_000).numpy()
+    logs = np.log10(steps + 1.0)
+    loss = {lab: L for lab, L in zip(levels.labels, levels.loss)}
+    rng = np.random.default_rng(seed)
+    L = np.stack([_sigmoid_path(logs, [(loss[lab], t) for lab, t in p]) for p in paths], 1)
+    return steps, L + rng.normal(0, 2e-5, L.shape)
+
+
+def test_plateau_llc_averages_trustworthy_estimates_per_plateau():
+    levels = make_levels(["A", "B"], [0.10, 0.05])
+    steps, L = checkpoint_steps(10_000).numpy(), None
+    logs = np.log10(steps + 1.0)
+    L = np.stack([_sigmoid_path(logs, [(0.10, 2.0), (0.05, 9)]), _sigmoid_path(logs, [(0.10, 3.0), (0.05, 9)])], 1)
+    seg = segment(L, steps, levels, tol=0.005)
+    assert seg.sequences() == [("A", "B"), ("A", "B")]
+    idx = np.arange(0, len(steps), 5)
+    rng = np.random.default_rng(0)
+    lab = np.where(L[idx] > 0.075, 3.0, 7.0)  # true lambda 3 on A, 7 on B
+    llc = lab + rng.normal(0, 0.1, lab.shape)
+    se = np.full(lab.shape, 0.1)
+    ok = rng.random(lab.shape) > 0.2
+    llc[~ok] = 100.0  # flagged estimates must not enter
+    est = plateau_llc(seg, idx, llc, se, ok)
+    for name in ("A", "B"):
+        per = []
+        for p in (p for p in seg.plateaus if p.label == name):
+            j = (idx >= p.start) & (idx <= p.end) & ok[:, p.run]
+            per.append(llc[j, p.run].mean())
+        assert est[name][0] == pytest.approx(np.mean(per), rel=1e-12)
+        assert est[name][1] == pytest.approx(np.std(per, ddof=1) / np.sqrt(2), rel=1e-12)
+        assert est[name][2] == 2
+    assert abs(est["A"][0] - 3.0) < 0.2 and abs(est["B"][0] - 7.0) < 0.2
+
+
+def test_antecedent_table_against_an_independent_root():
+    levels = zoo_levels(6)
+    assert levels.labels[:4] == ["6", "5+", "5", "4++"]
+    paths = [[("4++", 3.0), ("5+", 9)], [("4++", 3.5), ("5+", 9)], [("5", 3.0), ("5+", 9)],
+             [("5+", 3.0), ("4++", 9)], [("4++", 9)]]
+    steps, L = _zoo_runs(levels, paths)
+    seg = segment(L, steps, levels, tol=1.5e-3)
+    assert seg.sequences() == [("4++", "5+"), ("4++", "5+"), ("5", "5+"), ("5+", "4++"), ("4++",)]
+    est = {"4++": (5.0, 0.1, 3, 30)}
+    rows, unseen = antecedent_table(seg, 6, est)
+    by = {(r["src"], r["dst"]): r for r in rows}
+    assert by[("4++", "5+")]["count"] == 2 and by[("5", "5+")]["count"] == 1
+    pts = {q.label: q for q in zoo.critical_points(6)}
+    for (a, b), lam_a in ((("4++", "5+"), 5.0), (("5", "5+"), pts["5"].llc)):
+        r = by[(a, b)]
+        dL = pts[b].loss - pts[a].loss
+        dlam = pts[b].llc - lam_a
+        dc = pts[b].prior - pts[a].prior
+        f = lambda n: n * dL + dlam * np.log(n) + dc  # noqa: E731
+        n_c = brentq(f, max(1.0, dlam / -dL), 1e7, xtol=1e-10)
+        assert r["dL"] == pytest.approx(dL, abs=1e-15) and r["dlambda"] == pytest.approx(dlam, abs=1e-12)
+        assert r["n_c"] == pytest.approx(n_c, rel=1e-9)
+        assert r["antecedent"] == "yes"
+    assert by[("4++", "5+")]["lam_src_from"] == "estimate" and by[("4++", "5+")]["dlambda_se"] == pytest.approx(0.1)
+    assert by[("5", "5+")]["lam_src_from"] == "theory" and by[("5", "5+")]["dlambda_se"] == 0.0
+    assert by[("5+", "4++")]["antecedent"] == "uphill" and by[("5+", "4++")]["n_c"] is None
+    # without an estimate for the 4-gon level the verdict is unknown, not guessed
+    rows2, _ = antecedent_table(seg, 6, {})
+    assert {(r["src"], r["dst"]): r["antecedent"] for r in rows2}[("4++", "5+")] == "unknown"
+    # unseen: Bayesian transitions out of visited phases (4++, 5, 5+) that SGD did not make
+    pairs = {(r["alpha"], r["beta"]) for r in unseen}
+    assert ("4++", "6") in pairs and ("4++", "5+") not in pairs and ("5", "5+") not in pairs
+    assert all(r["alpha"] in {"4++", "5", "5+"} and r["n_c"] is not None and r["dL"] < 0 for r in unseen)

@@ -248,11 +248,13 @@ def default_tol(levels: Levels, cap: float = 2e-3) -> float:
 
 
 def llc_checkpoints(steps, n_points: int) -> np.ndarray:
-    """Indices of about n_points checkpoints spread evenly in log(step + 1), last one included."""
+    """Indices of about n_points checkpoints: half spread evenly in log(step + 1) (the early
+    staircase), half evenly in step (the late plateaus), the last one included."""
     st = np.asarray(steps, dtype=np.float64)
     checks.positive_int(n_points, "n_points")
-    target = np.geomspace(1.0, st[-1] + 1.0, n_points) - 1.0
-    idx = np.unique(np.abs(st[None, :] - target[:, None]).argmin(-1))
+    n_log = (n_points + 1) // 2
+    target = np.r_[np.geomspace(1.0, st[-1] + 1.0, n_log) - 1.0, np.linspace(0, st[-1], n_points - n_log + 1)[1:]]
+    idx = np.abs(st[None, :] - target[:, None]).argmin(-1)
     return np.unique(np.r_[idx, len(st) - 1])
 
 

@@ -36,7 +36,8 @@ def add_arguments(p) -> None:
     p.add_argument("--min-points", type=int, default=3, help="fewest checkpoints on a plateau")
     p.add_argument("--min-span", type=float, default=1.25, help="a plateau spans at least this factor in steps")
     p.add_argument("--no-llc", action="store_true", help="skip the LLC estimates")
-    p.add_argument("--llc-points", type=int, default=16, help="checkpoints per run (log-spaced) with an LLC estimate")
+    p.add_argument("--llc-points", type=int, default=20,
+                   help="checkpoints per run with an LLC estimate (half log-spaced, half evenly in steps)")
     p.add_argument("--chains", type=int, default=4, help="SGLD chains per checkpoint")
     p.add_argument("--sgld-steps", type=int, default=500)
     p.add_argument("--eps", type=float, default=1e-3)

@@ -134,7 +134,8 @@ def throughput(args):
           f"reference extrapolated to the whole protocol: {C * K * T / rate_ref:,.0f} s")
     flagged = int((~res.trustworthy).sum())
     print(f"estimates: mean lambda_hat over centres {res.llc.nanmean():.3f} (float32 {res32.llc.nanmean():.3f}); "
-          f"flagged centres {flagged}/{C}; reference lambda_hat on its subset {ref.mean():.3f} "
+          f"flagged centres {flagged}/{C} (escape {int(res.flag_escape.sum())}, step {int(res.flag_step.sum())}: "
+          f"these centres are perturbed 4-gons, not critical points); reference lambda_hat on its subset {ref.mean():.3f} "
           f"(ours on the same centres {res.llc[:sc].mean():.3f}; different noise, short reference chains)")
 
     # where the time of one step goes (same shapes as the protocol)
@@ -166,7 +167,7 @@ def throughput(args):
 
 
 def _kgon(k, c, length, bias, plus=0, zero_bias=-1.0):
-    idx = torch.arange(c)
+    idx = torch.arange(c, dtype=torch.float64)
     ang = torch.where(idx < k, idx * 2 * math.pi / k, torch.zeros(c, dtype=torch.float64))
     W = length * (idx < k) * torch.stack([ang.cos(), ang.sin()])
     one = torch.ones(c, dtype=torch.float64)

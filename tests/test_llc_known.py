@@ -175,7 +175,7 @@ def _kgon(k, c, length, bias, plus=0, zero_bias=-1.0):
     """k-gon in columns 0..k-1 (shared bias), `plus` zero columns at the constant-output
     optimum 1/(2c), the rest zero with a flat negative bias (SPEC 2). Differentiable in
     (length, bias) for the 2-D solve."""
-    idx = torch.arange(c)
+    idx = torch.arange(c, dtype=torch.float64)
     ang = torch.where(idx < k, idx * 2 * math.pi / k, torch.zeros(c, dtype=torch.float64))
     W = length * (idx < k) * torch.stack([ang.cos(), ang.sin()])
     one = torch.ones(c, dtype=torch.float64)
@@ -195,11 +195,13 @@ def _solve_kgon(k, c):
 
 
 def test_tms_zoo_points_approach_hessian_rank_theory():
-    """5, 5+ and 6 at c = 6 with the exact population loss and nbeta = n / log n for n = 5e3
-    and 5e4 (six centres, one batched call). Reference at finite nbeta: the Laplace value
-    sum_i nbeta h_i / (2 (nbeta h_i + gamma)) over the Hessian's positive eigenvalues (exact
-    for a quadratic loss), which tends to rank / 2. The n = 5e5 bias study is in
-    benchmarks/bench_llc.py (--bias-study)."""
+    """5, 5+ and 6 at c = 6 with the exact population loss, nbeta = n / log n at n = 5e4, in one
+    batched call. Theory: lambda = rank(H) / 2 (minimally singular points, SPEC 2). At finite
+    nbeta the quadratic (Laplace) value is sum_i nbeta h_i / (2 (nbeta h_i + gamma)) over the
+    Hessian's positive eigenvalues h_i; the loss's cubic and higher terms add a correction of
+    relative size ~ 1 / sqrt(nbeta h_min) (the softest direction's posterior width against its
+    curvature scale), which is the stated allowance on top of 4 standard errors. How that
+    bias shrinks over n = 5e3, 5e4, 5e5 is printed by benchmarks/bench_llc.py --bias-study."""
     from tms.llc import default_nbeta, estimate_llc
     from tms.loss import batched_grad, batched_hessian, population_loss
 
@@ -217,24 +219,17 @@ def test_tms_zoo_points_approach_hessian_rank_theory():
         eigs.append(pos)
     # null directions: the global rotation, plus for "5" the dead column's W (2) and bias (1)
     assert ranks == [18 - 4, 18 - 1, 18 - 1]
-    ns = [5e3, 5e4]
-    W = torch.stack([p[0] for p in pts for _ in ns])
-    b = torch.stack([p[1] for p in pts for _ in ns])
-    nbeta = torch.tensor([default_nbeta(n) for _ in pts for n in ns], dtype=torch.float64)
-    gamma = 1.0
-    res = estimate_llc(W, b, loss="population", nbeta=nbeta, eps=1e-5, gamma=gamma, n_chains=8,
-                       n_steps=6000, n_burnin=2000, generator=0)
-    print(res.summary(labels=[f"{lab} n={n:g}" for lab in ("5", "5+", "6") for n in ns]))
-    i = 0
-    for h, rank in zip(eigs, ranks):
-        gaps = []
-        for n in ns:
-            nb = default_nbeta(n)
-            laplace = (nb * h / (2 * (nb * h + gamma))).sum().item()
-            m, se = res.llc[i].item(), res.llc_se[i].item()
-            print(f"rank/2 = {rank / 2}, n = {n:g}: laplace {laplace:.3f}, lambda_hat {m:.3f} +- {se:.3f}")
-            assert res.trustworthy[i].item()
-            assert abs(m - laplace) <= Z * se
-            gaps.append(rank / 2 - laplace)
-            i += 1
-        assert 0 < gaps[1] < gaps[0] / 5  # the finite-n reference converges to rank / 2
+    n, gamma = 5e4, 1.0
+    nb = default_nbeta(n)
+    eps = 0.05 / (nb * max(h.max().item() for h in eigs))  # eps * nbeta * h_max = 0.05
+    res = estimate_llc(torch.stack([p[0] for p in pts]), torch.stack([p[1] for p in pts]), loss="population",
+                       nbeta=nb, eps=eps, gamma=gamma, n_chains=16, n_steps=6000, n_burnin=2000, generator=0)
+    print(res.summary(labels=["5", "5+", "6"]))
+    for i, (h, rank) in enumerate(zip(eigs, ranks)):
+        laplace = (nb * h / (2 * (nb * h + gamma))).sum().item()
+        assert 0 < rank / 2 - laplace < 0.02  # localisation barely matters at this nbeta
+        m, se = res.llc[i].item(), res.llc_se[i].item()
+        allowance = rank / 2 / math.sqrt(nb * h.min().item())
+        print(f"rank/2 = {rank / 2}: laplace {laplace:.3f}, lambda_hat {m:.3f} +- {se:.3f}, allowance {allowance:.3f}")
+        assert res.trustworthy[i].item()
+        assert abs(m - rank / 2) <= Z * se + allowance

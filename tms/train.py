@@ -217,7 +217,7 @@ def train_sgd(
     sigma: float = 1.0,
     r: int = 2,
     c: int = 6,
-    shared_data: bool = True,
+    shared_data: bool = False,
     steps: Sequence[int] | torch.Tensor | None = None,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
@@ -232,7 +232,8 @@ def train_sgd(
     (seed, run index), never on which other runs share the batch. Defaults are the paper's
     protocol (SPEC 4): n = 1000, batch 20, lr 0.005, 4500 epochs, 4-gon start (radius 0.9,
     noise 0.01, b = 0). init="random": W ~ N(0, sigma^2), b = 0. shared_data: one training set
-    for all runs (seed's shared stream) or one per run. steps: checkpoint steps (default
+    for all runs (seed's shared stream) or, by default, one per run (independent repeats of
+    the experiment). steps: checkpoint steps (default
     `checkpoint_steps(total)`). path: if given, the result is saved there (tms.io); a finished
     result is loaded instead of retrained, and a partial one (`<path stem>_partial`, written every
     `save_every` seconds at a block boundary) is resumed. num_threads: torch threads during
@@ -376,7 +377,7 @@ class _TMS(torch.nn.Module):
 def train_sgd_reference(
     runs: int | Sequence[int] = 1, *, seed: int = 0, n: int = 1000, batch_size: int = 20,
     lr: float = 0.005, epochs: int = 1, init: str = "4gon", radius: float = 0.9, noise: float = 0.01,
-    sigma: float = 1.0, r: int = 2, c: int = 6, shared_data: bool = True,
+    sigma: float = 1.0, r: int = 2, c: int = 6, shared_data: bool = False,
     steps: Sequence[int] | None = None, dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference: one torch module and torch.optim.SGD per run, autograd, a Python loop over

@@ -240,6 +240,18 @@ def zoo_levels(c: int, *, max_k: int | None = None) -> Levels:
     return Levels(labels, np.array(loss), np.array(llc), np.array(prior))
 
 
+def label_checkpoints(W: torch.Tensor, b: torch.Tensor, loss, levels: Levels) -> tuple[np.ndarray, np.ndarray]:
+    """Two labels for every checkpoint of every run: the zoo family read off the geometry
+    (tms.phases.classify) and the nearest zoo energy level of its loss.
+
+    W: (T, R, 2, c), b: (T, R, c), loss: (T, R) -> two numpy str arrays (T, R).
+    """
+    from tms.phases import classify
+
+    k, _ = nearest_level(loss.detach().cpu().numpy() if isinstance(loss, torch.Tensor) else loss, levels.loss)
+    return np.asarray(classify(W, b)).astype(str), np.asarray(levels.labels, dtype=str)[k]
+
+
 def default_tol(levels: Levels, cap: float = 2e-3) -> float:
     """A quarter of the smallest gap between distinct levels, at most `cap`."""
     gaps = np.diff(levels.loss)
@@ -252,6 +264,8 @@ def llc_checkpoints(steps, n_points: int) -> np.ndarray:
     staircase), half evenly in step (the late plateaus), the last one included."""
     st = np.asarray(steps, dtype=np.float64)
     checks.positive_int(n_points, "n_points")
+    if n_points >= len(st):
+        return np.arange(len(st))
     n_log = (n_points + 1) // 2
     target = np.r_[np.geomspace(1.0, st[-1] + 1.0, n_log) - 1.0, np.linspace(0, st[-1], n_points - n_log + 1)[1:]]
     idx = np.abs(st[None, :] - target[:, None]).argmin(-1)

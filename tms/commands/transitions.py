@@ -15,6 +15,7 @@ from tms.transitions import (
     antecedent_table,
     default_tol,
     format_antecedents,
+    label_checkpoints,
     llc_checkpoints,
     plateau_llc,
     segment,
@@ -37,7 +38,8 @@ def add_arguments(p) -> None:
     p.add_argument("--min-span", type=float, default=1.25, help="a plateau spans at least this factor in steps")
     p.add_argument("--no-llc", action="store_true", help="skip the LLC estimates")
     p.add_argument("--llc-points", type=int, default=20,
-                   help="checkpoints per run with an LLC estimate (half log-spaced, half evenly in steps)")
+                   help="checkpoints per run with an LLC estimate (half log-spaced, half evenly in steps; "
+                        "a number >= the checkpoint count takes them all)")
     p.add_argument("--chains", type=int, default=4, help="SGLD chains per checkpoint")
     p.add_argument("--sgld-steps", type=int, default=500)
     p.add_argument("--eps", type=float, default=1e-3)
@@ -46,14 +48,6 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="SGLD seed")
     p.add_argument("--no-prior", action="store_true", help="drop the prior term c_alpha from n_c")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: leave as is)")
-
-
-def _labels_by_classify(W: torch.Tensor, b: torch.Tensor):
-    try:
-        from tms.phases import classify
-    except ImportError:
-        return None
-    return np.asarray(classify(W, b))
 
 
 def run(args) -> int:
@@ -72,11 +66,10 @@ def run(args) -> int:
                   plateau_level=np.array([p.level for p in seg.plateaus], dtype=np.int64),
                   plateau_start=np.array([p.start for p in seg.plateaus], dtype=np.int64),
                   plateau_end=np.array([p.end for p in seg.plateaus], dtype=np.int64))
-    cls = _labels_by_classify(res.W, res.b)
-    agree = None
-    if cls is not None:
-        hits = [float(np.mean(cls[p.start : p.end + 1, p.run] == p.label)) for p in seg.plateaus]
-        agree = float(np.mean(hits)) if hits else None
+    cls, near = label_checkpoints(res.W, res.b, res.pop_loss, levels)
+    arrays.update(classify_label=cls, level_label=near)
+    hits = [float(np.mean(cls[p.start : p.end + 1, p.run] == p.label)) for p in seg.plateaus]
+    agree = float(np.mean(hits)) if hits else None
 
     llc_est, llc_settings = {}, None
     if not args.no_llc:
@@ -125,7 +118,7 @@ def run(args) -> int:
     for s, k in seq_counts:
         print(f"  {' -> '.join(s) if s else '(no plateau)':40s} {k}")
     if agree is not None:
-        print(f"tms.phases.classify agrees with the plateau level on {100 * agree:.1f}% of plateau checkpoints")
+        print(f"tms.phases.classify (geometry) agrees with the plateau level on {100 * agree:.1f}% of plateau checkpoints")
     if llc_est:
         print("estimated LLC per plateau label (mean over plateaus +- se): " + ", ".join(
             f"{k} {v[0]:.2f}+-{v[1]:.2f} ({v[2]} plateaus)" for k, v in sorted(llc_est.items())))

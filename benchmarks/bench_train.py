@@ -12,7 +12,7 @@ steps (same seeds, same numbers). Its per-run-step time is extrapolated to 32 x 
 Also printed: per-step time against the number of runs R (short runs), which shows what
 bounds the speed: a flat curve means per-step fixed costs (Python and torch dispatch of a
 dozen small kernels), a linear one means arithmetic/memory.
-Run: .venv/bin/python benchmarks/bench_train.py [--runs 32] [--epochs 4500] [--threads 1]
+Run: .venv/bin/python benchmarks/bench_train.py [--runs 32] [--epochs 4500] [--threads 1] [--profile]
 """
 import argparse
 import os
@@ -32,6 +32,7 @@ def main():
     ap.add_argument("--ref-runs", type=int, default=2)
     ap.add_argument("--ref-steps", type=int, default=2000)
     ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="also print a torch.profiler op table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cpus; "
@@ -56,6 +57,15 @@ def main():
           f"({args.ref_runs} runs x {args.ref_steps} steps), extrapolated {ref_total:.0f} s for the protocol")
     print(f"ratio reference / vectorised: {ref_total / wall:.1f}x   target (< 180 s): "
           f"{'met' if wall < 180 else 'NOT met'}")
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            train_sgd(args.runs, seed=0, epochs=40, shared_data=False, steps=[0], progress=False,
+                      num_threads=args.threads)
+        print(f"op profile of 2000 steps with R = {args.runs} (self CPU time; per step = total / 2000):")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
     if not args.no_scaling:
         print("per-step time vs number of runs (2000 steps, checkpoint losses excluded):")

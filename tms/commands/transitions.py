@@ -77,7 +77,7 @@ def run(args) -> int:
         nbeta = args.nbeta if args.nbeta is not None else n / np.log(n)
         llc_settings = dict(nbeta=float(nbeta), eps=args.eps, gamma=args.gamma, n_chains=args.chains,
                             n_steps=args.sgld_steps, seed=args.seed, loss="empirical (full batch, training set)",
-                            checkpoints=idx.tolist(), input=str(args.input))
+                            checkpoints=idx.tolist(), input=str(args.input), train=rec)
         llc_path = out.with_name(out.stem + "_llc")
         if io.result_exists(llc_path) and io.load_json(llc_path.with_suffix(".json")) == io._jsonable(llc_settings):
             la, _ = io.load_result(llc_path)

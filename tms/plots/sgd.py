@@ -40,8 +40,9 @@ def choose_run(arr: dict) -> int:
 
 
 def sgd_trajectory(train_path, trans_path, out, run: int | None = None) -> int:
-    """One run: the columns of W at the middle of each plateau, the loss on a log step axis
-    with dashed zoo levels, and the LLC estimates beneath. Returns the run drawn."""
+    """One run: the columns of W at the middle of each plateau (each labelled with its bias
+    b_i), the loss on a log step axis with dashed zoo levels, and the LLC estimates beneath.
+    Returns the run drawn."""
     tr, trec = io.load_result(train_path)
     an, rec = io.load_result(trans_path)
     steps = tr["steps"].astype(float)
@@ -59,11 +60,18 @@ def sgd_trajectory(train_path, trans_path, out, run: int | None = None) -> int:
     for j, (t, lab) in enumerate(snaps):
         ax = fig.add_subplot(gs[0, j])
         W, b = tr["W"][t, run], tr["b"][t, run]
+        small = []
         for i in range(W.shape[1]):
             col = f"C{i}"
             ax.plot([0, W[0, i]], [0, W[1, i]], color=col, lw=1.5)
             ax.plot(W[0, i], W[1, i], "o", color=col, ms=4)
-            ax.annotate(f"{b[i]:+.2f}", (W[0, i], W[1, i]), fontsize=6, color=col, xytext=(2, 2), textcoords="offset points")
+            if np.hypot(W[0, i], W[1, i]) > 0.15 * lim:
+                ax.annotate(f"{b[i]:+.2f}", (W[0, i], W[1, i]), fontsize=6, color=col, xytext=(2, 2),
+                            textcoords="offset points")
+            else:
+                small.append(f"b{i}={b[i]:+.2f}")
+        if small:  # short columns: their biases listed instead of piled up at the origin
+            ax.text(0.02, 0.02, "\n".join(small), transform=ax.transAxes, fontsize=5.5, va="bottom", color="0.25")
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")

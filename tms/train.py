@@ -298,27 +298,38 @@ def train_sgd(
     t_save = time.monotonic()
     bar = tqdm(total=total, initial=start_block * BLOCK_EPOCHS * spe, disable=not progress,
                desc=f"SGD x {R} runs", unit="step", unit_scale=True, mininterval=1.0)
-    with _threads(num_threads), torch.no_grad():
-        for blk in range(start_block, n_blocks):
-            ep = min(BLOCK_EPOCHS, epochs - blk * BLOCK_EPOCHS)
-            idx = _block_order(run_ids, seed, blk, ep, n, batch_size)  # (S, R, B)
-            if offset is not None:
-                idx = idx + offset
-            idx = idx.reshape(idx.shape[0], R * batch_size).to(dev)
-            step0 = blk * BLOCK_EPOCHS * spe
-            for t in range(idx.shape[0]):
-                _sgd_step_(W, b, Xflat.index_select(0, idx[t]).view(R, batch_size, c), scale)
-                if nxt < T and step0 + t + 1 == ck_list[nxt]:
-                    W_ck[nxt], b_ck[nxt] = W.cpu(), b.cpu()
-                    nxt += 1
-            bar.update(idx.shape[0])
-            if not bool(torch.isfinite(W).all() and torch.isfinite(b).all()):
-                raise ValueError(f"SGD diverged (non-finite parameters) in epoch block {blk}; lower lr (got {lr})")
-            if partial is not None and time.monotonic() - t_save > save_every and blk + 1 < n_blocks:
-                io.save_result(partial, {"W": W, "b": b, "W_ck": W_ck, "b_ck": b_ck},
-                               {"settings": record, "steps": ck_list, "blocks_done": blk + 1})
-                t_save = time.monotonic()
-    bar.close()
+    def save_partial(Wp, bp, done):
+        io.save_result(partial, {"W": Wp, "b": bp, "W_ck": W_ck, "b_ck": b_ck},
+                       {"settings": record, "steps": ck_list, "blocks_done": done})
+
+    boundary = (W.clone(), b.clone(), start_block)  # state at the last finished block
+    try:
+        with _threads(num_threads), torch.no_grad():
+            for blk in range(start_block, n_blocks):
+                ep = min(BLOCK_EPOCHS, epochs - blk * BLOCK_EPOCHS)
+                idx = _block_order(run_ids, seed, blk, ep, n, batch_size)  # (S, R, B)
+                if offset is not None:
+                    idx = idx + offset
+                idx = idx.reshape(idx.shape[0], R * batch_size).to(dev)
+                step0 = blk * BLOCK_EPOCHS * spe
+                for t in range(idx.shape[0]):
+                    _sgd_step_(W, b, Xflat.index_select(0, idx[t]).view(R, batch_size, c), scale)
+                    if nxt < T and step0 + t + 1 == ck_list[nxt]:
+                        W_ck[nxt], b_ck[nxt] = W.cpu(), b.cpu()
+                        nxt += 1
+                bar.update(idx.shape[0])
+                if not bool(torch.isfinite(W).all() and torch.isfinite(b).all()):
+                    raise ValueError(f"SGD diverged (non-finite parameters) in epoch block {blk}; lower lr (got {lr})")
+                boundary = (W.clone(), b.clone(), blk + 1)
+                if partial is not None and time.monotonic() - t_save > save_every and blk + 1 < n_blocks:
+                    save_partial(*boundary)
+                    t_save = time.monotonic()
+    except KeyboardInterrupt:
+        if partial is not None and boundary[2] > start_block:
+            save_partial(*boundary)  # checkpoints past the boundary are refilled on resume
+        raise
+    finally:
+        bar.close()
     res = _finish(ck, W_ck.to(dev), b_ck.to(dev), Xd, shared_data, record)
     if path is not None:
         save_train(path, res)

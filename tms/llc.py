@@ -102,6 +102,11 @@ class LLCResult:
         return self.escaped.sum(-1)
 
     @property
+    def frac_escaped(self) -> torch.Tensor:
+        """(C...,) fraction of the chains that escaped (excluded from the mean)."""
+        return self.escaped.to(self.llc.dtype).mean(-1)
+
+    @property
     def n_nonfinite(self) -> torch.Tensor:
         return self.nonfinite.sum(-1)
 

@@ -31,6 +31,7 @@ from tms import checks
 from tms.loss import batched_grad, batched_hessian, flatten_params, population_loss, unflatten_params
 
 R = 2  # the zoo lives in r = 2
+SEARCH_L, SEARCH_B = 3.0, 3.0  # kgon_roots seeds 0 < l <= 3, -3 <= b <= 1
 DTYPE = torch.float64
 
 
@@ -75,17 +76,33 @@ class KgonRoot:
 
 @functools.lru_cache(maxsize=None)
 def kgon_roots(k: int, tol: float = 1e-10) -> tuple[KgonRoot, ...]:
-    """All critical points with l > 0 of the restricted loss L(l U_k, b 1) found by Newton
-    from a grid of starts (l in [0.3, 3], b in [-3, 0.5]), converged so that the last
-    Newton step and the restricted gradient are below `tol` / 100. Sorted by loss.
+    """All critical points of the restricted loss L(l U_k, b 1) (c = k) in the search box
+    0 < l <= 3, -3 <= b <= 1 with l^2 + b > 0 (some output fires; where none does L is
+    locally constant and every point is trivially critical). Sorted by loss.
+
+    Starts: the local minima of |grad| on a 64 x 64 grid of the box (one batched gradient
+    evaluation), so minima, saddles and maxima of the restricted loss are all seeded; then
+    damped Newton (exact autograd Hessian) on all starts at once until the last step and
+    the restricted gradient are below `tol` / 100. Nothing about which neighbours
+    interfere is assumed: the exact loss decides.
     """
     checks.positive_int(k, "k", minimum=3)
-    ls = torch.tensor([0.6, 1.2, 1.8], dtype=DTYPE)
-    bs = torch.tensor([-1.5, -0.7, -0.3, -0.05], dtype=DTYPE)
-    x = torch.cartesian_prod(ls, bs)  # (S, 2): every start at once
+    n = 64
+    lg = torch.linspace(3.0 / n, 3.0, n, dtype=DTYPE)
+    bg = torch.linspace(-3.0, 1.0, n, dtype=DTYPE)
+    grid = torch.stack(torch.meshgrid(lg, bg, indexing="ij"), -1)  # (n, n, 2)
+    _, g0, _ = _restricted(k, grid, hessian=False)
+    gn0 = g0.norm(dim=-1)
+    pad = torch.nn.functional.pad(gn0[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    neigh = torch.stack([pad[1 + di : 1 + di + n, 1 + dj : 1 + dj + n]
+                         for di in (-1, 0, 1) for dj in (-1, 0, 1) if di or dj]).amin(0)
+    alive = grid[..., 0] ** 2 + grid[..., 1] > 0
+    interior = torch.zeros(n, n, dtype=torch.bool)
+    interior[1:-1, 1:-1] = True  # a minimum of |grad| on the grid's edge is no seed
+    x = grid[(gn0 <= neigh) & alive & interior & (gn0 > 0)]  # (S, 2): every start at once
     step_norm = torch.full((x.shape[0],), float("inf"), dtype=DTYPE)
     live = torch.ones(x.shape[0], dtype=torch.bool)
-    for _ in range(60):  # damped Newton on the restricted gradient, all starts batched
+    for it in range(40):  # damped Newton on the restricted gradient, all starts batched
         _, g, H = _restricted(k, x)
         det = torch.linalg.det(H)
         ok = det.abs() > 1e-300
@@ -104,11 +121,14 @@ def kgon_roots(k: int, tol: float = 1e-10) -> tuple[KgonRoot, ...]:
         stalled = bad  # no decrease of |g| along the Newton direction: not converging to a root
         move = live & ~done & ~stalled
         x = torch.where(move[:, None], x - t[:, None] * step, x)
-        step_norm = torch.where(move, (t[:, None] * step).norm(dim=-1), step_norm)
+        # a converged start's step is its full Newton step there (the distance to the root)
+        step_norm = torch.where(move, (t[:, None] * step).norm(dim=-1), torch.where(done, step.norm(dim=-1), step_norm))
         x[:, 0] = x[:, 0].clamp(min=1e-6)
         # drop starts that stall, collapse, diverge, or go dead (l^2 + b <= 0: no output ever
         # fires, L is locally constant there and every such point is a trivial critical point)
-        live = live & ~stalled & (x[:, 0] > 1e-3) & (x.abs().max(-1).values < 1e3) & (x[:, 0] ** 2 + x[:, 1] > 1e-9)
+        live = live & ~stalled & (x[:, 0] > 1e-3) & (x[:, 0] < 1.2 * SEARCH_L) & (x[:, 1].abs() < 1.2 * SEARCH_B) & (x[:, 0] ** 2 + x[:, 1] > 1e-9)
+        if it >= 15:  # Newton is quadratic near a root; starts still far after 15 steps are drifting
+            live &= gn < 1e-6
         if bool((done | ~live).all()):
             break
     L, g, H = _restricted(k, x)

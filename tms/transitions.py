@@ -342,7 +342,8 @@ def antecedent_table(seg: Segmentation, c: int, llc_est: dict | None = None, *, 
     Observed rows: src, dst, count, first/median step, dL, lam_src, lam_dst (with se and
     source), dlambda, dlambda_se, n_c (None if none), antecedent: "yes" (a root n_c exists),
     "no" (dL < 0 but no root: dlambda too small), "uphill" (dL >= 0), "unknown" (a lambda
-    is missing) - plus "sign uncertain" when |dlambda| < 2 se.
+    is missing) - plus "sign uncertain" when |dlambda| < 2 se. lam_*_est(_se): the plateau
+    estimate whatever the source (a check of the estimator where the zoo has theory).
     """
     from tms import zoo
 
@@ -377,7 +378,10 @@ def antecedent_table(seg: Segmentation, c: int, llc_est: dict | None = None, *, 
             verdict = "yes" if n_c is not None else "no"
             if dse and abs(dlam) < 2 * dse:
                 verdict += " (sign uncertain)"
+        est = {k: (llc_est[k][0], llc_est[k][1]) if k in llc_est else (None, None) for k in (src, dst)}
         rows.append(dict(src=src, dst=dst, count=len(steps), first_step=int(min(steps)),
+                         lam_src_est=est[src][0], lam_src_est_se=est[src][1],
+                         lam_dst_est=est[dst][0], lam_dst_est_se=est[dst][1],
                          median_step=float(np.median(steps)), L_src=a.loss, L_dst=b.loss, dL=dL,
                          lam_src=la, lam_src_se=sa, lam_src_from=ta, lam_dst=lb, lam_dst_se=sb, lam_dst_from=tb,
                          dlambda=dlam, dlambda_se=dse, dc=(b.prior - a.prior) if prior else 0.0, n_c=n_c,
@@ -407,6 +411,13 @@ def format_antecedents(rows: list[dict], unseen: list[dict], max_unseen: int = 1
     if not rows:
         out.append("  (no transitions observed)")
     out.append("lambda: theory = zoo rank/2 (minimally singular points); * = SGLD estimate on the plateaus")
+    checked = {}
+    for r in rows:
+        for side in ("src", "dst"):
+            if r[f"lam_{side}_from"] == "theory" and r[f"lam_{side}_est"] is not None:
+                checked[r[side]] = (f"  check: {r[side]} theory {r[f'lam_{side}']:.2f}, plateau estimate "
+                                    f"{r[f'lam_{side}_est']:.2f}+-{r[f'lam_{side}_est_se']:.2f}")
+    out.extend(checked.values())
     out.append(f"Bayesian transitions out of visited phases never seen in SGD ({len(unseen)}):")
     for r in unseen[:max_unseen]:
         out.append(f"{r['alpha'] + ' -> ' + r['beta']:>14} dL {r['dL']:9.5f}  dlambda {r['dlambda']:6.2f}  n_c {r['n_c']:9.1f}")

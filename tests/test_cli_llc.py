@@ -59,8 +59,9 @@ def test_checkpoints_file_uses_its_training_sets(tmp_path, capsys):
     path = tmp_path / "traj"
     io.save_result(path, {"steps": np.array([0, 10, 20]), "W": W, "b": b, "X": X}, {"kind": "test"})
     rc = main(["llc", "--checkpoints", str(path) + ".npz", "--chains", "2", "--steps", "20",
-               "--out", str(tmp_path / "res")])
+               "--out", str(tmp_path / "res"), "--plot", str(tmp_path / "traj.png")])
     assert rc == 0
+    assert (tmp_path / "traj.png").exists() and (tmp_path / "traj_vs_checkpoint.png").stat().st_size > 10_000
     text = capsys.readouterr().out
     assert "t=20,r1" in text and "loss=empirical" in text
     arr, rec = io.load_result(tmp_path / "res")

@@ -29,12 +29,11 @@ Diagnostics (per centre) and the rules used:
   isotropic Gaussians (d = 1, 4, 18, measured) that rejection rate goes with an upward
   bias of about 10% in lambda_hat (SGLD's stationary variance is 1/(1 - eps h/4) too wide),
   and MALA rejection grows like sqrt(d) at a fixed step bias. An inflated lambda_hat is
-  the usual symptom. In minibatch
-  mode consecutive losses come from different batches, so instead every PROBE_EVERY-th
-  step a fresh Langevin proposal from the chain's current point is scored with the exact
-  full-batch loss (``sgld.mala_probe``, two extra full-batch gradients): the acceptance
-  then says whether eps resolves the full-batch posterior (the minibatch noise itself is
-  not judged by it).
+  the usual symptom. In minibatch mode consecutive losses come from different batches,
+  so instead every PROBE_EVERY-th step a fresh Langevin proposal from the chain's current
+  point is scored with the exact full-batch loss (``sgld.mala_probe``, two extra full-batch
+  gradients): the acceptance then says whether eps resolves the full-batch posterior (the
+  minibatch noise itself is not judged by it).
 If every chain of a centre is excluded, its estimate is NaN (never silently averaged).
 """
 from __future__ import annotations

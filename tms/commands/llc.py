@@ -91,7 +91,8 @@ def _centres(args):
             labels.append(f"t={int(steps[idx[0]])}" + (f",r{idx[1]}" if len(idx) > 1 else ""))
         else:
             labels.append(str(tuple(idx)))
-    return W, b, X, labels, loss, dict(checkpoints=str(path), n=n, train_record=record)
+    steps_list = [int(s) for s in steps] if steps is not None and len(shape) >= 1 and len(steps) == shape[0] else None
+    return W, b, X, labels, loss, dict(checkpoints=str(path), n=n, train_record=record, steps=steps_list)
 
 
 def run(args) -> int:
@@ -125,6 +126,12 @@ def run(args) -> int:
 
         plot_traces(out, args.plot)
         print(f"plot: {args.plot}")
+        if args.checkpoints is not None and res.llc.dim() >= 1:
+            from tms.plots.llc import plot_llc_checkpoints
+
+            along = str(Path(args.plot).with_suffix("")) + "_vs_checkpoint" + Path(args.plot).suffix
+            plot_llc_checkpoints(out, along, steps=rec.get("steps"))
+            print(f"plot: {along}")
     bad = int((~res.trustworthy).sum())
     if bad:
         print(f"warning: {bad} of {res.llc.numel()} estimates flagged (see the flags column)")

@@ -67,7 +67,10 @@ def plot_llc_checkpoints(result_path, out_path, steps=None) -> None:
         ax.errorbar(x, llc[:, r], yerr=se[:, r], lw=0.8, capsize=2, label=f"run {r}" if llc.shape[1] <= 8 else None)
     ax.set_xlabel("checkpoint" if steps is None else "SGD step")
     ax.set_ylabel("lambda_hat")
-    ax.set_title(f"LLC along the trajectory (nbeta={rec.get('nbeta')}, eps={rec.get('eps')})", fontsize=9)
+    nbs = rec.get("nbeta")
+    nbs = f"{nbs:.4g}" if isinstance(nbs, (int, float)) else "per centre"
+    ax.set_title(f"LLC along the trajectory (nbeta={nbs}, eps={rec.get('eps')}, gamma={rec.get('gamma')}, "
+                 f"{rec.get('n_chains')} chains x {rec.get('n_steps')} steps)", fontsize=9)
     if llc.shape[1] <= 8:
         ax.legend(fontsize=7)
     fig.tight_layout()

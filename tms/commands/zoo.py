@@ -1,0 +1,61 @@
+"""`tms zoo`: the k-gon critical points of a given c, their losses, LLCs and a figure."""
+from __future__ import annotations
+
+import json
+import sys
+
+from tms import checks
+
+NAME = "zoo"
+HELP = "k-gon critical points for c features (r = 2): loss, lambda, prior term, Hessian rank; figure"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--c", type=int, default=6, help="number of features (default 6)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
+    p.add_argument("--out", default=None, help="figure path (default figures/zoo_c<c>.png)")
+    p.add_argument("--no-plot", action="store_true", help="do not write the figure")
+    p.add_argument("--kgons", type=int, default=0, metavar="KMAX",
+                   help="also report which k in 3..KMAX have a regular k-gon critical point")
+
+
+def run(args) -> int:
+    from tms import zoo
+
+    c = checks.positive_int(args.c, "--c", minimum=3)
+    if c > 16:
+        raise ValueError(f"--c must be between 3 and 16, got {c}")
+    pts = zoo.critical_points(c)
+    rows = zoo.as_numpy_table(pts)
+    report = zoo.kgon_report(range(3, args.kgons + 1)) if args.kgons else None
+    out = None
+    if not args.no_plot:
+        from tms.plots.zoo import plot_zoo
+
+        out = plot_zoo(rows, args.out or f"figures/zoo_c{c}.png", c)
+    if args.json:
+        json.dump(dict(c=c, r=2, points=rows, kgons=report, figure=str(out) if out else None), sys.stdout, indent=1)
+        print()
+        return 0
+    print(f"k-gon zoo, r = 2, c = {c} (d = {3 * c} parameters), sorted by population loss")
+    print(f"{'label':10s} {'loss':>12s} {'lambda':>7s} {'prior':>8s} {'rank':>5s} {'|grad|':>9s}  note")
+    for q in pts:
+        lam = f"{q.llc:7.1f}" if q.llc is not None else f"{'-':>7s}"
+        rank = f"{q.hessian_rank:5d}" if q.hessian_rank is not None else f"{'-':>5s}"
+        note = "; ".join(q.notes)
+        print(f"{q.label:10s} {q.loss:12.8f} {lam} {q.prior:8.4f} {rank} {q.grad_norm:9.1e}  {note}")
+    print(f"lambda = rank/2 at minimally singular local minima (Hessian rank tol 1e-8 * max|eig|); "
+          f"zero columns carry bias -1 (flat), + columns 1/(2c) = {zoo.plus_bias(c):.6g}, "
+          f"prior = |w|^2/2 without the flat biases")
+    if report:
+        print("\nregular k-gon critical points (restricted to the ansatz, c = k):")
+        for r in report:
+            if not r["exists"]:
+                print(f"  k={r['k']:2d}: none found")
+                continue
+            kind = "local min" if r["full_saddle"] is False else ("saddle" if r["full_saddle"] else "C^1 point")
+            print(f"  k={r['k']:2d}: l*={r['l']:.10f} b*={r['b']:+.10f} L/feature={r['loss_per_feature']:.8f} "
+                  f"{kind}, {r['interfering']} of {r['k'] - 1} neighbours interfere")
+    if out:
+        print(f"figure: {out}")
+    return 0

@@ -29,7 +29,9 @@ OTHER = "other"
 def _as_tensor(x, name: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
-    return checks.tensor(x, name, min_dim=1)
+    if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
+        return checks.tensor(x, name, min_dim=1)  # raises the standard error
+    return x  # finiteness is checked once, in checks.params
 
 
 @functools.lru_cache(maxsize=None)
@@ -50,7 +52,9 @@ def classify(W, b, *, zero_tol: float = 0.3, plus_tol: float = 0.0, off_ratio: f
     b broadcast. "other" where no zoo family fits. Thresholds are documented in the module.
     """
     W, b = _as_tensor(W, "W"), _as_tensor(b, "b")
-    checks.params(W.double(), b.double())
+    if W.dtype != b.dtype:
+        W, b = W.double(), b.double()
+    checks.params(W, b)
     if W.shape[-2] != 2:
         raise ValueError(f"classify needs r = 2 (W of shape (..., 2, c)), got W {tuple(W.shape)}")
     c = W.shape[-1]

@@ -35,3 +35,79 @@ def test_zoo_points_keep_their_label_under_symmetry_and_noise(c):
         got = phases.classify(Wn, bn)
         acc = float((got == label).mean())
         assert acc >= 0.99, (c, label, acc, np.unique(got, return_counts=True))
+
+
+def test_vectorised_equals_loop_reference_on_mixed_batch():
+    # noisy zoo points with large noise (many land on "other" or a neighbouring family),
+    # plus random junk; batch shape (3, N) must be preserved
+    gen = torch.Generator().manual_seed(7)
+    c = 6
+    Ws, bs = [], []
+    for k, s, p in zoo.family_members(c):
+        W, b = zoo.kgon_params(k, c, s, p)
+        Wn, bn = perturb(W, b, 30, gen, sigma=0.15)
+        Ws.append(Wn)
+        bs.append(bn)
+    Ws.append(torch.randn(60, 2, c, generator=gen, dtype=torch.float64))
+    bs.append(torch.randn(60, c, generator=gen, dtype=torch.float64))
+    W, b = torch.cat(Ws), torch.cat(bs)
+    W, b = W[: 3 * (len(W) // 3)].reshape(3, -1, 2, c), b[: 3 * (len(b) // 3)].reshape(3, -1, c)
+    got = phases.classify(W, b)
+    ref = phases.classify_reference(W.numpy(), b.numpy())
+    assert got.shape == W.shape[:2]
+    assert (got == ref).all()
+    assert 0.1 < (got == "other").mean() < 0.9  # both branches exercised
+    # numpy input gives the same labels
+    assert (phases.classify(W.numpy(), b.numpy()) == got).all()
+
+
+def test_labels_invariant_under_exact_symmetries_of_noisy_points():
+    gen = torch.Generator().manual_seed(3)
+    c = 6
+    W, b = zoo.kgon_params(5, c, 1, 0)
+    Wn, bn = perturb(W, b, 2000, gen, sigma=0.12)  # noisy enough that labels vary
+    lab = phases.classify(Wn, bn)
+    assert len(set(lab.tolist())) >= 2
+    W2, b2 = perturb(Wn, bn, 2000, gen, sigma=0.0)  # a fresh symmetry for every item
+    assert (phases.classify(W2, b2) == lab).all()
+
+
+def test_non_zoo_configurations_are_other():
+    c = 6
+    W, b = zoo.kgon_params(5, c)
+    Wi = W.clone()
+    th = 0.7  # rotate one vertex by 40 degrees: no longer regular
+    R = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=torch.float64)
+    Wi[:, 0] = R @ W[:, 0]
+    assert phases.classify(Wi, b).item() == "other"
+    b_off = b.clone()
+    b_off[0] = -5.0  # a switched-off vertex of a 5-gon is not a zoo family
+    assert phases.classify(W, b_off).item() == "other"
+    W2 = torch.zeros(2, c, dtype=torch.float64)
+    W2[0, 0], W2[0, 1] = 1.0, -1.0  # a 2-gon (antipodal pair)
+    assert phases.classify(W2, -torch.ones(c, dtype=torch.float64)).item() == "other"
+    Wl = W.clone()
+    Wl[:, 0] *= 3.0  # one much longer column
+    assert phases.classify(Wl, b).item() == "other"
+    with pytest.raises(ValueError, match="r = 2"):
+        phases.classify(torch.zeros(3, c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64))
+
+
+def test_nearest_level():
+    c = 6
+    levels = phases.energy_levels(c)
+    losses = np.array([L for L, _ in levels])
+    assert (np.diff(losses) > 1e-12).all()
+    for q in zoo.critical_points(c):  # every zoo loss sits on a level that names it
+        i = int(np.abs(losses - q.loss).argmin())
+        assert abs(losses[i] - q.loss) < 1e-12 and q.label in levels[i][1]
+    # coincident levels: 3-gon and 4,- share 1/6; the larger k represents the level
+    assert phases.nearest_level(1 / 6, c).item() == "4,-"
+    x = torch.tensor([[zoo.critical_point(c, "5").loss + 1e-4, zoo.critical_point(c, "6").loss - 2e-4]])
+    lab, dist = phases.nearest_level(x, c, return_distance=True)
+    assert lab.shape == (1, 2) and lab.tolist() == [["5", "6"]]
+    assert np.allclose(dist, [[1e-4, -2e-4]], atol=1e-12)
+    # a loss halfway between two adjacent levels goes to the nearer one
+    mid = 0.5 * (losses[0] + losses[1])
+    assert phases.nearest_level(np.array([mid - 1e-6, mid + 1e-6]), c).tolist() == [levels[0][1][0], levels[1][1][0]]
+    assert phases.level_loss("4+,--", c) == pytest.approx((c - 2) / (3 * c) - 1 / (4 * c * c), abs=1e-14)

@@ -407,10 +407,14 @@ def format_antecedents(rows: list[dict], unseen: list[dict], max_unseen: int = 1
         out.append(f"{r['src'] + ' -> ' + r['dst']:>14} {r['count']:5d} {r['median_step']:11.0f} {r['dL']:9.5f} "
                    f"{lam(r['lam_src'], r['lam_src_se'], r['lam_src_from']):>11} "
                    f"{lam(r['lam_dst'], r['lam_dst_se'], r['lam_dst_from']):>11} {dl:>12} {f(r['n_c'], '9.1f'):>9}  "
-                   f"{r['antecedent']}")
+                   f"{r['antecedent']}" + (f"   [geometry {100 * r['geometry_src']:.0f}% / {100 * r['geometry_dst']:.0f}%]"
+                                           if r.get("geometry_src") is not None else ""))
     if not rows:
         out.append("  (no transitions observed)")
     out.append("lambda: theory = zoo rank/2 (minimally singular points); * = SGLD estimate on the plateaus")
+    if any(r.get("geometry_src") is not None for r in rows):
+        out.append("geometry: share of src / dst plateau checkpoints that tms.phases.classify gives the level's label "
+                   "(low: the loss sits on the level but the parameters are not that zoo point)")
     checked = {}
     for r in rows:
         for side in ("src", "dst"):

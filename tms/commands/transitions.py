@@ -68,8 +68,15 @@ def run(args) -> int:
                   plateau_end=np.array([p.end for p in seg.plateaus], dtype=np.int64))
     cls, near = label_checkpoints(res.W, res.b, res.pop_loss, levels)
     arrays.update(classify_label=cls, level_label=near)
-    hits = [float(np.mean(cls[p.start : p.end + 1, p.run] == p.label)) for p in seg.plateaus]
-    agree = float(np.mean(hits)) if hits else None
+    # Cross-check of the level labels by geometry: per plateau label, the fraction of its
+    # checkpoints that tms.phases.classify gives the same label, and what it says otherwise.
+    agree, other = {}, {}
+    for p in seg.plateaus:
+        got = cls[p.start : p.end + 1, p.run]
+        agree.setdefault(p.label, []).extend((got == p.label).tolist())
+        other.setdefault(p.label, Counter()).update(got[got != p.label].tolist())
+    agree = {k: float(np.mean(v)) for k, v in agree.items()}
+    other = {k: dict(v.most_common(3)) for k, v in other.items()}
 
     llc_est, llc_settings = {}, None
     if not args.no_llc:
@@ -99,6 +106,8 @@ def run(args) -> int:
               f"and left out of the plateau averages")
 
     rows, unseen = antecedent_table(seg, c, llc_est, prior=not args.no_prior)
+    for r in rows:
+        r.update(geometry_src=agree.get(r["src"]), geometry_dst=agree.get(r["dst"]))
     seq_counts = sorted(Counter(seg.sequences()).items(), key=lambda kv: -kv[1])
     record = dict(input=str(args.input), train=rec, tol=tol, min_points=args.min_points, min_span=args.min_span,
                   segmented_on="population loss", prior=not args.no_prior,
@@ -106,7 +115,7 @@ def run(args) -> int:
                               llc=[None if np.isnan(v) else float(v) for v in levels.llc], prior=levels.prior.tolist()),
                   plateau_labels=[p.label for p in seg.plateaus],
                   plateaus=[p._asdict() for p in seg.plateaus], transitions=[t._asdict() for t in seg.transitions],
-                  sequence_counts=[[list(s), k] for s, k in seq_counts], classify_agreement=agree,
+                  sequence_counts=[[list(s), k] for s, k in seq_counts], classify_agreement=agree, classify_other=other,
                   llc_settings=llc_settings, plateau_llc={k: list(v) for k, v in llc_est.items()},
                   antecedents=rows, bayesian_unseen=unseen)
     io.save_result(out, arrays, record)
@@ -117,8 +126,10 @@ def run(args) -> int:
     print("plateau sequences (runs):")
     for s, k in seq_counts:
         print(f"  {' -> '.join(s) if s else '(no plateau)':40s} {k}")
-    if agree is not None:
-        print(f"tms.phases.classify (geometry) agrees with the plateau level on {100 * agree:.1f}% of plateau checkpoints")
+    if agree:
+        print("geometry check (tms.phases.classify label = plateau level label), per level: " + ", ".join(
+            f"{k} {100 * v:.0f}%" + (f" (else {', '.join(f'{a} x{n}' for a, n in other[k].items())})" if other[k] else "")
+            for k, v in sorted(agree.items())))
     if llc_est:
         print("estimated LLC per plateau label (mean over plateaus +- se): " + ", ".join(
             f"{k} {v[0]:.2f}+-{v[1]:.2f} ({v[2]} plateaus)" for k, v in sorted(llc_est.items())))

@@ -16,10 +16,22 @@ def _levels(rec: dict, lo: float, hi: float):
     return [(lab, L) for lab, L in zip(lv["labels"], lv["loss"]) if lo <= L <= hi]
 
 
-def _loss_range(L: np.ndarray) -> tuple[float, float]:
-    lo, hi = float(L.min()), float(np.quantile(L, 0.98))
+def _loss_range(L: np.ndarray, first=None) -> tuple[float, float]:
+    """y-range of loss curves L (T, ...): from the lowest loss up to a bit above the loss at
+    the start of the first plateaus (`first`: indices into L's first axis, per column), so a
+    high random-start loss does not squash the levels; without plateaus, the 98% quantile."""
+    lo = float(L.min())
+    hi = float(np.quantile(L, 0.98))
+    if first is not None and len(first):
+        top = float(max(L[i].max() for i in first))
+        hi = min(hi, top + 0.5 * (top - lo))
     pad = 0.05 * (hi - lo + 1e-6)
     return lo - pad, hi + pad
+
+
+def _first_plateaus(an: dict) -> list:
+    runs, starts = an["plateau_run"], an["plateau_start"]
+    return [int(starts[runs == r].min()) for r in np.unique(runs)]
 
 
 def _draw_levels(ax, rec, lo, hi, label_side=True):
@@ -77,13 +89,14 @@ def sgd_trajectory(train_path, trans_path, out, run: int | None = None) -> int:
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"{lab}  (step {int(steps[t])})", fontsize=8)
+        geo = str(an["classify_label"][t, run]) if "classify_label" in an else lab
+        ax.set_title(f"{lab}  (step {int(steps[t])})" + ("" if geo == lab else f"\ngeometry: {geo}"), fontsize=8)
     ax = fig.add_subplot(gs[1, :])
     x = steps + 1
     L = tr["pop_loss"][:, run]
     ax.plot(x, L, color="C0", lw=1.5, label="population loss L")
     ax.plot(x, tr["train_loss"][:, run], color="C1", lw=0.8, alpha=0.7, label="training loss $L_n$")
-    lo, hi = _loss_range(np.r_[L, tr["train_loss"][:, run]])
+    lo, hi = _loss_range(np.c_[L, tr["train_loss"][:, run]], starts[:1] if len(starts) else None)
     _draw_levels(ax, rec, lo, hi)
     for s, e in zip(starts, ends):
         ax.axvspan(x[s], x[e], color="C2", alpha=0.08)
@@ -134,7 +147,7 @@ def sgd_many(train_path, trans_path, out) -> None:
     R = L.shape[1]
     for r in range(R):
         ax.plot(x, L[:, r], lw=0.8, alpha=0.75, color=cmap(r / max(R - 1, 1)))
-    lo, hi = _loss_range(L)
+    lo, hi = _loss_range(L, _first_plateaus(an))
     _draw_levels(ax, rec, lo, hi)
     ax.set_xscale("log")
     ax.set_ylim(lo, hi)

@@ -150,6 +150,22 @@ def _class_sums(data: SortedData, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return back(idx.to(t.dtype)), back(s1), back(s2)
     B = torch.broadcast_shapes(D, t.shape[:-2])
     m = data.mu.shape[-1]
+    nb = len(B)
+    Dp = (1,) * (nb - len(D)) + tuple(D)
+    fold = [k for k in range(nb) if Dp[k] == 1 and B[k] != 1]
+    if fold:
+        # Parameter dims that the data broadcast over (e.g. chains) join the searched values,
+        # so the sorted data are never copied per parameter set.
+        keep = [k for k in range(nb) if k not in fold]
+        ks, fs = [B[k] for k in keep], [B[k] for k in fold]
+        perm = keep + [nb] + fold + [nb + 1]  # (keep..., i, fold..., j)
+        tt = t.expand(B + (c, c)).permute(perm).reshape(ks + [c, -1]).contiguous()
+        idx = torch.searchsorted(data.mu.reshape(ks + [c, m]), tt)
+        s1 = data.cum1.reshape(ks + [c, m + 1]).gather(-1, idx)
+        s2 = data.cum2.reshape(ks + [c, m + 1]).gather(-1, idx)
+        inv = [perm.index(k) for k in range(nb + 2)]
+        back = lambda z: z.reshape(ks + [c] + fs + [c]).permute(inv)  # noqa: E731
+        return back(idx.to(t.dtype)), back(s1), back(s2)
     mu = data.mu.expand(B + (c, m)).contiguous()
     tt = t.expand(B + (c, c)).contiguous()
     idx = torch.searchsorted(mu, tt)

@@ -1,0 +1,114 @@
+"""The Bayesian experiment: posterior potential, aggregation, resumable sweep, TMS transition."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tms import posterior
+from tms.data import sample_inputs
+from tms.loss import empirical_loss, sorted_data, stack_sorted, unflatten_params
+
+D = torch.float64
+
+
+def test_potential_matches_direct_sum_over_a_stacked_n_grid():
+    c, r = 5, 2
+    ns = [30, 75]
+    Xs = [sample_inputs(n, c, posterior.data_seed(0, n, 0)) for n in ns]
+    data = posterior._with_dims(stack_sorted([sorted_data(X) for X in Xs]), 1)
+    theta = torch.randn(2, 7, r * c + c, generator=torch.Generator().manual_seed(0), dtype=D)
+    E = posterior.energy_fn(data, r, c, beta_lik=0.5)(theta)
+    for g, (n, X) in enumerate(zip(ns, Xs)):
+        W, b = unflatten_params(theta[g], r, c)
+        ref = 0.5 * n * empirical_loss(W, b, X)  # independent direct sum over the n inputs
+        assert torch.allclose(E[g], ref, rtol=1e-12, atol=1e-10)
+    assert torch.allclose(posterior.prior(theta), 0.5 * (theta**2).sum(-1))
+
+
+def test_aggregate_over_seeds():
+    pts = [
+        dict(n=100, phases=["5", "6"], mass_seed=np.array([[0.6, 0.4], [0.8, 0.2]]),
+             mass_se_seed=np.array([[0.03, 0.03], [0.04, 0.04]]), occupancy_seed=np.array([[0.9, 0.1], [0.9, 0.1]]),
+             occupancy_se_seed=np.zeros((2, 2))),
+        dict(n=200, phases=["6", "other"], mass_seed=np.array([[0.9, 0.1], [1.0, 0.0]]),
+             mass_se_seed=np.array([[0.02, 0.02], [0.0, 0.0]]), occupancy_seed=np.array([[0.5, 0.5], [0.5, 0.5]]),
+             occupancy_se_seed=np.zeros((2, 2))),
+    ]
+    agg = posterior.aggregate(pts)
+    assert agg["phases"] == ["5", "6", "other"]
+    np.testing.assert_allclose(agg["mass"], [[0.7, 0.3, 0.0], [0.0, 0.95, 0.05]])
+    # s.e. over data sets: std(ddof=1)/sqrt(2) = |x1 - x2| / 2
+    np.testing.assert_allclose(agg["mass_se"], [[0.1, 0.1, 0.0], [0.0, 0.05, 0.05]])
+    np.testing.assert_allclose(agg["mass_mc_se"][0], [0.025, 0.025, 0.0])
+    np.testing.assert_allclose(agg["occupancy"][1], [0.0, 0.5, 0.5])
+
+
+def test_sweep_saves_each_point_and_resumes(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_chunk(c, r, ns, beta_lik, seed, cfg, dtype, progress, chunk_id):
+        calls.append(list(ns))
+        S = cfg["seeds"]
+        return [dict(n=n, phases=["a", "b"], mass_seed=np.full((S, 2), 0.5), mass_se_seed=np.full((S, 2), 0.1),
+                     occupancy_seed=np.tile([1.0, 0.0], (S, 1)), occupancy_se_seed=np.zeros((S, 2)), diag={"n": n})
+                for n in ns]
+
+    monkeypatch.setattr(posterior, "_run_chunk", fake_chunk)
+    kw = dict(out_dir=tmp_path, predict=False, seeds=2)
+    posterior.phase_sweep(4, [100, 200], batch_points=1, **kw)
+    assert calls == [[100], [200]]  # one batched call per chunk, each point saved after it
+    assert posterior.io.result_exists(tmp_path / "posterior_c4_n100")
+    res = posterior.phase_sweep(4, [100, 200, 300], **kw)
+    assert calls[-1] == [300]  # the saved points are not sampled again
+    np.testing.assert_allclose(res["mass"], 0.5)
+    assert res["points"][0]["diag"] == {"n": 100}
+    with pytest.raises(ValueError, match="other settings"):
+        posterior.phase_sweep(4, [100], out_dir=tmp_path, predict=False, seeds=3)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="distinct"):
+        posterior.phase_sweep(6, [100, 100], predict=False)
+    with pytest.raises(ValueError, match="unknown sampler settings"):
+        posterior.phase_sweep(6, [100], predict=False, chainz=3)
+    with pytest.raises(ValueError, match="beta_min"):
+        posterior.phase_sweep(6, [100], predict=False, beta_min=2.0)
+    with pytest.raises(ValueError, match="r must be"):
+        posterior.phase_sweep(2, [100], r=3, predict=False)
+
+
+def _family(phases, k):
+    from tms.zoo import parse_label
+
+    out = []
+    for i, p in enumerate(phases):
+        try:
+            if parse_label(p)[0] == k:
+                out.append(i)
+        except ValueError:
+            pass
+    return out
+
+
+def test_tms_c6_transition_direction():
+    """A short sweep at c = 6: the 5-gon family loses mass and the 6-gon gains it as n grows.
+
+    n = 400 (below the zoo's n_c = 601 for 5 -> 6) against n = 1000 (above it); the change
+    must exceed 3 combined standard errors (from the independent replica-exchange ladders).
+    At smaller n most posterior draws are too spread for the classifier ("other").
+    """
+    pytest.importorskip("tms.phases")
+    res = posterior.phase_sweep(6, [400, 1000], seed=1, predict=False, seeds=1, chains=4, replicas=6,
+                                n_temps=10, beta_min=0.01, n_warmup=60, n_draws=60, max_steps=24)
+    ph = res["phases"]
+    i6 = ph.index("6")
+    five = _family(ph, 5)
+    m, se = res["mass"], res["mass_se"]
+    m5, se5 = m[:, five].sum(1), np.sqrt((se[:, five] ** 2).sum(1))
+    assert m[1, i6] - m[0, i6] > 3 * math.hypot(se[0, i6], se[1, i6]), (ph, m, se)
+    assert m5[0] - m5[1] > 3 * math.hypot(se5[0], se5[1]), (ph, m, se)
+    # diagnostics are reported per n
+    d = res["points"][1]["diag"]
+    assert len(d["swap_rate"]) == 9 and min(d["swap_rate"]) > 0.1
+    assert all(a > 0.5 for a in d["pt_accept"])

@@ -1,0 +1,102 @@
+"""`tms posterior`: posterior phase mass against n (SPEC 3), saved point by point, and its figure."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+NAME = "posterior"
+HELP = "Bayesian phase transitions: posterior phase mass against the sample size n (resumable)"
+
+DEFAULT_NS = {6: "100,200,300,450,600,800,1100,1500,2000"}
+DEFAULT_NS_SMALL = "100,150,200,300,400,600"
+
+
+def parse_grid(text: str) -> list[int]:
+    """'100:2000:100' (start:stop:step, stop included) or '100,200,500' -> list of ints."""
+    try:
+        if ":" in text:
+            a, b, s = (int(v) for v in text.split(":"))
+            if s <= 0 or b < a:
+                raise ValueError
+            return list(range(a, b + 1, s))
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--n must be start:stop:step or a comma list of integers, got {text!r}") from None
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--c", type=int, default=6, help="number of features (r = 2)")
+    p.add_argument("--n", help="n-grid, start:stop:step or comma list (default: 100..2000 for c = 6, 100..600 else)")
+    p.add_argument("--paper", action="store_true", help="paper scale: more data sets, chains, ladders, draws")
+    p.add_argument("--chains", type=int, help="plain HMC chains per data set (chain occupancy)")
+    p.add_argument("--seeds", type=int, help="data sets per n")
+    p.add_argument("--replicas", type=int, help="independent replica-exchange ladders per data set")
+    p.add_argument("--temps", type=int, help="temperatures per ladder")
+    p.add_argument("--beta-min", type=float, help="hottest relative inverse temperature of the ladder")
+    p.add_argument("--warmup", type=int, help="warm-up steps")
+    p.add_argument("--draws", type=int, help="draws after warm-up")
+    p.add_argument("--max-steps", type=int, help="cap on leapfrog steps per trajectory")
+    p.add_argument("--beta-lik", type=float, default=1.0, help="likelihood inverse temperature (1 = SPEC convention)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-points", type=int, help="n values sampled per batched call (default all)")
+    p.add_argument("--out", default="results/posterior", help="results directory (finished n are skipped)")
+    p.add_argument("--figure", help="figure path (default figures/posterior_c{c}.png)")
+    p.add_argument("--llc", action="append", default=[], metavar="LABEL=VALUE",
+                   help="lambda for a zoo label the zoo lacks (e.g. a 4-gon SGLD estimate); repeatable")
+    p.add_argument("--no-predict", action="store_true", help="skip the predicted n_c (no zoo)")
+    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def parse_llcs(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        label, sep, val = item.partition("=")
+        try:
+            if not sep or not label:
+                raise ValueError
+            out[label] = float(val)
+        except ValueError:
+            raise ValueError(f"--llc must be LABEL=VALUE (e.g. 4=3.5), got {item!r}") from None
+    return out
+
+
+def run(args) -> int:
+    from tms import posterior
+    from tms.plots.posterior import plot_phase_sweep
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ns = parse_grid(args.n) if args.n else parse_grid(
+        ("100:2000:100" if args.c == 6 else "100:600:50") if args.paper else DEFAULT_NS.get(args.c, DEFAULT_NS_SMALL))
+    cfg = dict(posterior.PAPER if args.paper else posterior.QUICK)
+    for key, val in dict(chains=args.chains, seeds=args.seeds, replicas=args.replicas, n_temps=args.temps,
+                         beta_min=args.beta_min, n_warmup=args.warmup, n_draws=args.draws,
+                         max_steps=args.max_steps).items():
+        if val is not None:
+            cfg[key] = val
+    tag = "paper" if args.paper else "quick"
+    out = Path(args.out) / f"c{args.c}_{tag}_b{args.beta_lik:g}_s{args.seed}"
+    res = posterior.phase_sweep(args.c, ns, beta_lik=args.beta_lik, seed=args.seed, out_dir=out,
+                                progress=not args.no_progress, batch_points=args.batch_points,
+                                predict=not args.no_predict, llcs=parse_llcs(args.llc), **cfg)
+    summary = out / f"summary_c{args.c}"
+    posterior.save_summary(summary, res)
+    fig = plot_phase_sweep(summary, args.figure or f"figures/posterior_c{args.c}.png")
+    print(f"posterior c={args.c}, beta_lik={args.beta_lik:g}: {len(ns)} n values, results in {out}")
+    head = "n      " + "  ".join(f"{p:>16s}" for p in res["phases"])
+    print("posterior mass (replica exchange) +- s.e.:")
+    print(head)
+    for i, n in enumerate(res["ns"]):
+        print(f"{n:<6d} " + "  ".join(f"{m:7.3f} +- {s:5.3f}" for m, s in zip(res["mass"][i], res["mass_se"][i])))
+    print("chain occupancy (plain chains, NOT posterior mass):")
+    print(head)
+    for i, n in enumerate(res["ns"]):
+        print(f"{n:<6d} " + "  ".join(f"{m:16.3f}" for m in res["occupancy"][i]))
+    for t in res["transitions"]:
+        print(f"predicted n_c {t['alpha']} -> {t['beta']}: {t['n_c']:.0f}")
+    if res.get("transitions_error"):
+        print(f"no predicted n_c: {res['transitions_error']}")
+    print(f"figure: {fig}")
+    return 0

@@ -5,17 +5,22 @@ the nearest zoo energy level. Plateaus live on a log step axis, so a checkpoint 
 level when its loss is within `tol` of it AND the loss is flat there: its least-squares
 slope over a window of `window` decades of steps is at most `slope_tol` per decade (a descent
 that merely passes through a level's band moves by a whole level gap in a fraction of a
-decade). A
-*plateau* is a stretch of on-level checkpoints of one level, at least `min_points` long and
-spanning a factor `min_span` in step count; stretches on one level separated by a short
-excursion are merged. A *transition* alpha -> beta is a pair of consecutive plateaus of one
+decade). A *plateau* is a stretch of on-level checkpoints of one level, at least
+`min_points` long and spanning a factor `min_span` in step count; stretches on one level
+separated by a short excursion are merged. A *transition* alpha -> beta is a pair of consecutive plateaus of one
 run on different levels; its step is the first checkpoint between them where the loss is
 past the midpoint of the two levels (the last step of the old plateau and the first of the
 new one are recorded too).
 
+The loss level says which energy the run sits at, not which critical point: a plateau can
+sit within `tol` of a level at parameters that are not that zoo point (seen from random
+starts: 6 features on 5 directions, just above the 5-gon level). `label_checkpoints` adds
+the geometric label of tms.phases.classify as a check; `tms transitions` reports both.
+
 Bayesian antecedent (SPEC 3, 4): a dynamical transition alpha -> beta with dL < 0 has a
 Bayesian counterpart when the posterior also moves alpha -> beta as n grows, i.e. when
-dlambda > 0 so that n dL + dlambda log n + dc = 0 has a root n_c.
+n dL + dlambda log n + dc = 0 has a root n_c (tms.zoo.critical_sample_size; without the
+prior term dc this needs dlambda > e |dL|, in particular dlambda > 0).
 """
 from __future__ import annotations
 

@@ -229,3 +229,35 @@ def test_unknown_label_lists_valid_ones():
         zoo.critical_point(6, "7")
     assert zoo.parse_label("4+,--") == (4, 1, 2)
     assert zoo.make_label(4, 1, 2) == "4+,--"
+
+
+def test_minimal_singularity_check_tells_manifold_from_higher_order():
+    # synthetic losses in theta = (W (1, 2), b (2,)): the null direction is W[0, 0] in both
+    rng = torch.Generator().manual_seed(0)
+    W0, b0 = torch.zeros(1, 2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    null = torch.zeros(4, 1, dtype=torch.float64)
+    null[0, 0] = 1.0
+
+    def quartic(W, b):  # K = x^4 + y^2 + b^2: not minimally singular (lambda = 1/4 + 1)
+        return W[..., 0, 0] ** 4 + W[..., 0, 1] ** 2 + (b**2).sum(-1)
+
+    def curved_valley(W, b):  # K = (y - x^2)^2 + b^2: zero set is a smooth curve (minimally singular)
+        return (W[..., 0, 1] - W[..., 0, 0] ** 2) ** 2 + (b**2).sum(-1)
+
+    assert not zoo._minimally_singular(W0, b0, null, rng, loss_fn=quartic)
+    assert zoo._minimally_singular(W0, b0, null, rng, loss_fn=curved_valley)
+
+
+@pytest.mark.parametrize("k", [9, 11])
+def test_regular_kgons_beyond_eight_are_critical(k):
+    # SPEC 2 last bullet: regular k-gon critical points beyond the paper's ansatz
+    l, b = zoo.solve_kgon(k)
+    W = l * torch.stack([torch.cos(2 * math.pi * torch.arange(k) / k), torch.sin(2 * math.pi * torch.arange(k) / k)])
+    _, gW, gb = batched_grad(population_loss, W.double(), torch.full((k,), b, dtype=torch.float64))
+    assert flatten_params(gW, gb).norm().item() < 1e-8
+    (root,) = [r for r in zoo.kgon_roots(k) if r.l == l]
+    assert root.smooth
+    if k == 9:
+        assert root.full_negative_eigs == 0  # a local minimum of the full loss at c = 9
+    else:
+        assert root.full_negative_eigs > 0  # a saddle of the full loss at c = 11

@@ -59,8 +59,8 @@ def classify(W, b, *, zero_tol: float = 0.3, plus_tol: float = 0.0, off_ratio: f
         raise ValueError(f"classify needs r = 2 (W of shape (..., 2, c)), got W {tuple(W.shape)}")
     c = W.shape[-1]
     B = torch.broadcast_shapes(W.shape[:-2], b.shape[:-1])
-    W = W.double().expand(B + W.shape[-2:]).reshape(-1, 2, c)
-    b = b.double().to(W.device).expand(B + (c,)).reshape(-1, c)
+    W = W.expand(B + W.shape[-2:]).reshape(-1, 2, c)  # float32 inputs stay float32 (fast path)
+    b = b.to(W.device).expand(B + (c,)).reshape(-1, c)
     norm = W.norm(dim=-2)  # (N, c)
     zero = norm < zero_tol
     plus = zero & (b > plus_tol)

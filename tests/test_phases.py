@@ -114,3 +114,22 @@ def test_nearest_level():
     mid = 0.5 * (losses[0] + losses[1])
     assert phases.nearest_level(np.array([mid - 1e-6, mid + 1e-6]), c).tolist() == [levels[0][1][0], levels[1][1][0]]
     assert phases.level_loss("4+,--", c) == pytest.approx((c - 2) / (3 * c) - 1 / (4 * c * c), abs=1e-14)
+
+
+def test_dead_columns_off_the_polygon_count_as_zero_columns():
+    # posterior samples: a flat negative-bias zero column wanders far from 0 (it never fires)
+    c = 6
+    W, b = zoo.kgon_params(5, c)
+    W2, b2 = W.clone(), b.clone()
+    W2[:, 5] = torch.tensor([0.5, 0.6], dtype=torch.float64)
+    b2[5] = -2.0
+    assert phases.classify(W2, b2).item() == "5"
+    W, b = zoo.kgon_params(4, c, 1)
+    W2, b2 = W.clone(), b.clone()
+    W2[:, 5] = torch.tensor([0.7, 0.7], dtype=torch.float64)  # off the 4-gon's vertex positions
+    b2[5] = -3.0
+    assert phases.classify(W2, b2).item() == "4+"
+    # a switched-off column that IS a vertex position keeps the - count
+    W, b = zoo.kgon_params(4, c, 0, 1)
+    assert phases.classify(W, b).item() == "4,-"
+    assert phases.classify_reference(W2.numpy(), b2.numpy()).item() == "4+"

@@ -8,7 +8,11 @@
   3. the k nonzero columns (switched-off ones included) must form a regular k-gon: every
      angular gap between consecutive columns within angle_tol * 2 pi/k of 2 pi/k, and
      max/min column norm <= 1 + norm_tol;
-  4. the label (k, s, p) must be a zoo family at this c; anything else is "other".
+  4. the label (k, s, p) must be a zoo family at this c;
+  5. if 3-4 fail, a second reading treats the switched-off columns as dead zero columns
+     (a negative-bias zero column is flat, so posterior samples carry such columns far
+     from 0) and tests the firing columns alone as a k-gon with p = 0;
+  anything else is "other".
 All four steps are invariant under rotations/reflections of the plane (they use norms,
 biases and the multiset of angular gaps) and under feature permutations (they count).
 Everything is vectorised over the batch: one sort of the angles per item, no Python loop.
@@ -65,27 +69,42 @@ def classify(W, b, *, zero_tol: float = 0.3, plus_tol: float = 0.0, off_ratio: f
     zero = norm < zero_tol
     plus = zero & (b > plus_tol)
     off = ~zero & (b < -off_ratio * norm**2)
-    k = (~zero).sum(-1)
-    s, p = plus.sum(-1), off.sum(-1)
-    # regular polygon test on the nonzero columns: sorted angles, gaps against 2 pi / k
+    s = plus.sum(-1)
     ang = torch.atan2(W[:, 1], W[:, 0])
-    ang = torch.where(zero, torch.full_like(ang, math.inf), ang).sort(-1).values  # nonzero first
+    table, m = _lookup(c)
+    other = torch.full_like(s, m * m * m)
+    # first reading: every nonzero column is a vertex (off ones are switched-off vertices)
+    poly = ~zero
+    k1, p1 = poly.sum(-1), off.sum(-1)
+    code1 = torch.where(_regular(ang, norm, poly, angle_tol, norm_tol) & (k1 >= 3), (k1 * m + s) * m + p1, other)
+    # second reading: off columns that do not sit on the polygon are dead (flat) zero columns
+    poly = ~zero & ~off
+    k2 = poly.sum(-1)
+    code2 = torch.where(_regular(ang, norm, poly, angle_tol, norm_tol) & (k2 >= 3), (k2 * m + s) * m, other)
+    code1 = torch.where(torch.from_numpy(table[code1.cpu().numpy()] == OTHER).to(code1.device), code2, code1)
+    return table[code1.cpu().numpy()].reshape(tuple(B))
+
+
+def _regular(ang: torch.Tensor, norm: torch.Tensor, poly: torch.Tensor, angle_tol: float,
+             norm_tol: float) -> torch.Tensor:
+    """Do the columns in `poly` (N, c) form a regular k-gon? Sorted angles (N, c), gaps vs 2 pi/k."""
+    c = ang.shape[-1]
+    k = poly.sum(-1)
+    ang = torch.where(poly, ang, torch.full_like(ang, math.inf)).sort(-1).values  # members first
     kk = k.clamp(min=1).unsqueeze(-1)
     expected = 2 * math.pi / kk
-    gaps = ang[:, 1:] - ang[:, :-1]  # (N, c-1); valid for j < k - 1
-    j = torch.arange(c - 1, device=W.device)
-    gap_dev = torch.where(j < kk - 1, (gaps - expected).abs(), torch.zeros_like(gaps))
-    first = ang[:, 0]
-    last = ang.gather(-1, (kk - 1)).squeeze(-1)
-    wrap_dev = (first + 2 * math.pi - last - expected.squeeze(-1)).abs()
-    dev = torch.maximum(gap_dev.nan_to_num(0.0).amax(-1) if c > 1 else torch.zeros_like(first), wrap_dev)
-    regular = dev <= angle_tol * expected.squeeze(-1)
-    big = torch.where(zero, torch.zeros_like(norm), norm).amax(-1)
-    small = torch.where(zero, torch.full_like(norm, math.inf), norm).amin(-1)
-    regular &= big <= (1 + norm_tol) * small
-    table, m = _lookup(c)
-    code = torch.where(regular & (k >= 3), (k * m + s) * m + p, torch.full_like(k, m * m * m))
-    return table[code.cpu().numpy()].reshape(tuple(B))
+    if c > 1:
+        gaps = ang[:, 1:] - ang[:, :-1]  # (N, c-1); valid for j < k - 1
+        j = torch.arange(c - 1, device=ang.device)
+        gap_dev = torch.where(j < kk - 1, (gaps - expected).abs(), torch.zeros_like(gaps)).amax(-1)
+    else:
+        gap_dev = torch.zeros_like(ang[:, 0])
+    last = ang.gather(-1, kk - 1).squeeze(-1)
+    wrap_dev = (ang[:, 0] + 2 * math.pi - last - expected.squeeze(-1)).abs()
+    regular = torch.maximum(gap_dev, wrap_dev) <= angle_tol * expected.squeeze(-1)  # NaN/inf -> False
+    big = torch.where(poly, norm, torch.zeros_like(norm)).amax(-1)
+    small = torch.where(poly, norm, torch.full_like(norm, math.inf)).amin(-1)
+    return regular & (big <= (1 + norm_tol) * small)
 
 
 def classify_reference(W, b, *, zero_tol: float = 0.3, plus_tol: float = 0.0, off_ratio: float = 0.8,
@@ -98,26 +117,33 @@ def classify_reference(W, b, *, zero_tol: float = 0.3, plus_tol: float = 0.0, of
     Wf = np.broadcast_to(W, shape + W.shape[-2:]).reshape(-1, 2, c)
     bf = np.broadcast_to(b, shape + (c,)).reshape(-1, c)
     valid = {(k, s, p): zoo.make_label(k, s, p) for k, s, p in zoo.family_members(c)}
+
+    def polygon(cols):  # do the (angle, norm) pairs form a regular k-gon?
+        k = len(cols)
+        if k < 3 or max(n for _, n in cols) > (1 + norm_tol) * min(n for _, n in cols):
+            return False
+        angles = sorted(a for a, _ in cols)
+        gaps = [angles[i + 1] - angles[i] for i in range(k - 1)] + [angles[0] + 2 * math.pi - angles[-1]]
+        return all(abs(g - 2 * math.pi / k) <= angle_tol * 2 * math.pi / k for g in gaps)
+
     out = []
     for Wi, bi in zip(Wf, bf):
-        k = s = p = 0
-        angles, norms = [], []
+        s = 0
+        on, dead = [], []  # (angle, norm) of firing and of switched-off nonzero columns
         for col in range(c):
             x, y = Wi[0, col], Wi[1, col]
             n = math.hypot(x, y)
             if n < zero_tol:
                 s += bi[col] > plus_tol
-                continue
-            k += 1
-            p += bi[col] < -off_ratio * n * n
-            angles.append(math.atan2(y, x))
-            norms.append(n)
+            elif bi[col] < -off_ratio * n * n:
+                dead.append((math.atan2(y, x), n))
+            else:
+                on.append((math.atan2(y, x), n))
         label = OTHER
-        if k >= 3 and (k, s, p) in valid and max(norms) <= (1 + norm_tol) * min(norms):
-            angles.sort()
-            gaps = [angles[i + 1] - angles[i] for i in range(k - 1)] + [angles[0] + 2 * math.pi - angles[-1]]
-            if all(abs(g - 2 * math.pi / k) <= angle_tol * 2 * math.pi / k for g in gaps):
-                label = valid[(k, s, p)]
+        if (len(on) + len(dead), s, len(dead)) in valid and polygon(on + dead):
+            label = valid[(len(on) + len(dead), s, len(dead))]
+        elif (len(on), s, 0) in valid and polygon(on):
+            label = valid[(len(on), s, 0)]
         out.append(label)
     return np.array(out, dtype=str).reshape(shape)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tms import io
+from tms import checks, io
 from tms.train import load_train
 from tms.transitions import (
     Levels,
@@ -47,6 +47,8 @@ def add_arguments(p) -> None:
     p.add_argument("--nbeta", type=float, default=None, help="n * beta (default n / log n)")
     p.add_argument("--seed", type=int, default=0, help="SGLD seed")
     p.add_argument("--no-prior", action="store_true", help="drop the prior term c_alpha from n_c")
+    p.add_argument("--inv-temp", type=float, default=1.0,
+                   help="likelihood inverse temperature for n_c (1: exp(-n L_n), SPEC 3; 0.5: unit-variance Gaussian)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: leave as is)")
 
 
@@ -105,12 +107,13 @@ def run(args) -> int:
         print(f"LLC: {nflag} of {la['llc_ok'].size} estimates flagged (escaped chains, step size or non-finite) "
               f"and left out of the plateau averages")
 
-    rows, unseen = antecedent_table(seg, c, llc_est, prior=not args.no_prior)
+    checks.positive_float(args.inv_temp, "--inv-temp")
+    rows, unseen = antecedent_table(seg, c, llc_est, prior=not args.no_prior, inv_temp=args.inv_temp)
     for r in rows:
         r.update(geometry_src=agree.get(r["src"]), geometry_dst=agree.get(r["dst"]))
     seq_counts = sorted(Counter(seg.sequences()).items(), key=lambda kv: -kv[1])
     record = dict(input=str(args.input), train=rec, tol=tol, min_points=args.min_points, min_span=args.min_span,
-                  segmented_on="population loss", prior=not args.no_prior,
+                  segmented_on="population loss", prior=not args.no_prior, inv_temp=args.inv_temp,
                   levels=dict(labels=levels.labels, loss=levels.loss.tolist(),
                               llc=[None if np.isnan(v) else float(v) for v in levels.llc], prior=levels.prior.tolist()),
                   plateau_labels=[p.label for p in seg.plateaus],
@@ -133,8 +136,9 @@ def run(args) -> int:
     if llc_est:
         print("estimated LLC per plateau label (mean over plateaus +- se): " + ", ".join(
             f"{k} {v[0]:.2f}+-{v[1]:.2f} ({v[2]} plateaus)" for k, v in sorted(llc_est.items())))
-    print("observed transitions and their Bayesian antecedents (n_c: root of n dL + dlambda log n + dc = 0, "
-          f"{'with' if not args.no_prior else 'without'} the prior term):")
+    print(f"observed transitions and their Bayesian antecedents (n_c: root of {args.inv_temp:g} n dL + dlambda log n "
+          f"+ dc = 0, likelihood exp(-{args.inv_temp:g} n L_n), {'with' if not args.no_prior else 'without'} "
+          "the prior term; other O(1) terms dropped):")
     print(format_antecedents(rows, unseen))
 
     from tms.plots.sgd import sgd_many, sgd_trajectory

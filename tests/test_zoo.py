@@ -122,7 +122,7 @@ def _fd_hessian(W, b, h=1e-4):
     return (f(pp) - f(pm) - f(mp) + f(mm)) / (4 * h * h)
 
 
-@pytest.mark.parametrize("c", [5, 6, 8])
+@pytest.mark.parametrize("c", [5, 6, 7, 8])
 def test_hessian_at_smooth_points(c):
     for q in zoo.critical_points(c):
         if q.k < 5 or q.p:

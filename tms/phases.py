@@ -65,12 +65,14 @@ def classify(W, b, *, zero_tol: float = 0.3, plus_tol: float = 0.0, off_ratio: f
     B = torch.broadcast_shapes(W.shape[:-2], b.shape[:-1])
     W = W.expand(B + W.shape[-2:]).reshape(-1, 2, c)  # float32 inputs stay float32 (fast path)
     b = b.to(W.device).expand(B + (c,)).reshape(-1, c)
-    norm = W.norm(dim=-2)  # (N, c)
+    x, y = W[:, 0], W[:, 1]
+    norm2 = x * x + y * y  # (N, c); (an explicit sum: W.norm over dim -2 is ~10x slower here)
+    norm = norm2.sqrt()
     zero = norm < zero_tol
     plus = zero & (b > plus_tol)
-    off = ~zero & (b < -off_ratio * norm**2)
+    off = ~zero & (b < -off_ratio * norm2)
     s = plus.sum(-1)
-    ang = torch.atan2(W[:, 1], W[:, 0])
+    ang = torch.atan2(y, x)
     table, m = _lookup(c)
     other = torch.full_like(s, m * m * m)
     # first reading: every nonzero column is a vertex (off ones are switched-off vertices)
@@ -81,8 +83,9 @@ def classify(W, b, *, zero_tol: float = 0.3, plus_tol: float = 0.0, off_ratio: f
     poly = ~zero & ~off
     k2 = poly.sum(-1)
     code2 = torch.where(_regular(ang, norm, poly, angle_tol, norm_tol) & (k2 >= 3), (k2 * m + s) * m, other)
-    code1 = torch.where(torch.from_numpy(table[code1.cpu().numpy()] == OTHER).to(code1.device), code2, code1)
-    return table[code1.cpu().numpy()].reshape(tuple(B))
+    known = torch.from_numpy(table != OTHER).to(code1.device)
+    code = torch.where(known[code1], code1, code2).cpu().numpy()
+    return table[code].reshape(tuple(B))
 
 
 def _regular(ang: torch.Tensor, norm: torch.Tensor, poly: torch.Tensor, angle_tol: float,

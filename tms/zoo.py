@@ -403,7 +403,8 @@ def family_members(c: int, kmin: int = 3) -> list[tuple[int, int, int]]:
 @functools.lru_cache(maxsize=None)
 def _critical_points(c: int, kmin: int) -> tuple[CriticalPoint, ...]:
     pts = [_build(k, s, p, c) for k, s, p in family_members(c, kmin)]
-    return tuple(sorted(pts, key=lambda q: (q.loss, -q.k, q.s, q.p)))
+    # coincident losses (e.g. 3^{s+} and 4^{s+,-}) are ordered larger k first, deterministically
+    return tuple(sorted(pts, key=lambda q: (round(q.loss, 12), -q.k, q.s, q.p)))
 
 
 def _copy(q: CriticalPoint) -> CriticalPoint:

@@ -128,11 +128,13 @@ def kgon_roots(k: int, tol: float = 1e-10) -> tuple[KgonRoot, ...]:
         move = live & ~done & ~stalled
         x = torch.where(move[:, None], x - t[:, None] * step, x)
         # a converged start's step is its full Newton step there (the distance to the root)
-        step_norm = torch.where(move, (t[:, None] * step).norm(dim=-1), torch.where(done, step.norm(dim=-1), step_norm))
+        step_norm = torch.where(move, (t[:, None] * step).norm(dim=-1),
+                                torch.where(done, step.norm(dim=-1), step_norm))
         x[:, 0] = x[:, 0].clamp(min=1e-6)
         # drop starts that stall, collapse, diverge, or go dead (l^2 + b <= 0: no output ever
         # fires, L is locally constant there and every such point is a trivial critical point)
-        live = live & ~stalled & (x[:, 0] > 1e-3) & (x[:, 0] < 1.2 * SEARCH_L) & (x[:, 1].abs() < 1.2 * SEARCH_B) & (x[:, 0] ** 2 + x[:, 1] > 1e-9)
+        inside = (x[:, 0] > 1e-3) & (x[:, 0] < 1.2 * SEARCH_L) & (x[:, 1].abs() < 1.2 * SEARCH_B)
+        live = live & ~stalled & inside & (x[:, 0] ** 2 + x[:, 1] > 1e-9)
         if it >= 15:  # Newton is quadratic near a root; starts still far after 15 steps are drifting
             live &= gn < 1e-6
         if bool((done | ~live).all()):
@@ -203,7 +205,7 @@ def is_smooth(W: torch.Tensor, b: torch.Tensor, eps: float = 1e-9) -> torch.Tens
 
     Each (input i, output j) term of the closed form is a smooth function of (g_ij, b_j)
     except (i) at g_ij = 0 = b_j, where the output switches between never and always
-    active (only C^1), and (ii) on the diagonal at b_j = -g_jj > 0, where the own-output
+    active (only C^1), and (ii) on the diagonal at b_j = -g_jj < 0, where the own-output
     threshold crosses mu = 1 and the active error does not vanish to second order (C^1).
     Threshold crossings of 0, and of 1 off the diagonal, are C^2 (the term changes by
     O(dist^3)); tests/test_zoo.py checks this rule against finite differences.
@@ -254,6 +256,7 @@ def kgon_params(k: int, c: int, s: int = 0, p: int = 0, *, zero_bias: float = -1
 
     zero_bias: bias of the negative-bias zero columns (any value < 0, SPEC 2).
     off_bias: bias of switched-off vertices (default -l*^2; any value <= -l*^2).
+    rotation: global angle of the polygon (vertex j at 2 pi j / k + rotation).
     """
     checks.positive_int(c, "c")
     checks.positive_int(k, "k", minimum=3)

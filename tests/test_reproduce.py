@@ -1,0 +1,60 @@
+"""`tms reproduce` end to end at the test-only tiny scale, and the report's crossing rule."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tms.cli import main
+from tms.report import mass_crossing
+
+FIGURES = ["zoo_c4.png", "zoo_c5.png", "zoo_c6.png", "posterior_c4.png", "posterior_c5.png",
+           "posterior_c6.png", "sgd_trajectory.png", "sgd_many.png"]
+
+
+def test_mass_crossing_interpolates_in_log_n():
+    ns = np.array([100, 200, 400, 800])
+    # beta - alpha = log2(n / 300): crosses at n = 300 exactly, linear in log n
+    d = np.log2(ns / 300)
+    mass = np.stack([0.5 - d / 4, 0.5 + d / 4], 1)
+    assert mass_crossing(ns, mass, ["a", "b"], "a", "b") == "300"
+    assert mass_crossing(ns, mass, ["a", "b"], "b", "a") == "-"  # a starts ahead and falls behind
+    behind = np.tile([0.9, 0.1], (4, 1))
+    assert mass_crossing(ns, behind, ["a", "b"], "a", "b") == "> 800"
+    assert mass_crossing(ns, behind, ["a", "b"], "b", "a") == "< 100"
+    assert mass_crossing(ns, mass, ["a", "b"], "a", "c") == "-"
+
+
+def test_reproduce_tiny_writes_every_figure_and_report(tmp_path, capsys):
+    out, figs = tmp_path / "res", tmp_path / "figs"
+    argv = ["reproduce", "--tiny", "--out", str(out), "--figures", str(figs), "--seed", "3"]
+    assert main(argv) == 0
+    for name in FIGURES:
+        data = (figs / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+    report = (figs / "REPORT.md").read_text()
+    for needle in ["## 1. The k-gon zoo", "## 2. Bayesian phase transitions", "## 3. Dynamical transitions",
+                   "## 4. Every setting and seed", "predicted n_c", "![zoo c=6](zoo_c6.png)",
+                   "![sgd_trajectory.png](sgd_trajectory.png)", '"seed"']:
+        assert needle in report, needle
+    # every figure is embedded
+    for name in FIGURES:
+        assert f"]({name})" in report, name
+    capsys.readouterr()
+    # a second call reuses every stage
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert text.count("reused") == 7
+    # a different seed invalidates the random stages, not the zoo
+    assert main(argv[:-1] + ["4"]) == 0
+    text = capsys.readouterr().out
+    assert "[zoo] reused" in text and "[train] running" in text
+
+
+@pytest.mark.parametrize("bad, needle", [(["--seed", "-1"], "--seed"), (["--threads", "0"], "--threads")])
+def test_reproduce_bad_arguments_one_line_error(tmp_path, bad, needle):
+    proc = subprocess.run([sys.executable, "-m", "tms.cli", "reproduce", "--tiny", "--out", str(tmp_path), *bad],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and needle in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

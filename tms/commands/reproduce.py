@@ -1,0 +1,169 @@
+"""`tms reproduce`: every result of the lab in one command, figures and a report.
+
+Stages (each reused when its settings are unchanged, unless --force):
+  zoo           critical points of c = 4, 5, 6, tables and zoo figures (SPEC 2)
+  zoo_llc       SGLD estimates of lambda at the zoo points where L is only C^1 (4-gon
+                families), used for the n_c predictions that need them (SPEC 3, 5)
+  posterior_cC  posterior phase mass against n for c = 4, 5, 6 (SPEC 3)
+  train         SGD runs from the 4-gon start (SPEC 4)
+  transitions   plateaus, LLC staircases and the Bayesian-antecedent table (SPEC 4)
+  report        figures/REPORT.md from the saved results
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from tms import checks, io
+
+NAME = "reproduce"
+HELP = "run the whole lab (zoo, Bayesian sweeps c = 4, 5, 6, SGD + LLC, antecedents) and write figures/REPORT.md"
+
+CS = (4, 5, 6)
+
+# Per-scale settings of every stage. quick: a few minutes on 2 cores; full: the paper's scale;
+# tiny: a smoke test of the pipeline (tests only, results meaningless).
+SCALES = {
+    "tiny": dict(
+        zoo_llc=dict(n_chains=2, n_steps=40, n_ref=600),
+        posterior=dict(args=["--seeds", "1", "--chains", "4", "--replicas", "2", "--temps", "3", "--warmup", "8",
+                             "--draws", "6", "--max-steps", "4"], ns={4: "100,300", 5: "100,300", 6: "100,600"}),
+        train=["--runs", "2", "--epochs", "5"],
+        transitions=["--llc-points", "2", "--chains", "2", "--sgld-steps", "20"],
+    ),
+    "quick": dict(
+        zoo_llc=dict(n_chains=8, n_steps=1000, n_ref=600),
+        posterior=dict(args=[], ns={}),
+        train=[],
+        transitions=[],
+    ),
+    "full": dict(
+        zoo_llc=dict(n_chains=16, n_steps=3000, n_ref=600),
+        posterior=dict(args=["--paper"], ns={}),
+        train=["--full"],
+        transitions=["--llc-points", "40", "--chains", "8"],
+    ),
+}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--full", action="store_true", help="the paper's scale (hours on 2 cores) instead of the quick default")
+    p.add_argument("--tiny", action="store_true", help=argparse_suppress())
+    p.add_argument("--out", default="results/reproduce", help="results directory (finished stages are reused)")
+    p.add_argument("--figures", default="figures", help="where the figures and REPORT.md go")
+    p.add_argument("--force", action="store_true", help="rerun every stage even if its results exist")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random stage")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+
+
+def argparse_suppress():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def _cli(argv: list[str]) -> None:
+    """Run a `tms` subcommand in-process; a failure stops the pipeline with its message."""
+    from tms.cli import main
+
+    code = main(argv)
+    if code != 0:
+        raise ValueError(f"stage `tms {' '.join(argv)}` failed with exit code {code}")
+
+
+class _Stage:
+    """A stage is done when out/stages/NAME.json holds the same settings."""
+
+    def __init__(self, out: Path, name: str, settings: dict, force: bool, paths: list[Path]):
+        self.marker = out / "stages" / f"{name}.json"
+        self.name, self.settings, self.paths = name, io._jsonable(settings), paths
+        self.skip = (not force) and self.marker.exists() and io.load_json(self.marker).get("settings") == self.settings
+        if not self.skip:
+            for p in paths:  # stale or forced: start clean so nothing old is mixed in
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+
+    def done(self, seconds: float) -> None:
+        io.save_json(self.marker, dict(settings=self.settings, seconds=round(seconds, 1),
+                                       finished=time.strftime("%Y-%m-%d %H:%M:%S")))
+
+
+def run(args) -> int:
+    import torch
+
+    scale = "tiny" if args.tiny else ("full" if args.full else "quick")
+    cfg = SCALES[scale]
+    seed = checks.positive_int(args.seed, "--seed", minimum=0)
+    if args.threads is not None:
+        torch.set_num_threads(checks.positive_int(args.threads, "--threads"))
+    out, figs = Path(args.out), Path(args.figures)
+    out.mkdir(parents=True, exist_ok=True)
+    figs.mkdir(parents=True, exist_ok=True)
+    print(f"tms reproduce: scale {scale}, seed {seed}, results in {out}, figures in {figs}")
+    stages = []
+
+    def stage(name, settings, paths, fn):
+        st = _Stage(out, name, settings, args.force, paths)
+        if st.skip:
+            print(f"[{name}] reused (settings unchanged; --force to rerun)")
+        else:
+            print(f"[{name}] running ...", flush=True)
+            t0 = time.perf_counter()
+            fn()
+            st.done(time.perf_counter() - t0)
+            print(f"[{name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
+        stages.append(name)
+
+    # 1. zoo ------------------------------------------------------------------------------
+    def zoo_stage():
+        from tms import zoo
+        from tms.plots.zoo import plot_zoo
+
+        for c in CS:
+            rows = zoo.as_numpy_table(zoo.critical_points(c))
+            plot_zoo(rows, figs / f"zoo_c{c}.png", c)
+            io.save_json(out / "zoo" / f"zoo_c{c}.json", dict(c=c, r=2, points=rows))
+
+    stage("zoo", dict(cs=CS), [out / "zoo"], zoo_stage)
+
+    # 2. lambda where the zoo has none (SGLD on the exact population loss) ----------------
+    zl = cfg["zoo_llc"]
+
+    def zoo_llc_stage():
+        from tms.zoo_llc import zoo_llc_estimates
+
+        for c in CS:
+            res = zoo_llc_estimates(c, n_ref=zl["n_ref"], n_chains=zl["n_chains"], n_steps=zl["n_steps"], seed=seed)
+            io.save_json(out / "zoo_llc" / f"zoo_llc_c{c}.json", res)
+
+    stage("zoo_llc", dict(zl, seed=seed, cs=CS), [out / "zoo_llc"], zoo_llc_stage)
+
+    # 3. Bayesian sweeps ------------------------------------------------------------------
+    for c in CS:
+        est = io.load_json(out / "zoo_llc" / f"zoo_llc_c{c}.json")["usable"]
+        argv = ["posterior", "--c", str(c), "--seed", str(seed), "--out", str(out / f"posterior_c{c}"),
+                "--figure", str(figs / f"posterior_c{c}.png"), *cfg["posterior"]["args"]]
+        if c in cfg["posterior"]["ns"]:
+            argv += ["--n", cfg["posterior"]["ns"][c]]
+        for label, lam in sorted(est.items()):
+            argv += ["--llc", f"{label}={lam:.4f}"]
+        stage(f"posterior_c{c}", dict(argv=argv), [out / f"posterior_c{c}"], lambda argv=argv: _cli(argv))
+
+    # 4. SGD and its analysis -------------------------------------------------------------
+    train_path = out / "sgd" / "train"
+    argv_train = ["train", "--seed", str(seed), "--out", str(train_path), *cfg["train"]]
+    stage("train", dict(argv=argv_train), [out / "sgd"], lambda: _cli(argv_train))
+    argv_tr = ["transitions", "--input", str(train_path), "--figures", str(figs), "--seed", str(seed),
+               *cfg["transitions"]]
+    stage("transitions", dict(argv=argv_tr, train=io.load_json(out / "stages" / "train.json")),
+          [out / "sgd" / "train_transitions.npz", out / "sgd" / "train_transitions.json"], lambda: _cli(argv_tr))
+
+    # 5. report (always rewritten: cheap, and reads only saved results) -------------------
+    from tms.report import write_report
+
+    path = write_report(out, figs, scale=scale, seed=seed, cs=CS)
+    print(f"report: {path}")
+    return 0

@@ -1,0 +1,164 @@
+"""figures/REPORT.md from the saved results of `tms reproduce` (reads only saved files).
+
+Every table here is computed from the results on disk: the zoo (SPEC 2), the predicted
+critical sample sizes and the ones observed as crossings of the posterior phase masses
+(SPEC 3), the SGD plateau sequences and the Bayesian-antecedent table (SPEC 4), and every
+setting and seed of every stage.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tms import io
+
+CAVEAT = ("Free energies F_n = n L + lambda log n + |w*|^2/2 (likelihood inverse temperature 1, "
+          "i.e. exp(-n L_n) with the unhalved loss); other O(1) terms are dropped.")
+
+
+def _f(v, fmt=".4g", none="-"):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return none
+    return format(v, fmt)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+    return out
+
+
+def mass_crossing(ns: np.ndarray, mass: np.ndarray, phases: list[str], alpha: str, beta: str) -> str:
+    """Where the posterior mass of beta first overtakes alpha's on the n-grid (log-linear
+    interpolation), as text: a number, '< n_min', '> n_max' or '-' (a phase not seen)."""
+    if alpha not in phases or beta not in phases:
+        return "-"
+    diff = mass[:, phases.index(beta)] - mass[:, phases.index(alpha)]
+    if diff[0] >= 0:
+        return f"< {ns[0]}" if diff[-1] >= 0 else "-"
+    for i in range(1, len(ns)):
+        if diff[i] >= 0 > diff[i - 1]:
+            x0, x1 = math.log(ns[i - 1]), math.log(ns[i])
+            x = x0 + (x1 - x0) * (-diff[i - 1]) / (diff[i] - diff[i - 1])
+            return f"{math.exp(x):.0f}"
+    return f"> {ns[-1]}"
+
+
+def _rel(path: Path, start: Path) -> str:
+    return os.path.relpath(path, start)
+
+
+def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs=(4, 5, 6)) -> Path:
+    out, figs = Path(out), Path(figs)
+    L = [f"# tms reproduce: report ({scale} scale, seed {seed})", "",
+         f"Written {time.strftime('%Y-%m-%d %H:%M')} from the results in `{out}`. "
+         "Science: Chen, Lau, Mendel, Wei, Murfet (2023), arXiv 2310.06301. " + CAVEAT, ""]
+    if scale == "tiny":
+        L += ["**Tiny smoke-test scale: the numbers below only show that the pipeline runs.**", ""]
+
+    # ---- zoo --------------------------------------------------------------------------
+    L += ["## 1. The k-gon zoo (r = 2)", "",
+          "lambda (theory) = Hessian rank / 2 at minimally singular points; at 4-gon families L is "
+          "only C^1 and lambda is an SGLD estimate on the population loss (stated nbeta), used "
+          "only where the estimator's diagnostics do not flag it (escaped chains, step size).", ""]
+    for c in cs:
+        zoo = io.load_json(out / "zoo" / f"zoo_c{c}.json")
+        est_path = out / "zoo_llc" / f"zoo_llc_c{c}.json"
+        est = io.load_json(est_path) if est_path.exists() else dict(rows=[], settings={})
+        by = {r["label"]: r for r in est["rows"]}
+        rows = []
+        for p in zoo["points"]:
+            e = by.get(p["label"], {})
+            flag = "" if e.get("trustworthy", True) else " (flagged)"
+            rows.append([f"`{p['label']}`", _f(p["loss"], ".6f"), _f(p["llc"], ".1f"),
+                         (_f(e.get("estimate"), ".2f") + " ± " + _f(e.get("se"), ".2f") + flag) if e else "-",
+                         _f(p["prior"], ".4f"), _f(p["hessian_rank"], "d"), _f(p["grad_norm"], ".1e")])
+        s = est.get("settings", {})
+        L += [f"### c = {c}", "",
+              f"SGLD: nbeta = {_f(s.get('nbeta'), '.1f')} (n = {s.get('n_ref')}), eps {s.get('eps')}, "
+              f"gamma {s.get('gamma')}, {s.get('n_chains')} chains x {s.get('n_steps')} steps, seed {s.get('seed')}.", ""]
+        L += _table(["label", "loss", "lambda (theory)", "lambda (SGLD)", "prior ‖w‖²/2", "Hessian rank", "‖grad L‖"], rows)
+        fig = figs / f"zoo_c{c}.png"
+        if fig.exists():
+            L += ["", f"![zoo c={c}]({_rel(fig, figs)})"]
+        L += [""]
+
+    # ---- Bayesian ---------------------------------------------------------------------
+    L += ["## 2. Bayesian phase transitions in n", "",
+          "Posterior mass per phase by replica exchange over the likelihood temperature (error "
+          "bars over data sets); chain occupancy of plain chains is shown beside it on the figures "
+          "and is not the posterior mass. Predicted n_c: root of n dL + dlambda log n + dc = 0. "
+          "Observed: where the posterior mass of the later phase overtakes the earlier one on the grid.", ""]
+    for c in cs:
+        summ = sorted((out / f"posterior_c{c}").glob("**/summary_c*.json"))
+        if not summ:
+            L += [f"### c = {c}", "", "(no posterior results)", ""]
+            continue
+        arrays, rec = io.load_result(summ[0].with_suffix(""))
+        ns, mass, phases = arrays["ns"], arrays["mass"], rec["phases"]
+        rows = [[f"`{t['alpha']}` → `{t['beta']}`", _f(t.get("dL"), ".4f"), _f(t.get("dlambda"), ".2f"),
+                 _f(t["n_c"], ".0f"), mass_crossing(ns, mass, phases, t["alpha"], t["beta"])]
+                for t in rec.get("transitions", []) if t["alpha"] in phases and t["beta"] in phases]
+        L += [f"### c = {c}", "", f"n-grid {ns.tolist()}; phases seen: {', '.join(phases)}.", ""]
+        if rows:
+            L += _table(["transition", "dL", "dlambda", "predicted n_c", "observed crossing"], rows)
+        else:
+            L += ["No predicted transition between phases seen in this sweep."]
+        if rec.get("omitted_transitions"):
+            L += ["", rec["omitted_transitions"]]
+        mrows = [[str(n)] + [f"{mass[i, j]:.2f} ± {arrays['mass_se'][i, j]:.2f}" for j in range(len(phases))]
+                 for i, n in enumerate(ns)]
+        L += ["", "Posterior mass:", ""] + _table(["n"] + [f"`{p}`" for p in phases], mrows)
+        fig = figs / f"posterior_c{c}.png"
+        if fig.exists():
+            L += ["", f"![posterior c={c}]({_rel(fig, figs)})"]
+        L += [""]
+
+    # ---- dynamical --------------------------------------------------------------------
+    L += ["## 3. Dynamical transitions along SGD", ""]
+    tr_path = out / "sgd" / "train_transitions"
+    if io.result_exists(tr_path):
+        _, tr = io.load_result(tr_path)
+        t = tr["train"]
+        L += [f"{len(t['runs']) if isinstance(t.get('runs'), list) else t.get('runs')} runs, "
+              f"{t.get('total_steps')} steps (n = {t.get('n')}, batch {t.get('batch_size')}, lr {t.get('lr')}, "
+              f"init {t.get('init')}). Plateaus: population loss within {_f(tr['tol'], '.2g')} of a zoo level.", ""]
+        L += _table(["plateau sequence", "runs"], [[" → ".join(f"`{x}`" for x in s) or "(none)", k]
+                                                   for s, k in tr["sequence_counts"]])
+        if tr.get("plateau_llc"):
+            L += ["", "Estimated LLC per plateau level (mean ± s.e. over plateaus): " + ", ".join(
+                f"`{k}` {v[0]:.2f} ± {v[1]:.2f}" for k, v in sorted(tr["plateau_llc"].items())) + "."]
+        rows = [[f"`{r['src']}` → `{r['dst']}`", r["count"], _f(r["median_step"], ".0f"), _f(r["dL"], ".4f"),
+                 _f(r["dlambda"], ".2f") + (f" ± {r['dlambda_se']:.2f}" if r.get("dlambda_se") else ""),
+                 _f(r["n_c"], ".0f"), r["antecedent"]] for r in tr["antecedents"]]
+        L += ["", "### Bayesian antecedents of the observed SGD transitions", ""]
+        L += _table(["transition", "count", "median step", "dL", "dlambda", "n_c", "antecedent"], rows) if rows \
+            else ["No transition observed at this scale."]
+        unseen = tr.get("bayesian_unseen", [])
+        if unseen:
+            L += ["", f"Bayesian transitions out of visited phases never seen along SGD ({len(unseen)}): " + ", ".join(
+                f"`{u['alpha']}` → `{u['beta']}` (n_c {u['n_c']:.0f})" for u in unseen[:12]) + "."]
+        for name in ("sgd_trajectory.png", "sgd_many.png"):
+            if (figs / name).exists():
+                L += ["", f"![{name}]({_rel(figs / name, figs)})"]
+        L += [""]
+    else:
+        L += ["(no SGD results)", ""]
+
+    # ---- settings ---------------------------------------------------------------------
+    L += ["## 4. Every setting and seed", "",
+          "Each stage's settings as run (the sub-commands' own records beside their results hold the rest).", "",
+          "```json"]
+    stages = {p.stem: io.load_json(p) for p in sorted((out / "stages").glob("*.json"))}
+    L += [json.dumps(stages, indent=1, sort_keys=True), "```", ""]
+    path = figs / "REPORT.md"
+    text = "\n".join(L)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path

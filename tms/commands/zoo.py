@@ -42,7 +42,10 @@ def run(args) -> int:
     for q in pts:
         lam = f"{q.llc:7.1f}" if q.llc is not None else f"{'-':>7s}"
         rank = f"{q.hessian_rank:5d}" if q.hessian_rank is not None else f"{'-':>5s}"
-        note = "; ".join(q.notes)
+        if not q.smooth:
+            note = "L only C^1 here: no Hessian, lambda needs an estimate (SGLD)"
+        else:
+            note = "; ".join(q.notes)
         print(f"{q.label:10s} {q.loss:12.8f} {lam} {q.prior:8.4f} {rank} {q.grad_norm:9.1e}  {note}")
     print(f"lambda = rank/2 at minimally singular local minima (Hessian rank tol 1e-8 * max|eig|); "
           f"zero columns carry bias -1 (flat), + columns 1/(2c) = {zoo.plus_bias(c):.6g}, "

@@ -13,9 +13,10 @@
      (a negative-bias zero column is flat, so posterior samples carry such columns far
      from 0) and tests the firing columns alone as a k-gon with p = 0;
   anything else is "other".
-All four steps are invariant under rotations/reflections of the plane (they use norms,
-biases and the multiset of angular gaps) and under feature permutations (they count).
-Everything is vectorised over the batch: one sort of the angles per item, no Python loop.
+Every step is invariant under rotations/reflections of the plane (they use norms, biases
+and the multiset of angular gaps) and under feature permutations (they count).
+Everything is vectorised over the batch: two sorts of c angles per item, no Python loop;
+float32 inputs are classified in float32 (about 1.3x faster, same labels on the benchmark).
 """
 from __future__ import annotations
 

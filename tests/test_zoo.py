@@ -261,3 +261,27 @@ def test_regular_kgons_beyond_eight_are_critical(k):
         assert root.full_negative_eigs == 0  # a local minimum of the full loss at c = 9
     else:
         assert root.full_negative_eigs > 0  # a saddle of the full loss at c = 11
+
+
+def test_prior_term_by_hand():
+    # SPEC 3: (1/2)|w|^2 with the flat negative biases of zero columns counted as 0;
+    # + columns count beta^2, switched-off vertices their bias -l^2
+    c = 6
+    for q in zoo.critical_points(c):
+        l, bstar = zoo.solve_kgon(q.k)
+        on = q.k - q.p
+        want = 0.5 * (q.k * l * l + on * bstar**2 + q.p * l**4 + q.s * zoo.plus_bias(c) ** 2)
+        assert abs(q.prior - want) < 1e-12, q.label
+
+
+def test_kgon_params_rejects_bad_families():
+    with pytest.raises(ValueError, match="4-gons only"):
+        zoo.kgon_params(5, 6, 0, 1)
+    with pytest.raises(ValueError, match="zero_bias"):
+        zoo.kgon_params(5, 6, zero_bias=0.0)
+    with pytest.raises(ValueError, match="off_bias"):
+        zoo.kgon_params(4, 6, 0, 1, off_bias=-0.5)
+    with pytest.raises(ValueError, match="k <= c"):
+        zoo.kgon_params(7, 6)
+    with pytest.raises(ValueError, match="malformed"):
+        zoo.parse_label("4,+")

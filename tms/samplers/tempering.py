@@ -75,6 +75,7 @@ def run_chains(
     target_accept: float = 0.8,
     max_steps: int = 64,
     record: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    thin: int = 1,
     progress: bool = False,
     desc: str = "hmc",
 ) -> dict:
@@ -90,8 +91,8 @@ def run_chains(
     steps to the first U-turn (capped at max_steps). Sampling (n_draws steps): fixed step size,
     trajectory length drawn from the chain's recorded lengths.
 
-    record: theta (..., d) -> any tensor kept at every draw (default: theta itself).
-    Returns a dict: draws (n_draws, *record shape); accept_rate, divergences (during
+    record: theta (..., d) -> any tensor kept at every `thin`-th draw (default: theta).
+    Returns a dict: draws (ceil(n_draws / thin), *record shape); accept_rate, divergences (during
     sampling), warmup_divergences, step_size, mean_steps: per chain (...);
     swap_rate (K-1,) mean swap acceptance per neighbour pair (tempering only); theta (final).
     """
@@ -99,6 +100,7 @@ def run_chains(
     checks.positive_int(n_warmup, "n_warmup", minimum=4)
     checks.positive_int(n_draws, "n_draws")
     checks.positive_int(max_steps, "max_steps")
+    checks.positive_int(thin, "thin")
     if not 0.0 < float(target_accept) < 1.0:
         raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
     gen = checks.generator(generator)
@@ -175,7 +177,7 @@ def run_chains(
             div += info.divergent.long()
             steps_sum += info.n_steps
         state = do_swap(state, it)
-        if it >= n_warmup:
+        if it >= n_warmup and (it - n_warmup) % thin == 0:
             draws.append(record(state.theta).detach().clone())
     out = dict(
         draws=torch.stack(draws),

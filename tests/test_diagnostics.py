@@ -64,9 +64,9 @@ def test_mean_and_se_coverage():
 def test_phase_diagnostics_groups_pure_chains():
     rng = np.random.default_rng(0)
     vals = rng.standard_normal((6, 200, 3))
-    labels = np.array([["a"] * 200] * 3 + [["b"] * 200] * 2 + [["a"] * 100 + ["b"] * 100])
+    labels = np.array([["a"] * 200] * 3 + [["b"] * 190 + ["a"] * 10] + [["b"] * 200] + [["a"] * 100 + ["b"] * 100])
     out = diagnostics.phase_diagnostics(vals, labels)
-    assert out["_mixed"]["chains"] == 1
+    assert out["_mixed"]["chains"] == 1  # the 50/50 chain; the 95% 'b' chain counts as 'b'
     assert out["a"]["chains"] == 3 and out["b"]["chains"] == 2
     assert out["a"]["max_rhat"] < 1.05 and out["a"]["min_ess"] > 300
 

@@ -94,28 +94,35 @@ def mean_and_se(x) -> tuple[np.ndarray, np.ndarray]:
     return flat.mean(-1), flat.std(-1, ddof=1) / np.sqrt(ess(x))
 
 
-def phase_diagnostics(values, labels) -> dict[str, dict]:
+def phase_diagnostics(values, labels, min_share: float = 0.8) -> dict[str, dict]:
     """Diagnostics per phase for chains that stay in one phase.
 
     values (chains, draws, p) summary parameters; labels (chains, draws) phase labels.
-    For each label held by >= 2 chains for all their draws: {'chains': k,
-    'max_rhat': max over parameters of split R-hat, 'min_ess': min over parameters of ESS}.
-    Under key '_mixed', the number of chains that visited more than one phase.
+    A chain belongs to phase P when at least `min_share` of its draws are labelled P (a
+    classifier flickers at the edge of a phase); its draws are then used whole. For each
+    phase held by >= 2 chains: {'chains': k, 'max_rhat': max over parameters of split R-hat,
+    'min_ess': min over parameters of ESS}; with 1 chain only {'chains': 1}.
+    Under key '_mixed', the number of chains that belong to no phase.
     """
     v = _as_np(np.moveaxis(np.asarray(values, dtype=np.float64), -1, 0))  # (p, chains, draws)
     labels = np.asarray(labels)
     if labels.shape != v.shape[1:]:
         raise ValueError(f"labels must be (chains, draws) = {v.shape[1:]}, got {labels.shape}")
-    pure = (labels == labels[:, :1]).all(-1)
+    phases = np.unique(labels)
+    share = np.stack([(labels == p).mean(-1) for p in phases], -1)  # (chains, P)
+    best = share.argmax(-1)
+    pure = share.max(-1) >= min_share
     out: dict[str, dict] = {"_mixed": {"chains": int((~pure).sum())}}
-    for lab in np.unique(labels[pure, 0]) if pure.any() else []:
-        sel = pure & (labels[:, 0] == lab)
+    for i, lab in enumerate(phases):
+        sel = pure & (best == i)
         k = int(sel.sum())
+        if k == 0:
+            continue
         entry: dict = {"chains": k}
         if k >= 2:
             vs = v[:, sel]
-            with np.errstate(invalid="ignore"):
-                entry["max_rhat"] = float(np.nanmax(split_rhat(vs))) if np.isfinite(split_rhat(vs)).any() else float("nan")
-                entry["min_ess"] = float(np.nanmin(ess(vs))) if np.isfinite(ess(vs)).any() else float("nan")
+            rh, es = split_rhat(vs), ess(vs)
+            entry["max_rhat"] = float(np.nanmax(rh)) if np.isfinite(rh).any() else float("nan")
+            entry["min_ess"] = float(np.nanmin(es)) if np.isfinite(es).any() else float("nan")
         out[str(lab)] = entry
     return out

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 NAME = "posterior"
@@ -94,6 +95,15 @@ def run(args) -> int:
     print(head)
     for i, n in enumerate(res["ns"]):
         print(f"{n:<6d} " + "  ".join(f"{m:16.3f}" for m in res["occupancy"][i]))
+    print("diagnostics (ladders: accept, divergences, min swap rate, min ESS of the mass indicators; "
+          "plain chains: per phase max split R-hat / min ESS of invariant summaries):")
+    for pt in res["points"]:
+        d = pt["diag"]
+        ess = [v for vals in d["mass_indicator_ess"].values() for v in vals if v is not None]
+        ph = "; ".join(f"{k}: {v.get('max_rhat', float('nan')):.2f}/{v.get('min_ess', float('nan')):.0f} ({v['chains']})"
+                       for s in d["plain_phase_diagnostics"] for k, v in s.items() if k != "_mixed" and v["chains"] >= 2)
+        print(f"n={pt['n']:<5d} accept {np.mean(d['pt_accept']):.2f}, div {int(np.sum(d['pt_divergences']))}, "
+              f"swap {min(d['swap_rate'], default=float('nan')):.2f}, ess {min(ess, default=float('nan')):.0f} | {ph}")
     for t in res["transitions"]:
         print(f"predicted n_c {t['alpha']} -> {t['beta']}: {t['n_c']:.0f}")
     if res.get("transitions_error"):

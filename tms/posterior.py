@@ -252,6 +252,47 @@ def _omitted(c: int, result: dict, llcs: dict | None, min_mass: float = 0.02) ->
             + " (the zoo has no lambda there: L is only C^1 at 4-gons; supply estimates with --llc LABEL=VALUE).")
 
 
+def add_predictions(result: dict, c: int, beta_lik: float, llcs: dict[str, float] | None = None) -> dict:
+    """Fill result['transitions'] and result['omitted_transitions'] from the zoo (in place)."""
+    try:
+        result["transitions"] = predicted_transitions(c, beta_lik, llcs)
+        result["omitted_transitions"] = _omitted(c, result, llcs)
+        result.pop("transitions_error", None)
+    except (ImportError, AttributeError, ValueError, TypeError) as err:
+        result["transitions"], result["omitted_transitions"] = [], ""
+        result["transitions_error"] = f"{type(err).__name__}: {err}"
+    return result
+
+
+def missing_llc_labels(c: int, result: dict, min_mass: float = 0.02) -> list[str]:
+    """Zoo labels seen in a sweep (mass or occupancy >= min_mass) for which the zoo has no lambda."""
+    from tms import zoo
+
+    lam = {q.label: q.llc for q in zoo.critical_points(c)}
+    return [p for i, p in enumerate(result["phases"])
+            if lam.get(p, 0.0) is None and max(result["mass"][:, i].max(), result["occupancy"][:, i].max()) >= min_mass]
+
+
+def estimate_llcs(c: int, labels: list[str], *, n: int = 1000, n_chains: int = 16, n_steps: int = 2000,
+                  seed: int = 0) -> dict[str, tuple[float, float]]:
+    """SGLD estimates (SPEC 5) of lambda at the zoo points `labels` (e.g. 4-gons, where L is
+    only C^1 and the zoo has no lambda): population loss, nbeta = n / log n, eps = 1e-3,
+    gamma = 1, n_steps steps (1/5 burn-in), all points and chains batched.
+    Returns {label: (lambda_hat, standard error across chains)}; NaN where the estimator
+    excluded every chain (see tms.llc)."""
+    from tms import zoo
+    from tms.llc import default_nbeta, estimate_llc
+
+    if not labels:
+        return {}
+    pts = {q.label: q for q in zoo.critical_points(c)}
+    W = torch.stack([pts[lab].W for lab in labels])
+    b = torch.stack([pts[lab].b for lab in labels])
+    res = estimate_llc(W, b, None, nbeta=default_nbeta(n), eps=1e-3, gamma=1.0, n_chains=n_chains,
+                       n_steps=n_steps, n_burnin=n_steps // 5, loss="population", generator=seed)
+    return {lab: (float(res.llc[i]), float(res.llc_se[i])) for i, lab in enumerate(labels)}
+
+
 def phase_sweep(
     c: int,
     ns,
@@ -317,11 +358,7 @@ def phase_sweep(
     result.update(points=points, settings=settings)
     result["transitions"], result["omitted_transitions"] = [], ""
     if predict:
-        try:
-            result["transitions"] = predicted_transitions(c, beta_lik, llcs)
-            result["omitted_transitions"] = _omitted(c, result, llcs)
-        except (ImportError, AttributeError, ValueError, TypeError) as err:
-            result["transitions_error"] = f"{type(err).__name__}: {err}"
+        add_predictions(result, c, beta_lik, llcs)
     return result
 
 

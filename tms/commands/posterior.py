@@ -45,6 +45,8 @@ def add_arguments(p) -> None:
     p.add_argument("--figure", help="figure path (default figures/posterior_c{c}.png)")
     p.add_argument("--llc", action="append", default=[], metavar="LABEL=VALUE",
                    help="lambda for a zoo label the zoo lacks (e.g. a 4-gon SGLD estimate); repeatable")
+    p.add_argument("--llc-estimate", action="store_true",
+                   help="estimate by SGLD (population loss) the lambda of phases seen that the zoo lacks (4-gons)")
     p.add_argument("--no-predict", action="store_true", help="skip the predicted n_c (no zoo)")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--no-progress", action="store_true")
@@ -82,6 +84,17 @@ def run(args) -> int:
     res = posterior.phase_sweep(args.c, ns, beta_lik=args.beta_lik, seed=args.seed, out_dir=out,
                                 progress=not args.no_progress, batch_points=args.batch_points,
                                 predict=not args.no_predict, llcs=parse_llcs(args.llc), **cfg)
+    llcs = parse_llcs(args.llc)
+    if args.llc_estimate and not args.no_predict:
+        todo = [lab for lab in posterior.missing_llc_labels(args.c, res) if lab not in llcs]
+        est = posterior.estimate_llcs(args.c, todo, seed=args.seed)
+        llcs.update({lab: v for lab, (v, _) in est.items() if np.isfinite(v)})
+        posterior.add_predictions(res, args.c, args.beta_lik, llcs)
+        if est:
+            note = "lambda by SGLD at the zoo point (population loss, nbeta = 1000/log 1000, eps 1e-3, gamma 1): " + \
+                ", ".join(f"{lab} {v:.2f} +- {se:.2f}" for lab, (v, se) in est.items())
+            res["omitted_transitions"] = (res["omitted_transitions"] + "\n" if res["omitted_transitions"] else "") + note
+            print(note)
     summary = out / f"summary_c{args.c}"
     posterior.save_summary(summary, res)
     fig = plot_phase_sweep(summary, args.figure or f"figures/posterior_c{args.c}.png")

@@ -92,7 +92,7 @@ def run(args) -> int:
         posterior.add_predictions(res, args.c, args.beta_lik, llcs)
         if est:
             note = "lambda by SGLD at the zoo point (population loss, nbeta = 1000/log 1000, eps 1e-3, gamma 1): " + \
-                ", ".join(f"{lab} {v:.2f} +- {se:.2f}" for lab, (v, se) in est.items())
+                ", ".join(f"lambda({lab}) = {v:.2f} +- {se:.2f}" for lab, (v, se) in est.items())
             res["omitted_transitions"] = (res["omitted_transitions"] + "\n" if res["omitted_transitions"] else "") + note
             print(note)
     summary = out / f"summary_c{args.c}"

@@ -285,3 +285,19 @@ def test_kgon_params_rejects_bad_families():
         zoo.kgon_params(7, 6)
     with pytest.raises(ValueError, match="malformed"):
         zoo.parse_label("4,+")
+
+
+def test_critical_sample_size_tempered_likelihood_scales_as_one_over_beta():
+    # With likelihood exp(-beta n L_n): F = (beta n) L + lambda log(beta n) + c (SPEC 3), so the
+    # crossing in m = beta n is the beta = 1 root and n_c = m_c / beta. Checked by brentq here.
+    import math
+
+    from scipy.optimize import brentq
+
+    from tms import zoo
+
+    a, b = zoo.critical_point(6, "5"), zoo.critical_point(6, "6")
+    for beta in (0.5, 1.0, 2.0):
+        F = lambda n, q: beta * n * q.loss + q.llc * math.log(beta * n) + q.prior  # noqa: E731
+        ref = brentq(lambda n: F(n, b) - F(n, a), 50.0, 1e5, xtol=1e-9)
+        assert zoo.critical_sample_size(a, b, inv_temp=beta) == pytest.approx(ref, rel=1e-9)

@@ -443,23 +443,28 @@ def labels(c: int) -> list[str]:
 def critical_sample_size(alpha: CriticalPoint, beta: CriticalPoint, prior: bool = True,
                          lam_alpha: float | None = None, lam_beta: float | None = None,
                          inv_temp: float = 1.0) -> float | None:
-    """n_c of the Bayesian transition alpha -> beta: the root of
-    f(n) = n dL + dlambda log n + dc = 0 (d = beta - alpha; dL scaled by the likelihood's
-    inverse temperature, default 1 = SPEC 3's convention) where the posterior switches from
-    preferring alpha (f > 0) to beta (f < 0) for n >= 1.
+    """n_c of the Bayesian transition alpha -> beta (SPEC 3).
+
+    With likelihood exp(-inv_temp n L_n) the local free energy is
+    F_n = m L + lambda log m + c with m = inv_temp * n (the lambda log m term comes from the
+    tempered likelihood), so n_c = m_c / inv_temp where m_c is the root of
+    f(m) = m dL + dlambda log m + dc = 0 (d = beta - alpha) at which the posterior switches
+    from preferring alpha (f > 0) to beta (f < 0), m >= 1. inv_temp = 1 is SPEC 3's convention.
 
     dc = prior(beta) - prior(alpha) (prior=False: dc = 0). lam_* override the zoo's lambda
     (needed where it is None, e.g. 4-gons). Returns None when dL >= 0 (no switch to beta
-    at large n), when beta is preferred already at every n >= 1, or a lambda is missing.
+    at large n), when beta is preferred already at every m >= 1, or a lambda is missing.
     """
+    checks.positive_float(inv_temp, "inv_temp")
     la = alpha.llc if lam_alpha is None else float(lam_alpha)
     lb = beta.llc if lam_beta is None else float(lam_beta)
     if la is None or lb is None:
         return None
-    dL = inv_temp * (beta.loss - alpha.loss)
+    dL = beta.loss - alpha.loss
     dlam = lb - la
     dc = (beta.prior - alpha.prior) if prior else 0.0
-    return _root(dL, dlam, dc)
+    m_c = _root(dL, dlam, dc)
+    return None if m_c is None else m_c / inv_temp
 
 
 def _root(dL: float, dlam: float, dc: float) -> float | None:

@@ -54,7 +54,8 @@ def add_arguments(p) -> None:
     p.add_argument("--figures", default="figures", help="where the figures and REPORT.md go")
     p.add_argument("--force", action="store_true", help="rerun every stage even if its results exist")
     p.add_argument("--seed", type=int, default=0, help="seed of every random stage")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: the tensors are small, extra threads mostly wait on each other)")
 
 
 def argparse_suppress():
@@ -97,8 +98,7 @@ def run(args) -> int:
     scale = "tiny" if args.tiny else ("full" if args.full else "quick")
     cfg = SCALES[scale]
     seed = checks.positive_int(args.seed, "--seed", minimum=0)
-    if args.threads is not None:
-        torch.set_num_threads(checks.positive_int(args.threads, "--threads"))
+    torch.set_num_threads(checks.positive_int(args.threads, "--threads"))
     out, figs = Path(args.out), Path(args.figures)
     out.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)

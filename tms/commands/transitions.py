@@ -136,7 +136,7 @@ def run(args) -> int:
     if llc_est:
         print("estimated LLC per plateau label (mean over plateaus +- se): " + ", ".join(
             f"{k} {v[0]:.2f}+-{v[1]:.2f} ({v[2]} plateaus)" for k, v in sorted(llc_est.items())))
-    print(f"observed transitions and their Bayesian antecedents (n_c: root of {args.inv_temp:g} n dL + dlambda log n "
+    print(f"observed transitions and their Bayesian antecedents (n_c = m/{args.inv_temp:g}, m the root of m dL + dlambda log m "
           f"+ dc = 0, likelihood exp(-{args.inv_temp:g} n L_n), {'with' if not args.no_prior else 'without'} "
           "the prior term; other O(1) terms dropped):")
     print(format_antecedents(rows, unseen))

@@ -1,3 +1,14 @@
+import pytest
 import torch
 
 torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The tests run latency-bound loops over small tensors: one intra-op thread is as fast
+    on an idle machine and avoids OpenMP oversubscription stalls when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

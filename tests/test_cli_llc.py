@@ -11,15 +11,6 @@ from tms.data import sample_inputs
 from tms.llc import default_nbeta, estimate_llc
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These are latency-bound loops over small tensors: one intra-op thread is as fast
-    unloaded and avoids OpenMP oversubscription stalls when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_zoo_point_prints_saves_and_plots(tmp_path, capsys):
     from tms import zoo

@@ -11,15 +11,6 @@ from tms.model import init_params
 from tms.samplers import sgld
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These are latency-bound loops over small tensors: one intra-op thread is as fast
-    unloaded and avoids OpenMP oversubscription stalls when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def kgon(k, c, zero_bias=-0.05, length=1.0, bias=0.0):
     """Regular k-gon in the first k columns (SPEC 2); zero columns with a negative bias."""

@@ -21,15 +21,6 @@ from tms.llc import estimate_llc_flat, estimate_llc_model
 Z = 4.0  # tolerance in standard errors
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These are latency-bound loops over small tensors: one intra-op thread is as fast
-    unloaded and avoids OpenMP oversubscription stalls when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _data(n, m, seed):
     g = torch.Generator().manual_seed(seed)

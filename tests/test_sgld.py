@@ -10,15 +10,6 @@ from tms.model import init_params
 from tms.samplers import sgld
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These are latency-bound loops over small tensors: one intra-op thread is as fast
-    unloaded and avoids OpenMP oversubscription stalls when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def quad_grad(h):
     """L = (h/2)|theta|^2, batched."""

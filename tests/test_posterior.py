@@ -129,3 +129,30 @@ def test_llc_estimates_for_missing_zoo_lambdas():
     assert 4.0 < est["5"][0] < 10.0  # zoo: rank/2 = 7 (SGLD at this nbeta and step is biased upward)
     result = dict(phases=["4", "5", "other"], mass=np.array([[0.1, 0.5, 0.4]]), occupancy=np.zeros((1, 3)))
     assert posterior.missing_llc_labels(5, result) == ["4"]
+
+
+def test_tms_phase_mass_does_not_depend_on_the_start():
+    """c = 6, n = 450 (both phases carry mass): replica-exchange ladders started all in the
+    5-gon and all in the 6-gon must agree on the 5- and 6-gon masses within 3 combined
+    standard errors (the method's answer is a property of the posterior, not of the start)."""
+    pytest.importorskip("tms.phases")
+    from tms import zoo
+    from tms.loss import flatten_params
+    from tms.phases import classify
+    from tms.samplers import tempering
+
+    c, r, n, R, K = 6, 2, 450, 10, 10
+    data = posterior._with_dims(stack_sorted([sorted_data(sample_inputs(n, c, posterior.data_seed(0, n, 0)))] * 2), 2)
+    pts = {q.label: q for q in zoo.critical_points(c)}
+    starts = torch.stack([flatten_params(pts[lab].W, pts[lab].b) for lab in ("5", "6")])  # (2, d)
+    g = torch.Generator().manual_seed(0)
+    th0 = starts[:, None, None, :] + 0.05 * torch.randn(2, R, K, r * c + c, generator=g, dtype=D)
+    out = tempering.run_chains(posterior.energy_fn(data, r, c), th0, prior_fn=posterior.prior,
+                               betas=tempering.geometric_ladder(K, 0.01), n_warmup=100, n_draws=100, generator=1,
+                               max_steps=32, record=lambda th: th[..., -1, :].clone())
+    lab = classify(*unflatten_params(out["draws"], r, c))  # (T, 2 starts, R)
+    for phase in ("5", "6"):
+        f = (lab == phase).mean(0)  # (2, R)
+        m, se = f.mean(1), f.std(1, ddof=1) / math.sqrt(R)
+        assert abs(m[0] - m[1]) < 3 * math.hypot(*se), (phase, m, se)
+        assert m.min() > 0.1  # both phases really carry mass at this n

@@ -137,7 +137,9 @@ def _run_chunk(c, r, ns, beta_lik, seed, cfg, dtype, progress, chunk_id) -> list
     )
     lab_pt = _classify(pt["draws"].numpy(), r, c)  # (T, G, R)
     lab_pl = _classify(pl["draws"].numpy(), r, c)  # (T, G, C)
-    summ = _summaries(pl["draws"].to(dtype), _with_dims(data, 1), r, c).numpy()  # (T, G, C, 2c+1)
+    # (T, G, C, 2c+1), in blocks of draws to bound memory at paper scale
+    summ = np.concatenate([_summaries(blk.to(dtype), _with_dims(data, 1), r, c).numpy()
+                           for blk in pl["draws"].split(16)])
     # loss at the beta = 1 slot, for the record: mean L_n per data set
     out = []
     for i, n in enumerate(ns):  # bookkeeping only (no sampling here)

@@ -23,6 +23,9 @@ def test_mass_crossing_interpolates_in_log_n():
     assert mass_crossing(ns, behind, ["a", "b"], "a", "b") == "> 800"
     assert mass_crossing(ns, behind, ["a", "b"], "b", "a") == "< 100"
     assert mass_crossing(ns, mass, ["a", "b"], "a", "c") == "-"
+    negligible = np.stack([np.full(4, 0.02), np.linspace(0.0, 0.04, 4)], 1)  # b overtakes a, both < 5%
+    assert mass_crossing(ns, negligible, ["a", "b"], "a", "b") == "-"
+    assert mass_crossing(ns, negligible, ["a", "b"], "a", "b", min_mass=0.01) != "-"
 
 
 def test_reproduce_tiny_writes_every_figure_and_report(tmp_path, capsys):

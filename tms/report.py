@@ -33,10 +33,14 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def mass_crossing(ns: np.ndarray, mass: np.ndarray, phases: list[str], alpha: str, beta: str) -> str:
+def mass_crossing(ns: np.ndarray, mass: np.ndarray, phases: list[str], alpha: str, beta: str,
+                  min_mass: float = 0.05) -> str:
     """Where the posterior mass of beta first overtakes alpha's on the n-grid (log-linear
-    interpolation), as text: a number, '< n_min', '> n_max' or '-' (a phase not seen)."""
+    interpolation), as text: a number, '< n_min', '> n_max', or '-' when a phase is not seen
+    or never holds min_mass of the posterior (a crossing of two negligible masses means nothing)."""
     if alpha not in phases or beta not in phases:
+        return "-"
+    if min(mass[:, phases.index(alpha)].max(), mass[:, phases.index(beta)].max()) < min_mass:
         return "-"
     diff = mass[:, phases.index(beta)] - mass[:, phases.index(alpha)]
     if diff[0] >= 0:
@@ -93,7 +97,8 @@ def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs
           "Posterior mass per phase by replica exchange over the likelihood temperature (error "
           "bars over data sets); chain occupancy of plain chains is shown beside it on the figures "
           "and is not the posterior mass. Predicted n_c: root of n dL + dlambda log n + dc = 0. "
-          "Observed: where the posterior mass of the later phase overtakes the earlier one on the grid.", ""]
+          "Observed: where the posterior mass of the later phase overtakes the earlier one on the grid "
+          "('-' where either phase never holds 5% of the posterior).", ""]
     for c in cs:
         summ = sorted((out / f"posterior_c{c}").glob("**/summary_c*.json"))
         if not summ:

@@ -1,0 +1,28 @@
+"""The README's two commands and .ci/run stay in step (DEVELOPERS: .ci/run calls exactly
+the README's test command)."""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bash_blocks():
+    return re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+
+
+def test_readme_opens_with_the_main_job_and_the_test_command():
+    main_job, test_cmd = _bash_blocks()[:2]
+    assert main_job.startswith("bash scripts/setup.sh && ") and "tms reproduce" in main_job
+    assert test_cmd.startswith("bash scripts/setup.sh && ") and "pytest" in test_cmd
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    test_cmd = _bash_blocks()[1]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_cmd in ci
+
+
+def test_every_figure_the_readme_shows_is_committed():
+    text = (ROOT / "README.md").read_text()
+    for path in re.findall(r"\((figures/[^)]+)\)", text):
+        assert (ROOT / path).is_file(), path

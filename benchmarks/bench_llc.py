@@ -166,28 +166,13 @@ def throughput(args):
 # ---- bias study at the zoo points -------------------------------------------------------------
 
 
-def _kgon(k, c, length, bias, plus=0, zero_bias=-1.0):
-    idx = torch.arange(c, dtype=torch.float64)
-    ang = torch.where(idx < k, idx * 2 * math.pi / k, torch.zeros(c, dtype=torch.float64))
-    W = length * (idx < k) * torch.stack([ang.cos(), ang.sin()])
-    one = torch.ones(c, dtype=torch.float64)
-    b = torch.where(idx < k, bias * one, torch.where(idx < k + plus, one / (2 * c), zero_bias * one))
-    return W, b
-
-
-def _solve(k, c):
-    x = torch.tensor([1.0, 0.0], dtype=torch.float64)
-    f = lambda x: population_loss(*_kgon(k, c, x[0], x[1]))  # noqa: E731
-    for _ in range(25):
-        x = x - torch.linalg.solve(torch.func.hessian(f)(x), torch.func.grad(f)(x))
-    return x
-
-
 def bias_study(args):
+    from tms import zoo
+
     labels, pts, eigs = ["5", "5+", "6"], [], []
-    for k, plus in [(5, 0), (5, 1), (6, 0)]:
-        lb = _solve(k, 6)
-        W, b = _kgon(k, 6, lb[0], lb[1], plus=plus)
+    for label in labels:
+        q = zoo.critical_point(6, label)  # verified by tests/test_zoo.py and tests/test_llc_known.py
+        W, b = q.W, q.b
         _, gW, gb = batched_grad(population_loss, W, b)
         assert torch.cat([gW.flatten(), gb.flatten()]).norm() < 1e-10
         h = torch.linalg.eigvalsh(batched_hessian(population_loss, W, b))

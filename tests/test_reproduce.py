@@ -43,6 +43,19 @@ def test_reproduce_tiny_writes_every_figure_and_report(tmp_path, capsys):
     # every figure is embedded
     for name in FIGURES:
         assert f"]({name})" in report, name
+    # the SGD-vs-Bayes comparison reads the same results: one row per observed SGD transition
+    import json
+
+    from tms.report import compare_rows
+
+    record = json.loads((out / "sgd" / "train_transitions.json").read_text())
+    rows = compare_rows(out)
+    assert [(r["src"], r["dst"], r["sgd_count"]) for r in rows] == [
+        (a["src"], a["dst"], a["count"]) for a in record["antecedents"]]
+    capsys.readouterr()
+    assert main(["compare", "--results", str(out)]) == 0
+    assert ("antecedent" in capsys.readouterr().out) == bool(rows)
+    assert main(["compare", "--results", str(tmp_path / "missing")]) == 2
     capsys.readouterr()
     # a second call reuses every stage
     assert main(argv) == 0

@@ -53,6 +53,32 @@ def mass_crossing(ns: np.ndarray, mass: np.ndarray, phases: list[str], alpha: st
     return f"> {ns[-1]}"
 
 
+def load_posterior_summary(out: Path, c: int):
+    """(arrays, record) of the posterior sweep at c saved under out/posterior_c{c}, or None."""
+    summ = sorted((Path(out) / f"posterior_c{c}").glob("**/summary_c*.json"))
+    return io.load_result(summ[0].with_suffix("")) if summ else None
+
+
+def compare_rows(out: str | Path) -> list[dict]:
+    """Every SGD transition observed in out/sgd beside its Bayesian counterpart at the same c:
+    predicted n_c (free energy) and the crossing of the measured posterior masses."""
+    out = Path(out)
+    tr_path = out / "sgd" / "train_transitions"
+    if not io.result_exists(tr_path):
+        raise ValueError(f"no `tms transitions` result at {tr_path}.npz/.json; run tms reproduce first")
+    _, tr = io.load_result(tr_path)
+    c = int(tr["train"]["c"])
+    post = load_posterior_summary(out, c)
+    rows = []
+    for r in tr["antecedents"]:
+        crossing = "-" if post is None else mass_crossing(post[0]["ns"], post[0]["mass"], post[1]["phases"],
+                                                          r["src"], r["dst"])
+        rows.append(dict(c=c, src=r["src"], dst=r["dst"], sgd_count=r["count"], median_step=r["median_step"],
+                         dL=r["dL"], dlambda=r["dlambda"], dlambda_se=r.get("dlambda_se"), n_c=r["n_c"],
+                         posterior_crossing=crossing, antecedent=r["antecedent"]))
+    return rows
+
+
 def _rel(path: Path, start: Path) -> str:
     return os.path.relpath(path, start)
 
@@ -100,11 +126,11 @@ def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs
           "Observed: where the posterior mass of the later phase overtakes the earlier one on the grid "
           "('-' where either phase never holds 5% of the posterior).", ""]
     for c in cs:
-        summ = sorted((out / f"posterior_c{c}").glob("**/summary_c*.json"))
-        if not summ:
+        post = load_posterior_summary(out, c)
+        if post is None:
             L += [f"### c = {c}", "", "(no posterior results)", ""]
             continue
-        arrays, rec = io.load_result(summ[0].with_suffix(""))
+        arrays, rec = post
         ns, mass, phases = arrays["ns"], arrays["mass"], rec["phases"]
         rows = [[f"`{t['alpha']}` → `{t['beta']}`", _f(t.get("dL"), ".4f"), _f(t.get("dlambda"), ".2f"),
                  _f(t["n_c"], ".0f"), mass_crossing(ns, mass, phases, t["alpha"], t["beta"])]
@@ -138,12 +164,14 @@ def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs
         if tr.get("plateau_llc"):
             L += ["", "Estimated LLC per plateau level (mean ± s.e. over plateaus): " + ", ".join(
                 f"`{k}` {v[0]:.2f} ± {v[1]:.2f}" for k, v in sorted(tr["plateau_llc"].items())) + "."]
-        rows = [[f"`{r['src']}` → `{r['dst']}`", r["count"], _f(r["median_step"], ".0f"), _f(r["dL"], ".4f"),
+        rows = [[f"`{r['src']}` → `{r['dst']}`", r["sgd_count"], _f(r["median_step"], ".0f"), _f(r["dL"], ".4f"),
                  _f(r["dlambda"], ".2f") + (f" ± {r['dlambda_se']:.2f}" if r.get("dlambda_se") else ""),
-                 _f(r["n_c"], ".0f"), r["antecedent"]] for r in tr["antecedents"]]
-        L += ["", "### Bayesian antecedents of the observed SGD transitions", ""]
-        L += _table(["transition", "count", "median step", "dL", "dlambda", "n_c", "antecedent"], rows) if rows \
-            else ["No transition observed at this scale."]
+                 _f(r["n_c"], ".0f"), r["posterior_crossing"], r["antecedent"]] for r in compare_rows(out)]
+        L += ["", "### Bayesian antecedents of the observed SGD transitions", "",
+              "dlambda from theory where the zoo has it, else from the SGLD estimates on the plateaus; "
+              "predicted n_c from the free energy; posterior crossing from the measured phase masses (section 2).", ""]
+        L += _table(["transition", "SGD runs", "median step", "dL", "dlambda", "predicted n_c", "posterior crossing",
+                     "antecedent"], rows) if rows else ["No transition observed at this scale."]
         unseen = tr.get("bayesian_unseen", [])
         if unseen:
             L += ["", f"Bayesian transitions out of visited phases never seen along SGD ({len(unseen)}): " + ", ".join(

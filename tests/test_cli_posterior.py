@@ -39,9 +39,15 @@ def test_cli_runs_saves_and_draws(tmp_path, monkeypatch, capsys):
     np.testing.assert_allclose(arrays["mass"].sum(1), 1.0)  # every draw gets exactly one label
     np.testing.assert_allclose(arrays["occupancy"].sum(1), 1.0)
     assert rec["settings"]["beta_lik"] == 1.0 and rec["transitions"][0]["n_c"] == 150.0
+    assert "supplied with --llc" not in rec["omitted_transitions"]
     # second call: nothing is sampled again
     monkeypatch.setattr(posterior, "_run_chunk", lambda *a, **k: pytest.fail("resumed run resampled"))
     assert main(argv) == 0
+    # a lambda supplied for a phase of a drawn n_c line is named in the caption; others are not
+    assert main(argv + ["--llc", "5=6.25", "--llc", "4=3"]) == 0
+    _, rec = io.load_result(run_dir / "summary_c3")
+    assert "lambda supplied with --llc (not zoo theory): 5 = 6.25" in rec["omitted_transitions"]
+    assert "4 = 3" not in rec["omitted_transitions"]
 
 
 def test_cli_errors_are_one_line(capsys):

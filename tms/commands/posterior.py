@@ -85,6 +85,10 @@ def run(args) -> int:
                                 progress=not args.no_progress, batch_points=args.batch_points,
                                 predict=not args.no_predict, llcs=parse_llcs(args.llc), **cfg)
     llcs = parse_llcs(args.llc)
+    used = sorted({lab for t in res["transitions"] for lab in (t["alpha"], t["beta"])} & set(llcs))
+    if used:  # say on the figure which lambdas came from the user, not from the zoo's theory
+        note = "lambda supplied with --llc (not zoo theory): " + ", ".join(f"{lab} = {llcs[lab]:.2f}" for lab in used)
+        res["omitted_transitions"] = (res["omitted_transitions"] + "\n" if res["omitted_transitions"] else "") + note
     if args.llc_estimate and not args.no_predict:
         todo = [lab for lab in posterior.missing_llc_labels(args.c, res) if lab not in llcs]
         est = posterior.estimate_llcs(args.c, todo, seed=args.seed)

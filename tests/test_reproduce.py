@@ -61,10 +61,21 @@ def test_reproduce_tiny_writes_every_figure_and_report(tmp_path, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert text.count("reused") == 7
+    # an interrupted stage (marker still "running") resumes over its partial results
+    marker = out / "stages" / "posterior_c4.json"
+    rec = json.loads(marker.read_text())
+    marker.write_text(json.dumps(dict(settings=rec["settings"], status="running")))
+    sentinel = out / "posterior_c4" / "partial.txt"
+    sentinel.write_text("left by an interrupted run")
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "[posterior_c4] resuming" in text and text.count("reused") == 6
+    assert sentinel.exists() and json.loads(marker.read_text())["status"] == "done"
     # a different seed invalidates the random stages, not the zoo
     assert main(argv[:-1] + ["4"]) == 0
     text = capsys.readouterr().out
     assert "[zoo] reused" in text and "[train] running" in text
+    assert not sentinel.exists()  # changed settings start the stage clean
 
 
 @pytest.mark.parametrize("bad, needle", [(["--seed", "-1"], "--seed"), (["--threads", "0"], "--threads")])

@@ -74,21 +74,32 @@ def _cli(argv: list[str]) -> None:
 
 
 class _Stage:
-    """A stage is done when out/stages/NAME.json holds the same settings."""
+    """A stage's marker out/stages/NAME.json holds its settings and status.
+
+    Same settings and "done": reused. Same settings and "running" (an interrupted run):
+    rerun over the partial results, which the sub-commands resume point by point. Otherwise
+    (new, changed settings, or --force): its result paths are cleared first.
+    """
 
     def __init__(self, out: Path, name: str, settings: dict, force: bool, paths: list[Path]):
         self.marker = out / "stages" / f"{name}.json"
-        self.name, self.settings, self.paths = name, io._jsonable(settings), paths
-        self.skip = (not force) and self.marker.exists() and io.load_json(self.marker).get("settings") == self.settings
-        if not self.skip:
+        self.settings = io._jsonable(settings)
+        rec = io.load_json(self.marker) if self.marker.exists() else {}
+        same = not force and rec.get("settings") == self.settings
+        self.skip = same and rec.get("status") == "done"
+        self.resume = same and rec.get("status") == "running"
+        if self.skip:
+            return
+        if not self.resume:
             for p in paths:  # stale or forced: start clean so nothing old is mixed in
                 if p.is_dir():
                     shutil.rmtree(p)
                 elif p.exists():
                     p.unlink()
+        io.save_json(self.marker, dict(settings=self.settings, status="running"))
 
     def done(self, seconds: float) -> None:
-        io.save_json(self.marker, dict(settings=self.settings, seconds=round(seconds, 1),
+        io.save_json(self.marker, dict(settings=self.settings, status="done", seconds=round(seconds, 1),
                                        finished=time.strftime("%Y-%m-%d %H:%M:%S")))
 
 
@@ -110,7 +121,7 @@ def run(args) -> int:
         if st.skip:
             print(f"[{name}] reused (settings unchanged; --force to rerun)")
         else:
-            print(f"[{name}] running ...", flush=True)
+            print(f"[{name}] {'resuming' if st.resume else 'running'} ...", flush=True)
             t0 = time.perf_counter()
             fn()
             st.done(time.perf_counter() - t0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -79,10 +78,6 @@ def compare_rows(out: str | Path) -> list[dict]:
     return rows
 
 
-def _rel(path: Path, start: Path) -> str:
-    return os.path.relpath(path, start)
-
-
 def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs=(4, 5, 6)) -> Path:
     out, figs = Path(out), Path(figs)
     L = [f"# tms reproduce: report ({scale} scale, seed {seed})", "",
@@ -115,7 +110,7 @@ def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs
         L += _table(["label", "loss", "lambda (theory)", "lambda (SGLD)", "prior ‖w‖²/2", "Hessian rank", "‖grad L‖"], rows)
         fig = figs / f"zoo_c{c}.png"
         if fig.exists():
-            L += ["", f"![zoo c={c}]({_rel(fig, figs)})"]
+            L += ["", f"![zoo c={c}]({fig.name})"]
         L += [""]
 
     # ---- Bayesian ---------------------------------------------------------------------
@@ -147,7 +142,7 @@ def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs
         L += ["", "Posterior mass:", ""] + _table(["n"] + [f"`{p}`" for p in phases], mrows)
         fig = figs / f"posterior_c{c}.png"
         if fig.exists():
-            L += ["", f"![posterior c={c}]({_rel(fig, figs)})"]
+            L += ["", f"![posterior c={c}]({fig.name})"]
         L += [""]
 
     # ---- dynamical --------------------------------------------------------------------
@@ -178,7 +173,7 @@ def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs
                 f"`{u['alpha']}` → `{u['beta']}` (n_c {u['n_c']:.0f})" for u in unseen[:12]) + "."]
         for name in ("sgd_trajectory.png", "sgd_many.png"):
             if (figs / name).exists():
-                L += ["", f"![{name}]({_rel(figs / name, figs)})"]
+                L += ["", f"![{name}]({name})"]
         L += [""]
     else:
         L += ["(no SGD results)", ""]

@@ -11,6 +11,7 @@ Stages (each reused when its settings are unchanged, unless --force):
 """
 from __future__ import annotations
 
+import argparse
 import shutil
 import time
 from pathlib import Path
@@ -49,19 +50,13 @@ SCALES = {
 
 def add_arguments(p) -> None:
     p.add_argument("--full", action="store_true", help="the paper's scale (hours on 2 cores) instead of the quick default")
-    p.add_argument("--tiny", action="store_true", help=argparse_suppress())
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default="results/reproduce", help="results directory (finished stages are reused)")
     p.add_argument("--figures", default="figures", help="where the figures and REPORT.md go")
     p.add_argument("--force", action="store_true", help="rerun every stage even if its results exist")
     p.add_argument("--seed", type=int, default=0, help="seed of every random stage")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: the tensors are small, extra threads mostly wait on each other)")
-
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 def _cli(argv: list[str]) -> None:
@@ -114,7 +109,6 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
     print(f"tms reproduce: scale {scale}, seed {seed}, results in {out}, figures in {figs}")
-    stages = []
 
     def stage(name, settings, paths, fn):
         st = _Stage(out, name, settings, args.force, paths)
@@ -126,7 +120,6 @@ def run(args) -> int:
             fn()
             st.done(time.perf_counter() - t0)
             print(f"[{name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
-        stages.append(name)
 
     # 1. zoo ------------------------------------------------------------------------------
     def zoo_stage():

@@ -1,6 +1,10 @@
 """The `tms` command. Subcommands live in tms/commands/ (one module each).
 
-Errors: a ValueError (bad input anywhere in the lab) prints one line and exits 2.
+Errors: a bad option, a ValueError (bad input anywhere in the lab) or an OSError (a file
+the system refused) prints one line `tms COMMAND: error: ...` and exits 2. Anything else
+is a bug: one line names the command and the error, the traceback goes to a log file
+beside the results (tms-COMMAND-error.log), and the exit status is 1. `--debug` (before or
+after the command) prints the traceback instead.
 """
 from __future__ import annotations
 
@@ -8,6 +12,10 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 
 import tms.commands
 
@@ -22,31 +30,91 @@ def _commands():
     return sorted(mods, key=lambda m: (order.index(m.NAME) if m.NAME in order else len(order), m.NAME))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `tms train: error: ... (see tms train --help)`, exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+DEBUG_HELP = "on an error, print the full traceback"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tms", description="Toy Model of Superposition phase-transition lab")
+    parser = _Parser(prog="tms", description="Toy Model of Superposition phase-transition lab")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in _commands():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         p.set_defaults(_run=mod.run)
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def _log_dir(args) -> Path:
+    """Where the results of this command go: its --out (a folder, or a result path's folder)."""
+    for attr in ("out", "results", "figures", "input", "checkpoints"):
+        v = getattr(args, attr, None)
+        if isinstance(v, str) and v.strip():
+            p = Path(v)
+            return p if p.is_dir() else p.parent
+    return Path(tempfile.gettempdir())
+
+
+def _write_log(args, argv, err: BaseException) -> Path | None:
+    """The traceback to tms-COMMAND-error.log beside the results (else the temp folder)."""
+    text = (f"tms {args.command} failed at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+            f"argv: {argv!r}\n\n" + "".join(traceback.format_exception(type(err), err, err.__traceback__)))
+    for d in (_log_dir(args), Path(tempfile.gettempdir())):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            path = d / f"tms-{args.command}-error.log"
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _internal_error(args, argv, err: Exception) -> int:
+    log = _write_log(args, argv, err)
+    where = f"traceback in {log}" if log else "no log could be written"
+    print(f"tms {args.command}: internal error: {type(err).__name__}: {_one_line(err)} "
+          f"(a bug in tms; {where}; rerun with --debug to print it)", file=sys.stderr)
+    return 1
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad option (2, its one line already printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    debug = bool(getattr(args, "debug", False))
     try:
         return int(args._run(args) or 0)
-    except ValueError as err:
-        print(f"tms {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:
+        if debug:
+            traceback.print_exc()
+        print(f"tms {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tms {args.command}: interrupted (finished results are saved)", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - the last line of defence
+        if debug:
+            traceback.print_exc()
+            return 1
+        return _internal_error(args, sys.argv[1:] if argv is None else argv, err)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,21 @@
 """Saving results: arrays in .npz plus a JSON record of every setting and seed.
 
-Writes are atomic (temp file + rename) so an interrupted run never leaves half a file,
-and sweeps can skip points already on disk (DESIGN.md: resumable long work).
+Writes are atomic (temp file, fsync, rename) so a run killed at any moment, even by
+SIGKILL, leaves the previous file or the new one, never half a file; temp files a killed
+write left behind are removed by the next write of the same file. A result is a pair
+PATH.npz + PATH.json: the .npz is written first and holds the SHA-256 of the .json text
+beside it (array FORMAT_KEY), the .json last, so a pair from two different writes (a kill
+between the two renames) or a damaged file is detected (`check_result`), reported as not
+finished by `result_exists`, and recomputed rather than trusted. Sweeps skip points already
+on disk (DESIGN.md: resumable long work).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +23,30 @@ import numpy as np
 import torch
 
 
+FORMAT = 2  # 1: no checksum (still read); 2: the .npz holds the .json's SHA-256
+FORMAT_KEY = "__tms_io__"  # reserved array name of the format record in every .npz
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_temp_files(path: str | os.PathLike) -> None:
+    """Remove temp files that interrupted writes of `path` left beside it."""
+    path = Path(path)
+    for tmp in path.parent.glob(f"{_temp_prefix(path)}*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_temp_files(path)  # one writer per file: leftovers are from a killed write
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -44,36 +70,95 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def _json_bytes(record: dict) -> bytes:
+    return json.dumps(_jsonable(record), indent=2, sort_keys=True).encode()
+
+
 def save_json(path: str | os.PathLike, record: dict) -> None:
-    text = json.dumps(_jsonable(record), indent=2, sort_keys=True).encode()
+    text = _json_bytes(record)
     _atomic_write(Path(path), lambda f: f.write(text))
 
 
 def load_json(path: str | os.PathLike) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    """The JSON in `path`; ValueError naming the file if it is missing or not valid JSON."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        raise ValueError(f"no file {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not a JSON file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON (truncated or damaged?): {err}") from None
 
 
 def save_result(path: str | os.PathLike, arrays: dict[str, Any], record: dict) -> None:
     """Write `path`.npz (arrays) and `path`.json (settings, seeds, scalars) atomically.
 
-    The JSON is written last, so its presence marks a finished result.
+    The JSON is written last, so its presence marks a finished result; the .npz carries the
+    JSON's checksum, so a pair torn by a kill between the two writes is detected.
     """
     path = Path(path)
+    if FORMAT_KEY in arrays:
+        raise ValueError(f"array name {FORMAT_KEY!r} is reserved by tms.io")
     np_arrays = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
                  for k, v in arrays.items()}
+    text = _json_bytes(record)
+    meta = json.dumps(dict(format=FORMAT, json_sha256=hashlib.sha256(text).hexdigest()))
+    np_arrays[FORMAT_KEY] = np.array(meta)
     _atomic_write(path.with_suffix(".npz"), lambda f: np.savez(f, **np_arrays))
-    save_json(path.with_suffix(".json"), record)
+    _atomic_write(path.with_suffix(".json"), lambda f: f.write(text))
+
+
+def check_result(path: str | os.PathLike) -> str | None:
+    """None if `path`.npz and `path`.json are one finished, intact result; else what is wrong."""
+    path = Path(path)
+    npz, js = path.with_suffix(".npz"), path.with_suffix(".json")
+    for f in (npz, js):
+        if not f.is_file():
+            return f"no file {f}"
+    try:
+        text = js.read_bytes()
+        if not isinstance(json.loads(text), dict):
+            return f"{js} holds no JSON object (not a tms record)"
+    except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+        return f"{js} is truncated or damaged ({type(err).__name__}: {err})"
+    try:
+        with zipfile.ZipFile(npz) as z:
+            bad = z.testzip()  # reads every member and checks its CRC
+        if bad is not None:
+            return f"{npz} is damaged (member {bad} fails its checksum)"
+        with np.load(npz, allow_pickle=False) as z:
+            meta = json.loads(str(z[FORMAT_KEY])) if FORMAT_KEY in z.files else None
+    except Exception as err:  # noqa: BLE001 - BadZipFile, EOFError, zlib/struct errors: any is damage
+        return f"{npz} is truncated or damaged ({type(err).__name__}: {err})"
+    if meta is None:
+        return None  # format 1: written before checksums, nothing more to check
+    return _check_meta(meta, text, npz, js)
+
+
+def _check_meta(meta, text: bytes, npz: Path, js: Path) -> str | None:
+    if not isinstance(meta, dict) or not isinstance(meta.get("format"), int):
+        return f"{npz} has a damaged format record ({FORMAT_KEY})"
+    if meta["format"] > FORMAT:
+        return f"{npz} was written by a newer tms (format {meta.get('format')}; this one reads <= {FORMAT})"
+    if meta.get("json_sha256") != hashlib.sha256(text).hexdigest():
+        return f"{npz} and {js} are from different writes (an interrupted save); the result must be recomputed"
+    return None
 
 
 def result_exists(path: str | os.PathLike) -> bool:
-    path = Path(path)
-    return path.with_suffix(".json").exists() and path.with_suffix(".npz").exists()
+    """Is there a finished, intact result at `path` (see check_result)?"""
+    return check_result(path) is None
 
 
 def load_result(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
-    """Inverse of save_result: (arrays as numpy, record)."""
+    """Inverse of save_result: (arrays as numpy, record). ValueError naming the file if the
+    result is missing, truncated, damaged or torn (see check_result)."""
     path = Path(path)
+    problem = check_result(path)
+    if problem is not None:
+        raise ValueError(problem)
     with np.load(path.with_suffix(".npz"), allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+        arrays = {k: z[k] for k in z.files if k != FORMAT_KEY}
     return arrays, load_json(path.with_suffix(".json"))

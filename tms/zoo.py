@@ -178,14 +178,24 @@ def solve_kgon(k: int) -> tuple[float, float]:
     return best.l, best.b
 
 
-def kgon_report(ks=range(3, 17)) -> list[dict]:
+def _progress(items, desc: str, show: bool):
+    """A tqdm bar (stderr) over items when `show`; the items themselves otherwise."""
+    if not show:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False)
+
+
+def kgon_report(ks=range(3, 17), progress: bool = False) -> list[dict]:
     """For each k: the restricted critical points found, with loss, stability and interference.
 
     Keys: k, exists, l, b, loss_per_feature, restricted_min, full_saddle (None if not
     smooth), interfering (neighbours firing on a vertex's input, out of k - 1).
+    Cost grows with k (about 1 s at k = 16, 2.5 s at k = 24 on one core); `progress` shows a bar.
     """
     rows = []
-    for k in ks:
+    for k in _progress(list(ks), "k-gon search", progress):
         roots = kgon_roots(k)
         if not roots:
             rows.append(dict(k=k, exists=False))
@@ -403,11 +413,19 @@ def family_members(c: int, kmin: int = 3) -> list[tuple[int, int, int]]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
-def _critical_points(c: int, kmin: int) -> tuple[CriticalPoint, ...]:
-    pts = [_build(k, s, p, c) for k, s, p in family_members(c, kmin)]
-    # coincident losses (e.g. 3^{s+} and 4^{s+,-}) are ordered larger k first, deterministically
-    return tuple(sorted(pts, key=lambda q: (round(q.loss, 12), -q.k, q.s, q.p)))
+_ZOO: dict[tuple[int, int], tuple[CriticalPoint, ...]] = {}  # cache of _critical_points
+
+
+def _critical_points(c: int, kmin: int, progress: bool = False) -> tuple[CriticalPoint, ...]:
+    if (c, kmin) not in _ZOO:
+        checks.positive_int(c, "c", minimum=kmin)
+        for k in _progress(range(kmin, c + 1), f"k-gon roots (c = {c})", progress):
+            kgon_roots(k)  # cached: the slow part at large c
+        members = family_members(c, kmin)
+        pts = [_build(k, s, p, c) for k, s, p in _progress(members, f"zoo points (c = {c})", progress)]
+        # coincident losses (e.g. 3^{s+} and 4^{s+,-}) are ordered larger k first, deterministically
+        _ZOO[(c, kmin)] = tuple(sorted(pts, key=lambda q: (round(q.loss, 12), -q.k, q.s, q.p)))
+    return _ZOO[(c, kmin)]
 
 
 def _copy(q: CriticalPoint) -> CriticalPoint:
@@ -418,9 +436,10 @@ def _copy(q: CriticalPoint) -> CriticalPoint:
                                notes=list(q.notes))
 
 
-def critical_points(c: int, kmin: int = 3) -> list[CriticalPoint]:
-    """Every zoo point at c (r = 2), sorted by loss (ties: larger k first). Cached; copies returned."""
-    return [_copy(q) for q in _critical_points(c, kmin)]
+def critical_points(c: int, kmin: int = 3, progress: bool = False) -> list[CriticalPoint]:
+    """Every zoo point at c (r = 2), sorted by loss (ties: larger k first). Cached; copies
+    returned. The first call at a c solves the zoo (seconds; ~9 s at c = 16): `progress` shows bars."""
+    return [_copy(q) for q in _critical_points(c, kmin, progress)]
 
 
 def critical_point(c: int, label: str) -> CriticalPoint:

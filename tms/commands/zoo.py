@@ -6,6 +6,9 @@ import sys
 
 from tms import checks
 
+MAX_C = 16  # the zoo's search box and cost are validated up to here (~9 s at c = 16)
+MAX_KGONS = 32  # the k-gon search costs ~k/10 s per k on one core: 3..32 is about a minute
+
 NAME = "zoo"
 HELP = "k-gon critical points for c features (r = 2): loss, lambda, prior term, Hessian rank; figure"
 
@@ -16,23 +19,26 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default=None, help="figure path (default figures/zoo_c<c>.png)")
     p.add_argument("--no-plot", action="store_true", help="do not write the figure")
     p.add_argument("--kgons", type=int, default=0, metavar="KMAX",
-                   help="also report which k in 3..KMAX have a regular k-gon critical point")
+                   help=f"also report which k in 3..KMAX have a regular k-gon critical point "
+                        f"(KMAX <= {MAX_KGONS}: about a second per k near 16, more beyond)")
 
 
 def run(args) -> int:
     from tms import zoo
 
-    c = checks.positive_int(args.c, "--c", minimum=3)
-    if c > 16:
-        raise ValueError(f"--c must be between 3 and 16, got {c}")
-    pts = zoo.critical_points(c)
+    c = checks.positive_int(args.c, "--c", minimum=3, maximum=MAX_C)
+    if args.kgons != 0:
+        checks.positive_int(args.kgons, "--kgons (0 = off)", minimum=3, maximum=MAX_KGONS)
+    fig = None if args.no_plot else checks.output_file(args.out or f"figures/zoo_c{c}.png", "--out",
+                                                       suffixes=checks.FIGURE_SUFFIXES)
+    pts = zoo.critical_points(c, progress=True)
     rows = zoo.as_numpy_table(pts)
-    report = zoo.kgon_report(range(3, args.kgons + 1)) if args.kgons else None
+    report = zoo.kgon_report(range(3, args.kgons + 1), progress=True) if args.kgons else None
     out = None
-    if not args.no_plot:
+    if fig is not None:
         from tms.plots.zoo import plot_zoo
 
-        out = plot_zoo(rows, args.out or f"figures/zoo_c{c}.png", c)
+        out = plot_zoo(rows, fig, c)
     if args.json:
         json.dump(dict(c=c, r=2, points=rows, kgons=report, figure=str(out) if out else None), sys.stdout, indent=1)
         print()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -79,7 +80,9 @@ MAX_SEED = 2**63 - 1
 
 def seed(x, name: str = "seed") -> int:
     """A seed: an integer in [0, 2^63 - 1] (negative seeds are refused, never wrapped)."""
-    return positive_int(x, name, minimum=0, maximum=MAX_SEED)
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or not 0 <= x <= MAX_SEED:
+        raise ValueError(f"{name} must be a non-negative integer (0 .. 2^63 - 1), got {x!r}")
+    return int(x)
 
 
 def threads(x, name: str = "--threads") -> int | None:
@@ -95,6 +98,34 @@ def generator(g, name: str = "generator") -> torch.Generator:
     if not isinstance(g, torch.Generator):
         raise ValueError(f"{name} must be a torch.Generator or an int seed, got {type(g).__name__}")
     return g
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr (the run goes on)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+# ---- bounds of the options that size a run (stated in every command's --help) -------------
+
+MAX_N = 10**7  # data-set size (memory: n * c floats per data set)
+MAX_STEPS = 10**7  # sampler steps per chain
+MAX_CHAINS = 10**5  # chains per centre or data set
+MAX_EPS = 1.0  # SGLD step size: beyond it the Langevin noise dwarfs every TMS parameter
+WARN_EPS = 1e-2  # SGLD step sizes above this rarely pass the step-size check on the TMS
+
+
+def sgld_hyper(eps, gamma, *, eps_name: str = "--eps", gamma_name: str = "--gamma") -> list[str]:
+    """Check SGLD's step size and localisation; return warnings for legal but dubious values."""
+    positive_float(eps, eps_name, maximum=MAX_EPS)
+    positive_float(gamma, gamma_name, allow_zero=True)
+    notes = []
+    if eps > WARN_EPS:
+        notes.append(f"{eps_name} {eps:g} is large for SGLD on the TMS (typical 1e-4 .. 1e-3); expect the "
+                     "estimate to be flagged STEP-TOO-LARGE and meaningless")
+    if gamma == 0:
+        notes.append(f"{gamma_name} 0: no localisation, chains may leave the centre w*; the estimate is then not "
+                     "a local learning coefficient (the flags do not catch this)")
+    return notes
 
 
 # ---- output paths: checked before any long work starts -------------------------------------
@@ -170,3 +201,103 @@ def output_dir(path, name: str):
         raise ValueError(f"{name}: {p} is a file; expected a folder")
     _probe_dir(p, name)
     return p
+
+
+# ---- records loaded from disk: kind, keys, shapes, dtypes ----------------------------------
+
+_KINDS = {"f": "floating-point", "i": "integer", "u": "integer", "b": "boolean"}
+
+
+def _check_array(a: np.ndarray, key: str, spec: tuple, where) -> None:
+    ndims, kinds = spec
+    if a.dtype.kind not in kinds:
+        want = " or ".join(sorted({_KINDS[k] for k in kinds}))
+        raise ValueError(f"{where}: array {key} must be {want}, got dtype {a.dtype}")
+    if ndims is not None and a.ndim not in ndims:
+        raise ValueError(f"{where}: array {key} must have {' or '.join(map(str, ndims))} dims, got shape {a.shape}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise ValueError(f"{where}: array {key} contains NaN or inf")
+
+
+def _stem(path) -> Path:
+    p = Path(str(path))
+    return p.with_suffix("") if p.suffix in (".npz", ".json") else p
+
+
+def result_file(path, name: str, *, what: str = "result", arrays: dict | None = None,
+                optional: dict | None = None, keys: tuple = (), hint: str = ""):
+    """Load a tms.io result the user named (PATH, PATH.npz or PATH.json) and check that it is
+    intact (tms.io.check_result) and holds `keys` in its JSON record and `arrays` (name ->
+    (allowed ndims or None, dtype kinds, e.g. "f" or "iu")), `optional` ones checked when
+    present. ValueError naming the file and what is missing. Returns (arrays, record)."""
+    from tms import io
+
+    stem = _stem(path)
+    npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
+    if not npz.exists() and not js.exists():
+        raise ValueError(f"{name}: no {what} at {stem} (no file {npz} or {js}){hint}")
+    problem = io.check_result(stem)
+    if problem is not None:
+        raise ValueError(f"{name}: {problem}")
+    data, record = io.load_result(stem)
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise ValueError(f"{name}: {js} is not a {what}: its record lacks {', '.join(map(repr, missing))}")
+    need = arrays or {}
+    lacking = [k for k in need if k not in data]
+    if lacking:
+        raise ValueError(f"{name}: {npz} is not a {what}: it lacks array(s) {', '.join(lacking)} "
+                         f"(has {', '.join(sorted(data)) or 'none'})")
+    for key, spec in {**(optional or {}), **need}.items():
+        if key in data:
+            _check_array(data[key], key, spec, npz)
+    return data, record
+
+
+_FLOAT, _INT = "f", "iu"
+TRAIN_ARRAYS = dict(steps=((1,), _INT), W=((4,), _FLOAT), b=((3,), _FLOAT), train_loss=((2,), _FLOAT),
+                    pop_loss=((2,), _FLOAT), X=((2, 3), _FLOAT))
+TRAIN_KEYS = ("c", "r", "n", "runs", "total_steps", "epochs", "batch_size", "lr", "init", "seed")
+
+
+def train_result(path, name: str = "--input"):
+    """A `tms train` result: arrays steps (T,), W (T, R, r, c), b (T, R, c), train_loss and
+    pop_loss (T, R), X (n, c) or (R, n, c), and its settings; shapes must agree."""
+    hint = "; run `tms train --out PATH` first"
+    data, rec = result_file(path, name, what="training result", arrays=TRAIN_ARRAYS, keys=TRAIN_KEYS, hint=hint)
+    where = _stem(path).with_suffix(".npz")
+    T, R, r, c = data["W"].shape
+    want = dict(steps=(T,), b=(T, R, c), train_loss=(T, R), pop_loss=(T, R))
+    for key, shape in want.items():
+        if data[key].shape != shape:
+            raise ValueError(f"{name}: {where}: array {key} has shape {data[key].shape}, expected {shape} "
+                             f"to match W {data['W'].shape}")
+    X = data["X"]
+    if X.shape[-1] != c or (X.ndim == 3 and X.shape[0] != R) or X.shape[-2] < 1:
+        raise ValueError(f"{name}: {where}: array X has shape {X.shape}, expected (n, {c}) or ({R}, n, {c})")
+    if T < 1 or (np.diff(data["steps"]) <= 0).any() or data["steps"][0] < 0:
+        raise ValueError(f"{name}: {where}: steps must be increasing integers >= 0, got {data['steps'].tolist()[:8]}")
+    if not isinstance(rec["c"], int) or rec["c"] != c or rec.get("r") != r:
+        raise ValueError(f"{name}: the record says c = {rec['c']!r}, r = {rec.get('r')!r} but W is {data['W'].shape}")
+    return data, rec
+
+
+CHECKPOINT_ARRAYS = dict(W=(None, _FLOAT), b=(None, _FLOAT))
+CHECKPOINT_OPTIONAL = dict(X=(None, _FLOAT), steps=((1,), _INT))
+
+
+def checkpoints_result(path, name: str = "--checkpoints"):
+    """Saved parameters for `tms llc`: W (..., r, c), b (..., c), optionally X (..., n, c) and
+    steps (T,) matching W's first dim; shapes must agree."""
+    data, rec = result_file(path, name, what="checkpoints result (W, b arrays)", arrays=CHECKPOINT_ARRAYS,
+                            optional=CHECKPOINT_OPTIONAL, hint="; e.g. a `tms train --out PATH` result")
+    W, b = data["W"], data["b"]
+    if W.ndim < 2 or b.ndim < 1 or b.shape[-1] != W.shape[-1] or W.shape[-2] > W.shape[-1] or 0 in W.shape:
+        raise ValueError(f"{name}: W must be (..., r, c) with 1 <= r <= c and b (..., c); got W {W.shape}, b {b.shape}")
+    try:
+        np.broadcast_shapes(W.shape[:-2], b.shape[:-1])
+    except ValueError:
+        raise ValueError(f"{name}: batch dims of W {W.shape} and b {b.shape} do not broadcast") from None
+    if "X" in data and (data["X"].ndim < 2 or data["X"].shape[-1] != W.shape[-1] or data["X"].shape[-2] < 1):
+        raise ValueError(f"{name}: X must be (..., n, c) with c = {W.shape[-1]}, got {data['X'].shape}")
+    return data, rec

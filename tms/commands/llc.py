@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tms import io
+from tms import checks, io
 from tms.data import sample_inputs
 from tms.llc import default_nbeta, estimate_llc
 
@@ -29,18 +29,19 @@ def add_arguments(p) -> None:
     p.add_argument("--loss", choices=["population", "empirical"],
                    help="population (exact L; default for --point) or empirical (L_n; default for --checkpoints)")
     p.add_argument("--n", type=float, default=1000,
-                   help="sample size: sets nbeta = n/log n, and the data set size when one is drawn (default 1000)")
+                   help=f"sample size: sets nbeta = n/log n, and the data set size when one is drawn "
+                        f"(default 1000, at most {checks.MAX_N})")
     p.add_argument("--nbeta", type=float, help="override nbeta (default n / log n)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of a drawn data set (empirical loss, no X given)")
-    p.add_argument("--eps", type=float, default=1e-3, help="SGLD step size (default 1e-3)")
+    p.add_argument("--eps", type=float, default=1e-3, help=f"SGLD step size (default 1e-3, at most {checks.MAX_EPS:g})")
     p.add_argument("--gamma", type=float, default=1.0, help="localisation strength (default 1)")
-    p.add_argument("--chains", type=int, default=8, help="chains per centre (default 8)")
-    p.add_argument("--steps", type=int, default=500, help="SGLD steps per chain (default 500)")
+    p.add_argument("--chains", type=int, default=8, help=f"chains per centre (default 8, at most {checks.MAX_CHAINS})")
+    p.add_argument("--steps", type=int, default=500, help=f"SGLD steps per chain (default 500, at most {checks.MAX_STEPS})")
     p.add_argument("--burnin", type=int, default=0, help="initial steps discarded (default 0)")
     p.add_argument("--batch-size", type=int, help="minibatch size (default: full batch)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--every", type=int, default=1, help="--checkpoints: use every k-th checkpoint (default 1)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, help="torch threads, 1..1024 (default: torch's choice)")
     p.add_argument("--rows", type=int, default=30, help="centres printed in the table (default 30)")
     p.add_argument("--out", help="save the result here (tms.io: PATH.npz + PATH.json)")
     p.add_argument("--plot", help="draw the loss traces to this image file (from the saved result)")
@@ -59,16 +60,9 @@ def _centres(args):
         rec = dict(point=q.label, c=args.c, zoo_loss=q.loss, zoo_llc=q.llc, hessian_rank=q.hessian_rank)
         return q.W, q.b, X, [q.label], loss, rec
     path = Path(args.checkpoints)
-    stem = path.with_suffix("")
-    if not (stem.with_suffix(".npz").exists()):
-        raise ValueError(f"--checkpoints: no file {stem.with_suffix('.npz')}")
-    arrays, record = io.load_result(stem)
-    if "W" not in arrays or "b" not in arrays:
-        raise ValueError(f"--checkpoints file must hold arrays W (..., r, c) and b (..., c); has {sorted(arrays)}")
+    arrays, record = checks.checkpoints_result(path, "--checkpoints")
     W = torch.from_numpy(arrays["W"]).to(torch.float64)
     b = torch.from_numpy(arrays["b"]).to(torch.float64)
-    if args.every < 1:
-        raise ValueError(f"--every must be >= 1, got {args.every}")
     if W.dim() > 2 and args.every > 1:
         W, b = W[:: args.every], b[:: args.every]
     loss = args.loss or "empirical"
@@ -95,10 +89,49 @@ def _centres(args):
     return W, b, X, labels, loss, dict(checkpoints=str(path), n=n, train_record=record, steps=steps_list)
 
 
+def _validate(args) -> list[str]:
+    """Every option checked before any work; returns warnings. Output paths are probed."""
+    checks.seed(args.seed, "--seed")
+    checks.seed(args.data_seed, "--data-seed")
+    checks.threads(args.threads)
+    if args.point is not None:
+        checks.positive_int(args.c, "--c", minimum=3, maximum=16)
+    n = checks.positive_float(args.n, "--n", maximum=checks.MAX_N)
+    if n < 2:
+        raise ValueError(f"--n must be >= 2 (nbeta = n / log n), got {args.n!r}")
+    if args.nbeta is not None:
+        checks.positive_float(args.nbeta, "--nbeta")
+    notes = checks.sgld_hyper(args.eps, args.gamma)
+    checks.positive_int(args.chains, "--chains", maximum=checks.MAX_CHAINS)
+    checks.positive_int(args.steps, "--steps", minimum=2, maximum=checks.MAX_STEPS)
+    checks.positive_int(args.burnin, "--burnin", minimum=0, maximum=args.steps - 2)
+    if args.batch_size is not None:
+        checks.positive_int(args.batch_size, "--batch-size")
+    checks.positive_int(args.every, "--every")
+    checks.positive_int(args.rows, "--rows")
+    if args.out:
+        checks.output_stem(args.out, "--out")
+    if args.plot:
+        checks.output_file(args.plot, "--plot", suffixes=checks.FIGURE_SUFFIXES)
+        if not args.out:
+            checks.output_stem(str(Path(args.plot).with_suffix("")) + "_llc", "--plot (its result)")
+    return notes
+
+
+def _check_batch(args, X) -> None:
+    if args.batch_size is not None and X is not None and args.batch_size > X.shape[-2]:
+        raise ValueError(f"--batch-size {args.batch_size} exceeds the data set size n = {X.shape[-2]}; "
+                         "use at most n, or leave it out for full batch")
+
+
 def run(args) -> int:
+    notes = _validate(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     W, b, X, labels, loss, rec = _centres(args)
+    _check_batch(args, X)
+    for note in notes:
+        checks.warn(note)
     n = rec.get("n", args.n) if X is not None else args.n
     nbeta = args.nbeta if args.nbeta is not None else default_nbeta(n)
     res = estimate_llc(W, b, X, nbeta=nbeta, eps=args.eps, gamma=args.gamma, n_chains=args.chains,

@@ -185,6 +185,8 @@ def output_stem(path, name: str):
     if path is None or str(path).strip() == "":
         raise ValueError(f"{name} must be a result path, got {path!r}")
     stem = Path(path)
+    if stem.is_dir():
+        raise ValueError(f"{name}: {stem} is a folder; expected a result path inside it, e.g. {stem / 'result'}")
     for f in (stem.with_suffix(".npz"), stem.with_suffix(".json")):  # the files tms.io writes
         if f.is_dir():
             raise ValueError(f"{name}: {f} is a folder; expected a result path (PATH.npz + PATH.json)")

@@ -281,6 +281,8 @@ def train_result(path, name: str = "--input"):
         raise ValueError(f"{name}: {where}: steps must be increasing integers >= 0, got {data['steps'].tolist()[:8]}")
     if not isinstance(rec["c"], int) or rec["c"] != c or rec.get("r") != r:
         raise ValueError(f"{name}: the record says c = {rec['c']!r}, r = {rec.get('r')!r} but W is {data['W'].shape}")
+    if not isinstance(rec["n"], int) or rec["n"] != X.shape[-2]:
+        raise ValueError(f"{name}: the record says n = {rec['n']!r} but X has shape {X.shape}")
     return data, rec
 
 

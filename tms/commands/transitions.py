@@ -52,17 +52,88 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: leave as is)")
 
 
+def _validate(args) -> tuple[Path, list[str]]:
+    """Every option, the input record and the output paths checked before any work.
+    Returns the analysis result path and warnings."""
+    checks.seed(args.seed, "--seed")
+    checks.threads(args.threads)
+    if args.tol is not None:
+        checks.positive_float(args.tol, "--tol")
+    checks.positive_int(args.min_points, "--min-points")
+    if checks.positive_float(args.min_span, "--min-span") < 1:
+        raise ValueError(f"--min-span must be >= 1 (a factor in steps), got {args.min_span!r}")
+    checks.positive_int(args.llc_points, "--llc-points")
+    checks.positive_int(args.chains, "--chains", maximum=checks.MAX_CHAINS)
+    checks.positive_int(args.sgld_steps, "--sgld-steps", minimum=2, maximum=checks.MAX_STEPS)
+    notes = [] if args.no_llc else checks.sgld_hyper(args.eps, args.gamma)
+    if args.nbeta is not None:
+        checks.positive_float(args.nbeta, "--nbeta")
+    checks.positive_float(args.inv_temp, "--inv-temp")
+    data, _ = checks.train_result(args.input, "--input")
+    if args.run is not None:
+        checks.positive_int(args.run, "--run", minimum=0, maximum=data["W"].shape[1] - 1)
+    inp = Path(args.input)
+    inp = inp.with_suffix("") if inp.suffix in (".npz", ".json") else inp
+    out = checks.output_stem(args.out or inp.with_name(inp.stem + "_transitions"), "--out")
+    checks.output_stem(out.with_name(out.stem + "_llc"), "--out (its LLC result)")
+    fig = checks.output_dir(args.figures, "--figures")
+    for name in ("sgd_trajectory.png", "sgd_many.png"):
+        checks.output_file(fig / name, "--figures")
+    return out, notes
+
+
+def _geometry(seg, cls) -> tuple[dict, dict]:
+    """Cross-check of the level labels by geometry: per plateau label, the fraction of its
+    checkpoints that tms.phases.classify gives the same label, and what it says otherwise."""
+    agree, other = {}, {}
+    for p in seg.plateaus:
+        got = cls[p.start : p.end + 1, p.run]
+        agree.setdefault(p.label, []).extend((got == p.label).tolist())
+        other.setdefault(p.label, Counter()).update(got[got != p.label].tolist())
+    return {k: float(np.mean(v)) for k, v in agree.items()}, {k: dict(v.most_common(3)) for k, v in other.items()}
+
+
+def _llc(args, res, out: Path) -> tuple[dict, dict]:
+    """LLC at a subset of checkpoints (reused from OUT_llc when its settings match):
+    (arrays llc_index, llc, llc_se, llc_ok; settings)."""
+    rec, n = res.record, int(res.record["n"])
+    idx = llc_checkpoints(res.steps.numpy(), args.llc_points)
+    nbeta = args.nbeta if args.nbeta is not None else n / np.log(n)
+    settings = dict(nbeta=float(nbeta), eps=args.eps, gamma=args.gamma, n_chains=args.chains,
+                    n_steps=args.sgld_steps, seed=args.seed, loss="empirical (full batch, training set)",
+                    checkpoints=idx.tolist(), input=str(args.input), train=rec)
+    llc_path = out.with_name(out.stem + "_llc")
+    if io.result_exists(llc_path) and io.load_json(llc_path.with_suffix(".json")) == io._jsonable(settings):
+        la, _ = io.load_result(llc_path)
+        print(f"LLC estimates reused from {llc_path}")
+    else:
+        ii = torch.from_numpy(idx)
+        print(f"LLC at {len(idx)} checkpoints x {res.W.shape[1]} runs x {args.chains} chains, "
+              f"{args.sgld_steps} SGLD steps ...")
+        lr = trajectory_llc(res.W[ii], res.b[ii], res.X, nbeta=nbeta, eps=args.eps, gamma=args.gamma,
+                            n_chains=args.chains, n_steps=args.sgld_steps, seed=args.seed, progress=True)
+        la = dict(llc_index=idx, llc=lr.llc, llc_se=lr.llc_se, llc_ok=lr.trustworthy,
+                  n_escaped=lr.n_escaped, acceptance=lr.acceptance)
+        io.save_result(llc_path, la, settings)
+        la = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in la.items()}
+    nflag = int((~la["llc_ok"].astype(bool)).sum())
+    print(f"LLC: {nflag} of {la['llc_ok'].size} estimates flagged (escaped chains, step size or non-finite) "
+          f"and left out of the plateau averages")
+    return {k: la[k] for k in ("llc_index", "llc", "llc_se", "llc_ok")}, settings
+
+
 def run(args) -> int:
+    out, notes = _validate(args)
+    for note in notes:
+        checks.warn(note)
     if args.threads:
         torch.set_num_threads(args.threads)
     res = load_train(args.input)
     rec = res.record
-    c, n = int(rec["c"]), int(rec["n"])
-    out = Path(args.out) if args.out else Path(args.input).with_name(Path(args.input).stem + "_transitions")
+    c = int(rec["c"])
     levels: Levels = zoo_levels(c)
     tol = default_tol(levels) if args.tol is None else args.tol
     seg = segment(res.pop_loss, res.steps, levels, tol=tol, min_points=args.min_points, min_span=args.min_span)
-
     arrays = dict(level_index=seg.level_index, on_level=seg.on_level,
                   plateau_run=np.array([p.run for p in seg.plateaus], dtype=np.int64),
                   plateau_level=np.array([p.level for p in seg.plateaus], dtype=np.int64),
@@ -70,44 +141,12 @@ def run(args) -> int:
                   plateau_end=np.array([p.end for p in seg.plateaus], dtype=np.int64))
     cls, near = label_checkpoints(res.W, res.b, res.pop_loss, levels)
     arrays.update(classify_label=cls, level_label=near)
-    # Cross-check of the level labels by geometry: per plateau label, the fraction of its
-    # checkpoints that tms.phases.classify gives the same label, and what it says otherwise.
-    agree, other = {}, {}
-    for p in seg.plateaus:
-        got = cls[p.start : p.end + 1, p.run]
-        agree.setdefault(p.label, []).extend((got == p.label).tolist())
-        other.setdefault(p.label, Counter()).update(got[got != p.label].tolist())
-    agree = {k: float(np.mean(v)) for k, v in agree.items()}
-    other = {k: dict(v.most_common(3)) for k, v in other.items()}
-
+    agree, other = _geometry(seg, cls)
     llc_est, llc_settings = {}, None
     if not args.no_llc:
-        idx = llc_checkpoints(res.steps.numpy(), args.llc_points)
-        nbeta = args.nbeta if args.nbeta is not None else n / np.log(n)
-        llc_settings = dict(nbeta=float(nbeta), eps=args.eps, gamma=args.gamma, n_chains=args.chains,
-                            n_steps=args.sgld_steps, seed=args.seed, loss="empirical (full batch, training set)",
-                            checkpoints=idx.tolist(), input=str(args.input), train=rec)
-        llc_path = out.with_name(out.stem + "_llc")
-        if io.result_exists(llc_path) and io.load_json(llc_path.with_suffix(".json")) == io._jsonable(llc_settings):
-            la, _ = io.load_result(llc_path)
-            print(f"LLC estimates reused from {llc_path}")
-        else:
-            ii = torch.from_numpy(idx)
-            print(f"LLC at {len(idx)} checkpoints x {res.W.shape[1]} runs x {args.chains} chains, "
-                  f"{args.sgld_steps} SGLD steps ...")
-            lr = trajectory_llc(res.W[ii], res.b[ii], res.X, nbeta=nbeta, eps=args.eps, gamma=args.gamma,
-                                n_chains=args.chains, n_steps=args.sgld_steps, seed=args.seed, progress=True)
-            la = dict(llc_index=idx, llc=lr.llc, llc_se=lr.llc_se, llc_ok=lr.trustworthy,
-                      n_escaped=lr.n_escaped, acceptance=lr.acceptance)
-            io.save_result(llc_path, la, llc_settings)
-            la = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in la.items()}
-        arrays.update(llc_index=la["llc_index"], llc=la["llc"], llc_se=la["llc_se"], llc_ok=la["llc_ok"])
+        la, llc_settings = _llc(args, res, out)
+        arrays.update(la)
         llc_est = plateau_llc(seg, la["llc_index"], la["llc"], la["llc_se"], la["llc_ok"])
-        nflag = int((~la["llc_ok"].astype(bool)).sum())
-        print(f"LLC: {nflag} of {la['llc_ok'].size} estimates flagged (escaped chains, step size or non-finite) "
-              f"and left out of the plateau averages")
-
-    checks.positive_float(args.inv_temp, "--inv-temp")
     rows, unseen = antecedent_table(seg, c, llc_est, prior=not args.no_prior, inv_temp=args.inv_temp)
     for r in rows:
         r.update(geometry_src=agree.get(r["src"]), geometry_dst=agree.get(r["dst"]))
@@ -122,8 +161,11 @@ def run(args) -> int:
                   llc_settings=llc_settings, plateau_llc={k: list(v) for k, v in llc_est.items()},
                   antecedents=rows, bayesian_unseen=unseen)
     io.save_result(out, arrays, record)
+    _print(args, rec, res.W.shape[1], tol, seq_counts, agree, other, llc_est, rows, unseen)
+    return _figures(args, out)
 
-    R = res.W.shape[1]
+
+def _print(args, rec, R, tol, seq_counts, agree, other, llc_est, rows, unseen) -> None:
     print(f"{R} runs, {int(rec['total_steps'])} steps; plateaus within {tol:.2g} of a zoo level of L "
           f"(>= {args.min_points} checkpoints spanning x{args.min_span:g} in steps)")
     print("plateau sequences (runs):")
@@ -141,6 +183,8 @@ def run(args) -> int:
           "the prior term; other O(1) terms dropped):")
     print(format_antecedents(rows, unseen))
 
+
+def _figures(args, out: Path) -> int:
     from tms.plots.sgd import sgd_many, sgd_trajectory
 
     fig = Path(args.figures)

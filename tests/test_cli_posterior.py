@@ -44,6 +44,8 @@ def test_cli_runs_saves_and_draws(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(posterior, "_run_chunk", lambda *a, **k: pytest.fail("resumed run resampled"))
     assert main(argv) == 0
     # a lambda supplied for a phase of a drawn n_c line is named in the caption; others are not
+    # (the mocked n_c row names c = 6 labels, which --llc accepts only if the zoo has them)
+    monkeypatch.setattr("tms.zoo.labels", lambda c: ["3", "4", "5", "6"])
     assert main(argv + ["--llc", "5=6.25", "--llc", "4=3"]) == 0
     _, rec = io.load_result(run_dir / "summary_c3")
     assert "lambda supplied with --llc (not zoo theory): 5 = 6.25" in rec["omitted_transitions"]
@@ -55,4 +57,4 @@ def test_cli_errors_are_one_line(capsys):
     err = capsys.readouterr().err
     assert err.startswith("tms posterior: error: --n") and err.count("\n") == 1
     assert main(["posterior", "--c", "6", "--n", "100", "--beta-lik", "-1", "--no-predict"]) == 2
-    assert "beta_lik" in capsys.readouterr().err
+    assert "--beta-lik" in capsys.readouterr().err

@@ -6,11 +6,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tms import checks
+
 NAME = "posterior"
 HELP = "Bayesian phase transitions: posterior phase mass against the sample size n (resumable)"
 
 DEFAULT_NS = {6: "100,200,300,450,600,800,1100,1500,2000"}
 DEFAULT_NS_SMALL = "100,150,200,300,400,600"
+MAX_N, MAX_GRID = 10**6, 1000  # largest sample size; most n values in one grid
+BOUNDS = dict(chains=10**5, seeds=1000, replicas=10**4, n_temps=1000, n_warmup=10**6, n_draws=10**6,
+              max_steps=4096)  # stated in --help; each multiplies the sampling time
 
 
 def parse_grid(text: str) -> list[int]:
@@ -20,10 +25,18 @@ def parse_grid(text: str) -> list[int]:
             a, b, s = (int(v) for v in text.split(":"))
             if s <= 0 or b < a:
                 raise ValueError
-            return list(range(a, b + 1, s))
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
+            if (b - a) // s + 1 > MAX_GRID:
+                raise ValueError(f"--n {text!r} has {(b - a) // s + 1} values; at most {MAX_GRID}")
+            ns = list(range(a, b + 1, s))
+        else:
+            ns = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        if "at most" in str(err):
+            raise
         raise ValueError(f"--n must be start:stop:step or a comma list of integers, got {text!r}") from None
+    if not ns or len(ns) > MAX_GRID or len(set(ns)) != len(ns) or min(ns) < 1 or max(ns) > MAX_N:
+        raise ValueError(f"--n must give 1 to {MAX_GRID} distinct sample sizes between 1 and {MAX_N}, got {text!r}")
+    return ns
 
 
 def add_arguments(p) -> None:
@@ -33,11 +46,14 @@ def add_arguments(p) -> None:
     p.add_argument("--chains", type=int, help="plain HMC chains per data set (chain occupancy)")
     p.add_argument("--seeds", type=int, help="data sets per n")
     p.add_argument("--replicas", type=int, help="independent replica-exchange ladders per data set")
-    p.add_argument("--temps", type=int, help="temperatures per ladder")
+    p.add_argument("--temps", type=int, help="temperatures per ladder (1: no tempering, so the 'mass' is chain "
+                                            "occupancy and is labelled so)")
     p.add_argument("--beta-min", type=float, help="hottest relative inverse temperature of the ladder")
     p.add_argument("--warmup", type=int, help="warm-up steps")
     p.add_argument("--draws", type=int, help="draws after warm-up")
     p.add_argument("--max-steps", type=int, help="cap on leapfrog steps per trajectory")
+    p.epilog = ("bounds: n <= %d, %d n values; " % (MAX_N, MAX_GRID)
+                + ", ".join(f"{k.replace('n_', '')} <= {v}" for k, v in BOUNDS.items()))
     p.add_argument("--beta-lik", type=float, default=1.0, help="likelihood inverse temperature (1 = SPEC convention)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-points", type=int, help="n values sampled per batched call (default all)")
@@ -62,15 +78,46 @@ def parse_llcs(items: list[str]) -> dict[str, float]:
             out[label] = float(val)
         except ValueError:
             raise ValueError(f"--llc must be LABEL=VALUE (e.g. 4=3.5), got {item!r}") from None
+        checks.positive_float(out[label], f"--llc {label}=VALUE", allow_zero=True)
     return out
+
+
+def _validate(args, cfg: dict) -> tuple[Path, list[str]]:
+    """Options, sampler settings and output paths checked before any sampling; returns the
+    figure path and warnings."""
+    checks.positive_int(args.c, "--c", minimum=3, maximum=16)
+    checks.seed(args.seed, "--seed")
+    checks.threads(args.threads)
+    checks.positive_float(args.beta_lik, "--beta-lik")
+    if args.batch_points is not None:
+        checks.positive_int(args.batch_points, "--batch-points")
+    flags = dict(n_temps="--temps", n_warmup="--warmup", n_draws="--draws", max_steps="--max-steps")
+    for key, top in BOUNDS.items():
+        checks.positive_int(cfg[key], flags.get(key, f"--{key}"), minimum=4 if key == "n_warmup" else 1, maximum=top)
+    if not 0 < checks.positive_float(cfg["beta_min"], "--beta-min") < 1:
+        raise ValueError(f"--beta-min must lie in (0, 1), got {cfg['beta_min']!r}")
+    llcs = parse_llcs(args.llc)
+    if llcs:
+        from tms import zoo
+
+        valid = zoo.labels(args.c)
+        unknown = sorted(set(llcs) - set(valid))
+        if unknown:
+            raise ValueError(f"--llc: unknown zoo label(s) {', '.join(unknown)} at c = {args.c}; valid: {', '.join(valid)}")
+    checks.output_dir(args.out, "--out")
+    fig = checks.output_file(args.figure or f"figures/posterior_c{args.c}.png", "--figure",
+                             suffixes=checks.FIGURE_SUFFIXES)
+    notes = []
+    if cfg["n_temps"] == 1:
+        notes.append("--temps 1: no tempering, so replica exchange is plain HMC and its 'posterior mass' is "
+                     "chain occupancy (basins of the start), not posterior mass; labelled so below and on the figure")
+    return fig, notes
 
 
 def run(args) -> int:
     from tms import posterior
     from tms.plots.posterior import plot_phase_sweep
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     ns = parse_grid(args.n) if args.n else parse_grid(
         ("100:2000:100" if args.c == 6 else "100:600:50") if args.paper else DEFAULT_NS.get(args.c, DEFAULT_NS_SMALL))
     cfg = dict(posterior.PAPER if args.paper else posterior.QUICK)
@@ -79,6 +126,11 @@ def run(args) -> int:
                          max_steps=args.max_steps).items():
         if val is not None:
             cfg[key] = val
+    fig_path, notes = _validate(args, cfg)
+    for note in notes:
+        checks.warn(note)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tag = "paper" if args.paper else "quick"
     out = Path(args.out) / f"c{args.c}_{tag}_b{args.beta_lik:g}_s{args.seed}"
     res = posterior.phase_sweep(args.c, ns, beta_lik=args.beta_lik, seed=args.seed, out_dir=out,
@@ -99,12 +151,23 @@ def run(args) -> int:
                 ", ".join(f"lambda({lab}) = {v:.2f} +- {se:.2f}" for lab, (v, se) in est.items())
             res["omitted_transitions"] = (res["omitted_transitions"] + "\n" if res["omitted_transitions"] else "") + note
             print(note)
+    tempered = cfg["n_temps"] > 1
+    if not tempered:  # say on the figure that the "mass" panel is chain occupancy
+        note = "--temps 1: no tempering; the 'posterior mass' shown is chain occupancy of the ladder chains"
+        res["omitted_transitions"] = (res["omitted_transitions"] + "\n" if res["omitted_transitions"] else "") + note
     summary = out / f"summary_c{args.c}"
     posterior.save_summary(summary, res)
-    fig = plot_phase_sweep(summary, args.figure or f"figures/posterior_c{args.c}.png")
+    fig = plot_phase_sweep(summary, fig_path)
     print(f"posterior c={args.c}, beta_lik={args.beta_lik:g}: {len(ns)} n values, results in {out}")
+    _print_tables(res, tempered)
+    print(f"figure: {fig}")
+    return 0
+
+
+def _print_tables(res: dict, tempered: bool) -> None:
     head = "n      " + "  ".join(f"{p:>16s}" for p in res["phases"])
-    print("posterior mass (replica exchange) +- s.e.:")
+    print("posterior mass (replica exchange) +- s.e.:" if tempered else
+          "chain occupancy of the ladder chains (--temps 1: no tempering, NOT posterior mass) +- s.e.:")
     print(head)
     for i, n in enumerate(res["ns"]):
         print(f"{n:<6d} " + "  ".join(f"{m:7.3f} +- {s:5.3f}" for m, s in zip(res["mass"][i], res["mass_se"][i])))
@@ -125,5 +188,3 @@ def run(args) -> int:
         print(f"predicted n_c {t['alpha']} -> {t['beta']}: {t['n_c']:.0f}")
     if res.get("transitions_error"):
         print(f"no predicted n_c: {res['transitions_error']}")
-    print(f"figure: {fig}")
-    return 0

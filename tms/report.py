@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tms import io
+from tms import checks, io
 
 CAVEAT = ("Free energies F_n = n L + lambda log n + |w*|^2/2 (likelihood inverse temperature 1, "
           "i.e. exp(-n L_n) with the unhalved loss); other O(1) terms are dropped.")
@@ -55,7 +55,10 @@ def mass_crossing(ns: np.ndarray, mass: np.ndarray, phases: list[str], alpha: st
 def load_posterior_summary(out: Path, c: int):
     """(arrays, record) of the posterior sweep at c saved under out/posterior_c{c}, or None."""
     summ = sorted((Path(out) / f"posterior_c{c}").glob("**/summary_c*.json"))
-    return io.load_result(summ[0].with_suffix("")) if summ else None
+    if not summ:
+        return None
+    return checks.result_file(summ[0].with_suffix(""), "--results", what="posterior summary",
+                              arrays=dict(ns=((1,), "iu"), mass=((2,), "f")), keys=("phases",))
 
 
 def compare_rows(out: str | Path) -> list[dict]:
@@ -63,10 +66,16 @@ def compare_rows(out: str | Path) -> list[dict]:
     predicted n_c (free energy) and the crossing of the measured posterior masses."""
     out = Path(out)
     tr_path = out / "sgd" / "train_transitions"
-    if not io.result_exists(tr_path):
+    if not (tr_path.with_suffix(".npz").exists() or tr_path.with_suffix(".json").exists()):
         raise ValueError(f"no `tms transitions` result at {tr_path}.npz/.json; run tms reproduce first")
-    _, tr = io.load_result(tr_path)
-    c = int(tr["train"]["c"])
+    _, tr = checks.result_file(tr_path, "--results", what="`tms transitions` result", keys=("train", "antecedents"))
+    if not isinstance(tr["train"], dict) or not isinstance(tr["train"].get("c"), int):
+        raise ValueError(f"--results: {tr_path}.json has no training settings with an integer c")
+    need = ("src", "dst", "count", "median_step", "dL", "dlambda", "n_c", "antecedent")
+    if not isinstance(tr["antecedents"], list) or not all(isinstance(r, dict) and all(k in r for k in need)
+                                                           for r in tr["antecedents"]):
+        raise ValueError(f"--results: {tr_path}.json: antecedents must be a list of rows with {', '.join(need)}")
+    c = tr["train"]["c"]
     post = load_posterior_summary(out, c)
     rows = []
     for r in tr["antecedents"]:

@@ -79,7 +79,11 @@ class _Stage:
     def __init__(self, out: Path, name: str, settings: dict, force: bool, paths: list[Path]):
         self.marker = out / "stages" / f"{name}.json"
         self.settings = io._jsonable(settings)
-        rec = io.load_json(self.marker) if self.marker.exists() else {}
+        try:
+            rec = io.load_json(self.marker) if self.marker.exists() else {}
+        except ValueError:  # a damaged marker is not trusted: the stage runs again
+            rec = {}
+        rec = rec if isinstance(rec, dict) else {}
         same = not force and rec.get("settings") == self.settings
         self.skip = same and rec.get("status") == "done"
         self.resume = same and rec.get("status") == "running"
@@ -103,9 +107,10 @@ def run(args) -> int:
 
     scale = "tiny" if args.tiny else ("full" if args.full else "quick")
     cfg = SCALES[scale]
-    seed = checks.positive_int(args.seed, "--seed", minimum=0)
-    torch.set_num_threads(checks.positive_int(args.threads, "--threads"))
-    out, figs = Path(args.out), Path(args.figures)
+    seed = checks.seed(args.seed, "--seed")
+    threads = checks.threads(args.threads)
+    out, figs = checks.output_dir(args.out, "--out"), checks.output_dir(args.figures, "--figures")
+    torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
     print(f"tms reproduce: scale {scale}, seed {seed}, results in {out}, figures in {figs}")

@@ -300,8 +300,10 @@ def trajectory_llc(
     from tms.llc import default_nbeta, estimate_llc
 
     checks.params(W, b)
+    checks.seed(seed, "seed")
     if W.dim() != 4:
         raise ValueError(f"W must be (T, R, r, c), got shape {tuple(W.shape)}")
+    checks.tensor(X, "X", min_dim=2)
     n = X.shape[-2]
     nb = default_nbeta(n) if nbeta is None else nbeta
     # A per-run X (R, n, c) broadcasts over the checkpoints (T, R).

@@ -148,8 +148,10 @@ def _probe_dir(d, name: str) -> None:
     try:
         fd, probe = tempfile.mkstemp(dir=a, prefix=".tms-write-probe-")
     except OSError as err:
-        why = "read-only file system" if err.errno == errno.EROFS else (err.strerror or str(err)).lower()
-        raise ValueError(f"{name}: cannot write in {a} ({why})") from None
+        why = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "not permitted",
+               errno.ENOENT: "this file system takes no new files"}.get(err.errno, (err.strerror or str(err)).lower())
+        shown = a.absolute() if not a.is_absolute() else a
+        raise ValueError(f"{name}: cannot write in {shown} ({why})") from None
     os.close(fd)
     os.unlink(probe)
 
@@ -252,7 +254,7 @@ def result_file(path, name: str, *, what: str = "result", arrays: dict | None = 
                          f"(has {', '.join(sorted(data)) or 'none'})")
     for key, spec in {**(optional or {}), **need}.items():
         if key in data:
-            _check_array(data[key], key, spec, npz)
+            _check_array(data[key], key, spec, f"{name}: {npz}")
     return data, record
 
 

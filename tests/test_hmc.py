@@ -7,7 +7,7 @@ import torch
 from scipy import integrate
 
 from tms import diagnostics
-from tms.samplers import hmc, tempering
+from tms.samplers import hmc, rounds, tempering
 
 D = torch.float64
 
@@ -152,8 +152,9 @@ def test_replica_exchange_gets_well_masses_where_occupancy_fails():
     start_left = torch.rand(R, 1, 1, generator=g) < 0.85  # unequal spread of starts
     th0 = torch.where(start_left, -1.0, 1.0).to(D).expand(R, K, 1).clone()
     betas = tempering.geometric_ladder(K, 0.01)
+    # rounds of 8 leapfrog ticks: this well-conditioned 1-D target U-turns within ~4 steps
     out = tempering.run_chains(energy, th0, prior_fn=prior, betas=betas, n_warmup=100, n_draws=300,
-                               generator=6, record=lambda th: th[..., -1, 0])
+                               generator=6, max_steps=8, record=lambda th: th[..., -1, 0])
     frac = (out["draws"] < 0).double().mean(0).numpy()  # per replica (R,)
     est, se = frac.mean(), frac.std(ddof=1) / math.sqrt(R)
     assert abs(est - p_left) < 3 * se, (est, se, p_left)
@@ -161,7 +162,8 @@ def test_replica_exchange_gets_well_masses_where_occupancy_fails():
     assert np.all(out["swap_rate"].numpy() > 0.3)
 
     # plain chains at the target temperature from the same starts never cross the barrier
-    plain = tempering.run_chains(energy, th0[:, -1], prior_fn=prior, n_warmup=100, n_draws=100, generator=7)
+    plain = tempering.run_chains(energy, th0[:, -1], prior_fn=prior, n_warmup=100, n_draws=100, generator=7,
+                                 max_steps=8)
     occ = (plain["draws"] < 0).double().mean().item()
     assert occ == pytest.approx(start_left.double().mean().item())
     assert abs(occ - p_left) > 5 * se
@@ -173,13 +175,15 @@ def test_swap_acceptance_matches_formula():
     N = 40_000
     theta = torch.tensor([[0.0], [1.0]], dtype=D).expand(N, 2, 1)
     energy = torch.tensor([3.0, 1.0], dtype=D).expand(N, 2)
-    g = torch.Generator().manual_seed(0)
-    th, acc, proposed = tempering.swap(theta, energy, betas, 0, g)
+    chains = rounds.Chains(theta, energy, torch.zeros_like(theta))
+    u = torch.rand(N, 1, generator=torch.Generator().manual_seed(0), dtype=D)
+    ch, acc, _ = tempering.swap(chains, betas, 0, u)
     p = math.exp(0.5 * (1.0 - 3.0))
     rate = acc.double().mean().item()
     assert abs(rate - p) < 4 * math.sqrt(p * (1 - p) / N)
-    assert torch.equal(th[acc[:, 0], 0, 0], torch.ones(int(acc.sum()), dtype=D))
-    _, acc1, _ = tempering.swap(theta, energy, betas, 1, g)  # odd pairs: none exist for K = 2
+    assert torch.equal(ch.theta[acc[:, 0], 0, 0], torch.ones(int(acc.sum()), dtype=D))
+    assert torch.equal(ch.energy[acc[:, 0], 0], torch.ones(int(acc.sum()), dtype=D))
+    _, acc1, _ = tempering.swap(chains, betas, 1, u)  # odd pairs: none exist for K = 2
     assert not bool(acc1.any())
 
 

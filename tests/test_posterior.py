@@ -47,12 +47,13 @@ def test_aggregate_over_seeds():
 def test_sweep_saves_each_point_and_resumes(tmp_path, monkeypatch):
     calls = []
 
-    def fake_chunk(c, r, ns, beta_lik, seed, cfg, dtype, progress, chunk_id):
+    def fake_chunk(c, r, ns, beta_lik, seed, cfg, dtype, progress, on_point):
         calls.append(list(ns))
         S = cfg["seeds"]
-        return [dict(n=n, phases=["a", "b"], mass_seed=np.full((S, 2), 0.5), mass_se_seed=np.full((S, 2), 0.1),
-                     occupancy_seed=np.tile([1.0, 0.0], (S, 1)), occupancy_se_seed=np.zeros((S, 2)), diag={"n": n})
-                for n in ns]
+        for n in ns:
+            on_point(dict(n=n, phases=["a", "b"], mass_seed=np.full((S, 2), 0.5), mass_se_seed=np.full((S, 2), 0.1),
+                          occupancy_seed=np.tile([1.0, 0.0], (S, 1)), occupancy_se_seed=np.zeros((S, 2)),
+                          round_trips_seed=np.zeros((S, 4)), diag={"n": n}))
 
     monkeypatch.setattr(posterior, "_run_chunk", fake_chunk)
     kw = dict(out_dir=tmp_path, predict=False, seeds=2)
@@ -156,3 +157,20 @@ def test_tms_phase_mass_does_not_depend_on_the_start():
         m, se = f.mean(1), f.std(1, ddof=1) / math.sqrt(R)
         assert abs(m[0] - m[1]) < 3 * math.hypot(*se), (phase, m, se)
         assert m.min() > 0.1  # both phases really carry mass at this n
+
+
+def test_a_point_is_the_same_alone_chunked_or_dropped_early():
+    """Counter-based keys per (seed, n, data set): the n = 1100 point gives identical masses,
+    occupancies, ladders and round trips alone and batched with n = 300, whose data sets
+    reach the target standard error first and leave the batch (precision-sized sampling)."""
+    kw = dict(seed=1, predict=False, seeds=2, chains=3, replicas=3, n_temps=6, beta_min=0.01, n_warmup=16,
+              n_draws=32, max_steps=12, block=8, min_draws=8, plain_draws=8, target_se=0.2)
+    alone = posterior.phase_sweep(6, [1100], **kw)["points"][0]
+    both = posterior.phase_sweep(6, [300, 1100], **kw)["points"]
+    assert both[0]["diag"]["pt_rounds"] == [8, 8]  # n = 300: within 0.2 after min_draws
+    assert max(both[0]["diag"]["mass_mc_se_max"], 0) < 0.2
+    assert alone["diag"]["pt_rounds"] == [32, 32]  # n = 1100 runs to the budget (stuck ladders)
+    assert alone["phases"] == both[1]["phases"]
+    for k in ("mass_seed", "mass_se_seed", "occupancy_seed", "round_trips_seed"):
+        np.testing.assert_array_equal(alone[k], both[1][k])
+    assert alone["diag"]["betas_seed"] == both[1]["diag"]["betas_seed"]

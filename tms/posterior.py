@@ -35,11 +35,15 @@ from tqdm.auto import tqdm
 from tms import checks, diagnostics, io
 from tms.data import sample_inputs
 from tms.loss import SortedData, empirical_loss_sorted, sorted_data, stack_sorted, unflatten_params
-from tms.samplers import tempering
+from tms.samplers import rng, tempering
+from tms.samplers.hmc import with_grad
 
-QUICK = dict(seeds=2, chains=32, replicas=4, n_temps=12, beta_min=0.01, n_warmup=150, n_draws=150, max_steps=40)
-MAX_KEPT = dict(ladder=500, plain=200)  # draws kept (thinned) per chain for classification
-PAPER = dict(seeds=4, chains=256, replicas=16, n_temps=20, beta_min=0.003, n_warmup=500, n_draws=1000, max_steps=128)
+QUICK = dict(seeds=2, chains=32, replicas=4, n_temps=12, beta_min=0.01, n_warmup=150, n_draws=150, max_steps=40,
+             plain_draws=100, target_se=0.02, block=50, min_draws=100)
+MAX_KEPT = dict(plain=200)  # plain-chain draws kept (thinned) per chain for classification
+PAPER = dict(seeds=4, chains=256, replicas=16, n_temps=20, beta_min=0.003, n_warmup=500, n_draws=1000, max_steps=128,
+             plain_draws=200, target_se=0.02, block=50, min_draws=200)
+STREAM_START = 30  # counter-based stream of the chains' starting points (prior draws)
 
 
 def data_seed(seed: int, n: int, s: int) -> int:
@@ -67,6 +71,17 @@ def energy_fn(data: SortedData, r: int, c: int, beta_lik: float = 1.0):
         return beta_lik * data.n * empirical_loss_sorted(W, b, data)
 
     return energy
+
+
+def energy_grad_fn(data: SortedData, r: int, c: int, beta_lik: float = 1.0):
+    """theta (G, ..., d) -> (beta_lik n L_n (G, ...), its gradient (G, ..., d)): the exact
+    fused energy and gradient of tms.loss (SPEC 1), the samplers' hot path."""
+    return with_grad(energy_fn(data, r, c, beta_lik))
+
+
+def prior_grad(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """|theta|^2 / 2 and its gradient theta."""
+    return prior(theta), theta
 
 
 def prior(theta: torch.Tensor) -> torch.Tensor:
@@ -107,81 +122,175 @@ def _point_path(out_dir: Path, c: int, n: int) -> Path:
     return out_dir / f"posterior_c{c}_n{n}"
 
 
-def _run_chunk(c, r, ns, beta_lik, seed, cfg, dtype, progress, chunk_id) -> list[dict]:
-    """Sample every (n, seed) data set of ns at once; return one result dict per n."""
-    S, C, R, K = cfg["seeds"], cfg["chains"], cfg["replicas"], cfg["n_temps"]
-    d = r * c + c
-    datas = [sorted_data(sample_inputs(n, c, data_seed(seed, n, s), dtype=dtype)) for n in ns for s in range(S)]
-    data = stack_sorted(datas)  # batch (G,), G = len(ns) * S
-    G = len(datas)
-    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 7919, chunk_id, *ns]).generate_state(1)[0]))
+def _data_keys(seed: int, ns, S: int, which: int) -> torch.Tensor:
+    """(G,) base keys of the data sets (n, s) of a chunk: hash(seed, n, s, which), which = 0
+    for the ladders and 1 for the plain chains. A data set's chains get their keys from its
+    own (seed, n, s), never from its position in a chunk (same numbers alone or batched)."""
+    return torch.tensor([rng._code(seed, n, s, which) for n in ns for s in range(S)], dtype=torch.int64)
 
-    # replica exchange: (G, R, K, d), data (G, 1, 1)
-    d_pt = _with_dims(data, 2)
-    betas = tempering.geometric_ladder(K, cfg["beta_min"], dtype=dtype)
-    th0 = torch.randn((G, R, K, d), generator=gen, dtype=dtype)
-    pt = tempering.run_chains(
-        energy_fn(d_pt, r, c, beta_lik), th0, prior_fn=prior, betas=betas, n_warmup=cfg["n_warmup"],
-        n_draws=cfg["n_draws"], generator=gen, max_steps=cfg["max_steps"],
-        record=lambda th: th[..., -1, :].to(torch.float32), thin=math.ceil(cfg["n_draws"] / MAX_KEPT["ladder"]),
-        progress=progress, desc=f"replica exchange ({G} data sets)",
-    )
-    # plain chains at the target temperature (occupancy): (G, C, d), data (G, 1)
-    d_pl = _with_dims(data, 1)
-    th0 = torch.randn((G, C, d), generator=gen, dtype=dtype)
-    pl = tempering.run_chains(
-        energy_fn(d_pl, r, c, beta_lik), th0, prior_fn=prior, n_warmup=cfg["n_warmup"], n_draws=cfg["n_draws"],
-        generator=gen, max_steps=cfg["max_steps"], record=lambda th: th.to(torch.float32),
-        thin=math.ceil(cfg["n_draws"] / MAX_KEPT["plain"]), progress=progress,
-        desc=f"plain chains ({G} data sets)",
-    )
-    lab_pt = _classify(pt["draws"].numpy(), r, c)  # (T, G, R)
-    lab_pl = _classify(pl["draws"].numpy(), r, c)  # (T, G, C)
-    # (T, G, C, 2c+1), in blocks of draws to bound memory at paper scale
-    summ = np.concatenate([_summaries(blk.to(dtype), _with_dims(data, 1), r, c).numpy()
-                           for blk in pl["draws"].split(16)])
-    # loss at the beta = 1 slot, for the record: mean L_n per data set
-    out = []
-    for i, n in enumerate(ns):  # bookkeeping only (no sampling here)
-        g = slice(i * S, (i + 1) * S)
-        lp, ll = lab_pt[:, g], lab_pl[:, g]
-        phases = sorted(set(np.unique(lp)) | set(np.unique(ll)))
-        frac_r = _fractions(lp, phases, 0)  # (S, R, P): per ladder
-        mass_s = frac_r.mean(1)
-        if R >= 2:
-            se_s = frac_r.std(1, ddof=1) / math.sqrt(R)
-        else:  # one ladder: Monte Carlo error from the ESS of the phase indicator
-            se_s = np.stack([diagnostics.mean_and_se((lp == p).transpose(1, 2, 0).astype(float))[1] for p in phases], -1)
-            se_s = np.nan_to_num(se_s)  # constant indicator: no observed variance
-        occ_chain = _fractions(ll, phases, 0)  # (S, C, P)
-        occ_s = occ_chain.mean(1)
-        occ_se_s = occ_chain.std(1, ddof=1) / math.sqrt(C) if C >= 2 else np.zeros_like(occ_s)
-        ind_ess = {}
-        for p in phases:
-            ind = (lp == p).transpose(1, 2, 0).astype(float)  # (S, R, T)
-            e = diagnostics.ess(ind) if R * lp.shape[0] >= 8 else np.full(S, np.nan)
-            ind_ess[p] = [None if not np.isfinite(v) else float(v) for v in np.atleast_1d(e)]
-        phase_diag = [diagnostics.phase_diagnostics(summ[:, i * S + s].transpose(1, 0, 2), ll[:, s].T) for s in range(S)]
-        out.append(dict(
-            n=n, phases=phases, mass_seed=mass_s, mass_se_seed=se_s, occupancy_seed=occ_s, occupancy_se_seed=occ_se_s,
-            diag=dict(
-                pt_accept=pt["accept_rate"][g].mean((1, 2)).tolist(),
-                pt_divergences=pt["divergences"][g].sum((1, 2)).tolist(),
-                pt_warmup_divergences=pt["warmup_divergences"][g].sum((1, 2)).tolist(),
-                pt_mean_steps=pt["mean_steps"][g].mean((1, 2)).tolist(),
-                swap_rate=pt["swap_rate"].tolist(),
-                plain_accept=pl["accept_rate"][g].mean(1).tolist(),
-                plain_divergences=pl["divergences"][g].sum(1).tolist(),
-                plain_mean_steps=pl["mean_steps"][g].mean(1).tolist(),
-                mass_indicator_ess=ind_ess,
-                plain_phase_diagnostics=phase_diag,
-            ),
-        ))
+
+def _subset(data: SortedData, idx: torch.Tensor) -> SortedData:
+    return SortedData(*(t.index_select(0, idx) for t in data))
+
+
+def _target(data: SortedData, r: int, c: int, beta_lik: float, n_ticks: int) -> tempering.Target:
+    return tempering.Target(energy_grad_fn(data, r, c, beta_lik), prior_grad, n_ticks)
+
+
+def _sample_plain(data, keys, r, c, beta_lik, cfg, progress) -> dict:
+    """Plain chains at beta = 1 from prior draws (chain occupancy): (G, C, d), data (G, 1)."""
+    ck = rng.keys_from(keys, (cfg["chains"],))
+    th0 = rng.normal(ck, 0, r * c + c, data.mu.dtype, STREAM_START)
+    out = tempering.run_chains(None, th0, keys=ck, energy_grad_fn=energy_grad_fn(_with_dims(data, 1), r, c, beta_lik),
+                               prior_grad_fn=prior_grad, n_warmup=cfg["n_warmup"], n_draws=cfg["plain_draws"],
+                               max_steps=cfg["max_steps"], record=lambda th: th.to(torch.float32),
+                               thin=math.ceil(cfg["plain_draws"] / MAX_KEPT["plain"]), progress=progress,
+                               desc=f"plain chains ({data.mu.shape[0]} data sets)")
+    out["labels"] = _classify(out["draws"].numpy(), r, c)  # (T, G, C)
     return out
 
 
+def _ladders_done(labels: list[np.ndarray], target_se: float) -> bool:
+    """Every phase mass of one data set within target_se (s.e. across its R ladders)."""
+    lab = np.concatenate(labels)  # (T, R)
+    if lab.shape[1] < 2:
+        return False
+    frac = _fractions(lab, sorted(set(np.unique(lab))), 0)  # (R, P)
+    return bool((frac.std(0, ddof=1) / math.sqrt(lab.shape[1])).max() < target_se)
+def _ladder_record(out: dict, i: int) -> dict:
+    """Sums over one block of the sampling statistics of data set i (ladders (R, K))."""
+    return dict(accept=(out["accept_rate"][i] * out["transitions"][i]).sum().item(),
+                transitions=out["transitions"][i].sum().item(), divergences=out["divergences"][i].sum().item(),
+                swap_acc=out["swap_acc"][i].sum(0).numpy(), swap_prop=out["swap_prop"][i].sum(0).numpy(),
+                round_trips=out["round_trips"][i].numpy())
+
+
+def _merge(rec: dict, new: dict) -> None:
+    for k, v in new.items():
+        rec[k] = rec[k] + v if k in rec else v
+
+
+def _sample_ladders(data, keys, r, c, beta_lik, cfg, progress, on_done) -> None:
+    """Replica exchange for every data set of a chunk, (G, R, K, d) with data (G, 1, 1).
+
+    After warm-up (temperatures re-placed per data set), sampling runs in blocks of
+    cfg['block'] rounds; a data set stops once, after at least cfg['min_draws'] rounds, every
+    phase mass has a standard error below cfg['target_se'] (across its R ladders), or after
+    cfg['n_draws'] rounds (the budget), and is then dropped from the batch. on_done(g, record) receives its labels (T, R) and statistics.
+    """
+    G, R, K, d = data.mu.shape[0], cfg["replicas"], cfg["n_temps"], r * c + c
+    ck = rng.keys_from(keys, (R, K))
+    betas = tempering.geometric_ladder(K, cfg["beta_min"], dtype=data.mu.dtype).expand(G, 1, K).clone()
+    target = _target(_with_dims(data, 2), r, c, beta_lik, cfg["max_steps"])
+    state = tempering.init(rng.normal(ck, 0, d, data.mu.dtype, STREAM_START), ck, target, betas)
+    state, winfo = tempering.warmup(state, target, cfg["n_warmup"], progress=progress,
+                                    desc=f"replica exchange warm-up ({G} data sets)")
+    recs = {g: dict(labels=[], warmup_divergences=winfo["divergences"][g].sum().item(),
+                    betas=state.betas[g, 0].numpy(), step_size=state.step_size[g].mean(0).numpy()) for g in range(G)}
+    alive, rounds_done = list(range(G)), 0
+    bar = tqdm(total=cfg["n_draws"], desc=f"replica exchange ({G} data sets)", disable=not progress, leave=False)
+    while alive:
+        block = min(cfg["block"], cfg["n_draws"] - rounds_done)
+        state, out = tempering.sample(state, target, block, record=lambda th: th[..., -1, :].to(torch.float32))
+        labels = _classify(out["draws"].numpy(), r, c)  # (T, G_alive, R)
+        rounds_done += block
+        bar.update(block)
+        keep = []
+        for i, g in enumerate(alive):  # bookkeeping per data set, once per block
+            recs[g]["labels"].append(labels[:, i])
+            _merge(recs[g], _ladder_record(out, i))
+            if rounds_done >= cfg["n_draws"] or (rounds_done >= cfg["min_draws"]
+                                                 and _ladders_done(recs[g]["labels"], cfg["target_se"])):
+                on_done(g, dict(recs.pop(g), rounds=rounds_done))
+            else:
+                keep.append(i)
+        if keep and len(keep) < len(alive):
+            idx = torch.tensor(keep)
+            state = tempering.select(state, idx)
+            target = _target(_with_dims(_subset(data, torch.tensor([alive[i] for i in keep])), 2), r, c,
+                             beta_lik, cfg["max_steps"])
+        alive = [alive[i] for i in keep]
+    bar.close()
+
+
+def _mass_from_ladders(recs: list[dict], phases: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per data set: mass (S, P) = mean over ladders of the beta = 1 phase fractions, and
+    its Monte Carlo error (S, P): std / sqrt(R) across the independent ladders, or from the
+    ESS of the phase indicator when R = 1."""
+    mass, se = [], []
+    for rec in recs:
+        lab = np.concatenate(rec["labels"])  # (T, R)
+        frac = _fractions(lab, phases, 0)  # (R, P)
+        mass.append(frac.mean(0))
+        if lab.shape[1] >= 2:
+            se.append(frac.std(0, ddof=1) / math.sqrt(lab.shape[1]))
+        else:
+            ind = np.stack([(lab == p).T.astype(float) for p in phases])  # (P, R, T)
+            se.append(np.nan_to_num(diagnostics.mean_and_se(ind)[1][:, 0]))
+    return np.stack(mass), np.stack(se)
+
+
+def _point(n: int, recs: list[dict], plain: dict, g: slice, summ: np.ndarray) -> dict:
+    """The result at one n from its S ladder records and plain chains (data sets g)."""
+    ll = plain["labels"][:, g]  # (T, S, C)
+    phases = sorted(set().union(*(np.unique(np.concatenate(r["labels"])) for r in recs)) | set(np.unique(ll)))
+    mass_s, se_s = _mass_from_ladders(recs, phases)
+    occ_chain = _fractions(ll, phases, 0)  # (S, C, P)
+    C = occ_chain.shape[1]
+    occ_se_s = occ_chain.std(1, ddof=1) / math.sqrt(C) if C >= 2 else np.zeros_like(occ_chain[:, 0])
+    ind_ess = {}
+    for p in phases:  # ESS of the phase indicator at beta = 1, per data set
+        ind_ess[p] = []
+        for rec in recs:
+            ind = (np.concatenate(rec["labels"]) == p).T.astype(float)[None]  # (1, R, T)
+            e = diagnostics.ess(ind)[0] if ind.size >= 8 else np.nan
+            ind_ess[p].append(float(e) if np.isfinite(e) else None)
+    diag = dict(
+        pt_accept=[rec["accept"] / max(rec["transitions"], 1) for rec in recs],
+        pt_divergences=[rec["divergences"] for rec in recs],
+        pt_warmup_divergences=[rec["warmup_divergences"] for rec in recs],
+        pt_rounds=[rec["rounds"] for rec in recs],
+        swap_rate=np.mean([rec["swap_acc"] / np.maximum(rec["swap_prop"], 1) for rec in recs], 0).tolist(),
+        swap_rate_seed=[(rec["swap_acc"] / np.maximum(rec["swap_prop"], 1)).tolist() for rec in recs],
+        betas_seed=[rec["betas"].tolist() for rec in recs],
+        round_trips_seed=[rec["round_trips"].tolist() for rec in recs],
+        mass_mc_se_max=float(se_s.max()) if se_s.size else 0.0,
+        plain_accept=plain["accept_rate"][g].mean(1).tolist(),
+        plain_divergences=plain["divergences"][g].sum(1).tolist(),
+        plain_mean_steps=plain["mean_steps"][g].mean(1).tolist(),
+        mass_indicator_ess=ind_ess,
+        plain_phase_diagnostics=[diagnostics.phase_diagnostics(summ[:, k].transpose(1, 0, 2), ll[:, j].T)
+                                 for j, k in enumerate(range(g.start, g.stop))],
+    )
+    return dict(n=n, phases=phases, mass_seed=mass_s, mass_se_seed=se_s, occupancy_seed=occ_chain.mean(1),
+                occupancy_se_seed=occ_se_s, round_trips_seed=np.array([rec["round_trips"] for rec in recs]), diag=diag)
+
+
+def _run_chunk(c, r, ns, beta_lik, seed, cfg, dtype, progress, on_point) -> None:
+    """Sample every (n, seed) data set of ns in one batch; on_point(result) for each n as soon
+    as all its data sets are finished (so an interrupted chunk keeps its finished n)."""
+    S = cfg["seeds"]
+    datas = [sorted_data(sample_inputs(n, c, data_seed(seed, n, s), dtype=dtype)) for n in ns for s in range(S)]
+    data = stack_sorted(datas)  # batch (G,), G = len(ns) * S
+    plain = _sample_plain(data, _data_keys(seed, ns, S, 1), r, c, beta_lik, cfg, progress)
+    summ = np.concatenate([_summaries(blk.to(dtype), _with_dims(data, 1), r, c).numpy()
+                           for blk in plain["draws"].split(16)])  # (T, G, C, 2c+1), blocks bound memory
+    finished: dict[int, dict] = {}
+
+    def on_done(g: int, rec: dict) -> None:
+        finished[g] = rec
+        i = g // S
+        if all(i * S + s in finished for s in range(S)):
+            on_point(_point(ns[i], [finished.pop(i * S + s) for s in range(S)], plain, slice(i * S, (i + 1) * S), summ))
+
+    _sample_ladders(data, _data_keys(seed, ns, S, 0), r, c, beta_lik, cfg, progress, on_done)
+
+
+POINT_ARRAYS = ("mass_seed", "mass_se_seed", "occupancy_seed", "occupancy_se_seed", "round_trips_seed")
+
+
 def _save_point(path: Path, res: dict, settings: dict) -> None:
-    arrays = {k: res[k] for k in ("mass_seed", "mass_se_seed", "occupancy_seed", "occupancy_se_seed")}
+    arrays = {k: res[k] for k in POINT_ARRAYS}
     io.save_result(path, arrays, dict(settings=settings, n=res["n"], phases=res["phases"], diagnostics=res["diag"]))
 
 
@@ -334,8 +443,9 @@ def phase_sweep(
     if unknown:
         raise ValueError(f"unknown sampler settings {sorted(unknown)}; expected some of {sorted(QUICK)}")
     cfg = {**QUICK, **overrides}
-    for k in ("seeds", "chains", "replicas", "n_temps", "n_draws", "max_steps"):
+    for k in ("seeds", "chains", "replicas", "n_temps", "n_draws", "max_steps", "plain_draws", "block", "min_draws"):
         checks.positive_int(cfg[k], k)
+    checks.positive_float(cfg["target_se"], "target_se")
     checks.positive_int(cfg["n_warmup"], "n_warmup", minimum=4)
     if not 0 < cfg["beta_min"] < 1:
         raise ValueError(f"beta_min must lie in (0, 1), got {cfg['beta_min']!r}")
@@ -350,11 +460,13 @@ def phase_sweep(
     todo = [n for n in ns if n not in done]
     step = batch_points or max(1, len(todo))
     chunks = [todo[i : i + step] for i in range(0, len(todo), step)]
-    for k, chunk in enumerate(tqdm(chunks, desc=f"posterior c={c}", disable=not progress or len(chunks) < 2)):
-        for res in _run_chunk(c, r, chunk, beta_lik, seed, cfg, dtype, progress, k):
-            done[res["n"]] = res
-            if out_dir is not None:
-                _save_point(_point_path(out_dir, c, res["n"]), res, settings)
+    def on_point(res: dict) -> None:
+        done[res["n"]] = res
+        if out_dir is not None:
+            _save_point(_point_path(out_dir, c, res["n"]), res, settings)
+
+    for chunk in tqdm(chunks, desc=f"posterior c={c}", disable=not progress or len(chunks) < 2):
+        _run_chunk(c, r, chunk, beta_lik, seed, cfg, dtype, progress, on_point)
     points = [done[n] for n in ns]
     result = aggregate(points)
     result.update(points=points, settings=settings)

@@ -7,16 +7,9 @@ an identity mass matrix. Each chain has its own step size and its own number of 
 steps, so one call moves chains of different geometry at once; chains that finished their
 trajectory are frozen while the others go on (the batch runs max(n_steps) gradient calls).
 
-Tuning (see `tempering.run_chains` for the driver):
-- step size: Nesterov dual averaging per chain towards a target acceptance (Hoffman and
-  Gelman 2014, section 3.2), during warm-up only;
-- trajectory length: the "empirical HMC" scheme (Wu, Stoehr and Robert 2018). During
-  warm-up every trajectory is also integrated on to its first U-turn,
-  (theta_k - theta_0) . p_k < 0, and that number of steps is recorded per chain (the
-  proposal itself is taken at a jittered length, so warm-up moves are valid HMC too); while
-  sampling, each transition draws its number of steps from that chain's recorded lengths. The draw does not depend on
-  the current state, so each sampling transition is a mixture of reversible HMC kernels and
-  leaves the target invariant.
+This synchronous kernel is the reference the samplers are tested and benchmarked against;
+the lab's driver runs HMC in rounds (tms.samplers.rounds, tms.samplers.tempering), where no
+chain waits for the batch's longest trajectory.
 
 A `potential_fn` maps theta (..., d) to (U (...), dU/dtheta (..., d)); `with_grad` builds
 one from a function returning U only. Non-finite U counts as a divergence and is rejected.
@@ -172,54 +165,3 @@ def step(
         torch.where(a, th, theta), torch.where(accepted, U, state.potential), torch.where(a, g, state.grad)
     )
     return new, HMCInfo(accept_prob, accepted, divergent, dH, length, ulen)
-
-
-# ---- step-size adaptation: dual averaging, one learner per chain -------------------------
-
-
-class DualAverage(NamedTuple):
-    """Per chain (...): current log step size, averaged log step size, running mean of
-    (target - accept), the shrinkage point mu = log(10 * eps0), and the iteration t."""
-
-    log_eps: torch.Tensor
-    log_eps_bar: torch.Tensor
-    h_bar: torch.Tensor
-    mu: torch.Tensor
-    t: int
-
-
-def da_init(step_size: torch.Tensor) -> DualAverage:
-    z = torch.zeros_like(step_size)
-    return DualAverage(step_size.log(), step_size.log(), z, (10 * step_size).log(), 0)
-
-
-def da_update(
-    da: DualAverage, accept_prob: torch.Tensor, target: float = 0.8,
-    gamma: float = 0.05, t0: float = 10.0, kappa: float = 0.75,
-) -> DualAverage:
-    """One dual-averaging update from the last acceptance probabilities (...)."""
-    t = da.t + 1
-    w = 1.0 / (t + t0)
-    h_bar = (1 - w) * da.h_bar + w * (target - accept_prob)
-    log_eps = da.mu - math.sqrt(t) / gamma * h_bar
-    eta = t ** (-kappa)
-    log_eps_bar = eta * log_eps + (1 - eta) * da.log_eps_bar
-    return DualAverage(log_eps, log_eps_bar, h_bar, da.mu, t)
-
-
-def initial_step_size(
-    state: HMCState, potential_fn: PotentialFn, generator: torch.Generator,
-    step_size: float = 0.1, iters: int = 12,
-) -> torch.Tensor:
-    """Per-chain starting step size: halve/double until one leapfrog step has acceptance
-    about 1/2 (the heuristic of Hoffman and Gelman, batched). Returns (...)."""
-    eps = torch.full(state.potential.shape, step_size, dtype=state.theta.dtype, device=state.theta.device)
-    one = torch.ones_like(eps, dtype=torch.long)
-    for _ in range(iters):
-        p0 = torch.randn(state.theta.shape, generator=generator, dtype=eps.dtype, device=eps.device)
-        H0 = state.potential + 0.5 * (p0**2).sum(-1)
-        _, p, U, _, _, _ = leapfrog(state.theta, p0, state.grad, eps, one, potential_fn)
-        dH = U + 0.5 * (p**2).sum(-1) - H0
-        ok = torch.nan_to_num(-dH, nan=-math.inf) > math.log(0.5)
-        eps = torch.where(ok, eps * 2, eps / 2).clamp(1e-6, 10.0)
-    return eps

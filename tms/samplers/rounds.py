@@ -130,8 +130,8 @@ def da_init(step_size: torch.Tensor) -> DualAverage:
     return DualAverage(step_size.log(), step_size.log(), z, (10 * step_size).log(), z.clone())
 
 
-def _da_update(da: DualAverage, idx, accept_prob, target: float, gamma=0.05, t0=10.0, kappa=0.75) -> None:
-    """In place: one update for the flat chains idx from their acceptance probabilities."""
+def da_update(da: DualAverage, idx, accept_prob, target: float, gamma=0.05, t0=10.0, kappa=0.75) -> None:
+    """In place: one update of the flat (B,) learners idx from their acceptance probabilities."""
     t = da.t[idx] + 1
     w = 1.0 / (t + t0)
     h = (1 - w) * da.h_bar[idx] + w * (target - accept_prob)
@@ -226,7 +226,7 @@ class _Round:
         self.divergences[idx] += div.long()
         self.accept_sum[idx] += prob
         if self.da is not None:
-            _da_update(self.da, idx, prob, target_accept)
+            da_update(self.da, idx, prob, target_accept)
 
     def result(self):
         B = self.shape
@@ -250,31 +250,35 @@ def run_round(ch: Chains, keys: torch.Tensor, counts: torch.Tensor, n_ticks: int
     Trajectory lengths: drawn from lengths (n_rec, ...) (sampling), else to the round end or
     (uturn=True) the first U-turn. A finished trajectory waits (frozen) for the next restart
     tick, every `restart_every` ticks: the bookkeeping is batched, at most that many idle
-    ticks per transition. A divergent trajectory (energy error > divergence) freezes at once
-    and is rejected at its scheduled end, so no timing depends on the state while sampling.
+    ticks per transition. Energy errors are checked at restart ticks (every tick in warm-up):
+    a divergent trajectory (energy error > divergence) freezes there and is rejected at its
+    scheduled end, so no timing depends on the state while sampling.
     Returns (chains, info, da after the round, counts after the round).
     """
     st = _Round(ch, keys, counts, beta, step_size, da, lengths, prior_grad)
     egrad = guarded(energy_grad)
     st.start(torch.arange(st.theta.shape[0], device=st.theta.device), n_ticks)
     for j in range(n_ticks):
-        move = (st.steps < st.want) & ~st.diverged
+        active = st.steps < st.want  # inside its scheduled trajectory
+        moving = active & ~st.diverged
         e = st.eps.unsqueeze(-1)
-        st.x = st.x + (e * move.unsqueeze(-1).to(e.dtype)) * st.q  # frozen chains stay
+        st.x = st.x + (e * moving.unsqueeze(-1).to(e.dtype)) * st.q  # frozen chains stay
         Ex, gEx = egrad(st.x.view(st.shape + (st.d,)))  # the energy sees the batch layout
         Ex, gEx = Ex.reshape(-1), gEx.reshape(-1, st.d)
         Ux, gx = st.potential(st.x, Ex, gEx)
-        p = st.q - 0.5 * e * gx  # momentum level with x
-        st.steps = st.steps + move.long()
-        dH = torch.nan_to_num(Ux + 0.5 * (p * p).sum(-1) - st.H0, nan=math.inf)
-        st.diverged = st.diverged | (move & (dH > divergence))
-        if uturn:  # warm-up: a trajectory also ends at its first U-turn
-            turned = move & (((st.x - st.x0) * p).sum(-1) < 0)
-            st.want = torch.where(turned, st.steps, st.want)
-        go_on = move & (st.steps < st.want) & ~st.diverged
-        st.q = st.q - (e * go_on.unsqueeze(-1).to(e.dtype)) * gx
+        st.steps = st.steps + active.long()
         last = j == n_ticks - 1
-        if not last and (j + 1) % restart_every:
+        check = uturn or last or (j + 1) % restart_every == 0
+        if check:  # energy errors: divergences, U-turns, and the Metropolis step below
+            p = st.q - 0.5 * e * gx  # momentum level with x
+            dH = torch.nan_to_num(Ux + 0.5 * (p * p).sum(-1) - st.H0, nan=math.inf)
+            st.diverged = st.diverged | (moving & (dH > divergence))
+            if uturn:  # warm-up: a trajectory also ends at its first U-turn
+                turned = moving & (((st.x - st.x0) * p).sum(-1) < 0)
+                st.want = torch.where(turned, st.steps, st.want)
+        go_on = st.steps < st.want
+        st.q = st.q - (e * (go_on & ~st.diverged).unsqueeze(-1).to(e.dtype)) * gx
+        if not check or (not last and (j + 1) % restart_every):
             continue
         idx = (~go_on).nonzero()[:, 0]
         if idx.numel() == 0:

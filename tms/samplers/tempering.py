@@ -34,6 +34,7 @@ from tms.samplers import rng, rounds
 from tms.samplers.hmc import with_grad
 
 STREAM_SWAP = 20
+N_PLACE = 4  # ladder placements during warm-up (a fixed-point iteration on the swap rates)
 
 
 def geometric_ladder(n_temps: int, beta_min: float, beta_max: float = 1.0, dtype=torch.float64) -> torch.Tensor:
@@ -192,13 +193,14 @@ def warmup(state: SamplerState, target: Target, n_warmup: int, *, target_accept:
     """n_warmup adaptive rounds (trajectories to the first U-turn).
 
     First 3/4: per-chain dual averaging of the step size; with a ladder of K >= 3 and
-    adapt_ladder, the temperatures are re-placed at 1/3 and 2/3 of that phase (and the step
-    sizes re-adapted from there). Last 1/4: step sizes fixed, each round's first-trajectory
+    adapt_ladder, the temperatures are re-placed N_PLACE times, evenly through that phase,
+    each time from the swap rates since the last placement (step sizes re-adapted from there). Last 1/4: step sizes fixed, each round's first-trajectory
     U-turn length recorded per chain (the sampling lengths). Returns (state, info) with
     divergences per chain and the swap rate of the final ladder.
     """
     n_adapt = max(1, (3 * n_warmup) // 4)
-    places = {n_adapt // 3, (2 * n_adapt) // 3} - {0} if adapt_ladder and state.betas is not None else set()
+    places = ({(k * n_adapt) // (N_PLACE + 1) for k in range(1, N_PLACE + 1)} - {0}
+              if adapt_ladder and state.betas is not None else set())
     da = rounds.da_init(state.step_size)
     div = torch.zeros(state.chains.energy.shape, dtype=torch.long, device=state.keys.device)
     stats, recorded = _new_stats(state), []

@@ -250,7 +250,7 @@ def test_probe_reports_a_read_only_file_system(tmp_path, monkeypatch):
     def refuse(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
     with pytest.raises(ValueError, match=r"--out: cannot write in .* \(read-only file system\)"):
         checks.output_stem(tmp_path / "r", "--out")
 

@@ -136,7 +136,8 @@ FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif
 def _probe_dir(d, name: str) -> None:
     """ValueError unless files can be created in the directory `d` (or in the nearest
     existing folder above it, where the missing folders would be made). A probe file is
-    created and removed at once: os.access alone says yes to root on a read-only mount."""
+    created and removed at once: os.access alone says yes to root on a read-only mount,
+    and root ignores permission bits, so only trying tells."""
     d = Path(d)
     a = d
     while not a.exists() and a != a.parent:
@@ -145,15 +146,14 @@ def _probe_dir(d, name: str) -> None:
         a = a.parent
     if not a.is_dir():
         raise ValueError(f"{name}: cannot write under {d}: {a} is a file, not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(dir=a, prefix=".tms-write-probe-")
+    try:  # an unnamed file where the OS allows (O_TMPFILE): nothing is left even if killed here
+        with tempfile.TemporaryFile(dir=a, prefix=".tms-write-probe-"):
+            pass
     except OSError as err:
         why = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "not permitted",
                errno.ENOENT: "this file system takes no new files"}.get(err.errno, (err.strerror or str(err)).lower())
         shown = a.absolute() if not a.is_absolute() else a
         raise ValueError(f"{name}: cannot write in {shown} ({why})") from None
-    os.close(fd)
-    os.unlink(probe)
 
 
 def output_file(path, name: str, *, suffixes: tuple[str, ...] | None = None):

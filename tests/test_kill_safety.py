@@ -1,0 +1,174 @@
+"""Kill safety: a run killed with SIGKILL at any moment leaves the previous result or the new
+one, never a torn file; the rerun resumes and ends with exactly the numbers of an
+uninterrupted run with the same seed, and no partial or temp file survives.
+
+The first tests pin down tms.io (torn pairs, truncation, temp leftovers); the last two kill
+real `tms train` and `tms posterior` subprocesses (by pid) at seeded random moments.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tms import io
+
+# ---- tms.io: detection of what a kill can leave ------------------------------------------
+
+
+def test_torn_pair_truncation_and_damage_are_detected(tmp_path):
+    io.save_result(tmp_path / "r", {"a": np.arange(6.0)}, {"seed": 1})
+    assert io.result_exists(tmp_path / "r")
+    npz = (tmp_path / "r.npz").read_bytes()
+    io.save_result(tmp_path / "r", {"a": np.arange(6.0) + 1}, {"seed": 2})
+    (tmp_path / "r.npz").write_bytes(npz)  # a kill between the two renames: old arrays, new record
+    assert not io.result_exists(tmp_path / "r")
+    with pytest.raises(ValueError, match="different writes"):
+        io.load_result(tmp_path / "r")
+    (tmp_path / "r.npz").write_bytes(npz[: len(npz) - 40])
+    assert "truncated or damaged" in io.check_result(tmp_path / "r")
+    (tmp_path / "r.npz").write_bytes(b"")
+    assert not io.result_exists(tmp_path / "r")
+    (tmp_path / "r.json").write_text('{"seed": ')
+    assert "r.json is truncated or damaged" in io.check_result(tmp_path / "r")
+    (tmp_path / "r.json").unlink()
+    assert io.check_result(tmp_path / "r") == f"no file {tmp_path / 'r.json'}"
+
+
+def test_a_flipped_byte_fails_the_zip_checksum(tmp_path):
+    io.save_result(tmp_path / "r", {"a": np.arange(100.0)}, {})
+    blob = bytearray((tmp_path / "r.npz").read_bytes())
+    blob[200] ^= 0xFF  # inside the data of a.npy
+    (tmp_path / "r.npz").write_bytes(bytes(blob))
+    assert not io.result_exists(tmp_path / "r")
+
+
+def test_results_without_a_format_record_still_load(tmp_path):
+    np.savez(tmp_path / "old.npz", a=np.arange(3))
+    (tmp_path / "old.json").write_text(json.dumps({"k": 1}))
+    arrays, rec = io.load_result(tmp_path / "old")
+    assert list(arrays) == ["a"] and rec == {"k": 1}
+
+
+def test_the_next_write_removes_what_a_killed_write_left(tmp_path):
+    io.save_json(tmp_path / "x.json", {"v": 1})
+    stale = tmp_path / ".x.json.abc123.tmp"  # what mkstemp named before the kill
+    stale.write_bytes(b"half")
+    other = tmp_path / ".y.json.abc123.tmp"  # another file's: not ours to remove
+    other.write_bytes(b"half")
+    io.save_json(tmp_path / "x.json", {"v": 2})
+    assert not stale.exists() and other.exists()
+    assert io.load_json(tmp_path / "x.json") == {"v": 2}
+
+
+def test_reserved_array_name_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="reserved"):
+        io.save_result(tmp_path / "r", {io.FORMAT_KEY: np.zeros(1)}, {})
+
+
+# ---- real processes killed at random moments ---------------------------------------------
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+def _tms(argv, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tms.cli", *argv], cwd=cwd, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _finish(argv, cwd: Path, watch: Path, pattern: str) -> tuple[float, float]:
+    """Run to the end; return (seconds until a file matching `pattern` first appears under
+    `watch`: work under way, seconds until the end)."""
+    t0, first = time.perf_counter(), None
+    proc = _tms(argv, cwd)
+    while proc.poll() is None:
+        if first is None and any(watch.glob(pattern)):
+            first = time.perf_counter() - t0
+        time.sleep(0.01)
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.returncode == 0, err[-2000:]
+    end = time.perf_counter() - t0
+    return (end if first is None else first), end
+
+
+def _kill_trials(argv, cwd: Path, watch: Path, pattern: str, timing, rng: random.Random, trials: int):
+    """Start the command `trials` times over the same outputs and SIGKILL it by pid at a
+    seeded random moment: at even trials anywhere in the reference run's span, at odd ones
+    after the first file matching `pattern` appears (work under way). Returns the files on
+    disk after each trial."""
+    first, end = timing
+    states = []
+    for k in range(trials):
+        proc = _tms(argv, cwd)
+        t0 = time.perf_counter()
+        if k % 2 == 1:
+            while proc.poll() is None and not any(watch.glob(pattern)) and time.perf_counter() - t0 < 60:
+                time.sleep(0.005)
+            delay = rng.uniform(0.0, 0.8 * max(end - first, 0.05))
+        else:
+            delay = rng.uniform(0.0, end)
+        try:
+            proc.wait(timeout=delay)  # it may finish first: the next run then reuses its result
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stderr.close()
+        states.append(sorted(str(p.relative_to(cwd)) for p in cwd.rglob("*") if p.is_file()))
+    return states
+
+
+def _leftovers(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*")
+                  if p.name.endswith(".tmp") or "_partial" in p.name or p.name.startswith(".tms-write-probe"))
+
+
+def _same_results(a: Path, b: Path, stems: list[str]) -> None:
+    for stem in stems:
+        (xa, ra), (xb, rb) = io.load_result(a / stem), io.load_result(b / stem)
+        assert ra == rb, stem
+        assert sorted(xa) == sorted(xb), stem
+        for k in xa:
+            np.testing.assert_array_equal(xa[k], xb[k], err_msg=f"{stem}: {k}")
+
+
+TRAIN = ["train", "--runs", "2", "--epochs", "1000", "--n", "100", "--batch-size", "10", "--seed", "3",
+         "--save-every", "0", "--threads", "1", "--out", "res/run"]
+
+
+def test_killed_train_resumes_to_the_uninterrupted_result(tmp_path):
+    ref, work = tmp_path / "ref", tmp_path / "work"
+    ref.mkdir(), work.mkdir()
+    timing = _finish(TRAIN, ref, ref / "res", "run_partial.json")
+    states = _kill_trials(TRAIN, work, work / "res", "run_partial.json", timing, random.Random(11), trials=4)
+    assert any("res/run_partial.npz" in s and "res/run.json" not in s for s in states), states  # a resume
+    _finish(TRAIN, work, work / "res", "run_partial.json")
+    _same_results(ref / "res", work / "res", ["run"])
+    assert _leftovers(work) == []
+
+
+POSTERIOR = ["posterior", "--c", "3", "--n", "40,80", "--batch-points", "1", "--seeds", "1", "--chains", "2",
+             "--replicas", "2", "--temps", "2", "--warmup", "4", "--draws", "3", "--max-steps", "3", "--seed", "5",
+             "--no-predict", "--no-progress", "--threads", "1", "--out", "res", "--figure", "figs/post.png"]
+RUN = "res/c3_quick_b1_s5"
+
+
+def test_killed_posterior_resumes_to_the_uninterrupted_result(tmp_path):
+    ref, work = tmp_path / "ref", tmp_path / "work"
+    ref.mkdir(), work.mkdir()
+    timing = _finish(POSTERIOR, ref, ref / "res", "*/posterior_c3_n*.json")
+    states = _kill_trials(POSTERIOR, work, work / "res", "*/posterior_c3_n*.json", timing, random.Random(7), trials=4)
+    assert any(f"{RUN}/posterior_c3_n40.json" in s and f"{RUN}/summary_c3.json" not in s for s in states), states
+    _finish(POSTERIOR, work, work / "res", "*/posterior_c3_n*.json")
+    stems = ["posterior_c3_n40", "posterior_c3_n80", "summary_c3"]
+    _same_results(ref / RUN, work / RUN, stems)
+    assert _leftovers(work) == []
+    assert (work / "figs" / "post.png").stat().st_size > 1000

@@ -52,6 +52,8 @@ def _centres(args):
     if args.point is not None:
         from tms import zoo
 
+        zoo.parse_label(args.point)  # a malformed label fails before the zoo is solved
+        zoo.critical_points(args.c, progress=True)  # solved once (seconds at large c), then cached
         q = zoo.critical_point(args.c, args.point)
         loss = args.loss or "population"
         X = None

@@ -100,6 +100,7 @@ def _validate(args, cfg: dict) -> tuple[Path, list[str]]:
     if llcs:
         from tms import zoo
 
+        zoo.critical_points(args.c, progress=True)  # solved once (seconds at large c), then cached
         valid = zoo.labels(args.c)
         unknown = sorted(set(llcs) - set(valid))
         if unknown:

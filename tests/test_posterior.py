@@ -47,7 +47,7 @@ def test_aggregate_over_seeds():
 def test_sweep_saves_each_point_and_resumes(tmp_path, monkeypatch):
     calls = []
 
-    def fake_chunk(c, r, ns, beta_lik, seed, cfg, dtype, progress, on_point):
+    def fake_chunk(c, r, ns, beta_lik, seed, cfg, dtype, device, progress, on_point):
         calls.append(list(ns))
         S = cfg["seeds"]
         for n in ns:

@@ -122,11 +122,12 @@ def _point_path(out_dir: Path, c: int, n: int) -> Path:
     return out_dir / f"posterior_c{c}_n{n}"
 
 
-def _data_keys(seed: int, ns, S: int, which: int) -> torch.Tensor:
+def _data_keys(seed: int, ns, S: int, which: int, device=None) -> torch.Tensor:
     """(G,) base keys of the data sets (n, s) of a chunk: hash(seed, n, s, which), which = 0
     for the ladders and 1 for the plain chains. A data set's chains get their keys from its
     own (seed, n, s), never from its position in a chunk (same numbers alone or batched)."""
-    return torch.tensor([rng._code(seed, n, s, which) for n in ns for s in range(S)], dtype=torch.int64)
+    return torch.tensor([rng._code(seed, n, s, which) for n in ns for s in range(S)], dtype=torch.int64,
+                        device=device)
 
 
 def _subset(data: SortedData, idx: torch.Tensor) -> SortedData:
@@ -146,7 +147,7 @@ def _sample_plain(data, keys, r, c, beta_lik, cfg, progress) -> dict:
                                max_steps=cfg["max_steps"], record=lambda th: th.to(torch.float32),
                                thin=math.ceil(cfg["plain_draws"] / MAX_KEPT["plain"]), progress=progress,
                                desc=f"plain chains ({data.mu.shape[0]} data sets)")
-    out["labels"] = _classify(out["draws"].numpy(), r, c)  # (T, G, C)
+    out["labels"] = _classify(out["draws"].cpu().numpy(), r, c)  # (T, G, C)
     return out
 
 
@@ -161,8 +162,9 @@ def _ladder_record(out: dict, i: int) -> dict:
     """Sums over one block of the sampling statistics of data set i (ladders (R, K))."""
     return dict(accept=(out["accept_rate"][i] * out["transitions"][i]).sum().item(),
                 transitions=out["transitions"][i].sum().item(), divergences=out["divergences"][i].sum().item(),
-                swap_acc=out["swap_acc"][i].sum(0).numpy(), swap_prop=out["swap_prop"][i].sum(0).numpy(),
-                round_trips=out["round_trips"][i].numpy())
+                swap_acc=out["swap_acc"][i].sum(0).cpu().numpy(),
+                swap_prop=out["swap_prop"][i].sum(0).cpu().numpy(),
+                round_trips=out["round_trips"][i].cpu().numpy())
 
 
 def _merge(rec: dict, new: dict) -> None:
@@ -180,19 +182,21 @@ def _sample_ladders(data, keys, r, c, beta_lik, cfg, progress, on_done) -> None:
     """
     G, R, K, d = data.mu.shape[0], cfg["replicas"], cfg["n_temps"], r * c + c
     ck = rng.keys_from(keys, (R, K))
-    betas = tempering.geometric_ladder(K, cfg["beta_min"], dtype=data.mu.dtype).expand(G, 1, K).clone()
+    betas = tempering.geometric_ladder(K, cfg["beta_min"], dtype=data.mu.dtype).to(data.mu.device)
+    betas = betas.expand(G, 1, K).clone()
     target = _target(_with_dims(data, 2), r, c, beta_lik, cfg["max_steps"])
     state = tempering.init(rng.normal(ck, 0, d, data.mu.dtype, STREAM_START), ck, target, betas)
     state, winfo = tempering.warmup(state, target, cfg["n_warmup"], progress=progress,
                                     desc=f"replica exchange warm-up ({G} data sets)")
     recs = {g: dict(labels=[], warmup_divergences=winfo["divergences"][g].sum().item(),
-                    betas=state.betas[g, 0].numpy(), step_size=state.step_size[g].mean(0).numpy()) for g in range(G)}
+                    betas=state.betas[g, 0].cpu().numpy(), step_size=state.step_size[g].mean(0).cpu().numpy())
+            for g in range(G)}
     alive, rounds_done = list(range(G)), 0
     bar = tqdm(total=cfg["n_draws"], desc=f"replica exchange ({G} data sets)", disable=not progress, leave=False)
     while alive:
         block = min(cfg["block"], cfg["n_draws"] - rounds_done)
         state, out = tempering.sample(state, target, block, record=lambda th: th[..., -1, :].to(torch.float32))
-        labels = _classify(out["draws"].numpy(), r, c)  # (T, G_alive, R)
+        labels = _classify(out["draws"].cpu().numpy(), r, c)  # (T, G_alive, R)
         rounds_done += block
         bar.update(block)
         keep = []
@@ -205,10 +209,9 @@ def _sample_ladders(data, keys, r, c, beta_lik, cfg, progress, on_done) -> None:
             else:
                 keep.append(i)
         if keep and len(keep) < len(alive):
-            idx = torch.tensor(keep)
-            state = tempering.select(state, idx)
-            target = _target(_with_dims(_subset(data, torch.tensor([alive[i] for i in keep])), 2), r, c,
-                             beta_lik, cfg["max_steps"])
+            state = tempering.select(state, torch.tensor(keep, device=data.mu.device))
+            rows = torch.tensor([alive[i] for i in keep], device=data.mu.device)
+            target = _target(_with_dims(_subset(data, rows), 2), r, c, beta_lik, cfg["max_steps"])
         alive = [alive[i] for i in keep]
     bar.close()
 
@@ -266,14 +269,14 @@ def _point(n: int, recs: list[dict], plain: dict, g: slice, summ: np.ndarray) ->
                 occupancy_se_seed=occ_se_s, round_trips_seed=np.array([rec["round_trips"] for rec in recs]), diag=diag)
 
 
-def _run_chunk(c, r, ns, beta_lik, seed, cfg, dtype, progress, on_point) -> None:
+def _run_chunk(c, r, ns, beta_lik, seed, cfg, dtype, device, progress, on_point) -> None:
     """Sample every (n, seed) data set of ns in one batch; on_point(result) for each n as soon
     as all its data sets are finished (so an interrupted chunk keeps its finished n)."""
     S = cfg["seeds"]
     datas = [sorted_data(sample_inputs(n, c, data_seed(seed, n, s), dtype=dtype)) for n in ns for s in range(S)]
-    data = stack_sorted(datas)  # batch (G,), G = len(ns) * S
-    plain = _sample_plain(data, _data_keys(seed, ns, S, 1), r, c, beta_lik, cfg, progress)
-    summ = np.concatenate([_summaries(blk.to(dtype), _with_dims(data, 1), r, c).numpy()
+    data = SortedData(*(t.to(device) for t in stack_sorted(datas)))  # batch (G,), G = len(ns) * S
+    plain = _sample_plain(data, _data_keys(seed, ns, S, 1, device), r, c, beta_lik, cfg, progress)
+    summ = np.concatenate([_summaries(blk.to(dtype), _with_dims(data, 1), r, c).cpu().numpy()
                            for blk in plain["draws"].split(16)])  # (T, G, C, 2c+1), blocks bound memory
     finished: dict[int, dict] = {}
 
@@ -283,7 +286,7 @@ def _run_chunk(c, r, ns, beta_lik, seed, cfg, dtype, progress, on_point) -> None
         if all(i * S + s in finished for s in range(S)):
             on_point(_point(ns[i], [finished.pop(i * S + s) for s in range(S)], plain, slice(i * S, (i + 1) * S), summ))
 
-    _sample_ladders(data, _data_keys(seed, ns, S, 0), r, c, beta_lik, cfg, progress, on_done)
+    _sample_ladders(data, _data_keys(seed, ns, S, 0, device), r, c, beta_lik, cfg, progress, on_done)
 
 
 POINT_ARRAYS = ("mass_seed", "mass_se_seed", "occupancy_seed", "occupancy_se_seed", "round_trips_seed")
@@ -415,6 +418,7 @@ def phase_sweep(
     progress: bool = False,
     batch_points: int | None = None,
     dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
     predict: bool = True,
     llcs: dict[str, float] | None = None,
     **overrides,
@@ -424,7 +428,10 @@ def phase_sweep(
     Sampler settings default to QUICK (seeds, chains, replicas, n_temps, beta_min,
     n_warmup, n_draws, max_steps); pass any of them as keyword arguments (or **PAPER).
     out_dir: save each finished n there and skip n already saved (resumable).
-    batch_points: how many n to sample in one batched call (default all).
+    batch_points: how many n to sample in one batched call (default all); each n is saved as
+    soon as its data sets are finished, whatever the batching.
+    device: where the sampling runs (data, chains and keys live there; results come back to
+    the CPU).
     predict: add the predicted n_c of the zoo (predicted_transitions; llcs supplies lambdas
     the zoo lacks, e.g. SGLD estimates at 4-gons).
     Returns aggregate(...) plus 'points' (per-n dicts), 'settings', 'transitions' (predicted
@@ -466,7 +473,7 @@ def phase_sweep(
             _save_point(_point_path(out_dir, c, res["n"]), res, settings)
 
     for chunk in tqdm(chunks, desc=f"posterior c={c}", disable=not progress or len(chunks) < 2):
-        _run_chunk(c, r, chunk, beta_lik, seed, cfg, dtype, progress, on_point)
+        _run_chunk(c, r, chunk, beta_lik, seed, cfg, dtype, device, progress, on_point)
     points = [done[n] for n in ns]
     result = aggregate(points)
     result.update(points=points, settings=settings)

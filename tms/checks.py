@@ -307,3 +307,18 @@ def checkpoints_result(path, name: str = "--checkpoints"):
     if "X" in data and (data["X"].ndim < 2 or data["X"].shape[-1] != W.shape[-1] or data["X"].shape[-2] < 1):
         raise ValueError(f"{name}: X must be (..., n, c) with c = {W.shape[-1]}, got {data['X'].shape}")
     return data, rec
+
+
+def device(x, name: str = "--device") -> torch.device:
+    """A torch device that exists here ('cpu', 'cuda', 'cuda:1', 'mps'), or a clear error."""
+    try:
+        dev = torch.device(str(x))
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{name} must name a torch device such as cpu or cuda, got {x!r}") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not available.get(dev.type, False):
+        raise ValueError(f"{name} {x!r}: no such device on this machine (cpu is always there)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"{name} {x!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev

@@ -15,7 +15,7 @@ DEFAULT_NS = {6: "100,200,300,450,600,800,1100,1500,2000"}
 DEFAULT_NS_SMALL = "100,150,200,300,400,600"
 MAX_N, MAX_GRID = 10**6, 1000  # largest sample size; most n values in one grid
 BOUNDS = dict(chains=10**5, seeds=1000, replicas=10**4, n_temps=1000, n_warmup=10**6, n_draws=10**6,
-              max_steps=4096)  # stated in --help; each multiplies the sampling time
+              max_steps=4096, plain_draws=10**6, min_draws=10**6)  # stated in --help; each multiplies the sampling time
 
 
 def parse_grid(text: str) -> list[int]:
@@ -49,9 +49,14 @@ def add_arguments(p) -> None:
     p.add_argument("--temps", type=int, help="temperatures per ladder (1: no tempering, so the 'mass' is chain "
                                             "occupancy and is labelled so)")
     p.add_argument("--beta-min", type=float, help="hottest relative inverse temperature of the ladder")
-    p.add_argument("--warmup", type=int, help="warm-up steps")
-    p.add_argument("--draws", type=int, help="draws after warm-up")
-    p.add_argument("--max-steps", type=int, help="cap on leapfrog steps per trajectory")
+    p.add_argument("--warmup", type=int, help="warm-up rounds (step sizes, trajectory lengths and the ladder adapted)")
+    p.add_argument("--draws", type=int, help="budget: most sampling rounds per data set (a draw per round)")
+    p.add_argument("--min-draws", type=int, help="fewest sampling rounds before the precision target may stop a data set")
+    p.add_argument("--target-se", type=float,
+                   help="stop a data set once every phase mass has a Monte Carlo standard error below this "
+                        "(default 0.02; across its replica ladders), or at the --draws budget")
+    p.add_argument("--plain-draws", type=int, help="draws of the plain chains (chain occupancy)")
+    p.add_argument("--max-steps", type=int, help="leapfrog ticks per round = cap on a trajectory's length")
     p.epilog = ("bounds: n <= %d, %d n values; " % (MAX_N, MAX_GRID)
                 + ", ".join(f"{k.replace('n_', '')} <= {v}" for k, v in BOUNDS.items()))
     p.add_argument("--beta-lik", type=float, default=1.0, help="likelihood inverse temperature (1 = SPEC convention)")
@@ -65,6 +70,7 @@ def add_arguments(p) -> None:
                    help="estimate by SGLD (population loss) the lambda of phases seen that the zoo lacks (4-gons)")
     p.add_argument("--no-predict", action="store_true", help="skip the predicted n_c (no zoo)")
     p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--device", default="cpu", help="torch device of the sampling (cpu, cuda, ...; default cpu)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -91,11 +97,15 @@ def _validate(args, cfg: dict) -> tuple[Path, list[str]]:
     checks.positive_float(args.beta_lik, "--beta-lik")
     if args.batch_points is not None:
         checks.positive_int(args.batch_points, "--batch-points")
-    flags = dict(n_temps="--temps", n_warmup="--warmup", n_draws="--draws", max_steps="--max-steps")
+    flags = dict(n_temps="--temps", n_warmup="--warmup", n_draws="--draws", max_steps="--max-steps",
+                 plain_draws="--plain-draws", min_draws="--min-draws")
     for key, top in BOUNDS.items():
         checks.positive_int(cfg[key], flags.get(key, f"--{key}"), minimum=4 if key == "n_warmup" else 1, maximum=top)
     if not 0 < checks.positive_float(cfg["beta_min"], "--beta-min") < 1:
         raise ValueError(f"--beta-min must lie in (0, 1), got {cfg['beta_min']!r}")
+    if not 0 < checks.positive_float(cfg["target_se"], "--target-se") < 1:
+        raise ValueError(f"--target-se must lie in (0, 1), got {cfg['target_se']!r}")
+    checks.device(args.device)
     llcs = parse_llcs(args.llc)
     if llcs:
         from tms import zoo
@@ -124,7 +134,8 @@ def run(args) -> int:
     cfg = dict(posterior.PAPER if args.paper else posterior.QUICK)
     for key, val in dict(chains=args.chains, seeds=args.seeds, replicas=args.replicas, n_temps=args.temps,
                          beta_min=args.beta_min, n_warmup=args.warmup, n_draws=args.draws,
-                         max_steps=args.max_steps).items():
+                         max_steps=args.max_steps, target_se=args.target_se, min_draws=args.min_draws,
+                         plain_draws=args.plain_draws).items():
         if val is not None:
             cfg[key] = val
     fig_path, notes = _validate(args, cfg)
@@ -135,7 +146,7 @@ def run(args) -> int:
     tag = "paper" if args.paper else "quick"
     out = Path(args.out) / f"c{args.c}_{tag}_b{args.beta_lik:g}_s{args.seed}"
     res = posterior.phase_sweep(args.c, ns, beta_lik=args.beta_lik, seed=args.seed, out_dir=out,
-                                progress=not args.no_progress, batch_points=args.batch_points,
+                                progress=not args.no_progress, batch_points=args.batch_points, device=args.device,
                                 predict=not args.no_predict, llcs=parse_llcs(args.llc), **cfg)
     llcs = parse_llcs(args.llc)
     used = sorted({lab for t in res["transitions"] for lab in (t["alpha"], t["beta"])} & set(llcs))
@@ -176,15 +187,19 @@ def _print_tables(res: dict, tempered: bool) -> None:
     print(head)
     for i, n in enumerate(res["ns"]):
         print(f"{n:<6d} " + "  ".join(f"{m:16.3f}" for m in res["occupancy"][i]))
-    print("diagnostics (ladders: accept, divergences, min swap rate, min ESS of the mass indicators; "
+    print("diagnostics (ladders: accept, divergences, min swap rate, round trips per ladder, rounds sampled, "
+          "largest Monte Carlo s.e. of a mass, min ESS of the mass indicators; "
           "plain chains: per phase max split R-hat / min ESS of invariant summaries):")
     for pt in res["points"]:
         d = pt["diag"]
         ess = [v for vals in d["mass_indicator_ess"].values() for v in vals if v is not None]
         ph = "; ".join(f"{k}: {v.get('max_rhat', float('nan')):.2f}/{v.get('min_ess', float('nan')):.0f} ({v['chains']})"
                        for s in d["plain_phase_diagnostics"] for k, v in s.items() if k != "_mixed" and v["chains"] >= 2)
+        trips = np.mean(d.get("round_trips_seed", [[np.nan]]))
         print(f"n={pt['n']:<5d} accept {np.mean(d['pt_accept']):.2f}, div {int(np.sum(d['pt_divergences']))}, "
-              f"swap {min(d['swap_rate'], default=float('nan')):.2f}, ess {min(ess, default=float('nan')):.0f} | {ph}")
+              f"swap {min(d['swap_rate'], default=float('nan')):.2f}, trips {trips:.1f}, "
+              f"rounds {max(d.get('pt_rounds', [0]))}, se {d.get('mass_mc_se_max', float('nan')):.3f}, "
+              f"ess {min(ess, default=float('nan')):.0f} | {ph}")
     for t in res["transitions"]:
         print(f"predicted n_c {t['alpha']} -> {t['beta']}: {t['n_c']:.0f}")
     if res.get("transitions_error"):

@@ -125,9 +125,10 @@ class DualAverage(NamedTuple):
     t: torch.Tensor
 
 
-def da_init(step_size: torch.Tensor) -> DualAverage:
+def da_init(step_size: torch.Tensor, shrink: float = 10.0) -> DualAverage:
+    """Learners starting at step_size, shrinking towards log(shrink * step_size)."""
     z = torch.zeros_like(step_size)
-    return DualAverage(step_size.log(), step_size.log(), z, (10 * step_size).log(), z.clone())
+    return DualAverage(step_size.log(), step_size.log(), z, (shrink * step_size).log(), z.clone())
 
 
 def da_update(da: DualAverage, idx, accept_prob, target: float, gamma=0.05, t0=10.0, kappa=0.75) -> None:

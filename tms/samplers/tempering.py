@@ -207,7 +207,8 @@ def warmup(state: SamplerState, target: Target, n_warmup: int, *, target_accept:
     for it in tqdm(range(n_warmup), desc=desc, disable=not progress, leave=False):
         if it in places and state.betas.shape[-1] >= 3:
             state = state._replace(betas=place_ladder(state.betas, _pooled_rate(stats, state.betas)))
-            da, stats = rounds.da_init(da.log_eps_bar.exp()), _new_stats(state)
+            # re-adapt from the averaged step sizes (shrinking towards 2x, not 10x: already tuned)
+            da, stats = rounds.da_init(da.log_eps_bar.exp(), shrink=2.0), _new_stats(state)
         if it < n_adapt:
             state, info, da = _round(state, target, stats, da=da, uturn=True, target_accept=target_accept)
             if it == n_adapt - 1:

@@ -203,3 +203,61 @@ def level_loss(label: str, c: int) -> float:
     k, s, p = zoo.parse_label(label)
     W, bb = zoo.kgon_params(k, c, s, p)
     return float(zoo.population_loss(W, bb))
+
+
+# ---- the paper's geometric reading: convex-hull vertices ----------------------------------------
+
+
+def hull_vertices(W, *, zero_tol: float = 0.3) -> torch.Tensor:
+    """Which columns are vertices of the convex hull of the non-negligible columns.
+
+    W (..., 2, c) (torch or numpy, any float dtype) -> bool tensor (..., c). A column is
+    non-negligible when its norm is >= zero_tol; such a column i is a hull vertex iff the
+    directions from it to the other non-negligible columns leave an angular gap > pi (a
+    line through W_i has all of them strictly on one side). One or two non-negligible
+    columns are all vertices. Points exactly on a hull edge are not vertices (as Qhull).
+    Batched: one sort of c - 1 angles per column, no Python loop (SPEC 3, the paper's reading).
+    """
+    W = _as_tensor(W, "W")
+    checks.tensor(W, "W", min_dim=2)
+    if W.shape[-2] != 2:
+        raise ValueError(f"the hull reading needs r = 2 (W of shape (..., 2, c)), got W {tuple(W.shape)}")
+    x, y = W[..., 0, :], W[..., 1, :]
+    keep = (x * x + y * y).sqrt() >= zero_tol  # (..., c)
+    c = x.shape[-1]
+    ang = torch.atan2(y.unsqueeze(-2) - y.unsqueeze(-1), x.unsqueeze(-2) - x.unsqueeze(-1))  # (..., i, j): i -> j
+    eye = torch.eye(c, dtype=torch.bool, device=W.device)
+    valid = keep.unsqueeze(-2) & keep.unsqueeze(-1) & ~eye  # (..., i, j)
+    ang = torch.where(valid, ang, torch.full_like(ang, math.inf)).sort(-1).values  # valid first
+    m = valid.sum(-1)  # (..., i) other non-negligible columns
+    if c > 1:
+        j = torch.arange(c - 1, device=W.device)
+        gaps = torch.where(j < (m - 1).unsqueeze(-1), ang[..., 1:] - ang[..., :-1], torch.zeros_like(ang[..., 1:]))
+        last = ang.gather(-1, (m - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        wrap = ang[..., 0] + 2 * math.pi - last
+        big = torch.maximum(gaps.amax(-1), torch.where(m > 0, wrap, torch.zeros_like(wrap)))
+    else:
+        big = torch.zeros_like(x)
+    return keep & ((m == 0) | (big > math.pi))
+
+
+def classify_hull(W, b, *, zero_tol: float = 0.3, plus_tol: float = 0.0) -> np.ndarray:
+    """The paper's reading of every parameter set: W (..., 2, c), b (..., c) -> numpy str (...).
+
+    Label make_label(k, s): k = number of convex-hull vertices of the columns with norm >=
+    zero_tol (`hull_vertices`), s = number of negligible columns with bias > plus_tol (the
+    "+" count). Unlike `classify` there is no "other": every sample gets a label, and a hull
+    label "5" means five hull vertices (an interior column or a dead vertex is not counted).
+    """
+    W, b = _as_tensor(W, "W"), _as_tensor(b, "b")
+    if W.dtype != b.dtype:
+        W, b = W.double(), b.double()
+    checks.params(W, b)
+    B = torch.broadcast_shapes(W.shape[:-2], b.shape[:-1])
+    c = W.shape[-1]
+    W = W.expand(B + W.shape[-2:])
+    b = b.to(W.device).expand(B + (c,))
+    k = hull_vertices(W, zero_tol=zero_tol).sum(-1)
+    s = (((W * W).sum(-2).sqrt() < zero_tol) & (b > plus_tol)).sum(-1)
+    names = np.array([zoo.make_label(kk, ss) for kk in range(c + 1) for ss in range(c + 1)], dtype=str)
+    return names[(k * (c + 1) + s).cpu().numpy()].reshape(tuple(B))

@@ -534,3 +534,28 @@ def as_numpy_table(points: list[CriticalPoint]) -> list[dict]:
                  minimally_singular=q.minimally_singular, l=q.l, bias=q.bias,
                  W=np.asarray(q.W).tolist(), b=np.asarray(q.b).tolist(), notes=list(q.notes))
             for q in points]
+
+
+# ---- orbit multiplicity (an O(1) term of the free energy, SPEC 2-3) ------------------------------
+
+
+def stabilizer_order(label: str, c: int) -> int:
+    """Order of the group of feature permutations that map the zoo point `label` to itself
+    modulo O(2): the dihedral symmetries of the k-gon (order 2k) that keep the set of
+    switched-off vertices (the first p, adjacent), times s! (the + columns) times
+    (c - k - s)! (the flat negative-bias zero columns, whose biases are immaterial)."""
+    k, s, p = parse_label(label)
+    if k > c or s > c - k or p > k:
+        raise ValueError(f"label {label!r} is not a zoo family at c = {c}")
+    off = set(range(p))
+    keep = sum(1 for rot in range(k) for flip in (1, -1) if {(flip * j + rot) % k for j in off} == off)
+    return keep * math.factorial(s) * math.factorial(c - k - s)
+
+
+def orbit_multiplicity(label: str, c: int) -> int:
+    """Distinct copies of the critical set of `label` that the c! feature permutations
+    produce, counted modulo O(2): c! / stabilizer_order (SPEC 2: every critical point is an
+    orbit). The posterior mass of a phase sums over the copies, so its free energy carries
+    -log(orbit_multiplicity), a term the asymptotic formula drops (SPEC 3).
+    E.g. c = 6: 60 for '6', 72 for '5' and '5+', 45 for '4' and '4++', 90 for '4+'."""
+    return math.factorial(c) // stabilizer_order(label, c)

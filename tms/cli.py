@@ -40,6 +40,9 @@ class _Parser(argparse.ArgumentParser):
 DEBUG_HELP = "on an error, print the full traceback"
 
 
+DEVICE_HELP = "torch device for the tensor work (cpu, cuda, cuda:1, mps; default cpu)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tms", description="Toy Model of Superposition phase-transition lab")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
@@ -47,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in _commands():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
+        if not any(a.dest == "device" for a in p._actions):  # every command takes --device
+            p.add_argument("--device", default="cpu", help=getattr(mod, "DEVICE_HELP", DEVICE_HELP))
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         p.set_defaults(_run=mod.run, _parser=p)
     return parser

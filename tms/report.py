@@ -61,11 +61,12 @@ def load_posterior_summary(out: Path, c: int):
                               arrays=dict(ns=((1,), "iu"), mass=((2,), "f")), keys=("phases",))
 
 
-def compare_rows(out: str | Path) -> list[dict]:
-    """Every SGD transition observed in out/sgd beside its Bayesian counterpart at the same c:
-    predicted n_c (free energy) and the crossing of the measured posterior masses."""
+def compare_rows(out: str | Path, sgd: str = "sgd") -> list[dict]:
+    """Every SGD transition observed in out/SGD (sgd: 4-gon start, sgd_random: random start)
+    beside its Bayesian counterpart at the same c: predicted n_c (free energy) and the
+    crossing of the measured posterior masses."""
     out = Path(out)
-    tr_path = out / "sgd" / "train_transitions"
+    tr_path = out / sgd / "train_transitions"
     if not (tr_path.with_suffix(".npz").exists() or tr_path.with_suffix(".json").exists()):
         raise ValueError(f"no `tms transitions` result at {tr_path}.npz/.json; run tms reproduce first")
     _, tr = checks.result_file(tr_path, "--results", what="`tms transitions` result", keys=("train", "antecedents"))
@@ -85,6 +86,57 @@ def compare_rows(out: str | Path) -> list[dict]:
                          dL=r["dL"], dlambda=r["dlambda"], dlambda_se=r.get("dlambda_se"), n_c=r["n_c"],
                          posterior_crossing=crossing, antecedent=r["antecedent"]))
     return rows
+
+
+def _sgd_section(out: Path, figs: Path, sgd: str, fig_dir: str) -> list[str]:
+    """Plateau sequences, LLC per plateau and the antecedent table of out/SGD (SPEC 4)."""
+    L: list[str] = []
+    tr_path = out / sgd / "train_transitions"
+    if not io.result_exists(tr_path):
+        return ["(no SGD results)", ""]
+    _, tr = io.load_result(tr_path)
+    t = tr["train"]
+    L += [f"{len(t['runs']) if isinstance(t.get('runs'), list) else t.get('runs')} runs, "
+          f"{t.get('total_steps')} steps (n = {t.get('n')}, batch {t.get('batch_size')}, lr {t.get('lr')}, "
+          f"init {t.get('init')}). Plateaus: population loss within {_f(tr['tol'], '.2g')} of a zoo level.", ""]
+    L += _table(["plateau sequence", "runs"], [[" → ".join(f"`{x}`" for x in s) or "(none)", k]
+                                               for s, k in tr["sequence_counts"]])
+    if tr.get("plateau_llc"):
+        L += ["", "Estimated LLC per plateau level (mean ± s.e. over plateaus): " + ", ".join(
+            f"`{k}` {v[0]:.2f} ± {v[1]:.2f}" for k, v in sorted(tr["plateau_llc"].items())) + "."]
+    rows = [[f"`{r['src']}` → `{r['dst']}`", r["sgd_count"], _f(r["median_step"], ".0f"), _f(r["dL"], ".4f"),
+             _f(r["dlambda"], ".2f") + (f" ± {r['dlambda_se']:.2f}" if r.get("dlambda_se") else ""),
+             _f(r["n_c"], ".0f"), r["posterior_crossing"], r["antecedent"]] for r in compare_rows(out, sgd)]
+    L += ["", "#### Bayesian antecedents of the observed SGD transitions", "",
+          "dlambda from theory where the zoo has it, else from the SGLD estimates on the plateaus; "
+          "predicted n_c from the free energy; posterior crossing from the measured phase masses (section 2).", ""]
+    L += _table(["transition", "SGD runs", "median step", "dL", "dlambda", "predicted n_c", "posterior crossing",
+                 "antecedent"], rows) if rows else ["No transition observed at this scale."]
+    unseen = tr.get("bayesian_unseen", [])
+    if unseen:
+        L += ["", f"Bayesian transitions out of visited phases never seen along SGD ({len(unseen)}): " + ", ".join(
+            f"`{u['alpha']}` → `{u['beta']}` (n_c {u['n_c']:.0f})" for u in unseen[:12]) + "."]
+    for name in ("sgd_trajectory.png", "sgd_many.png"):
+        rel = f"{fig_dir}/{name}" if fig_dir else name
+        if (figs / rel).exists():
+            L += ["", f"![{name}]({rel})"]
+    return L + [""]
+
+
+def _timing_section(out: Path) -> list[str]:
+    """Wall time of every stage as last run (from the stage markers)."""
+    rows, total = [], 0.0
+    for p in sorted((out / "stages").glob("*.json")):
+        rec = io.load_json(p)
+        sec = rec.get("seconds") if isinstance(rec, dict) else None
+        if isinstance(sec, (int, float)):
+            total += sec
+            rows.append([f"`{p.stem}`", f"{sec:.0f}", rec.get("finished", "-")])
+    if not rows:
+        return []
+    return (["## 5. Wall time per stage", "", "Seconds each stage took when it last ran (a reused stage keeps its "
+             "time), on the machine that ran it.", ""] + _table(["stage", "seconds", "finished"], rows)
+            + ["", f"Total: {total:.0f} s ({total / 60:.1f} min).", ""])
 
 
 def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs=(4, 5, 6)) -> Path:
@@ -156,36 +208,9 @@ def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs
 
     # ---- dynamical --------------------------------------------------------------------
     L += ["## 3. Dynamical transitions along SGD", ""]
-    tr_path = out / "sgd" / "train_transitions"
-    if io.result_exists(tr_path):
-        _, tr = io.load_result(tr_path)
-        t = tr["train"]
-        L += [f"{len(t['runs']) if isinstance(t.get('runs'), list) else t.get('runs')} runs, "
-              f"{t.get('total_steps')} steps (n = {t.get('n')}, batch {t.get('batch_size')}, lr {t.get('lr')}, "
-              f"init {t.get('init')}). Plateaus: population loss within {_f(tr['tol'], '.2g')} of a zoo level.", ""]
-        L += _table(["plateau sequence", "runs"], [[" → ".join(f"`{x}`" for x in s) or "(none)", k]
-                                                   for s, k in tr["sequence_counts"]])
-        if tr.get("plateau_llc"):
-            L += ["", "Estimated LLC per plateau level (mean ± s.e. over plateaus): " + ", ".join(
-                f"`{k}` {v[0]:.2f} ± {v[1]:.2f}" for k, v in sorted(tr["plateau_llc"].items())) + "."]
-        rows = [[f"`{r['src']}` → `{r['dst']}`", r["sgd_count"], _f(r["median_step"], ".0f"), _f(r["dL"], ".4f"),
-                 _f(r["dlambda"], ".2f") + (f" ± {r['dlambda_se']:.2f}" if r.get("dlambda_se") else ""),
-                 _f(r["n_c"], ".0f"), r["posterior_crossing"], r["antecedent"]] for r in compare_rows(out)]
-        L += ["", "### Bayesian antecedents of the observed SGD transitions", "",
-              "dlambda from theory where the zoo has it, else from the SGLD estimates on the plateaus; "
-              "predicted n_c from the free energy; posterior crossing from the measured phase masses (section 2).", ""]
-        L += _table(["transition", "SGD runs", "median step", "dL", "dlambda", "predicted n_c", "posterior crossing",
-                     "antecedent"], rows) if rows else ["No transition observed at this scale."]
-        unseen = tr.get("bayesian_unseen", [])
-        if unseen:
-            L += ["", f"Bayesian transitions out of visited phases never seen along SGD ({len(unseen)}): " + ", ".join(
-                f"`{u['alpha']}` → `{u['beta']}` (n_c {u['n_c']:.0f})" for u in unseen[:12]) + "."]
-        for name in ("sgd_trajectory.png", "sgd_many.png"):
-            if (figs / name).exists():
-                L += ["", f"![{name}]({name})"]
-        L += [""]
-    else:
-        L += ["(no SGD results)", ""]
+    L += _sgd_section(out, figs, "sgd", "")
+    L += ["### From random starts (W ~ N(0, sigma^2), b = 0)", ""]
+    L += _sgd_section(out, figs, "sgd_random", "random")
 
     # ---- settings ---------------------------------------------------------------------
     L += ["## 4. Every setting and seed", "",
@@ -193,6 +218,7 @@ def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs
           "```json"]
     stages = {p.stem: io.load_json(p) for p in sorted((out / "stages").glob("*.json"))}
     L += [json.dumps(stages, indent=1, sort_keys=True), "```", ""]
+    L += _timing_section(out)
     path = figs / "REPORT.md"
     text = "\n".join(L)
     tmp = path.with_suffix(".md.tmp")

@@ -1,6 +1,9 @@
 """`tms compare`: dynamical (SGD) transitions beside Bayesian ones, from saved results."""
 from __future__ import annotations
 
+from tms import checks
+
+DEVICE_HELP = "checked and accepted so one --device can go to every command; compare reads saved results only"
 NAME = "compare"
 HELP = "SGD transitions beside their Bayesian counterparts (predicted n_c, posterior crossing) from `tms reproduce` results"
 
@@ -12,6 +15,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from tms.report import compare_rows
 
+    checks.device(args.device)
     rows = compare_rows(args.results)
     if not rows:
         print("no SGD transition observed in these results")

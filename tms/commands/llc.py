@@ -130,7 +130,9 @@ def run(args) -> int:
     notes = _validate(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    dev = checks.device(args.device)
     W, b, X, labels, loss, rec = _centres(args)
+    W, b, X = W.to(dev), b.to(dev), None if X is None else X.to(dev)
     _check_batch(args, X)
     for note in notes:
         checks.warn(note)

@@ -50,7 +50,8 @@ def run(args) -> int:
     if b.dim() != 1:
         raise ValueError(f"--b must be a flat list of c = {c} biases, got shape {tuple(b.shape)}")
     checks.params(W, b)
-    L, gW, gb = batched_grad(population_loss, W, b)
+    dev = checks.device(args.device)
+    L, gW, gb = batched_grad(population_loss, W.to(dev), b.to(dev))
     gnorm = torch.cat([gW.flatten(), gb.flatten()]).norm().item()
     print(f"population loss L = {L.item():.15g}")
     print(f"|grad L|          = {gnorm:.3e}")

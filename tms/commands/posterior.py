@@ -70,7 +70,6 @@ def add_arguments(p) -> None:
                    help="estimate by SGLD (population loss) the lambda of phases seen that the zoo lacks (4-gons)")
     p.add_argument("--no-predict", action="store_true", help="skip the predicted n_c (no zoo)")
     p.add_argument("--threads", type=int, help="torch threads")
-    p.add_argument("--device", default="cpu", help="torch device of the sampling (cpu, cuda, ...; default cpu)")
     p.add_argument("--no-progress", action="store_true")
 
 

@@ -7,6 +7,7 @@ Stages (each reused when its settings are unchanged, unless --force):
   posterior_cC  posterior phase mass against n for c = 4, 5, 6 (SPEC 3)
   train         SGD runs from the 4-gon start (SPEC 4)
   transitions   plateaus, LLC staircases and the Bayesian-antecedent table (SPEC 4)
+  train_random, transitions_random   the same from random starts, W ~ N(0, 1) (SPEC 4)
   report        figures/REPORT.md from the saved results
 """
 from __future__ import annotations
@@ -29,27 +30,31 @@ SCALES = {
     "tiny": dict(
         zoo_llc=dict(n_chains=2, n_steps=40, n_ref=600),
         posterior=dict(args=["--seeds", "1", "--chains", "4", "--replicas", "2", "--temps", "3", "--warmup", "8",
-                             "--draws", "6", "--max-steps", "4"], ns={4: "100,300", 5: "100,300", 6: "100,600"}),
+                             "--draws", "6", "--max-steps", "4", "--plain-draws", "4", "--min-draws", "4"],
+                       ns={4: "100,300", 5: "100,300", 6: "100,600"}),
         train=["--runs", "2", "--epochs", "5"],
         transitions=["--llc-points", "2", "--chains", "2", "--sgld-steps", "20"],
+        train_random=["--runs", "2", "--epochs", "5"],
     ),
     "quick": dict(
         zoo_llc=dict(n_chains=8, n_steps=1000, n_ref=600),
         posterior=dict(args=[], ns={}),
         train=[],
         transitions=[],
+        train_random=[],
     ),
     "full": dict(
         zoo_llc=dict(n_chains=16, n_steps=3000, n_ref=600),
         posterior=dict(args=["--paper"], ns={}),
         train=["--full"],
         transitions=["--llc-points", "40", "--chains", "8"],
+        train_random=["--full"],
     ),
 }
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--full", action="store_true", help="the paper's scale (hours on 2 cores) instead of the quick default")
+    p.add_argument("--full", action="store_true", help="the paper's scale instead of the quick default (see README)")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default="results/reproduce", help="results directory (finished stages are reused)")
     p.add_argument("--figures", default="figures", help="where the figures and REPORT.md go")
@@ -113,7 +118,8 @@ def run(args) -> int:
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
-    print(f"tms reproduce: scale {scale}, seed {seed}, results in {out}, figures in {figs}")
+    dev = str(checks.device(args.device))
+    print(f"tms reproduce: scale {scale}, seed {seed}, device {dev}, results in {out}, figures in {figs}")
 
     def stage(name, settings, paths, fn):
         st = _Stage(out, name, settings, args.force, paths)
@@ -153,7 +159,7 @@ def run(args) -> int:
     # 3. Bayesian sweeps ------------------------------------------------------------------
     for c in CS:
         est = io.load_json(out / "zoo_llc" / f"zoo_llc_c{c}.json")["usable"]
-        argv = ["posterior", "--c", str(c), "--seed", str(seed), "--out", str(out / f"posterior_c{c}"),
+        argv = ["posterior", "--c", str(c), "--seed", str(seed), "--device", dev, "--out", str(out / f"posterior_c{c}"),
                 "--figure", str(figs / f"posterior_c{c}.png"), *cfg["posterior"]["args"]]
         if c in cfg["posterior"]["ns"]:
             argv += ["--n", cfg["posterior"]["ns"][c]]
@@ -161,14 +167,17 @@ def run(args) -> int:
             argv += ["--llc", f"{label}={lam:.4f}"]
         stage(f"posterior_c{c}", dict(argv=argv), [out / f"posterior_c{c}"], lambda argv=argv: _cli(argv))
 
-    # 4. SGD and its analysis -------------------------------------------------------------
-    train_path = out / "sgd" / "train"
-    argv_train = ["train", "--seed", str(seed), "--out", str(train_path), *cfg["train"]]
-    stage("train", dict(argv=argv_train), [out / "sgd"], lambda: _cli(argv_train))
-    argv_tr = ["transitions", "--input", str(train_path), "--figures", str(figs), "--seed", str(seed),
-               *cfg["transitions"]]
-    stage("transitions", dict(argv=argv_tr, train=io.load_json(out / "stages" / "train.json")),
-          [out / "sgd" / "train_transitions.npz", out / "sgd" / "train_transitions.json"], lambda: _cli(argv_tr))
+    # 4. SGD and its analysis, from both starts ------------------------------------------
+    for init, sub in (("4gon", ""), ("random", "_random")):
+        train_path = out / f"sgd{sub}" / "train"
+        argv_train = ["train", "--seed", str(seed), "--init", init, "--device", dev, "--out", str(train_path),
+                      *cfg[f"train{sub}"]]
+        stage(f"train{sub}", dict(argv=argv_train), [out / f"sgd{sub}"], lambda a=argv_train: _cli(a))
+        argv_tr = ["transitions", "--input", str(train_path), "--figures", str(figs / init if sub else figs),
+                   "--seed", str(seed), "--device", dev, *cfg["transitions"]]
+        stage(f"transitions{sub}", dict(argv=argv_tr, train=io.load_json(out / "stages" / f"train{sub}.json")),
+              [out / f"sgd{sub}" / "train_transitions.npz", out / f"sgd{sub}" / "train_transitions.json"],
+              lambda a=argv_tr: _cli(a))
 
     # 5. report (always rewritten: cheap, and reads only saved results) -------------------
     from tms.report import write_report

@@ -85,7 +85,7 @@ def run(args) -> int:
         runs, seed=args.seed, n=args.n, batch_size=args.batch_size, lr=args.lr, epochs=epochs,
         init=args.init, radius=args.radius, noise=args.noise, sigma=args.sigma, r=args.r, c=args.c,
         shared_data=args.shared_data, dtype=torch.float32 if args.float32 else torch.float64,
-        path=args.out, num_threads=args.threads, save_every=args.save_every,
+        path=args.out, num_threads=args.threads, save_every=args.save_every, device=checks.device(args.device),
     )
     _tidy(args.out)
     rec = res.record

@@ -110,7 +110,8 @@ def _llc(args, res, out: Path) -> tuple[dict, dict]:
         ii = torch.from_numpy(idx)
         print(f"LLC at {len(idx)} checkpoints x {res.W.shape[1]} runs x {args.chains} chains, "
               f"{args.sgld_steps} SGLD steps ...")
-        lr = trajectory_llc(res.W[ii], res.b[ii], res.X, nbeta=nbeta, eps=args.eps, gamma=args.gamma,
+        dev = checks.device(args.device)
+        lr = trajectory_llc(res.W[ii].to(dev), res.b[ii].to(dev), res.X.to(dev), nbeta=nbeta, eps=args.eps, gamma=args.gamma,
                             n_chains=args.chains, n_steps=args.sgld_steps, seed=args.seed, progress=True)
         la = dict(llc_index=idx, llc=lr.llc, llc_se=lr.llc_se, llc_ok=lr.trustworthy,
                   n_escaped=lr.n_escaped, acceptance=lr.acceptance)

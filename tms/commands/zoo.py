@@ -9,6 +9,8 @@ from tms import checks
 MAX_C = 16  # the zoo's search box and cost are validated up to here (~9 s at c = 16)
 MAX_KGONS = 32  # the k-gon search costs ~k/10 s per k on one core: 3..32 is about a minute
 
+DEVICE_HELP = ("checked and accepted so one --device can go to every command; the zoo's Newton solves are "
+               "a few tiny problems and always run on the CPU")
 NAME = "zoo"
 HELP = "k-gon critical points for c features (r = 2): loss, lambda, prior term, Hessian rank; figure"
 
@@ -26,6 +28,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from tms import zoo
 
+    checks.device(args.device)
     c = checks.positive_int(args.c, "--c", minimum=3, maximum=MAX_C)
     if args.kgons != 0:
         checks.positive_int(args.kgons, "--kgons (0 = off)", minimum=3, maximum=MAX_KGONS)

@@ -72,12 +72,14 @@ def guarded(fn: GradFn) -> GradFn:
     The check costs one reduction when everything is finite (the hot path)."""
 
     def f(theta):
-        E, g = fn(theta)
-        if math.isfinite(float(E.sum())):
-            return E, g
+        try:
+            E, g = fn(theta)
+            if math.isfinite(float(E.sum())):
+                return E, g
+        except ValueError:  # an energy that refuses non-finite parameters: the masked path below
+            pass
         ok = torch.isfinite(theta).all(-1)
-        if not bool(ok.all()):
-            E, g = fn(torch.where(ok.unsqueeze(-1), theta, torch.zeros_like(theta)))
+        E, g = fn(torch.where(ok.unsqueeze(-1), theta, torch.zeros_like(theta)))
         bad = ~ok | ~torch.isfinite(E)
         E = torch.where(bad, torch.full_like(E, math.inf), E)
         g = torch.where(bad.unsqueeze(-1), torch.zeros_like(g), g)

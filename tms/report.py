@@ -126,8 +126,8 @@ def _sgd_section(out: Path, figs: Path, sgd: str, fig_dir: str) -> list[str]:
 def _timing_section(out: Path) -> list[str]:
     """Wall time of every stage as last run (from the stage markers)."""
     rows, total = [], 0.0
-    for p in sorted((out / "stages").glob("*.json")):
-        rec = io.load_json(p)
+    recs = [(p, io.load_json(p)) for p in (out / "stages").glob("*.json")]
+    for p, rec in sorted(recs, key=lambda pr: str(pr[1].get("finished", "")) if isinstance(pr[1], dict) else ""):
         sec = rec.get("seconds") if isinstance(rec, dict) else None
         if isinstance(sec, (int, float)):
             total += sec

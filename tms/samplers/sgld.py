@@ -66,6 +66,8 @@ def _code(*ints: int) -> int:
     """Hash non-negative Python ints (any size) into one 32-bit value."""
     h = 0x9E3779B9
     for v in ints:
+        if v < 0:  # the loop below would never end on a negative int
+            raise ValueError(f"random keys hash non-negative integers (seeds, indices), got {v}")
         while True:
             h = _mix_py(h ^ _mix_py((v & _MASK32) + 0x85EBCA6B))
             v >>= 32
@@ -122,7 +124,7 @@ def item_keys(seed: int, shape: tuple[int, ...], device=None) -> torch.Tensor:
 def seed_from(generator: torch.Generator | int) -> int:
     """An int seed from an int or by drawing from a torch.Generator."""
     if isinstance(generator, int) and not isinstance(generator, bool):
-        return generator
+        return checks.seed(generator, "seed")
     gen = checks.generator(generator)
     return int(torch.randint(0, 2**62, (1,), generator=gen).item())
 

@@ -3,7 +3,7 @@ previous one (synchronous HMC transitions + autograd energy), in one run.
 
 Protocol. c = 6, r = 2, one data set of n = 600 (seed 0), posterior N(0, I) exp(-n L_n)
 (beta_lik = 1); `chains` plain chains (no tempering) from the same prior draws.
-- old: benchmarks/reference_hmc.py (every transition runs the batch's longest trajectory,
+- old: tms/samplers/reference.py (every transition runs the batch's longest trajectory,
   cap --old-max-steps), energy and gradient by autograd through empirical_loss_sorted,
   --old-warmup + --old-draws transitions.
 - new: tms.samplers.tempering.run_chains (rounds of --max-steps ticks; each chain runs its
@@ -23,20 +23,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reference_hmc  # noqa: E402
-
-from tms import diagnostics, posterior  # noqa: E402
-from tms.data import sample_inputs  # noqa: E402
-from tms.loss import sorted_data, stack_sorted  # noqa: E402
-from tms.samplers import tempering  # noqa: E402
+from tms import diagnostics, posterior
+from tms.data import sample_inputs
+from tms.loss import sorted_data, stack_sorted
+from tms.samplers import reference, tempering
 
 R, C = 2, 6
 
@@ -60,9 +55,9 @@ def counted(fn):
 
 def run_old(data, th0, args):
     t = time.perf_counter()
-    out = reference_hmc.run_chains(posterior.energy_fn(data, R, C), th0, n_warmup=args.old_warmup,
-                                   n_draws=args.old_draws, seed=1, prior_fn=posterior.prior,
-                                   max_steps=args.old_max_steps, record=lambda th: th.to(torch.float32))
+    out = reference.run_chains(posterior.energy_fn(data, R, C), th0, n_warmup=args.old_warmup,
+                               n_draws=args.old_draws, seed=1, prior_fn=posterior.prior,
+                               max_steps=args.old_max_steps, record=lambda th: th.to(torch.float32))
     return out, time.perf_counter() - t, out["grad_evals"]
 
 

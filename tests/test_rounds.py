@@ -155,3 +155,35 @@ def test_round_trips_match_a_replay_of_the_swaps():
             trips += 1
         last[slot[-1]], last[slot[0]] = 2, 1
     assert out["round_trips"].tolist() == [trips] * R and trips > 0
+
+
+def test_tms_phase_mass_agrees_with_the_previous_sampler():
+    """c = 6, n = 450 (5- and 6-gon both hold mass): replica exchange in rounds with the
+    fused energy, and the previous synchronous sampler (tms.samplers.reference, autograd),
+    give 5-family and 6 masses within 3 combined standard errors (across ladders)."""
+    from tms import posterior
+    from tms.data import sample_inputs
+    from tms.loss import sorted_data, stack_sorted, unflatten_params
+    from tms.phases import classify
+    from tms.samplers import reference
+
+    c, r, n, R, K = 6, 2, 450, 8, 10
+    data = posterior._with_dims(stack_sorted([sorted_data(sample_inputs(n, c, posterior.data_seed(0, n, 0)))]), 2)
+    th0 = torch.randn(1, R, K, r * c + c, generator=torch.Generator().manual_seed(4), dtype=D)
+    betas = tempering.geometric_ladder(K, 0.01)
+    cold = lambda th: th[..., -1, :].clone()  # noqa: E731
+    new = tempering.run_chains(None, th0, energy_grad_fn=posterior.energy_grad_fn(data, r, c),
+                               prior_grad_fn=posterior.prior_grad, betas=betas, n_warmup=80, n_draws=100,
+                               max_steps=32, generator=1, record=cold)
+    old = reference.run_chains(posterior.energy_fn(data, r, c), th0, prior_fn=posterior.prior, betas=betas,
+                               n_warmup=80, n_draws=100, max_steps=32, seed=2, record=cold)
+    fam = {"5": ("5", "5+", "5++", "5,-"), "6": ("6",)}
+    for phase, members in fam.items():
+        m, se = [], []
+        for out in (new, old):
+            lab = classify(*unflatten_params(out["draws"][:, 0], r, c))  # (T, R)
+            f = np.isin(lab, members).mean(0)
+            m.append(f.mean())
+            se.append(f.std(ddof=1) / math.sqrt(R))
+        assert abs(m[0] - m[1]) < 3 * math.hypot(*se), (phase, m, se)
+        assert min(m) > 0.1

@@ -216,11 +216,11 @@ TINY = dict(sweep=dict(seeds=2, replicas=2, n_temps=4, n_warmup=8, n_draws=12, m
 
 
 def test_measure_tiny_saves_resumes_reports_and_plots(tmp_path):
-    res = fe.measure(6, [300, 500], out_dir=tmp_path, labels=["6", "5"], dcurve_sets=3, **TINY)
+    res = fe.measure(6, [300, 500], out_dir=tmp_path, labels=["6", "5"], dcurve_sets=3, n_mc=5000, **TINY)
     assert set(res["readings"]) == {"zoo", "hull"}
     for n in (300, 500):
         assert io.result_exists(tmp_path / f"fe_c6_n{n}")
-    again = fe.measure(6, [300, 500], out_dir=tmp_path, labels=["6", "5"], dcurve_sets=3, **TINY)  # loaded
+    again = fe.measure(6, [300, 500], out_dir=tmp_path, labels=["6", "5"], dcurve_sets=3, n_mc=5000, **TINY)
     assert again["readings"]["zoo"]["mass"] == res["readings"]["zoo"]["mass"]
     assert [r["bayes"] for r in again["lambda_table"]] == [r["bayes"] for r in res["lambda_table"]]
     lines = fe.report_section(fe.load_summary(tmp_path / "summary_c6"))
@@ -229,7 +229,7 @@ def test_measure_tiny_saves_resumes_reports_and_plots(tmp_path):
 
     assert plot_free_energy(tmp_path / "summary_c6", tmp_path / "fig.png", reading="hull").is_file()
     with pytest.raises(ValueError, match="other settings"):
-        fe.measure(6, [300, 500], out_dir=tmp_path, labels=["6", "5"], dcurve_sets=3,
+        fe.measure(6, [300, 500], out_dir=tmp_path, labels=["6", "5"], dcurve_sets=3, n_mc=5000,
                    **dict(TINY, sweep=dict(TINY["sweep"], n_draws=13)))
 
 
@@ -257,7 +257,8 @@ def test_cli_free_energy_tiny(tmp_path, capsys):
     argv = ["free-energy", "--c", "6", "--n", "300,500", "--seeds", "2", "--replicas", "2", "--temps", "4",
             "--warmup", "8", "--draws", "12", "--max-steps", "8", "--lambda-n", "400", "--lambda-seeds", "1",
             "--lambda-replicas", "2", "--lambda-temps", "3", "--lambda-warmup", "8", "--lambda-draws", "12",
-            "--labels", "6,5", "--sgld-chains", "2", "--sgld-steps", "20", "--out", str(tmp_path / "r"),
+            "--labels", "6,5", "--sgld-chains", "2", "--sgld-steps", "20", "--mc-draws", "5000",
+            "--out", str(tmp_path / "r"),
             "--figure", str(tmp_path / "f.png"), "--no-progress"]
     assert main(argv) == 0
     out = capsys.readouterr().out

@@ -220,27 +220,54 @@ def crossing(ns, dF) -> float | None:
 # ---- the O(1) terms the asymptotic formula drops (SPEC 2-3) ---------------------------------------
 
 
-def flat_prior_mass(c: int, label: str, n_mc: int = 200_000, seed: int = 0) -> tuple[float, float]:
-    """Prior mass of the flat region of the negative-bias zero columns of `label`.
-
-    Their (W_z, b_z) are drawn from the prior N(0, I) with the rest of w* fixed; the region
-    is where the population loss stays exactly at L(w*) (|dL| <= 1e-12). Returns (P_flat,
-    its Monte Carlo s.e.); (1, 0) when the point has no such column."""
+def _zero_column_draws(c: int, label: str, n_mc: int, seed: int):
+    """w* of `label` with its negative-bias zero columns (W_z, b_z) drawn from the prior:
+    W (n_mc, 2, c), b (n_mc, c) and the population-loss increase dL (n_mc,); None when the
+    point has no such column."""
     from tms import zoo
 
     k, s, p = zoo.parse_label(label)
     W, b = zoo.kgon_params(k, c, s, p)
     z = list(range(k + s, c))
     if not z:
-        return 1.0, 0.0
+        return None
     gen = torch.Generator().manual_seed(int(rng._code(seed, c, len(z))) & 0x7FFFFFFF)
     Ws, bs = W.expand(n_mc, 2, c).clone(), b.expand(n_mc, c).clone()
     Ws[:, :, z] = torch.randn(n_mc, 2, len(z), generator=gen, dtype=W.dtype)
     bs[:, z] = torch.randn(n_mc, len(z), generator=gen, dtype=W.dtype)
     L0 = float(population_loss(W, b))
-    flat = torch.cat([(population_loss(Wc, bc) - L0).abs() <= 1e-12 for Wc, bc in zip(Ws.split(20000), bs.split(20000))])
-    P = float(flat.double().mean())
+    dL = torch.cat([population_loss(Wc, bc) - L0 for Wc, bc in zip(Ws.split(20000), bs.split(20000))])
+    return Ws, bs, dL
+
+
+def flat_prior_mass(c: int, label: str, n_mc: int = 200_000, seed: int = 0) -> tuple[float, float]:
+    """Prior mass of the flat region of the negative-bias zero columns of `label`.
+
+    Their (W_z, b_z) are drawn from the prior N(0, I) with the rest of w* fixed; the region
+    is where the population loss stays exactly at L(w*) (|dL| <= 1e-12). Returns (P_flat,
+    its Monte Carlo s.e.); (1, 0) when the point has no such column."""
+    draws = _zero_column_draws(c, label, n_mc, seed)
+    if draws is None:
+        return 1.0, 0.0
+    P = float((draws[2].abs() <= 1e-12).double().mean())
     return P, math.sqrt(max(P * (1 - P), 1e-300) / n_mc)
+
+
+def flat_volume(c: int, label: str, ns, n_mc: int = 200_000, seed: int = 0, beta_lik: float = 1.0) -> np.ndarray:
+    """The zero-column volume at finite n: -log E_prior[exp(-beta_lik n dL) 1[zoo reading = label]]
+    at each n of ns (N,), the polygon held at w* (population loss, exact). It tends to
+    -log P_flat as n grows, slowly, since past the flat region the loss rises gently (no
+    quadratic rise is assumed). Zeros (N,) when the point has no such column."""
+    from tms.phases import classify
+
+    draws = _zero_column_draws(c, label, n_mc, seed)
+    ns = np.asarray(ns, dtype=float)
+    if draws is None:
+        return np.zeros_like(ns)
+    Ws, bs, dL = draws
+    inside = torch.from_numpy(classify(Ws, bs) == label) & (dL >= -1e-12)  # lower-loss draws belong elsewhere
+    x = dL.clamp(min=0.0)[inside]
+    return np.array([-(torch.logsumexp(-beta_lik * n * x, 0) - math.log(len(dL))).item() for n in ns])
 
 
 def o1_terms(c: int, labels, n_mc: int = 200_000, seed: int = 0) -> dict[str, dict]:
@@ -412,7 +439,7 @@ def _check_cfg(cfg: dict, defaults: dict, what: str) -> dict:
             if not 0 < checks.positive_float(v, k) < 1:
                 raise ValueError(f"{k} must lie in (0, 1), got {v!r}")
         else:
-            checks.positive_int(v, k, minimum=4 if k == "n_warmup" else 2 if k in ("replicas", "n_temps") else 1)
+            checks.positive_int(v, k, minimum=4 if k == "n_warmup" else 2 if k in ("replicas", "n_temps", "n") else 1)
     return cfg
 
 
@@ -541,7 +568,7 @@ def sweep_seeds(c: int, ns, *, seed: int = 0, seeds: int | None = None, **kw) ->
     """sweep_data on synthetic data sets: at each n, `seeds` (default QUICK) data sets drawn
     from the high-sparsity distribution with the seeds tms.posterior.data_seed(seed, n, s)
     (the same data sets as tms.posterior.phase_sweep); the data seeds are the ids."""
-    S = checks.positive_int(seeds if seeds is not None else kw.pop("seeds_", QUICK["seeds"]), "seeds")
+    S = checks.positive_int(seeds if seeds is not None else QUICK["seeds"], "seeds")
     ns = [checks.positive_int(int(n), "n", minimum=2) for n in ns]
     dtype = kw.get("dtype", torch.float64)
     dsets = [[sample_inputs(n, c, _data_seed(seed, n, s), dtype=dtype) for s in range(S)] for n in ns]
@@ -716,8 +743,10 @@ def theory_curves(c: int, labels, ns, o1: dict, dcurve: dict | None = None, llcs
     paper = m L + lambda log m + |w*|^2/2 (m = beta_lik n); mult = paper - log(multiplicity);
     laplace = m L + lambda log m + the full Laplace constant (o1_terms; None where it has
     none); data = laplace + the mean data term, a + b sqrt(n) fitted to dcurve ({'labels',
-    'fit' (L, 2)}, see `_dcurve`). lambda: the zoo's, else llcs[label], else the label is
-    skipped (no curve)."""
+    'fit' (L, 2), 'ns', 'flat_n' (Nc, L)}, see `_dcurve`); laplace_n = laplace with the
+    zero-column volume at n (flat_volume, interpolated in log n, NaN outside dcurve's grid)
+    instead of its n -> infinity limit; finite = laplace_n + the data term (every computed
+    term). lambda: the zoo's, else llcs[label], else the label is skipped (no curve)."""
     ns = np.asarray(ns, dtype=float)
     m = beta_lik * ns
     out = {}
@@ -727,12 +756,18 @@ def theory_curves(c: int, labels, ns, o1: dict, dcurve: dict | None = None, llcs
         if lam is None or not np.isfinite(lam):
             continue
         base = m * t["loss"] + lam * np.log(m)
-        cur = dict(paper=base + t["prior"], mult=base + t["prior"] + t["log_mult"], laplace=None, data=None, lam=lam)
+        cur = dict(paper=base + t["prior"], mult=base + t["prior"] + t["log_mult"], laplace=None, data=None,
+                   laplace_n=None, finite=None, lam=lam)
         if t["laplace"] is not None:
             cur["laplace"] = base + t["laplace"]
             if dcurve is not None and lab in dcurve["labels"]:
-                a, b = dcurve["fit"][dcurve["labels"].index(lab)]
+                j = dcurve["labels"].index(lab)
+                a, b = dcurve["fit"][j]
                 cur["data"] = cur["laplace"] + a + b * np.sqrt(m)
+                fl = np.interp(np.log(m), np.log(np.asarray(dcurve["ns"], float)), np.asarray(dcurve["flat_n"])[:, j],
+                               left=np.nan, right=np.nan)
+                cur["laplace_n"] = cur["laplace"] - t["flat"] + fl
+                cur["finite"] = cur["laplace_n"] + a + b * np.sqrt(m)
         out[lab] = cur
     return out
 
@@ -758,14 +793,16 @@ def representative(col: str, curves: dict, idx: int) -> str | None:
     return min(members, key=lambda lab: float(curves[lab]["paper"][idx])) if members else None
 
 
-TERMS = (("prior", "prior ‖w*‖²/2"), ("log_mult", "orbit multiplicity −log m"), ("half_logdet", "Hessian ½ log det'H"),
-         ("circle", "O(2) orbit length −log(2π‖W*‖)"), ("flat", "flat zero-column volume −log P_flat"))
+TERMS = (("prior", "prior ‖w*‖²/2"), ("log_mult", "orbit multiplicity −log m"),
+         ("half_logdet", "Hessian ½ log det'H"), ("circle", "O(2) orbit length −log(2π‖W*‖)"),
+         ("flat", "flat zero-column volume −log P_flat"))
 
 
 def decompose(a: str, b: str, o1: dict, n: float, lam: dict, data_at: dict | None = None) -> list[tuple[str, float]]:
     """F(a) - F(b) at n split into the asymptotic part and each O(1) term (SPEC 3):
     [('n dL + dlambda log n', v), ('prior ...', v), ...] (reflection and (1/2) log 2 pi cancel
-    between smooth phases); 'data' from data_at {label: mean data term at n} if given."""
+    between smooth phases); with data_at ({label: {'data', 'flat_n'}} at n, `_data_at`) the
+    mean data term and the finite-n correction of the zero-column volume."""
     ta, tb = o1[a], o1[b]
     rows = [("n dL + dlambda log n", n * (ta["loss"] - tb["loss"]) + (lam[a] - lam[b]) * math.log(n))]
     for key, name in TERMS:
@@ -773,7 +810,10 @@ def decompose(a: str, b: str, o1: dict, n: float, lam: dict, data_at: dict | Non
         if va is not None and vb is not None:
             rows.append((name, float(va - vb)))
     if data_at is not None and a in data_at and b in data_at:
-        rows.append(("data term (copy of lowest L_n), mean over data sets", float(data_at[a] - data_at[b])))
+        rows.append(("data term (copy of lowest L_n), mean over data sets",
+                     data_at[a]["data"] - data_at[b]["data"]))
+        rows.append(("zero-column volume at this n instead of −log P_flat",
+                     data_at[a]["flat_n"] - data_at[b]["flat_n"]))
     return rows
 
 
@@ -806,6 +846,8 @@ def _fits(pair: dict, ns, grid: dict, ta: dict, tb: dict, delta) -> dict:
         fits["free_data"] = fit_free_energy(ns, y, se, dL)
         if grid["laplace"] is not None:
             fits["remainder_laplace_data"] = fit_free_energy(ns, y, se, 0.0, 0.0, offset=grid["laplace"])
+        if grid["laplace_n"] is not None:
+            fits["remainder_all"] = fit_free_energy(ns, y, se, 0.0, 0.0, offset=grid["laplace_n"])
     return fits
 
 
@@ -825,8 +867,8 @@ def analyse_pair(pair: dict, ns, c: int, o1: dict, curves: dict, fine: dict, n_f
         ya, yb = column_curve(a, d, v), column_curve(b, d, v)
         return None if ya is None or yb is None else ya - yb
 
-    grid = {v: cc(curves, v) for v in ("paper", "mult", "laplace", "data")}
-    fcur = {v: cc(fine, v) for v in ("paper", "mult", "laplace", "data")}
+    variants = ("paper", "mult", "laplace", "data", "laplace_n", "finite")
+    grid, fcur = {v: cc(curves, v) for v in variants}, {v: cc(fine, v) for v in variants}
     fits = _fits(pair, ns, grid, o1[ra], o1[rb], _data_delta(points, ra, rb))
     fr, rem = fits["free"], fits["remainder"]["dc"]
     dL = o1[ra]["loss"] - o1[rb]["loss"]
@@ -835,7 +877,7 @@ def analyse_pair(pair: dict, ns, c: int, o1: dict, curves: dict, fine: dict, n_f
     obs = crossing(ns, pair["dF"])
     roots = {k: (None if fcur[v] is None else crossing(n_fine, fcur[v])) for k, v in
              (("paper", "paper"), ("multiplicity", "mult"), ("laplace", "laplace"), ("laplace+data", "data"),
-              ("measured O(1)", "measured"), ("fit", "fit"))}
+              ("all computed", "finite"), ("measured O(1)", "measured"), ("fit", "fit"))}
     roots["observed"] = obs
     n_star = obs if obs is not None else float(np.sqrt(ns[0] * ns[-1]))
     data_at = _data_at(fine, n_fine, n_star, (ra, rb))
@@ -844,7 +886,8 @@ def analyse_pair(pair: dict, ns, c: int, o1: dict, curves: dict, fine: dict, n_f
     return dict(alpha=a, beta=b, theory=True, **measured, rep_alpha=ra, rep_beta=rb, dL=dL, dlam=lam[ra] - lam[rb],
                 dc_paper=o1[ra]["prior"] - o1[rb]["prior"], dc_laplace=_diff(o1, ra, rb, "laplace"),
                 fits=fits, n_c=roots, n_star=n_star, terms=decompose(ra, rb, o1, n_star, lam, data_at),
-                curves={k: v for k, v in fcur.items() if v is not None}, grid={k: v for k, v in grid.items() if v is not None})
+                curves={k: v for k, v in fcur.items() if v is not None},
+                grid={k: v for k, v in grid.items() if v is not None})
 
 
 def _diff(o1: dict, a: str, b: str, key: str):
@@ -853,14 +896,16 @@ def _diff(o1: dict, a: str, b: str, key: str):
 
 
 def _data_at(fine: dict, n_fine, n: float, labels) -> dict | None:
-    """Mean data term of each label at n, from the fine curves (data - laplace)."""
+    """Per label at n, from the fine curves: the mean data term (data - laplace) and the
+    finite-n correction of the zero-column volume (laplace_n - laplace)."""
     out = {}
     for lab in labels:
         if lab not in fine or fine[lab]["data"] is None:
             return None
-        dt = fine[lab]["data"] - fine[lab]["laplace"]
-        out[lab] = float(np.interp(math.log(n), np.log(n_fine), dt))
-    return out if all(np.isfinite(v) for v in out.values()) else None
+        at = lambda y: float(np.interp(math.log(n), np.log(n_fine), y))  # noqa: E731
+        out[lab] = dict(data=at(fine[lab]["data"] - fine[lab]["laplace"]),
+                        flat_n=at(fine[lab]["laplace_n"] - fine[lab]["laplace"]))
+    return out if all(np.isfinite(v) for d in out.values() for v in d.values()) else None
 
 
 def lambda_table(c: int, lam_res: dict, sgld: dict, o1: dict) -> list[dict]:
@@ -872,7 +917,8 @@ def lambda_table(c: int, lam_res: dict, sgld: dict, o1: dict) -> list[dict]:
         r = lam_res["per_label"][lab]
         sg = sgld.get(lab, (math.nan, math.nan))
         nb = np.asarray(r["betas"]) * lam_res["settings"]["n_used"]
-        rows.append(dict(label=lab, theory=o1[lab]["llc"] if lab in o1 else None, sgld=float(sg[0]), sgld_se=float(sg[1]),
+        rows.append(dict(label=lab, theory=o1[lab]["llc"] if lab in o1 else None, sgld=float(sg[0]),
+                         sgld_se=float(sg[1]),
                          bayes=float(r["lam"]), bayes_se=float(r["se"]), slots_used=int(r["slots_used"]),
                          nbeta_min=float(nb.min()), nbeta_max=float(nb.max()),
                          wall_rate=float(np.mean(r["wall"]))))
@@ -937,14 +983,17 @@ def _sgld(c: int, labels, cfg: dict, seed: int) -> dict:
 def measure(c: int = 6, ns=None, *, seed: int = 0, paper: bool = False, out_dir: str | Path | None = None,
             datasets=None, beta_lik: float = 1.0, progress: bool = False, sweep: dict | None = None,
             lam: dict | None = None, sgld: dict | None = None, labels=None, dcurve_sets: int = 24,
-            dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> dict:
+            batch_points: int | None = None, n_mc: int = 200_000, dtype: torch.dtype = torch.float64,
+            device: str | torch.device = "cpu") -> dict:
     """Everything of issue 11 at one c: the sweep (seeds, or `datasets` as in sweep_data), the
     local-ladder lambdas, SGLD lambdas, the O(1) terms, the data-term curve and `analyse`.
 
     Settings: QUICK / LAMBDA_QUICK / SGLD_QUICK (PAPER, LAMBDA_PAPER with paper=True),
     overridden by the dicts sweep, lam, sgld. ns: the n-grid (default QUICK_NS[c]; ignored
-    with datasets). out_dir: every piece saved there and reused when rerun (resumable);
-    the summary `summary_c{c}` is rewritten. Returns the summary record (see module doc).
+    with datasets). out_dir: every piece saved there and reused when rerun (resumable; with
+    batch_points, n values are sampled and saved that many at a time); the summary
+    `summary_c{c}` is rewritten. n_mc: prior draws for the zero-column volumes; dcurve_sets:
+    synthetic data sets per n for the mean data term. Returns the summary record.
     """
     from tms import zoo
 
@@ -953,23 +1002,23 @@ def measure(c: int = 6, ns=None, *, seed: int = 0, paper: bool = False, out_dir:
     lcfg = {**(LAMBDA_PAPER if paper else LAMBDA_QUICK), **(lam or {})}
     gcfg = {**SGLD_QUICK, **(sgld or {})}
     zoo.critical_points(c, progress=progress)
+    common = dict(seed=seed, beta_lik=beta_lik, out_dir=out, progress=progress, batch_points=batch_points,
+                  dtype=dtype, device=device)
     if datasets is None:
         ns = list(ns if ns is not None else QUICK_NS.get(c, QUICK_NS[5]))
-        points = sweep_seeds(c, ns, seed=seed, beta_lik=beta_lik, out_dir=out, progress=progress, dtype=dtype,
-                             device=device, **scfg)
+        points = sweep_seeds(c, ns, **common, **scfg)
     else:
-        points = sweep_data(c, datasets, seed=seed, beta_lik=beta_lik, out_dir=out, progress=progress, dtype=dtype,
-                            device=device, **{k: v for k, v in scfg.items() if k != "seeds"})
+        points = sweep_data(c, datasets, **common, **{k: v for k, v in scfg.items() if k != "seeds"})
     labels = list(labels) if labels is not None else lambda_labels(c)
     lam_res = _cached(None if out is None else out / f"lambda_c{c}", dict(labels=labels, seed=seed, beta_lik=beta_lik,
                       **lcfg), lambda: local_lambda(c, labels, seed=seed, beta_lik=beta_lik, progress=progress,
                                                     dtype=dtype, device=device, **lcfg))
     sg = _cached(None if out is None else out / f"sgld_c{c}", dict(labels=labels, seed=seed, **gcfg),
                  lambda: _sgld(c, labels, gcfg, seed))
-    o1 = o1_terms(c, zoo.labels(c), seed=seed)
-    lam_used = {lab: (t["llc"] if t["llc"] is not None else
-                      (lam_res["per_label"][lab]["lam"] if lab in lam_res["per_label"] else None)) for lab, t in o1.items()}
-    dcurve = _dcurve(c, o1, [pt["n"] for pt in points], dcurve_sets, seed, beta_lik)
+    o1 = o1_terms(c, zoo.labels(c), n_mc=n_mc, seed=seed)
+    bayes = {lab: r["lam"] for lab, r in lam_res["per_label"].items()}
+    lam_used = {lab: t["llc"] if t["llc"] is not None else bayes.get(lab) for lab, t in o1.items()}
+    dcurve = _dcurve(c, o1, [pt["n"] for pt in points], dcurve_sets, seed, beta_lik, n_mc)
     res = analyse(points, c, o1, lam_used, dcurve=dcurve, beta_lik=beta_lik)
     res.update(c=c, o1=o1, lam_used=lam_used, dcurve=dcurve, lambda_table=lambda_table(c, lam_res, sg, o1),
                sgld_error=sg.get("_error"), settings=dict(c=c, r=2, seed=seed, beta_lik=beta_lik, paper=paper,
@@ -981,8 +1030,9 @@ def measure(c: int = 6, ns=None, *, seed: int = 0, paper: bool = False, out_dir:
     return res
 
 
-def _dcurve(c: int, o1: dict, ns, n_sets: int, seed: int, beta_lik: float) -> dict | None:
-    """The mean data term of the smooth labels on a log grid around the sweep's n-grid."""
+def _dcurve(c: int, o1: dict, ns, n_sets: int, seed: int, beta_lik: float, n_mc: int) -> dict | None:
+    """The mean data term (with its a + b sqrt(n) fit) and the finite-n zero-column volume of
+    the smooth labels on a log grid from half the sweep's smallest n to twice its largest."""
     labs = [lab for lab, t in o1.items() if t["laplace"] is not None]
     if not labs or c > MAX_PERM_C or beta_lik != 1.0:
         return None
@@ -993,13 +1043,16 @@ def _dcurve(c: int, o1: dict, ns, n_sets: int, seed: int, beta_lik: float) -> di
     for j in range(len(labs)):  # E[data term](n) ~ a + b sqrt(n): the lowest of the copies' n L_n fluctuations
         w = 1.0 / np.maximum(se[:, j], 1e-6) ** 2
         fit.append(np.linalg.solve(X.T @ (w[:, None] * X), X.T @ (w * mean[:, j])))
-    return dict(ns=grid.tolist(), labels=labs, mean=mean, se=se, n_sets=n_sets, fit=np.array(fit))
+    flat_n = np.stack([flat_volume(c, lab, grid, n_mc, seed) for lab in labs], 1)  # (Nc, L)
+    return dict(ns=grid.tolist(), labels=labs, mean=mean, se=se, n_sets=n_sets, fit=np.array(fit), flat_n=flat_n)
 
 
 def _diagnostics(points: list[dict]) -> dict:
-    """Per n: round trips per ladder (S, R), final ladders (S, K), swap rates, acceptance."""
-    return {str(pt["n"]): dict(round_trips=pt["round_trips"], betas=pt["betas"], swap_rate=pt["swap_rate"],
-                               accept=pt["accept"], divergences=pt["divergences"]) for pt in points}
+    """Per n: phase masses per data set (S, P) in both readings, round trips per ladder
+    (S, R), final ladders (S, K), swap rates, acceptance, divergences."""
+    keys = ("phases_zoo", "mass_seed_zoo", "phases_hull", "mass_seed_hull", "round_trips", "betas", "swap_rate",
+            "accept", "divergences")
+    return {str(pt["n"]): {k: pt[k] for k in keys} for pt in points}
 
 
 def save_summary(path: str | Path, res: dict) -> None:
@@ -1029,12 +1082,13 @@ def _nc(v) -> str:
 def _measured_table(pr: dict, other: dict | None, ns) -> list[str]:
     """Rows n | measured (both readings) | the theory curves on the grid."""
     g = pr.get("grid", {})
-    head = ["n", "measured (zoo)", "measured (hull)", "formula", "+ computed O(1)", "+ data term"]
+    head = ["n", "measured (zoo)", "measured (hull)", "formula", "+ computed O(1), n → ∞", "+ data term",
+            "+ zero-column volume at n (all computed)"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, n in enumerate(ns):
         vals = [f"{int(n)}", _pm(pr["dF"][i], pr["se"][i]),
                 _pm(other["dF"][i], other["se"][i]) if other is not None else "-"]
-        vals += [_pm(g[k][i], None) if k in g else "-" for k in ("paper", "laplace", "data")]
+        vals += [_pm(g[k][i], None) if k in g else "-" for k in ("paper", "laplace", "data", "finite")]
         rows.append("| " + " | ".join(vals) + " |")
     return rows
 
@@ -1044,9 +1098,10 @@ def _fit_rows(pr: dict) -> list[str]:
     names = dict(free="dlambda, dc fitted (dL from the zoo)", free_data="the same, data term of each data set "
                  "subtracted first", remainder="remainder beyond the formula (dlambda from theory)",
                  remainder_laplace="remainder beyond formula + computed O(1)",
-                 remainder_laplace_data="remainder beyond formula + computed O(1) + data term")
+                 remainder_laplace_data="remainder beyond formula + computed O(1) + data term",
+                 remainder_all="remainder beyond all computed terms (zero-column volume at n)")
     rows = ["| fit | dlambda | dc | chi2 / dof |", "|---|---|---|---|",
-            f"| theory (zoo) | {pr['dlam']:.2f} | {pr['dc_paper']:.2f} (formula: \u0394|w*|²/2); "
+            f"| theory (zoo) | {pr['dlam']:.2f} | {pr['dc_paper']:.2f} (formula: \u0394‖w*‖²/2); "
             f"{_pm(pr['dc_laplace'], None)} (all computed O(1) terms) | - |"]
     for key, name in names.items():
         if key in f:
@@ -1072,14 +1127,16 @@ def _which_term(pr: dict) -> list[str]:
         rows += ["", f"Which term moves the crossing: the lab's formula (asymptotic part + prior) puts n_c at "
                  f"{_nc(nc['paper'])}; the O(1) terms it drops add {sum(x for _, x in o1):+.2f} nats at n = "
                  f"{pr['n_star']:.0f}, the largest being {k} ({v:+.2f}). With the computed O(1) terms n_c = "
-                 f"{_nc(nc['laplace'])}, adding the data term n_c = {_nc(nc['laplace+data'])}; formula + measured "
-                 f"constant n_c = {_nc(nc['measured O(1)'])}; fitted dlambda and dc n_c = {_nc(nc['fit'])}; "
+                 f"{_nc(nc['laplace'])}, adding the data term n_c = {_nc(nc['laplace+data'])}, with every computed "
+                 f"term (zero-column volume at n) n_c = {_nc(nc.get('all computed'))}; formula + measured constant "
+                 f"n_c = {_nc(nc['measured O(1)'])}; fitted dlambda and dc n_c = {_nc(nc['fit'])}; "
                  f"observed {_nc(nc['observed'])}."]
     return rows
 
 
 def _lambda_rows(rows: list[dict]) -> list[str]:
-    out = ["| phase | lambda (zoo theory) | lambda (SGLD) | lambda (Bayes, ladder) | n beta range |", "|---|---|---|---|---|"]
+    out = ["| phase | lambda (zoo theory) | lambda (SGLD) | lambda (Bayes, ladder) | n beta range |",
+           "|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| `{r['label']}` | {_pm(r['theory'], None, '.1f')} | {_pm(r['sgld'], r['sgld_se'])} | "
                    f"{_pm(r['bayes'], r['bayes_se'])} | {r['nbeta_min']:.0f}..{r['nbeta_max']:.0f} |")
@@ -1094,12 +1151,14 @@ def report_section(result: dict) -> list[str]:
     sw = st["sweep"]
     lines = [f"## Measured free energies (c = {st['c']})", "",
              "F_n(alpha) − F_n(beta) = −log(P_alpha / P_beta) from the posterior phase masses (replica exchange, "
-             f"K = {sw['n_temps']} temperatures, R = {sw['replicas']} ladders per data set, S = {sw['seeds']} data sets "
-             f"per n, likelihood inverse temperature {st['beta_lik']:g}); error bars: delta method over the ladders, "
+             f"K = {sw['n_temps']} temperatures, R = {sw['replicas']} ladders per data set, "
+             f"S = {sw['seeds']} data sets per n, likelihood inverse temperature {st['beta_lik']:g}); "
+             "error bars: delta method over the ladders, "
              "pooled over data sets (max of the across-data-set and Monte Carlo s.e.). The lab's formula is "
-             "n dL + dlambda log n + d(|w*|²/2); the other O(1) terms are computed here (orbit multiplicity, "
+             "n dL + dlambda log n + d(‖w*‖²/2); the other O(1) terms are computed here (orbit multiplicity, "
              "Hessian determinant, O(2) orbit length, prior mass of the flat zero-column region) and the data term "
-             "(the posterior picks the copy of the critical set with the lowest empirical loss) is exact per data set.", ""]
+             "(the posterior picks the copy of the critical set with the lowest empirical loss) is exact per data "
+             "set.", ""]
     zoo_p = {(p["alpha"], p["beta"]): p for p in result["readings"]["zoo"]["primary"]}
     hull_p = {(p["alpha"], p["beta"]): p for p in result["readings"]["hull"]["primary"]}
     for key, pr in zoo_p.items():

@@ -29,9 +29,13 @@ def add_arguments(p) -> None:
         p.add_argument(flag, type=float if key == "beta_min" else int, dest=f"sweep_{key}",
                        help=f"posterior sweep: {key.replace('n_', '')} (replica exchange)")
     for key, flag in LAMBDA_FLAGS.items():
+        what = "sample size n" if key == "n" else key.replace("n_", "")
         p.add_argument(flag, type=float if key == "beta_lo" else int, dest=f"lam_{key}",
-                       help=f"local ladders for lambda_Bayes: {key.replace('n_', '') if key != 'n' else 'sample size n'}")
+                       help=f"ladders confined to a phase, for lambda_Bayes: {what}")
     p.add_argument("--labels", help="phases of the lambda table, comma list (default: p = 0 families, k >= c - 2)")
+    p.add_argument("--mc-draws", type=int, default=200_000,
+                   help="prior draws for the zero-column volumes (Monte Carlo, the O(1) terms)")
+    p.add_argument("--batch-points", type=int, help="n values sampled (and saved) per batched call (default all)")
     p.add_argument("--sgld-chains", type=int, help="SGLD chains per phase (default 8)")
     p.add_argument("--sgld-steps", type=int, help="SGLD steps per chain (default 1000)")
     p.add_argument("--reading", choices=("zoo", "hull"), default="zoo",
@@ -86,6 +90,9 @@ def _validate(args) -> Path:
     for flag, v in (("--sgld-chains", args.sgld_chains), ("--sgld-steps", args.sgld_steps)):
         if v is not None:
             checks.positive_int(v, flag, minimum=2 if flag == "--sgld-chains" else 10, maximum=10**6)
+    checks.positive_int(args.mc_draws, "--mc-draws", minimum=1000, maximum=10**7)
+    if args.batch_points is not None:
+        checks.positive_int(args.batch_points, "--batch-points", maximum=1000)
     if args.n and args.data:
         raise ValueError("give --n (synthetic data sets) or --data (your own), not both")
     checks.output_dir(args.out, "--out")
@@ -116,7 +123,8 @@ def run(args) -> int:
     out = Path(args.out) / f"c{args.c}_{tag}_b{args.beta_lik:g}_s{args.seed}"
     res = free_energy.measure(args.c, ns, seed=args.seed, paper=args.paper, out_dir=out, datasets=datasets,
                               beta_lik=args.beta_lik, progress=not args.no_progress, sweep=sweep, lam=lam, sgld=sgld,
-                              labels=labels, device=device)
+                              labels=labels, batch_points=args.batch_points, n_mc=args.mc_draws,
+                              device=device)
     res["settings"]["reading"] = args.reading
     free_energy.save_summary(out / f"summary_c{args.c}", res)
     fig = plot_free_energy(out / f"summary_c{args.c}", fig_path, reading=args.reading)

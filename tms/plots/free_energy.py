@@ -12,8 +12,8 @@ from tms import io
 
 STYLE = {"paper": ("0.3", "--", "asymptotic formula n dL + dlambda log n + d|w*|^2/2"),
          "measured": ("C3", "-", "formula + measured O(1) (fitted constant)"),
-         "laplace": ("C2", ":", "formula + computed O(1): multiplicity, Hessian, orbit, flat volume"),
-         "data": ("C4", "-.", "... + data term (copy of lowest L_n, mean over data sets)")}
+         "laplace": ("C2", ":", "formula + computed O(1) (n → ∞): multiplicity, Hessian, orbit, flat volume"),
+         "finite": ("C4", "-.", "... + data term (copy of lowest L_n) + zero-column volume at n: all computed")}
 
 
 def _pair_panel(ax, pair: dict, ns: np.ndarray, n_fine: np.ndarray, reading: str, beta_lik: float) -> None:
@@ -29,7 +29,7 @@ def _pair_panel(ax, pair: dict, ns: np.ndarray, n_fine: np.ndarray, reading: str
             ax.plot(n_fine[sel], np.asarray(y, float)[sel], ls, color=col, lw=1.6, label=lab)
     ax.axhline(0, color="0.6", lw=0.8)
     nc = pair.get("n_c", {})
-    for key, col in (("paper", "0.3"), ("measured O(1)", "C3"), ("observed", "k")):
+    for key, col in (("paper", "0.3"), ("all computed", "C4"), ("observed", "k")):
         v = nc.get(key)
         if v is not None and lo <= v <= hi:
             ax.axvline(v, color=col, ls=":", lw=1)

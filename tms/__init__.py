@@ -11,6 +11,9 @@ from tms.loss import (
     SortedData,
     sorted_data,
     empirical_loss_sorted,
+    empirical_loss_and_grad_sorted,
+    population_loss_and_grad,
+    loss_and_grad_flat,
     batched_grad,
     batched_hessian,
 )
@@ -19,6 +22,7 @@ __all__ = [
     "forward", "init_params", "Params",
     "sample_inputs", "sample_inputs_sparse",
     "population_loss", "empirical_loss", "SortedData", "sorted_data",
-    "empirical_loss_sorted", "batched_grad", "batched_hessian",
+    "empirical_loss_sorted", "empirical_loss_and_grad_sorted", "population_loss_and_grad",
+    "loss_and_grad_flat", "batched_grad", "batched_hessian",
 ]
 __version__ = "0.1.0"

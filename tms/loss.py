@@ -16,9 +16,19 @@ boundary terms of the derivative cancel and autograd through lo/hi is exact: L i
 Sorted empirical loss. The same decomposition over a data set: for class i and output j the
 active inputs are those with mu on one side of t, so the sums of 1, mu, mu^2 over them are
 two prefix sums of the sorted class-i magnitudes. One evaluation costs O(c^2 log n).
+
+Fused loss and gradient (the samplers' hot path). Both losses are
+L = (1/N) sum_ij [a^2 S2 - 2 a b_j S1 + b_j^2 S0 + delta_ij (tot2 - S2)] with S0, S1, S2
+locally constant (sums over the active inputs, or m1, m2, m3 with N = c, tot2 = 1/3), so
+dL/dg_ij = (2/N)(b_j S1 - a S2), dL/db_j = (2/N) sum_i (b_j S0 - a S1) and, g = W^T W,
+dL/dW = W (D + D^T) with D = dL/dg. `empirical_loss_and_grad_sorted`,
+`population_loss_and_grad` and `loss_and_grad_flat` return them without autograd, through
+a compiled CPU kernel (tms.loss_kernels, numba) where it can run and an eager torch path
+elsewhere (`use_compiled`; TMS_NO_COMPILE=1 or tms.loss.COMPILE = False switch it off).
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, NamedTuple
 
 import torch
@@ -26,6 +36,44 @@ from einops import einsum, rearrange
 
 from tms import checks
 from tms.model import forward
+
+
+_KERNELS = None  # tms.loss_kernels once imported, False when it cannot be (no numba)
+# The switch for the fused functions' default path: TMS_NO_COMPILE=1 at import, or set
+# tms.loss.COMPILE = False at run time, sends them to the eager torch path.
+COMPILE = os.environ.get("TMS_NO_COMPILE", "0") != "1"
+
+
+def _kernels():
+    """The compiled kernels module, or None where numba is missing or fails to load."""
+    global _KERNELS
+    if _KERNELS is None:
+        try:
+            from tms import loss_kernels
+
+            _KERNELS = loss_kernels
+        except Exception:  # ImportError, or a broken numba/llvmlite install: eager path
+            _KERNELS = False
+    return _KERNELS or None
+
+
+def use_compiled(compiled: bool | None, W: torch.Tensor) -> bool:
+    """Whether the fused loss-and-gradient functions run the compiled CPU kernel (numba).
+
+    compiled=None (default): yes for a CPU float32/float64 tensor W when numba loads and
+    `COMPILE` is true (TMS_NO_COMPILE=1 in the environment at import makes it false);
+    otherwise the eager torch path (any device). False: the eager path. True: the kernel,
+    ValueError where it cannot serve W. Both paths give the same numbers to rounding.
+    """
+    if not isinstance(W, torch.Tensor):
+        return False  # the eager path's checks say what is wrong
+    ok = W.device.type == "cpu" and W.dtype in (torch.float32, torch.float64)
+    if compiled is None:
+        return ok and COMPILE and _kernels() is not None
+    if compiled and not (ok and _kernels() is not None):
+        raise ValueError(f"compiled=True needs numba and a CPU float32/float64 tensor, got "
+                         f"{W.dtype} on {W.device}" + ("" if _kernels() else " (numba unavailable)"))
+    return bool(compiled)
 
 
 def gram(W: torch.Tensor) -> torch.Tensor:
@@ -39,29 +87,73 @@ def _threshold(G: torch.Tensor, bj: torch.Tensor) -> torch.Tensor:
     return -bj / safe
 
 
-def population_loss(W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Exact E||x - f(x)||^2 under the high-sparsity distribution.
-
-    W: (..., r, c), b: (..., c) -> (...). Differentiable (exact gradients), batched.
-    """
-    checks.params(W, b)
-    c = W.shape[-1]
-    G = gram(W)  # (..., i, j): input class i, output j
-    bj = b.unsqueeze(-2)  # (..., 1, j)
-    delta = torch.eye(c, dtype=W.dtype, device=W.device)
+def _population_moments(G: torch.Tensor, bj: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """m_p = (hi^p - lo^p) / p, p = 1, 2, 3, of the active interval [lo, hi] of output j on
+    class-i inputs (SPEC 1). G (..., i, j), bj (..., 1, j) -> three tensors (..., i, j)."""
     t = _threshold(G, bj).clamp(0.0, 1.0)
     zero, one = torch.zeros_like(t), torch.ones_like(t)
     pos, neg = G > 0, G < 0
     # g > 0: active for mu > t; g < 0: active for mu < t; g = 0: active iff b > 0.
     lo = torch.where(pos, t, zero)
     hi = torch.where(pos, one, torch.where(neg, t, torch.where(bj > 0, one, zero)))
-    m1 = hi - lo
-    m2 = (hi**2 - lo**2) / 2
-    m3 = (hi**3 - lo**3) / 3
+    return hi - lo, (hi**2 - lo**2) / 2, (hi**3 - lo**3) / 3
+
+
+def _quadratic_err(G: torch.Tensor, bj: torch.Tensor, S0, S1, S2, tot2) -> torch.Tensor:
+    """sum_ij [a^2 S2 - 2 a b_j S1 + b_j^2 S0 + delta_ij (tot2 - S2)], a = delta - G (SPEC 1).
+
+    S0, S1, S2: the active sums of 1, mu, mu^2 (or the moments m1, m2, m3); tot2 the sum of
+    mu^2 over the whole class. (..., i, j) -> (...).
+    """
+    delta = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
     a = delta - G
-    active = a**2 * m3 - 2 * a * bj * m2 + bj**2 * m1
-    inactive = delta * (1.0 / 3.0 - m3)
-    return (active + inactive).sum((-2, -1)) / c
+    err = a**2 * S2 - 2 * a * bj * S1 + bj**2 * S0 + delta * (tot2 - S2)
+    return err.sum((-2, -1))
+
+
+def _quadratic_grad(W: torch.Tensor, G: torch.Tensor, bj: torch.Tensor, S0, S1, S2, scale):
+    """Gradient of scale * _quadratic_err with the S's held fixed (they are locally constant).
+
+    dL/dG_ij = 2 scale (b_j S1 - a S2), dL/db_j = 2 scale sum_i (b_j S0 - a S1), and with
+    G = W^T W, dL/dW = W (D + D^T), D = dL/dG. scale: number or (..., 1, 1).
+    Returns gW (B..., r, c), gb (B..., c), B the broadcast batch shape.
+    """
+    delta = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
+    a = delta - G
+    D = (2 * scale) * (bj * S1 - a * S2)
+    gb = ((2 * scale) * (bj * S0 - a * S1)).sum(-2)
+    return W @ (D + D.mT), gb
+
+
+def population_loss(W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact E||x - f(x)||^2 under the high-sparsity distribution.
+
+    W: (..., r, c), b: (..., c) -> (...). Differentiable (exact gradients), batched.
+    """
+    checks.params(W, b)
+    G = gram(W)  # (..., i, j): input class i, output j
+    bj = b.unsqueeze(-2)  # (..., 1, j)
+    m1, m2, m3 = _population_moments(G, bj)
+    return _quadratic_err(G, bj, m1, m2, m3, 1.0 / 3.0) / W.shape[-1]
+
+
+def population_loss_and_grad(W: torch.Tensor, b: torch.Tensor, *, compiled: bool | None = None):
+    """Population loss and its analytic gradient in one pass, no autograd (SPEC 1).
+
+    W: (..., r, c), b: (..., c) -> (L (B...), dL/dW (B..., r, c), dL/db (B..., c)), B the
+    broadcast batch shape: per-item gradients (equal to `batched_grad(population_loss, ...)`
+    when W and b carry the full batch shape). L is C^1 (boundary terms cancel), so holding
+    m1, m2, m3 fixed gives the exact gradient. compiled: see `use_compiled`.
+    """
+    if use_compiled(compiled, W):
+        return _kernels().fused(W, b, None)
+    checks.params(W, b)
+    G = gram(W)
+    bj = b.unsqueeze(-2)
+    m1, m2, m3 = _population_moments(G, bj)
+    c = W.shape[-1]
+    gW, gb = _quadratic_grad(W, G, bj, m1, m2, m3, 1.0 / c)
+    return _quadratic_err(G, bj, m1, m2, m3, 1.0 / 3.0) / c, gW, gb
 
 
 def empirical_loss(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
@@ -174,36 +266,87 @@ def _class_sums(data: SortedData, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return idx.to(t.dtype), s1, s2
 
 
+def _check_sorted_data(data, c: int) -> None:
+    if not isinstance(data, SortedData):
+        raise ValueError(f"data must be a SortedData (see sorted_data), got {type(data).__name__}")
+    if data.mu.shape[-2] != c:
+        raise ValueError(f"data has c = {data.mu.shape[-2]} classes but W has c = {c}")
+
+
+def _check_sorted(W: torch.Tensor, b: torch.Tensor, data) -> None:
+    checks.params(W, b)
+    _check_sorted_data(data, W.shape[-1])
+
+
+def _active_sums(G: torch.Tensor, bj: torch.Tensor, data: SortedData) -> tuple[torch.Tensor, ...]:
+    """Sums of 1, mu, mu^2 over the class-i inputs on which output j is active (SPEC 1).
+
+    G (P..., i, j), bj (P..., 1, j) -> S0, S1, S2 (B..., i, j), and tot2 (D..., i, 1).
+    """
+    t = _threshold(G, bj)
+    below0, below1, below2 = _class_sums(data, t)  # inputs with mu < t
+    tot0 = data.count.to(G.dtype).unsqueeze(-1)  # (D..., i, 1)
+    tot1, tot2 = data.cum1[..., -1:], data.cum2[..., -1:]
+    pos, neg = G > 0, G < 0
+    on = (bj > 0).to(G.dtype)
+
+    def active(total, below):
+        # g > 0: mu >= t active; g < 0: mu < t active; g = 0: all iff b > 0.
+        return torch.where(pos, total - below, torch.where(neg, below, total * on))
+
+    return active(tot0, below0), active(tot1, below1), active(tot2, below2), tot2
+
+
 def empirical_loss_sorted(W: torch.Tensor, b: torch.Tensor, data: SortedData) -> torch.Tensor:
     """Exact L_n from sorted data in O(c^2 log n); equals `empirical_loss` on the same set.
 
     W: (..., r, c), b: (..., c); data batch dims broadcast with the parameter batch dims.
     Gradients are exact almost everywhere (the active sums are locally constant).
     """
-    checks.params(W, b)
-    if not isinstance(data, SortedData):
-        raise ValueError(f"data must be a SortedData (see sorted_data), got {type(data).__name__}")
-    c = W.shape[-1]
-    if data.mu.shape[-2] != c:
-        raise ValueError(f"data has c = {data.mu.shape[-2]} classes but W has c = {c}")
+    _check_sorted(W, b, data)
     G = gram(W)
     bj = b.unsqueeze(-2)
-    t = _threshold(G, bj)
-    below0, below1, below2 = _class_sums(data, t)  # inputs with mu < t
-    tot0 = data.count.to(W.dtype).unsqueeze(-1)  # (D..., i, 1)
-    tot1, tot2 = data.cum1[..., -1:], data.cum2[..., -1:]
-    pos, neg = G > 0, G < 0
-    on = (bj > 0).to(W.dtype)
+    S0, S1, S2, tot2 = _active_sums(G, bj, data)
+    return _quadratic_err(G, bj, S0, S1, S2, tot2) / data.n
 
-    def active(total, below):
-        # g > 0: mu >= t active; g < 0: mu < t active; g = 0: all iff b > 0.
-        return torch.where(pos, total - below, torch.where(neg, below, total * on))
 
-    S0, S1, S2 = active(tot0, below0), active(tot1, below1), active(tot2, below2)
-    delta = torch.eye(c, dtype=W.dtype, device=W.device)
-    a = delta - G
-    err = a**2 * S2 - 2 * a * bj * S1 + bj**2 * S0 + delta * (tot2 - S2)
-    return err.sum((-2, -1)) / data.n
+def empirical_loss_and_grad_sorted(W: torch.Tensor, b: torch.Tensor, data: SortedData, *,
+                                   compiled: bool | None = None):
+    """Exact L_n and its analytic gradient in one O(c^2 log n) pass, no autograd (SPEC 1).
+
+    W: (..., r, c), b: (..., c); data batch dims D broadcast with the parameter batch dims
+    (data shared by chains are never copied per chain). Returns L (B...), dL/dW (B..., r, c),
+    dL/db (B..., c), B the broadcast batch shape: per-item gradients, equal to autograd of
+    `empirical_loss_sorted` (S0, S1, S2 are locally constant; at a threshold exactly on a
+    data point with g > 0 that point counts as active). compiled: see `use_compiled`.
+    """
+    if use_compiled(compiled, W):
+        return _kernels().fused(W, b, data)
+    _check_sorted(W, b, data)
+    G = gram(W)
+    bj = b.unsqueeze(-2)
+    S0, S1, S2, tot2 = _active_sums(G, bj, data)
+    inv_n = (1.0 / data.n)[..., None, None]
+    gW, gb = _quadratic_grad(W, G, bj, S0, S1, S2, inv_n)
+    return _quadratic_err(G, bj, S0, S1, S2, tot2) / data.n, gW, gb
+
+
+def loss_and_grad_flat(theta: torch.Tensor, r: int, c: int, data: SortedData | None = None, *,
+                       compiled: bool | None = None):
+    """Fused exact loss and gradient in the flat layout of `flatten_params` (SPEC 1).
+
+    theta (..., r*c + c) -> (L (B...), dL/dtheta (B..., d)): the sorted empirical loss on
+    data (batch dims broadcasting with theta's) or, with data=None, the population loss.
+    The samplers' hot path: on the compiled path one kernel call, no unflatten/flatten.
+    """
+    if use_compiled(compiled, theta):
+        return _kernels().fused_flat(theta, r, c, data)
+    W, b = unflatten_params(theta, r, c)
+    if data is None:
+        L, gW, gb = population_loss_and_grad(W, b, compiled=False)
+    else:
+        L, gW, gb = empirical_loss_and_grad_sorted(W, b, data, compiled=False)
+    return L, flatten_params(gW, gb)
 
 
 # ---- gradients and Hessians over batched parameters -------------------------------------

@@ -17,17 +17,19 @@ The lab predicts Bayesian transitions from F_n(alpha) ~ n L_alpha + lambda_alpha
    tempered posterior exp(-beta n L_n) phi restricted to phase alpha, dF/dbeta =
    E_beta[n L_n | alpha] = n L_n(w_alpha) + lambda_alpha / beta + o(1) (the WBIC /
    thermodynamic-integration relation), so E_beta[n L_n | alpha] against 1/beta is a line
-   of slope lambda_alpha. Local ladders started at the zoo point (temperatures beta_lo..1
-   at one n) give it; the fit has one intercept per data set and a jackknife error over
-   the ladders (`wbic_lambda`).
+   of slope lambda_alpha. Local ladders started at the zoo point and confined to the phase
+   by a wall (`restricted`; temperatures beta_lo..1 at one n) give it; the fit has one
+   intercept per data set and a jackknife error over the ladders (`wbic_lambda`).
 3. The O(1) terms the formula drops, computed (`o1_terms`): the orbit multiplicity m
    (tms.zoo.orbit_multiplicity: -log m), and at smooth minimally singular points the rest
    of the Laplace constant: (1/2) log det'H, the length of the O(2) orbit circle, the prior
    mass of the flat zero-column region (Monte Carlo over the prior) and (1/2) log 2 pi; the
-   data term -log mean_sigma exp(-n (L_n(sigma w*) - L)) over feature permutations sigma
-   (exact per data set: the posterior picks the copy whose empirical loss is lowest, an
-   O(sqrt n) effect). Fits F_n(alpha) - F_n(beta) = n dL + dlambda log n + dc over the
-   n-grid (dL from the zoo) give dlambda and dc with standard errors (`fit_free_energy`).
+   same volume at finite n (`flat_volume`: the loss rises gently past the flat region, so
+   the limit is reached slowly); the data term -log mean_sigma exp(-n (L_n(sigma w*) - L))
+   over feature permutations sigma (exact per data set: the posterior picks the copy whose
+   empirical loss is lowest, an O(sqrt n) effect). Fits F_n(alpha) - F_n(beta) = n dL +
+   dlambda log n + dc over the n-grid (dL from the zoo) give dlambda and dc with standard
+   errors (`fit_free_energy`), and constant remainders beyond each level of theory.
 
 Results (tms.io): per-n sweep points `fe_c{c}_n{n}`, the local ladders `lambda_c{c}`, the
 SGLD estimates `sgld_c{c}`, and the analysis `summary_c{c}` (what the figure and

@@ -29,11 +29,12 @@ def _pair_panel(ax, pair: dict, ns: np.ndarray, n_fine: np.ndarray, reading: str
             ax.plot(n_fine[sel], np.asarray(y, float)[sel], ls, color=col, lw=1.6, label=lab)
     ax.axhline(0, color="0.6", lw=0.8)
     nc = pair.get("n_c", {})
-    for key, col in (("paper", "0.3"), ("all computed", "C4"), ("observed", "k")):
+    top, span = ax.get_ylim()[1], ax.get_ylim()[1] - ax.get_ylim()[0]
+    for k, (key, col) in enumerate((("paper", "0.3"), ("all computed", "C4"), ("observed", "k"))):
         v = nc.get(key)
-        if v is not None and lo <= v <= hi:
+        if v is not None and lo <= v <= hi:  # labels staggered so that close n_c stay readable
             ax.axvline(v, color=col, ls=":", lw=1)
-            ax.text(v, ax.get_ylim()[1], f" {key}\n n_c={v:.0f}", fontsize=7, va="top", color=col)
+            ax.text(v, top - 0.09 * k * span, f" {key}\n n_c={v:.0f}", fontsize=7, va="top", color=col)
     ax.set_xscale("log")
     ax.set_xlabel("sample size n")
     ax.set_ylabel(f"F_n({pair['alpha']}) \u2212 F_n({pair['beta']})  [nats]")

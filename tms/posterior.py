@@ -34,14 +34,17 @@ from tqdm.auto import tqdm
 
 from tms import checks, diagnostics, io
 from tms.data import sample_inputs
-from tms.loss import SortedData, empirical_loss_sorted, sorted_data, stack_sorted, unflatten_params
+from tms.loss import (SortedData, empirical_loss_sorted, loss_and_grad_flat, sorted_data, stack_sorted,
+                      unflatten_params)
 from tms.samplers import rng, tempering
-from tms.samplers.hmc import with_grad
 
-QUICK = dict(seeds=2, chains=32, replicas=4, n_temps=12, beta_min=0.01, n_warmup=150, n_draws=150, max_steps=40,
-             plain_draws=100, target_se=0.02, block=50, min_draws=100)
+QUICK = dict(seeds=2, chains=16, replicas=4, n_temps=10, beta_min=0.01, n_warmup=100, n_draws=120, max_steps=40,
+             plain_draws=60, target_se=0.02, block=40, min_draws=80)
 MAX_KEPT = dict(plain=200)  # plain-chain draws kept (thinned) per chain for classification
-PAPER = dict(seeds=4, chains=256, replicas=16, n_temps=20, beta_min=0.003, n_warmup=500, n_draws=1000, max_steps=128,
+# paper scale: grids of SPEC 3 (set by the command), 4 data sets per n, 16 ladders each; rounds of 40
+# leapfrog ticks (a trajectory is at most 40 steps: the measured U-turn lengths are ~25), at most
+# 600 sampling rounds per data set, fewer where every mass is within target_se
+PAPER = dict(seeds=4, chains=64, replicas=16, n_temps=16, beta_min=0.003, n_warmup=200, n_draws=600, max_steps=40,
              plain_draws=200, target_se=0.02, block=50, min_draws=200)
 STREAM_START = 30  # counter-based stream of the chains' starting points (prior draws)
 
@@ -75,8 +78,14 @@ def energy_fn(data: SortedData, r: int, c: int, beta_lik: float = 1.0):
 
 def energy_grad_fn(data: SortedData, r: int, c: int, beta_lik: float = 1.0):
     """theta (G, ..., d) -> (beta_lik n L_n (G, ...), its gradient (G, ..., d)): the exact
-    fused energy and gradient of tms.loss (SPEC 1), the samplers' hot path."""
-    return with_grad(energy_fn(data, r, c, beta_lik))
+    fused energy and gradient of tms.loss (SPEC 1, no autograd), the samplers' hot path."""
+
+    scale = beta_lik * data.n  # (G, 1...) broadcasting with the chains
+
+    def energy_grad(theta: torch.Tensor):
+        return loss_and_grad_flat(theta, r, c, data, scale=scale)
+
+    return energy_grad
 
 
 def prior_grad(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -443,6 +452,7 @@ def phase_sweep(
     if r > c:
         raise ValueError(f"r must be <= c, got r = {r}, c = {c}")
     checks.positive_float(beta_lik, "beta_lik")
+    checks.seed(seed, "seed")  # counter-based keys hash it: a non-negative int
     ns = [checks.positive_int(int(n), "n") for n in ns]
     if not ns or len(set(ns)) != len(ns):
         raise ValueError(f"ns must be a non-empty list of distinct sample sizes, got {ns}")

@@ -41,11 +41,11 @@ from tms.samplers import rng, tempering
 QUICK = dict(seeds=2, chains=16, replicas=4, n_temps=10, beta_min=0.01, n_warmup=100, n_draws=120, max_steps=40,
              plain_draws=60, target_se=0.02, block=40, min_draws=80)
 MAX_KEPT = dict(plain=200)  # plain-chain draws kept (thinned) per chain for classification
-# paper scale: grids of SPEC 3 (set by the command), 4 data sets per n, 16 ladders each; rounds of 40
+# paper scale: grids of SPEC 3 (set by the command), 4 data sets per n, 12 ladders each; rounds of 40
 # leapfrog ticks (a trajectory is at most 40 steps: the measured U-turn lengths are ~25), at most
-# 600 sampling rounds per data set, fewer where every mass is within target_se
-PAPER = dict(seeds=4, chains=64, replicas=16, n_temps=16, beta_min=0.003, n_warmup=200, n_draws=600, max_steps=40,
-             plain_draws=200, target_se=0.02, block=50, min_draws=200)
+# 400 sampling rounds per data set, fewer where every mass is within target_se
+PAPER = dict(seeds=4, chains=64, replicas=12, n_temps=16, beta_min=0.003, n_warmup=200, n_draws=400, max_steps=40,
+             plain_draws=200, target_se=0.02, block=50, min_draws=150)
 STREAM_START = 30  # counter-based stream of the chains' starting points (prior draws)
 
 

@@ -416,37 +416,8 @@ def estimate_llcs(c: int, labels: list[str], *, n: int = 1000, n_chains: int = 1
     return {lab: (float(res.llc[i]), float(res.llc_se[i])) for i, lab in enumerate(labels)}
 
 
-def phase_sweep(
-    c: int,
-    ns,
-    *,
-    r: int = 2,
-    beta_lik: float = 1.0,
-    seed: int = 0,
-    out_dir: str | Path | None = None,
-    progress: bool = False,
-    batch_points: int | None = None,
-    dtype: torch.dtype = torch.float64,
-    device: str | torch.device = "cpu",
-    predict: bool = True,
-    llcs: dict[str, float] | None = None,
-    **overrides,
-) -> dict:
-    """Posterior phase mass and chain occupancy at every n of `ns` (SPEC 3).
-
-    Sampler settings default to QUICK (seeds, chains, replicas, n_temps, beta_min,
-    n_warmup, n_draws, max_steps); pass any of them as keyword arguments (or **PAPER).
-    out_dir: save each finished n there and skip n already saved (resumable).
-    batch_points: how many n to sample in one batched call (default all); each n is saved as
-    soon as its data sets are finished, whatever the batching.
-    device: where the sampling runs (data, chains and keys live there; results come back to
-    the CPU).
-    predict: add the predicted n_c of the zoo (predicted_transitions; llcs supplies lambdas
-    the zoo lacks, e.g. SGLD estimates at 4-gons).
-    Returns aggregate(...) plus 'points' (per-n dicts), 'settings', 'transitions' (predicted
-    n_c, or [] with 'transitions_error' when the zoo cannot provide them) and
-    'omitted_transitions' (a sentence naming phases seen without a lambda).
-    """
+def _check_sweep(c, r, beta_lik, seed, ns, overrides) -> tuple[list[int], dict]:
+    """phase_sweep's arguments checked: (the n-grid as ints, QUICK updated by overrides)."""
     checks.positive_int(c, "c", minimum=2)
     checks.positive_int(r, "r")
     if r > c:
@@ -466,6 +437,43 @@ def phase_sweep(
     checks.positive_int(cfg["n_warmup"], "n_warmup", minimum=4)
     if not 0 < cfg["beta_min"] < 1:
         raise ValueError(f"beta_min must lie in (0, 1), got {cfg['beta_min']!r}")
+    return ns, cfg
+
+
+def phase_sweep(
+    c: int,
+    ns,
+    *,
+    r: int = 2,
+    beta_lik: float = 1.0,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    progress: bool = False,
+    batch_points: int | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+    predict: bool = True,
+    llcs: dict[str, float] | None = None,
+    **overrides,
+) -> dict:
+    """Posterior phase mass and chain occupancy at every n of `ns` (SPEC 3).
+
+    Sampler settings default to QUICK (seeds, chains, replicas, n_temps, beta_min, n_warmup,
+    n_draws (the budget of sampling rounds), max_steps (ticks per round), plain_draws,
+    target_se, block, min_draws: see _sample_ladders); pass any as keyword arguments (or
+    **PAPER).
+    out_dir: save each finished n there and skip n already saved (resumable).
+    batch_points: how many n to sample in one batched call (default all); each n is saved as
+    soon as its data sets are finished, whatever the batching.
+    device: where the sampling runs (data, chains and keys live there; results come back to
+    the CPU).
+    predict: add the predicted n_c of the zoo (predicted_transitions; llcs supplies lambdas
+    the zoo lacks, e.g. SGLD estimates at 4-gons).
+    Returns aggregate(...) plus 'points' (per-n dicts), 'settings', 'transitions' (predicted
+    n_c, or [] with 'transitions_error' when the zoo cannot provide them) and
+    'omitted_transitions' (a sentence naming phases seen without a lambda).
+    """
+    ns, cfg = _check_sweep(c, r, beta_lik, seed, ns, overrides)
     settings = _settings(c, r, beta_lik, seed, cfg)
     out_dir = Path(out_dir) if out_dir is not None else None
 
@@ -477,6 +485,7 @@ def phase_sweep(
     todo = [n for n in ns if n not in done]
     step = batch_points or max(1, len(todo))
     chunks = [todo[i : i + step] for i in range(0, len(todo), step)]
+
     def on_point(res: dict) -> None:
         done[res["n"]] = res
         if out_dir is not None:

@@ -16,6 +16,7 @@ import argparse
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from tms import checks, io
 
@@ -107,81 +108,99 @@ class _Stage:
                                        finished=time.strftime("%Y-%m-%d %H:%M:%S")))
 
 
-def run(args) -> int:
-    import torch
+class _Pipeline(NamedTuple):
+    """What every stage needs: results and figure folders, scale settings, seed, device."""
 
-    scale = "tiny" if args.tiny else ("full" if args.full else "quick")
-    cfg = SCALES[scale]
-    seed = checks.seed(args.seed, "--seed")
-    threads = checks.threads(args.threads)
-    out, figs = checks.output_dir(args.out, "--out"), checks.output_dir(args.figures, "--figures")
-    torch.set_num_threads(threads)
-    out.mkdir(parents=True, exist_ok=True)
-    figs.mkdir(parents=True, exist_ok=True)
-    dev = str(checks.device(args.device))
-    print(f"tms reproduce: scale {scale}, seed {seed}, device {dev}, results in {out}, figures in {figs}")
+    out: Path
+    figs: Path
+    cfg: dict
+    seed: int
+    dev: str
+    force: bool
 
-    def stage(name, settings, paths, fn):
-        st = _Stage(out, name, settings, args.force, paths)
+    def stage(self, name: str, settings: dict, paths: list[Path], fn) -> None:
+        st = _Stage(self.out, name, settings, self.force, paths)
         if st.skip:
             print(f"[{name}] reused (settings unchanged; --force to rerun)")
-        else:
-            print(f"[{name}] {'resuming' if st.resume else 'running'} ...", flush=True)
-            t0 = time.perf_counter()
-            fn()
-            st.done(time.perf_counter() - t0)
-            print(f"[{name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
+            return
+        print(f"[{name}] {'resuming' if st.resume else 'running'} ...", flush=True)
+        t0 = time.perf_counter()
+        fn()
+        st.done(time.perf_counter() - t0)
+        print(f"[{name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    # 1. zoo ------------------------------------------------------------------------------
+
+def _zoo_stages(p: _Pipeline) -> None:
+    """The zoo of c = 4, 5, 6 (SPEC 2), and SGLD lambdas where the zoo has none (SPEC 5)."""
     def zoo_stage():
         from tms import zoo
         from tms.plots.zoo import plot_zoo
 
         for c in CS:
             rows = zoo.as_numpy_table(zoo.critical_points(c))
-            plot_zoo(rows, figs / f"zoo_c{c}.png", c)
-            io.save_json(out / "zoo" / f"zoo_c{c}.json", dict(c=c, r=2, points=rows))
+            plot_zoo(rows, p.figs / f"zoo_c{c}.png", c)
+            io.save_json(p.out / "zoo" / f"zoo_c{c}.json", dict(c=c, r=2, points=rows))
 
-    stage("zoo", dict(cs=CS), [out / "zoo"], zoo_stage)
-
-    # 2. lambda where the zoo has none (SGLD on the exact population loss) ----------------
-    zl = cfg["zoo_llc"]
+    p.stage("zoo", dict(cs=CS), [p.out / "zoo"], zoo_stage)
+    zl = p.cfg["zoo_llc"]
 
     def zoo_llc_stage():
         from tms.zoo_llc import zoo_llc_estimates
 
         for c in CS:
-            res = zoo_llc_estimates(c, n_ref=zl["n_ref"], n_chains=zl["n_chains"], n_steps=zl["n_steps"], seed=seed)
-            io.save_json(out / "zoo_llc" / f"zoo_llc_c{c}.json", res)
+            res = zoo_llc_estimates(c, n_ref=zl["n_ref"], n_chains=zl["n_chains"], n_steps=zl["n_steps"], seed=p.seed)
+            io.save_json(p.out / "zoo_llc" / f"zoo_llc_c{c}.json", res)
 
-    stage("zoo_llc", dict(zl, seed=seed, cs=CS), [out / "zoo_llc"], zoo_llc_stage)
+    p.stage("zoo_llc", dict(zl, seed=p.seed, cs=CS), [p.out / "zoo_llc"], zoo_llc_stage)
 
-    # 3. Bayesian sweeps ------------------------------------------------------------------
+
+def _posterior_stages(p: _Pipeline) -> None:
+    """Posterior phase mass against n for c = 4, 5, 6 (SPEC 3)."""
     for c in CS:
-        est = io.load_json(out / "zoo_llc" / f"zoo_llc_c{c}.json")["usable"]
-        argv = ["posterior", "--c", str(c), "--seed", str(seed), "--device", dev, "--out", str(out / f"posterior_c{c}"),
-                "--figure", str(figs / f"posterior_c{c}.png"), *cfg["posterior"]["args"]]
-        if c in cfg["posterior"]["ns"]:
-            argv += ["--n", cfg["posterior"]["ns"][c]]
+        est = io.load_json(p.out / "zoo_llc" / f"zoo_llc_c{c}.json")["usable"]
+        argv = ["posterior", "--c", str(c), "--seed", str(p.seed), "--device", p.dev,
+                "--out", str(p.out / f"posterior_c{c}"), "--figure", str(p.figs / f"posterior_c{c}.png"),
+                *p.cfg["posterior"]["args"]]
+        if c in p.cfg["posterior"]["ns"]:
+            argv += ["--n", p.cfg["posterior"]["ns"][c]]
         for label, lam in sorted(est.items()):
             argv += ["--llc", f"{label}={lam:.4f}"]
-        stage(f"posterior_c{c}", dict(argv=argv), [out / f"posterior_c{c}"], lambda argv=argv: _cli(argv))
+        p.stage(f"posterior_c{c}", dict(argv=argv), [p.out / f"posterior_c{c}"], lambda argv=argv: _cli(argv))
 
-    # 4. SGD and its analysis, from both starts ------------------------------------------
+
+def _sgd_stages(p: _Pipeline) -> None:
+    """SGD runs and their transition analysis, from the 4-gon and the random start (SPEC 4)."""
     for init, sub in (("4gon", ""), ("random", "_random")):
-        train_path = out / f"sgd{sub}" / "train"
-        argv_train = ["train", "--seed", str(seed), "--init", init, "--device", dev, "--out", str(train_path),
-                      *cfg[f"train{sub}"]]
-        stage(f"train{sub}", dict(argv=argv_train), [out / f"sgd{sub}"], lambda a=argv_train: _cli(a))
-        argv_tr = ["transitions", "--input", str(train_path), "--figures", str(figs / init if sub else figs),
-                   "--seed", str(seed), "--device", dev, *cfg["transitions"]]
-        stage(f"transitions{sub}", dict(argv=argv_tr, train=io.load_json(out / "stages" / f"train{sub}.json")),
-              [out / f"sgd{sub}" / "train_transitions.npz", out / f"sgd{sub}" / "train_transitions.json"],
-              lambda a=argv_tr: _cli(a))
+        train_path = p.out / f"sgd{sub}" / "train"
+        argv_train = ["train", "--seed", str(p.seed), "--init", init, "--device", p.dev, "--out", str(train_path),
+                      *p.cfg[f"train{sub}"]]
+        p.stage(f"train{sub}", dict(argv=argv_train), [p.out / f"sgd{sub}"], lambda a=argv_train: _cli(a))
+        argv_tr = ["transitions", "--input", str(train_path), "--figures", str(p.figs / init if sub else p.figs),
+                   "--seed", str(p.seed), "--device", p.dev, *p.cfg["transitions"]]
+        p.stage(f"transitions{sub}", dict(argv=argv_tr, train=io.load_json(p.out / "stages" / f"train{sub}.json")),
+                [p.out / f"sgd{sub}" / "train_transitions.npz", p.out / f"sgd{sub}" / "train_transitions.json"],
+                lambda a=argv_tr: _cli(a))
 
-    # 5. report (always rewritten: cheap, and reads only saved results) -------------------
+
+def run(args) -> int:
+    import torch
+
     from tms.report import write_report
 
+    scale = "tiny" if args.tiny else ("full" if args.full else "quick")
+    seed = checks.seed(args.seed, "--seed")
+    threads = checks.threads(args.threads)
+    out, figs = checks.output_dir(args.out, "--out"), checks.output_dir(args.figures, "--figures")
+    dev = str(checks.device(args.device))
+    torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    figs.mkdir(parents=True, exist_ok=True)
+    print(f"tms reproduce: scale {scale}, seed {seed}, device {dev}, results in {out}, figures in {figs}")
+    pipe = _Pipeline(out, figs, SCALES[scale], seed, dev, args.force)
+    _zoo_stages(pipe)
+    _posterior_stages(pipe)
+    _sgd_stages(pipe)
+    # the report is always rewritten: cheap, and it reads only saved results
     path = write_report(out, figs, scale=scale, seed=seed, cs=CS)
     print(f"report: {path}")
     return 0

@@ -139,15 +139,9 @@ def _timing_section(out: Path) -> list[str]:
             + ["", f"Total: {total:.0f} s ({total / 60:.1f} min).", ""])
 
 
-def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs=(4, 5, 6)) -> Path:
-    out, figs = Path(out), Path(figs)
-    L = [f"# tms reproduce: report ({scale} scale, seed {seed})", "",
-         f"Written {time.strftime('%Y-%m-%d %H:%M')} from the results in `{out}`. "
-         "Science: Chen, Lau, Mendel, Wei, Murfet (2023), arXiv 2310.06301. " + CAVEAT, ""]
-    if scale == "tiny":
-        L += ["**Tiny smoke-test scale: the numbers below only show that the pipeline runs.**", ""]
-
-    # ---- zoo --------------------------------------------------------------------------
+def _zoo_section(out: Path, figs: Path, cs) -> list[str]:
+    """Section 1: every zoo point with its loss, lambda (theory and SGLD), prior, rank."""
+    L: list[str] = []
     L += ["## 1. The k-gon zoo (r = 2)", "",
           "lambda (theory) = Hessian rank / 2 at minimally singular points; at 4-gon families L is "
           "only C^1 and lambda is an SGLD estimate on the population loss (stated nbeta), used "
@@ -174,7 +168,20 @@ def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs
             L += ["", f"![zoo c={c}]({fig.name})"]
         L += [""]
 
-    # ---- Bayesian ---------------------------------------------------------------------
+    return L
+
+
+def _precision_cells(d: dict) -> list[str]:
+    """Rounds sampled (range over data sets), mean round trips per ladder, largest MC s.e."""
+    rounds, trips = d.get("pt_rounds") or [], d.get("round_trips_seed") or []
+    r = "-" if not rounds else (f"{min(rounds)}" if min(rounds) == max(rounds) else f"{min(rounds)}-{max(rounds)}")
+    t = "-" if not trips else f"{np.mean(trips):.1f}"
+    return [r, t, _f(d.get("mass_mc_se_max"), ".3f")]
+
+
+def _posterior_section(out: Path, figs: Path, cs) -> list[str]:
+    """Section 2: predicted and observed transitions and the posterior mass of every c."""
+    L: list[str] = []
     L += ["## 2. Bayesian phase transitions in n", "",
           "Posterior mass per phase by replica exchange over the likelihood temperature (error "
           "bars over data sets); chain occupancy of plain chains is shown beside it on the figures "
@@ -198,13 +205,28 @@ def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs
             L += ["No predicted transition between phases seen in this sweep."]
         if rec.get("omitted_transitions"):
             L += ["", rec["omitted_transitions"]]
+        diag = rec.get("diagnostics", {})
         mrows = [[str(n)] + [f"{mass[i, j]:.2f} ± {arrays['mass_se'][i, j]:.2f}" for j in range(len(phases))]
-                 for i, n in enumerate(ns)]
-        L += ["", "Posterior mass:", ""] + _table(["n"] + [f"`{p}`" for p in phases], mrows)
+                 + _precision_cells(diag.get(str(int(n)), {})) for i, n in enumerate(ns)]
+        L += ["", "Posterior mass (± s.e. over data sets); sampling rounds per data set, round trips per "
+              "ladder and the largest Monte Carlo s.e. of a mass (the precision target stops a data set):", ""]
+        L += _table(["n"] + [f"`{p}`" for p in phases] + ["rounds", "round trips", "MC s.e."], mrows)
         fig = figs / f"posterior_c{c}.png"
         if fig.exists():
             L += ["", f"![posterior c={c}]({fig.name})"]
         L += [""]
+
+    return L
+
+
+def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs=(4, 5, 6)) -> Path:
+    out, figs = Path(out), Path(figs)
+    L = [f"# tms reproduce: report ({scale} scale, seed {seed})", "",
+         f"Written {time.strftime('%Y-%m-%d %H:%M')} from the results in `{out}`. "
+         "Science: Chen, Lau, Mendel, Wei, Murfet (2023), arXiv 2310.06301. " + CAVEAT, ""]
+    if scale == "tiny":
+        L += ["**Tiny smoke-test scale: the numbers below only show that the pipeline runs.**", ""]
+    L += _zoo_section(out, figs, cs) + _posterior_section(out, figs, cs)
 
     # ---- dynamical --------------------------------------------------------------------
     L += ["## 3. Dynamical transitions along SGD", ""]

@@ -244,6 +244,23 @@ def test_flat_layout_equals_wb_layout(compiled):
         fn = population_loss_and_grad if d is None else empirical_loss_and_grad_sorted
         L1, gW, gb = fn(W, b, compiled=compiled) if d is None else fn(W, b, d, compiled=compiled)
         close(L, L1), close(g, flatten_params(gW, gb))
+    # the posterior energy beta n L_n + |theta|^2 / 2 per data set of a stack (SPEC 3)
+    stack = stack_sorted([sorted_data(sample_inputs(n, 6, n)) for n in (40, 120, 7)])
+    th = flatten_params(*random_params((3, 5), seed=21))
+    stack1 = tl.SortedData(stack.mu[:, None], stack.cum1[:, None], stack.cum2[:, None],
+                           stack.count[:, None], stack.n[:, None])
+    U, gU = loss_and_grad_flat(th, 2, 6, stack1, scale=0.5 * stack.n[:, None], prior=1.0, compiled=compiled)
+    energy = lambda x: 0.5 * stack.n[:, None] * empirical_loss_sorted(*tl.unflatten_params(x, 2, 6), stack1) \
+        + 0.5 * (x**2).sum(-1)  # noqa: E731
+    x = th.clone().requires_grad_(True)
+    U0 = energy(x)
+    (g0,) = torch.autograd.grad(U0.sum(), x)
+    close(U, U0.detach()), close(gU, g0)
+    Up, gp = loss_and_grad_flat(th, 2, 6, None, scale=3.0, prior=0.25, compiled=compiled)
+    x = th.clone().requires_grad_(True)
+    Up0 = 3.0 * population_loss(*tl.unflatten_params(x, 2, 6)) + 0.125 * (x**2).sum(-1)
+    (gp0,) = torch.autograd.grad(Up0.sum(), x)
+    close(Up, Up0.detach()), close(gp, gp0)
 
 
 def test_cached_data_follow_in_place_changes():

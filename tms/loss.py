@@ -332,21 +332,27 @@ def empirical_loss_and_grad_sorted(W: torch.Tensor, b: torch.Tensor, data: Sorte
 
 
 def loss_and_grad_flat(theta: torch.Tensor, r: int, c: int, data: SortedData | None = None, *,
-                       compiled: bool | None = None):
-    """Fused exact loss and gradient in the flat layout of `flatten_params` (SPEC 1).
+                       scale=1.0, prior: float = 0.0, compiled: bool | None = None):
+    """Fused exact energy and gradient in the flat layout of `flatten_params` (SPEC 1, 3).
 
-    theta (..., r*c + c) -> (L (B...), dL/dtheta (B..., d)): the sorted empirical loss on
-    data (batch dims broadcasting with theta's) or, with data=None, the population loss.
+    theta (..., r*c + c) -> (U (B...), dU/dtheta (B..., d)) with U = scale * L +
+    prior * |theta|^2 / 2, L the sorted empirical loss on data (batch dims broadcasting with
+    theta's) or, with data=None, the population loss. scale: a number or a tensor
+    broadcasting to B (e.g. beta * data.n per data set: the posterior energy with prior=1).
     The samplers' hot path: on the compiled path one kernel call, no unflatten/flatten.
     """
     if use_compiled(compiled, theta):
-        return _kernels().fused_flat(theta, r, c, data)
+        return _kernels().fused_flat(theta, r, c, data, scale, prior)
     W, b = unflatten_params(theta, r, c)
     if data is None:
         L, gW, gb = population_loss_and_grad(W, b, compiled=False)
     else:
         L, gW, gb = empirical_loss_and_grad_sorted(W, b, data, compiled=False)
-    return L, flatten_params(gW, gb)
+    g = flatten_params(gW, gb)
+    if not (isinstance(scale, (int, float)) and scale == 1 and prior == 0):
+        scale = torch.as_tensor(scale, dtype=L.dtype, device=L.device)
+        L, g = scale * L + 0.5 * prior * (theta**2).sum(-1), scale.unsqueeze(-1) * g + prior * theta
+    return L, g
 
 
 # ---- gradients and Hessians over batched parameters -------------------------------------

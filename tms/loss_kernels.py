@@ -61,36 +61,57 @@ def _bucket(v, lo, inv, nb):
 @njit(cache=True)
 def _tables(mu, count, nb):
     """Bucket tables, nb + 3 buckets per class (``_bucket`` with lo = smallest mu and
-    inv = nb / (largest - smallest), 0 when they are equal): tab (nd, c, nb+3, 4) holds for
-    each bucket (inputs in earlier buckets, its first input or inf, its size, unused);
-    lo and inv (nd, c)."""
+    inv = nb / (largest - smallest), 0 when they are equal): tab (nd, c, nb+3, 2) holds for
+    each bucket (inputs in earlier buckets, its one input; inf if empty, NaN if it holds
+    two or more); lo and inv (nd, c). 16 bytes a bucket, to stay in cache."""
     nd, c = count.shape
-    tab = np.zeros((nd, c, nb + 3, 4))
+    tab = np.zeros((nd, c, nb + 3, 2))
     lo, inv = np.zeros((nd, c)), np.zeros((nd, c))
+    size = np.zeros(nb + 3, np.int64)
     for d in range(nd):
         for i in range(c):
             cnt = count[d, i]
             tab[d, i, :, 1] = np.inf
+            size[:] = 0
             if cnt == 0:
                 continue
             a, z = float(mu[d, i, 0]), float(mu[d, i, cnt - 1])
             lo[d, i], inv[d, i] = a, (nb / (z - a) if z > a else 0.0)
             for p in range(cnt):  # sorted, so buckets fill in order
                 k = _bucket(float(mu[d, i, p]), lo[d, i], inv[d, i], nb)
-                if tab[d, i, k, 2] == 0:
-                    tab[d, i, k, 1] = mu[d, i, p]
-                tab[d, i, k, 2] += 1
+                tab[d, i, k, 1] = mu[d, i, p] if size[k] == 0 else np.nan
+                size[k] += 1
             for k in range(1, nb + 3):
-                tab[d, i, k, 0] = tab[d, i, k - 1, 0] + tab[d, i, k - 1, 2]
+                tab[d, i, k, 0] = tab[d, i, k - 1, 0] + size[k - 1]
     return tab, lo, inv
+
+
+@njit(cache=True)
+def _row_tail(theta, p, r, c, Dm, gb, prior, grad):
+    """grad[p] = (W (D + D^T), gb) + prior theta (SPEC 1: g = W^T W); returns the prior's
+    energy prior |theta|^2 / 2. Called once per row (a call costs what a row's lookups do
+    not notice)."""
+    ssq = 0.0
+    for k in range(r):
+        for q in range(c):
+            s, w = 0.0, theta[p, k * c + q]
+            for j in range(c):
+                s += theta[p, k * c + j] * (Dm[q, j] + Dm[j, q])
+            grad[p, k * c + q] = s + prior * w
+            ssq += w * w
+    for j in range(c):
+        w = theta[p, r * c + j]
+        grad[p, r * c + j] = gb[j] + prior * w
+        ssq += w * w
+    return 0.5 * prior * ssq
 
 
 def _make_empirical(r: int, c: int):
     @njit(cache=True)
-    def empirical(theta, didx, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, L, grad):
-        """Sorted empirical L (N,) and gradient (N, d) of finite rows theta, row p on data
-        set didx[p]. One body: numba calls between jitted functions are not inlined (and
-        numba-inlined ones pay refcounts per call)."""
+    def empirical(theta, didx, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, sc, ss, prior, L, grad):
+        """U = sc L_n + prior |theta|^2 / 2 (N,) and dU/dtheta (N, d) of finite rows theta,
+        row p on data set didx[p], sc[p * ss]. One body: numba calls between jitted
+        functions are not inlined (and numba-inlined ones pay refcounts per call)."""
         m, nb = mu.shape[2], tab.shape[2] - 3
         G, Dm, gb, K = np.empty((c, c)), np.empty((c, c)), np.empty(c), np.empty((c, c), np.int64)
         for p in range(theta.shape[0]):
@@ -109,11 +130,11 @@ def _make_empirical(r: int, c: int):
                     if use_tab:  # inputs in earlier buckets are < t, in later ones > t
                         x = (t - lo[d, i]) * inv[d, i] + 1.0  # _bucket, inline (see above)
                         kb = int(min(max(x if x == x else 0.0, 0.0), nb + 2.0))
-                        k = int(tab[d, i, kb, 0]) + (1 if tab[d, i, kb, 1] < t else 0)
-                        K[i, j] = _below(mu, d, i, cnt, t) if tab[d, i, kb, 2] > 1 else k
+                        f = tab[d, i, kb, 1]  # NaN: two or more inputs in the bucket (rare)
+                        K[i, j] = int(tab[d, i, kb, 0]) + (1 if f < t else 0) if f == f else _below(mu, d, i, cnt, t)
                     else:
                         K[i, j] = _below(mu, d, i, cnt, t)
-            scale, err = 2.0 / n[d], 0.0
+            scale, err = 2.0 * sc[p * ss] / n[d], 0.0
             for j in range(c):
                 gb[j] = 0.0
             for i in range(c):
@@ -130,27 +151,19 @@ def _make_empirical(r: int, c: int):
                     err += a * a * S2 - 2.0 * a * bj * S1 + bj * bj * S0 + dl * (t2 - S2)
                     Dm[i, j] = scale * (bj * S1 - a * S2)
                     gb[j] += scale * (bj * S0 - a * S1)
-            L[p] = err / n[d]
-            for k in range(r):  # dL/dW = W (D + D^T) (SPEC 1: g = W^T W)
-                for q in range(c):
-                    s = 0.0
-                    for j in range(c):
-                        s += theta[p, k * c + j] * (Dm[q, j] + Dm[j, q])
-                    grad[p, k * c + q] = s
-            for j in range(c):
-                grad[p, r * c + j] = gb[j]
+            L[p] = sc[p * ss] * err / n[d] + _row_tail(theta, p, r, c, Dm, gb, prior, grad)
 
     return empirical
 
 
 def _make_population(r: int, c: int):
     @njit(cache=True)
-    def population(theta, L, grad):
-        """Closed-form population L (N,) and gradient (N, d) of finite rows theta. One body,
-        as in the empirical kernel."""
+    def population(theta, sc, ss, prior, L, grad):
+        """U = sc L + prior |theta|^2 / 2 (N,) and dU/dtheta (N, d) of finite rows theta, L
+        the closed-form population loss, sc[p * ss]. One body, as the empirical kernel."""
         G, Dm, gb = np.empty((c, c)), np.empty((c, c)), np.empty(c)
-        scale = 2.0 / c
         for p in range(theta.shape[0]):
+            scale = 2.0 * sc[p * ss] / c
             for i in range(c):
                 for j in range(c):
                     s = 0.0
@@ -173,15 +186,7 @@ def _make_population(r: int, c: int):
                     err += a * a * m3 - 2.0 * a * bj * m2 + bj * bj * m1 + dl * (1.0 / 3.0 - m3)
                     Dm[i, j] = scale * (bj * m2 - a * m3)
                     gb[j] += scale * (bj * m1 - a * m2)
-            L[p] = err / c
-            for k in range(r):
-                for q in range(c):
-                    s = 0.0
-                    for j in range(c):
-                        s += theta[p, k * c + j] * (Dm[q, j] + Dm[j, q])
-                    grad[p, k * c + q] = s
-            for j in range(c):
-                grad[p, r * c + j] = gb[j]
+            L[p] = sc[p * ss] * err / c + _row_tail(theta, p, r, c, Dm, gb, prior, grad)
 
     return population
 
@@ -191,7 +196,7 @@ def _kernels(r: int, c: int):
     return _make_empirical(r, c), _make_population(r, c)
 
 
-_NO_TABLE = (np.zeros((0, 0, 3, 4)), np.zeros((0, 0)), np.zeros((0, 0)))
+_NO_TABLE = (np.zeros((0, 0, 3, 2)), np.zeros((0, 0)), np.zeros((0, 0)))
 _PREPARED: OrderedDict = OrderedDict()  # the last few data sets: numpy views and tables
 _PREPARED_MAX = 4
 
@@ -232,24 +237,32 @@ def _prepared(data, np_dtype, nd: int, many_rows: bool):
     return hit[2], hit[3]
 
 
-def empirical_rows(theta: np.ndarray, r: int, data, D: tuple, B: tuple):
+def _scales(scale, B: tuple):
+    """A per-row scale: (array, step): step 0 for one number, 1 for rows of the batch B."""
+    if isinstance(scale, torch.Tensor) and scale.dim():
+        return np.ascontiguousarray(np.broadcast_to(scale.detach().double().numpy(), B).reshape(-1)), 1
+    return np.full(1, float(scale)), 0
+
+
+def empirical_rows(theta: np.ndarray, r: int, data, D: tuple, B: tuple, scale=1.0, prior=0.0):
     """Rows theta (N, d) of the broadcast batch B, on sorted data with batch dims D
-    (broadcasting to B) -> (L (N,), grad (N, d))."""
+    (broadcasting to B) -> (U (N,), dU/dtheta (N, d)), U = scale L_n + prior |theta|^2 / 2."""
     N, nd = theta.shape[0], math.prod(D)
     c = theta.shape[1] // (r + 1)
     didx = np.broadcast_to(np.arange(nd).reshape(D), B).reshape(-1) if D else np.zeros(N, np.int64)
     arrays, tables = _prepared(data, theta.dtype, nd, N >= TABLE_ROWS * nd)
     L, grad = np.empty(N, theta.dtype), np.empty_like(theta)
     use_tab = tables is not None
-    _kernels(r, c)[0](theta, didx, *arrays, use_tab, *(tables if use_tab else _NO_TABLE), L, grad)
+    _kernels(r, c)[0](theta, didx, *arrays, use_tab, *(tables if use_tab else _NO_TABLE), *_scales(scale, B),
+                      float(prior), L, grad)
     return L, grad
 
 
-def population_rows(theta: np.ndarray, r: int):
-    """Rows theta (N, d) -> (L (N,), grad (N, d))."""
+def population_rows(theta: np.ndarray, r: int, B: tuple, scale=1.0, prior=0.0):
+    """Rows theta (N, d) -> (U (N,), dU/dtheta (N, d)), U = scale L + prior |theta|^2 / 2."""
     c = theta.shape[1] // (r + 1)
     L, grad = np.empty(theta.shape[0], theta.dtype), np.empty_like(theta)
-    _kernels(r, c)[1](theta, L, grad)
+    _kernels(r, c)[1](theta, *_scales(scale, B), float(prior), L, grad)
     return L, grad
 
 
@@ -278,14 +291,14 @@ def _data_batch(data: SortedData | None, c: int) -> tuple[int, ...]:
     return tuple(data.mu.shape[:-2])
 
 
-def _run(rows: np.ndarray, r: int, data: SortedData | None, B: tuple):
-    """Kernel on C-contiguous rows (N, d) of the batch B -> (L (N,), grad (N, d)), or None
+def _run(rows: np.ndarray, r: int, data: SortedData | None, B: tuple, scale=1.0, prior=0.0):
+    """Kernel on C-contiguous rows (N, d) of the batch B -> (U (N,), grad (N, d)), or None
     when some row is not finite (the kernels take finite rows only)."""
     if not np.isfinite(rows).all():
         return None
     if data is None:
-        return population_rows(rows, r)
-    return empirical_rows(rows, r, data, tuple(data.mu.shape[:-2]), B)
+        return population_rows(rows, r, B, scale, prior)
+    return empirical_rows(rows, r, data, tuple(data.mu.shape[:-2]), B, scale, prior)
 
 
 def fused(W: torch.Tensor, b: torch.Tensor, data: SortedData | None):
@@ -314,8 +327,8 @@ def fused(W: torch.Tensor, b: torch.Tensor, data: SortedData | None):
     return torch.from_numpy(L.reshape(B)), torch.from_numpy(gW), torch.from_numpy(gb)
 
 
-def fused_flat(theta: torch.Tensor, r: int, c: int, data: SortedData | None):
-    """theta (..., r*c + c) -> (L (B...), grad (B..., r*c + c)), as tms.loss.loss_and_grad_flat."""
+def fused_flat(theta: torch.Tensor, r: int, c: int, data: SortedData | None, scale=1.0, prior=0.0):
+    """theta (..., r*c + c) -> (U (B...), grad (B..., r*c + c)), as tms.loss.loss_and_grad_flat."""
     checks.tensor(theta, "theta", min_dim=1, finite=False)
     d = r * c + c
     if theta.shape[-1] != d:
@@ -324,7 +337,7 @@ def fused_flat(theta: torch.Tensor, r: int, c: int, data: SortedData | None):
     x = theta.detach().numpy()
     if theta.shape[:-1] != B:
         x = np.broadcast_to(x, B + (d,))
-    out = _run(np.ascontiguousarray(x.reshape(-1, d)), r, data, B)
+    out = _run(np.ascontiguousarray(x.reshape(-1, d)), r, data, B, scale, prior)
     if out is None:
         checks.tensor(theta, "theta")  # raises: theta contains NaN or inf
     L, grad = out

@@ -51,6 +51,7 @@ from tms.loss import (
     SortedData,
     empirical_loss,
     empirical_loss_sorted,
+    loss_and_grad_flat,
     population_loss,
     sorted_data,
 )
@@ -325,6 +326,7 @@ def estimate_llc(
         if batch_size is not None:
             raise ValueError('batch_size must be None for loss="population"')
         full = population_loss
+        fused = lambda th: loss_and_grad_flat(th, r, c)  # noqa: E731  exact, no autograd
     else:
         if X is None:
             raise ValueError('loss="empirical" needs a data set X (n, c) or (C..., n, c)')
@@ -341,14 +343,16 @@ def estimate_llc(
             data = sorted_data(X)
             data = _unsqueeze_data(data) if per_centre else data
             full = lambda W_, b_: empirical_loss_sorted(W_, b_, data)  # noqa: E731
+            fused = lambda th: loss_and_grad_flat(th, r, c, data)  # noqa: E731
         else:
             full = lambda W_, b_: empirical_loss(W_, b_, Xc)  # noqa: E731
+            fused = None
     centre_loss = full(W.unsqueeze(-3), b.unsqueeze(-2)).squeeze(-1).detach()  # (C...)
     keys = _centre_keys(generator, C, n_chains, device)  # (C..., K)
     Wk = W.unsqueeze(-3).expand(C + (n_chains, r, c))
     bk = b.unsqueeze(-2).expand(C + (n_chains, c))
     state = sgld.init(Wk, bk, centre_W=Wk, centre_b=bk, generator=keys)
-    grad_fn = sgld.grad_fn_wb(full, r, c)
+    grad_fn = fused or sgld.grad_fn_wb(full, r, c)  # the fused exact gradient where there is one
     minibatch = batch_size is not None
 
     def batch_grad_fn(st, t):

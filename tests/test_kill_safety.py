@@ -155,8 +155,10 @@ def test_killed_train_resumes_to_the_uninterrupted_result(tmp_path):
     assert _leftovers(work) == []
 
 
+# each n takes a good fraction of a second, so a kill after the first point often lands mid-sweep
 POSTERIOR = ["posterior", "--c", "3", "--n", "40,80", "--batch-points", "1", "--seeds", "1", "--chains", "2",
-             "--replicas", "2", "--temps", "2", "--warmup", "4", "--draws", "3", "--max-steps", "3", "--seed", "5",
+             "--replicas", "2", "--temps", "2", "--warmup", "30", "--draws", "30", "--max-steps", "10",
+             "--plain-draws", "10", "--min-draws", "30", "--seed", "5",
              "--no-predict", "--no-progress", "--threads", "1", "--out", "res", "--figure", "figs/post.png"]
 RUN = "res/c3_quick_b1_s5"
 

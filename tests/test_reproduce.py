@@ -9,7 +9,8 @@ from tms.cli import main
 from tms.report import mass_crossing
 
 FIGURES = ["zoo_c4.png", "zoo_c5.png", "zoo_c6.png", "posterior_c4.png", "posterior_c5.png",
-           "posterior_c6.png", "sgd_trajectory.png", "sgd_many.png", "random/sgd_trajectory.png", "random/sgd_many.png"]
+           "posterior_c6.png", "sgd_trajectory.png", "sgd_many.png", "random/sgd_trajectory.png", "random/sgd_many.png",
+           "free_energy_c6.png"]
 
 
 def test_mass_crossing_interpolates_in_log_n():
@@ -60,7 +61,7 @@ def test_reproduce_tiny_writes_every_figure_and_report(tmp_path, capsys):
     # a second call reuses every stage
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert text.count("reused") == 9  # every stage (zoo, zoo_llc, 3 posterior, 2 x train + transitions)
+    assert text.count("reused") == 10  # every stage (zoo, zoo_llc, 3 posterior, 2 x train + transitions, free energy)
     # an interrupted stage (marker still "running") resumes over its partial results
     marker = out / "stages" / "posterior_c4.json"
     rec = json.loads(marker.read_text())
@@ -69,7 +70,7 @@ def test_reproduce_tiny_writes_every_figure_and_report(tmp_path, capsys):
     sentinel.write_text("left by an interrupted run")
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert "[posterior_c4] resuming" in text and text.count("reused") == 8
+    assert "[posterior_c4] resuming" in text and text.count("reused") == 9
     assert sentinel.exists() and json.loads(marker.read_text())["status"] == "done"
     # a different seed invalidates the random stages, not the zoo
     assert main(argv[:-1] + ["4"]) == 0

@@ -123,6 +123,19 @@ def _sgd_section(out: Path, figs: Path, sgd: str, fig_dir: str) -> list[str]:
     return L + [""]
 
 
+def _free_energy_section(out: Path, figs: Path) -> list[str]:
+    """The measured free energies of `tms free-energy` (c = 6), if the stage ran."""
+    from tms import free_energy
+
+    found = sorted((out / "free_energy").glob("c6_*/summary_c6.json"))
+    if not found:
+        return []
+    lines = free_energy.report_section(free_energy.load_summary(found[-1].with_suffix("")))
+    if (figs / "free_energy_c6.png").exists():
+        lines += ["", "![free energy c=6](free_energy_c6.png)"]
+    return ["#" + x if x.startswith("## ") else x for x in lines] + [""]
+
+
 def _timing_section(out: Path) -> list[str]:
     """Wall time of every stage as last run (from the stage markers)."""
     rows, total = [], 0.0
@@ -233,6 +246,7 @@ def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs
     L += _sgd_section(out, figs, "sgd", "")
     L += ["### From random starts (W ~ N(0, sigma^2), b = 0)", ""]
     L += _sgd_section(out, figs, "sgd_random", "random")
+    L += _free_energy_section(out, figs)
 
     # ---- settings ---------------------------------------------------------------------
     L += ["## 4. Every setting and seed", "",

@@ -8,6 +8,8 @@ Stages (each reused when its settings are unchanged, unless --force):
   train         SGD runs from the 4-gon start (SPEC 4)
   transitions   plateaus, LLC staircases and the Bayesian-antecedent table (SPEC 4)
   train_random, transitions_random   the same from random starts, W ~ N(0, 1) (SPEC 4)
+  free_energy   measured free-energy differences at c = 6, lambda from the ladder, the O(1)
+                terms that move the 5 -> 6 crossing (tms free-energy)
   report        figures/REPORT.md from the saved results
 """
 from __future__ import annotations
@@ -36,6 +38,10 @@ SCALES = {
         train=["--runs", "2", "--epochs", "5"],
         transitions=["--llc-points", "2", "--chains", "2", "--sgld-steps", "20"],
         train_random=["--runs", "2", "--epochs", "5"],
+        free_energy=["--n", "200,500", "--seeds", "1", "--replicas", "2", "--temps", "3", "--warmup", "6",
+                     "--draws", "6", "--max-steps", "4", "--lambda-seeds", "1", "--lambda-replicas", "2",
+                     "--lambda-temps", "2", "--lambda-warmup", "6", "--lambda-draws", "6", "--sgld-chains", "2",
+                     "--sgld-steps", "40", "--mc-draws", "2000"],
     ),
     "quick": dict(
         zoo_llc=dict(n_chains=8, n_steps=1000, n_ref=600),
@@ -43,6 +49,7 @@ SCALES = {
         train=[],
         transitions=[],
         train_random=[],
+        free_energy=[],
     ),
     "full": dict(
         zoo_llc=dict(n_chains=16, n_steps=3000, n_ref=600),
@@ -50,6 +57,7 @@ SCALES = {
         train=["--full"],
         transitions=["--llc-points", "40", "--chains", "8"],
         train_random=["--full"],
+        free_energy=["--paper"],
     ),
 }
 
@@ -182,6 +190,13 @@ def _sgd_stages(p: _Pipeline) -> None:
                 lambda a=argv_tr: _cli(a))
 
 
+def _free_energy_stage(p: _Pipeline, tag: str) -> None:
+    """Measured free energies of the c = 6 phases and the terms that move n_c (issue 11)."""
+    argv = ["free-energy", "--c", "6", "--seed", str(p.seed), "--device", p.dev, "--out", str(p.out / "free_energy"),
+            "--figure", str(p.figs / "free_energy_c6.png"), "--no-progress", *p.cfg["free_energy"]]
+    p.stage("free_energy", dict(argv=argv), [p.out / "free_energy"], lambda: _cli(argv))
+
+
 def run(args) -> int:
     import torch
 
@@ -200,6 +215,7 @@ def run(args) -> int:
     _zoo_stages(pipe)
     _posterior_stages(pipe)
     _sgd_stages(pipe)
+    _free_energy_stage(pipe, "paper" if scale == "full" else "quick")
     # the report is always rewritten: cheap, and it reads only saved results
     path = write_report(out, figs, scale=scale, seed=seed, cs=CS)
     print(f"report: {path}")

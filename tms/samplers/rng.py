@@ -2,26 +2,20 @@
 (item key, counter, stream, index), so an item sees the same numbers whatever else is in the
 batch (DESIGN: same seed, same numbers whatever the batch layout).
 
-Streams in use: 0-4 SGLD (noise, minibatches, MALA probe); 10-14 HMC rounds (momentum,
-Metropolis, trajectory length, initial step size); 20-21 replica swaps; 30-31 starts.
+Streams in use: 0-4 SGLD (noise, minibatches, MALA probe); 10 HMC rounds (one draw per
+trajectory: momentum, Metropolis uniform, length); 14 the initial step-size search; 20-21
+replica swaps; 30-31 starting points.
 """
-from tms.samplers.sgld import _code, item_keys, normal, seed_from, uniform  # noqa: F401
+import math
 
+import torch
 
-def subkeys(keys, *ints: int):
-    """Keys derived from `keys` (...) and integers: a new independent family per tuple."""
-    from tms.samplers.sgld import _mix32
-
-    return _mix32(keys ^ _code(*ints))
+from tms.samplers.sgld import _code, _mix32, _tcode, item_keys, normal, seed_from, uniform  # noqa: F401
 
 
 def uniform_at(keys, counters, stream: int, m: int):
     """U(0, 1] numbers (float64) at per-item counters: keys (B,), counters (B, M) int64 ->
     (B, M, m), entry [i, k, j] a pure function of (keys[i], counters[i, k], stream, j)."""
-    import torch
-
-    from tms.samplers.sgld import _mix32, _tcode
-
     kt = _mix32(keys.unsqueeze(-1) ^ _tcode(counters))
     ks = _mix32(kt ^ _code(stream)).unsqueeze(-1)
     h = _mix32(ks ^ _mix32(torch.arange(m, device=keys.device) * 2 + 1))
@@ -30,10 +24,6 @@ def uniform_at(keys, counters, stream: int, m: int):
 
 def normals_from(u, d: int):
     """Box-Muller, both branches: (..., 2 * ceil(d / 2)) uniforms -> (..., d) normals."""
-    import math
-
-    import torch
-
     h = (d + 1) // 2
     r = torch.sqrt(-2.0 * torch.log(u[..., :h]))
     a = 2.0 * math.pi * u[..., h : 2 * h]
@@ -45,10 +35,6 @@ def keys_from(base, shape: tuple[int, ...]):
 
     base: int64 keys of independent groups (e.g. one per data set, from its own seed), so an
     item's key depends on its group's base and its index inside the group only."""
-    import torch
-
-    from tms.samplers.sgld import _mix32
-
     key = base.reshape(tuple(base.shape) + (1,) * len(shape)).expand(tuple(base.shape) + tuple(shape))
     for axis, size in enumerate(shape):
         view = [1] * (base.dim() + len(shape))

@@ -148,11 +148,6 @@ def _flat(x, B):
     return None if x is None else x.expand(B + x.shape[len(B):]).reshape((-1,) + x.shape[len(B):])
 
 
-def _box_muller(u: torch.Tensor, d: int, dtype) -> torch.Tensor:
-    """(B, 2d) uniforms in (0, 1] -> (B, d) standard normals."""
-    return (torch.sqrt(-2.0 * torch.log(u[:, :d])) * torch.cos(2.0 * math.pi * u[:, d:])).to(dtype)
-
-
 class _Round:
     """Flat (B, ...) working state of one round (internal to run_round): the boundary
     chains, their trajectories in flight, and the round's counters."""

@@ -165,8 +165,8 @@ def _ladders_done(labels: list[np.ndarray], target_se: float) -> bool:
     lab = np.concatenate(labels)  # (T, R)
     if lab.shape[1] < 2:
         return False
-    frac = _fractions(lab, sorted(set(np.unique(lab))), 0)  # (R, P)
-    return bool((frac.std(0, ddof=1) / math.sqrt(lab.shape[1])).max() < target_se)
+    _, se = _mass_from_ladders([dict(labels=labels)], sorted(set(np.unique(lab))))  # (1, P)
+    return bool(se.max() < target_se)
 def _ladder_record(out: dict, i: int) -> dict:
     """Sums over one block of the sampling statistics of data set i (ladders (R, K))."""
     return dict(accept=(out["accept_rate"][i] * out["transitions"][i]).sum().item(),

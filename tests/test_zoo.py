@@ -300,4 +300,4 @@ def test_critical_sample_size_tempered_likelihood_scales_as_one_over_beta():
     for beta in (0.5, 1.0, 2.0):
         F = lambda n, q: beta * n * q.loss + q.llc * math.log(beta * n) + q.prior  # noqa: E731
         ref = brentq(lambda n: F(n, b) - F(n, a), 50.0, 1e5, xtol=1e-9)
-        assert zoo.critical_sample_size(a, b, inv_temp=beta) == pytest.approx(ref, rel=1e-9)
+        assert zoo.critical_sample_size(a, b, beta_lik=beta) == pytest.approx(ref, rel=1e-9)

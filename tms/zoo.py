@@ -26,15 +26,18 @@ first p of them, adjacent), then s positive-bias zero columns, then negative-bia
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.optimize import brentq
+from tqdm.auto import tqdm
 
 from tms import checks
-from tms.loss import batched_grad, batched_hessian, flatten_params, population_loss, unflatten_params
+from tms.loss import batched_grad, batched_hessian, flatten_params, gram, population_loss, unflatten_params
 
 R = 2  # the zoo lives in r = 2
 SEARCH_L, SEARCH_B = 3.0, 3.0  # kgon_roots seeds 0 < l <= 3, -3 <= b <= 1
@@ -93,7 +96,24 @@ def kgon_roots(k: int, tol: float = 1e-10) -> tuple[KgonRoot, ...]:
     interfere is assumed: the exact loss decides.
     """
     checks.positive_int(k, "k", minimum=3)
-    n = 64
+    x = _newton_roots(k, _grid_starts(k), tol)
+    L, g, H = _restricted(k, x.x)
+    gn = g.norm(dim=-1)
+    good = x.live & (gn < tol / 100) & (x.step_norm < tol)
+    roots: list[torch.Tensor] = []
+    for i in torch.nonzero(good).flatten().tolist():
+        if not any(float((x.x[i] - y).abs().max()) < 1e-7 for y in roots):
+            roots.append(x.x[i])
+    out = []
+    for xr in roots:
+        i = int(((x.x - xr).abs().max(-1).values).argmin())
+        out.append(_root_record(k, xr, float(L[i]), float(gn[i]), float(x.step_norm[i]), H[i]))
+    return tuple(sorted(out, key=lambda r: r.loss_per_feature))
+
+
+def _grid_starts(k: int, n: int = 64) -> torch.Tensor:
+    """(S, 2) starts (l, b): the interior local minima of |grad| of the restricted loss on an
+    n x n grid of the search box, from one batched gradient evaluation."""
     lg = torch.linspace(3.0 / n, 3.0, n, dtype=DTYPE)
     bg = torch.linspace(-3.0, 1.0, n, dtype=DTYPE)
     grid = torch.stack(torch.meshgrid(lg, bg, indexing="ij"), -1)  # (n, n, 2)
@@ -105,63 +125,77 @@ def kgon_roots(k: int, tol: float = 1e-10) -> tuple[KgonRoot, ...]:
     alive = grid[..., 0] ** 2 + grid[..., 1] > 0
     interior = torch.zeros(n, n, dtype=torch.bool)
     interior[1:-1, 1:-1] = True  # a minimum of |grad| on the grid's edge is no seed
-    x = grid[(gn0 <= neigh) & alive & interior & (gn0 > 0)]  # (S, 2): every start at once
-    step_norm = torch.full((x.shape[0],), float("inf"), dtype=DTYPE)
-    live = torch.ones(x.shape[0], dtype=torch.bool)
-    for it in range(40):  # damped Newton on the restricted gradient, all starts batched
-        _, g, H = _restricted(k, x)
-        det = torch.linalg.det(H)
-        ok = det.abs() > 1e-300
-        Hs = torch.where(ok[:, None, None], H, torch.eye(2, dtype=DTYPE))
-        step = torch.linalg.solve(Hs, g.unsqueeze(-1)).squeeze(-1)
-        step = torch.where(ok[:, None], step, g)  # singular: fall back to a gradient step
-        t = torch.ones(x.shape[0], dtype=DTYPE)
+    return grid[(gn0 <= neigh) & alive & interior & (gn0 > 0)]
+
+
+@dataclass
+class _NewtonState:
+    x: torch.Tensor  # (S, 2) current (l, b) of every start
+    step_norm: torch.Tensor  # (S,) last Newton step length (distance to the root when converged)
+    live: torch.Tensor  # (S,) bool: start still converging
+
+
+def _newton_direction(H: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Newton step H^-1 g per start; a gradient step where H is singular."""
+    ok = torch.linalg.det(H).abs() > 1e-300
+    Hs = torch.where(ok[:, None, None], H, torch.eye(2, dtype=DTYPE))
+    step = torch.linalg.solve(Hs, g.unsqueeze(-1)).squeeze(-1)
+    return torch.where(ok[:, None], step, g)
+
+
+def _backtrack(k: int, x, step, gn, live, done) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step length per start halving until |grad| decreases (Armijo on the gradient norm);
+    returns (t, stalled): stalled starts found no decrease along the Newton direction."""
+    t = torch.ones(x.shape[0], dtype=DTYPE)
+    bad = torch.zeros(x.shape[0], dtype=torch.bool)
+    for _ in range(20):
+        _, gnew, _ = _restricted(k, x - t[:, None] * step, hessian=False)
+        bad = (gnew.norm(dim=-1) > (1 - 1e-4 * t) * gn) & live & ~done
+        if not bool(bad.any()):
+            break
+        t = torch.where(bad, t / 2, t)
+    return t, bad
+
+
+def _newton_roots(k: int, x: torch.Tensor, tol: float) -> _NewtonState:
+    """Damped Newton on the restricted gradient from every start at once (<= 40 steps)."""
+    st = _NewtonState(x, torch.full((x.shape[0],), float("inf"), dtype=DTYPE), torch.ones(x.shape[0], dtype=torch.bool))
+    for it in range(40):
+        _, g, H = _restricted(k, st.x)
+        step = _newton_direction(H, g)
         gn = g.norm(dim=-1)
         done = gn < tol / 100
-        for _ in range(20):  # backtrack on the gradient norm (merit), per start
-            _, gnew, _ = _restricted(k, x - t[:, None] * step, hessian=False)
-            bad = (gnew.norm(dim=-1) > (1 - 1e-4 * t) * gn) & live & ~done
-            if not bool(bad.any()):
-                break
-            t = torch.where(bad, t / 2, t)
-        stalled = bad  # no decrease of |g| along the Newton direction: not converging to a root
-        move = live & ~done & ~stalled
-        x = torch.where(move[:, None], x - t[:, None] * step, x)
+        t, stalled = _backtrack(k, st.x, step, gn, st.live, done)
+        move = st.live & ~done & ~stalled
+        x = torch.where(move[:, None], st.x - t[:, None] * step, st.x)
         # a converged start's step is its full Newton step there (the distance to the root)
-        step_norm = torch.where(move, (t[:, None] * step).norm(dim=-1),
-                                torch.where(done, step.norm(dim=-1), step_norm))
+        st.step_norm = torch.where(move, (t[:, None] * step).norm(dim=-1),
+                                   torch.where(done, step.norm(dim=-1), st.step_norm))
         x[:, 0] = x[:, 0].clamp(min=1e-6)
+        st.x = x
         # drop starts that stall, collapse, diverge, or go dead (l^2 + b <= 0: no output ever
         # fires, L is locally constant there and every such point is a trivial critical point)
         inside = (x[:, 0] > 1e-3) & (x[:, 0] < 1.2 * SEARCH_L) & (x[:, 1].abs() < 1.2 * SEARCH_B)
-        live = live & ~stalled & inside & (x[:, 0] ** 2 + x[:, 1] > 1e-9)
+        st.live = st.live & ~stalled & inside & (x[:, 0] ** 2 + x[:, 1] > 1e-9)
         if it >= 15:  # Newton is quadratic near a root; starts still far after 15 steps are drifting
-            live &= gn < 1e-6
-        if bool((done | ~live).all()):
+            st.live &= gn < 1e-6
+        if bool((done | ~st.live).all()):
             break
-    L, g, H = _restricted(k, x)
-    gn = g.norm(dim=-1)
-    good = live & (gn < tol / 100) & (step_norm < tol)
-    roots: list[torch.Tensor] = []
-    for i in torch.nonzero(good).flatten().tolist():
-        if not any(float((x[i] - y).abs().max()) < 1e-7 for y in roots):
-            roots.append(x[i])
-    out = []
-    for xr in roots:
-        i = int(((x - xr).abs().max(-1).values).argmin())
-        l, b = float(xr[0]), float(xr[1])
-        W, bb = l * _unit_polygon(k), torch.full((k,), b, dtype=DTYPE)
-        smooth = is_smooth(W, bb)
-        Hf = batched_hessian(population_loss, W, bb)
-        ev = torch.linalg.eigvalsh(Hf)
-        neg = int((ev < -1e-8 * max(1.0, float(ev.abs().max()))).sum())
-        cosines = torch.cos(2 * math.pi * torch.arange(1, k, dtype=DTYPE) / k)
-        # neighbour j fires on input i for some mu <= 1 iff l^2 cos + b > 0 (b <= 0 here)
-        interfering = int((l * l * cosines + b > 1e-12).sum()) if b <= 1e-12 else k - 1
-        out.append(KgonRoot(k, l, b, float(L[i]), float(gn[i]), float(step_norm[i]),
-                            tuple(float(e) for e in torch.linalg.eigvalsh(H[i])),
-                            neg if smooth else -1, smooth, interfering))
-    return tuple(sorted(out, key=lambda r: r.loss_per_feature))
+    return st
+
+
+def _root_record(k: int, xr: torch.Tensor, L: float, gn: float, step_norm: float, H: torch.Tensor) -> "KgonRoot":
+    """The KgonRoot of one converged (l, b): smoothness, full-Hessian index, interference."""
+    l, b = float(xr[0]), float(xr[1])
+    W, bb = l * _unit_polygon(k), torch.full((k,), b, dtype=DTYPE)
+    smooth = is_smooth(W, bb)
+    ev = torch.linalg.eigvalsh(batched_hessian(population_loss, W, bb))
+    neg = int((ev < -1e-8 * max(1.0, float(ev.abs().max()))).sum())
+    cosines = torch.cos(2 * math.pi * torch.arange(1, k, dtype=DTYPE) / k)
+    # neighbour j fires on input i for some mu <= 1 iff l^2 cos + b > 0 (b <= 0 here)
+    interfering = int((l * l * cosines + b > 1e-12).sum()) if b <= 1e-12 else k - 1
+    return KgonRoot(k, l, b, L, gn, step_norm, tuple(float(e) for e in torch.linalg.eigvalsh(H)),
+                    neg if smooth else -1, smooth, interfering)
 
 
 def solve_kgon(k: int) -> tuple[float, float]:
@@ -182,7 +216,6 @@ def _progress(items, desc: str, show: bool):
     """A tqdm bar (stderr) over items when `show`; the items themselves otherwise."""
     if not show:
         return items
-    from tqdm.auto import tqdm
 
     return tqdm(items, desc=desc, leave=False)
 
@@ -221,8 +254,6 @@ def is_smooth(W: torch.Tensor, b: torch.Tensor, eps: float = 1e-9) -> torch.Tens
     O(dist^3)); tests/test_zoo.py checks this rule against finite differences.
     """
     checks.params(W, b)
-    from tms.loss import gram
-
     G = gram(W)
     bj = b.unsqueeze(-2).expand(G.shape)
     corner = (G.abs() <= eps) & (bj.abs() <= eps)
@@ -429,7 +460,6 @@ def _critical_points(c: int, kmin: int, progress: bool = False) -> tuple[Critica
 
 
 def _copy(q: CriticalPoint) -> CriticalPoint:
-    import dataclasses
 
     return dataclasses.replace(q, W=q.W.clone(), b=q.b.clone(),
                                hessian_eigs=None if q.hessian_eigs is None else q.hessian_eigs.clone(),
@@ -461,20 +491,20 @@ def labels(c: int) -> list[str]:
 
 def critical_sample_size(alpha: CriticalPoint, beta: CriticalPoint, prior: bool = True,
                          lam_alpha: float | None = None, lam_beta: float | None = None,
-                         inv_temp: float = 1.0) -> float | None:
+                         beta_lik: float = 1.0) -> float | None:
     """n_c of the Bayesian transition alpha -> beta (SPEC 3).
 
-    With likelihood exp(-inv_temp n L_n) the local free energy is
-    F_n = m L + lambda log m + c with m = inv_temp * n (the lambda log m term comes from the
-    tempered likelihood), so n_c = m_c / inv_temp where m_c is the root of
+    With likelihood exp(-beta_lik n L_n) the local free energy is
+    F_n = m L + lambda log m + c with m = beta_lik * n (the lambda log m term comes from the
+    tempered likelihood), so n_c = m_c / beta_lik where m_c is the root of
     f(m) = m dL + dlambda log m + dc = 0 (d = beta - alpha) at which the posterior switches
-    from preferring alpha (f > 0) to beta (f < 0), m >= 1. inv_temp = 1 is SPEC 3's convention.
+    from preferring alpha (f > 0) to beta (f < 0), m >= 1. beta_lik = 1 is SPEC 3's convention.
 
     dc = prior(beta) - prior(alpha) (prior=False: dc = 0). lam_* override the zoo's lambda
     (needed where it is None, e.g. 4-gons). Returns None when dL >= 0 (no switch to beta
     at large n), when beta is preferred already at every m >= 1, or a lambda is missing.
     """
-    checks.positive_float(inv_temp, "inv_temp")
+    checks.positive_float(beta_lik, "beta_lik")
     la = alpha.llc if lam_alpha is None else float(lam_alpha)
     lb = beta.llc if lam_beta is None else float(lam_beta)
     if la is None or lb is None:
@@ -483,7 +513,7 @@ def critical_sample_size(alpha: CriticalPoint, beta: CriticalPoint, prior: bool 
     dlam = lb - la
     dc = (beta.prior - alpha.prior) if prior else 0.0
     m_c = _root(dL, dlam, dc)
-    return None if m_c is None else m_c / inv_temp
+    return None if m_c is None else m_c / beta_lik
 
 
 def _root(dL: float, dlam: float, dc: float) -> float | None:
@@ -498,13 +528,11 @@ def _root(dL: float, dlam: float, dc: float) -> float | None:
     hi = 2 * lo
     while f(hi) > 0:
         hi *= 2
-    from scipy.optimize import brentq
-
     return float(brentq(f, lo, hi, xtol=1e-12 * hi, rtol=1e-14, maxiter=500))
 
 
 def transition_table(c: int, llcs: dict[str, float] | None = None, prior: bool = True,
-                     inv_temp: float = 1.0) -> list[dict]:
+                     beta_lik: float = 1.0) -> list[dict]:
     """Every ordered pair (alpha, beta) of zoo points at c with dL < 0 and dlambda > 0.
 
     llcs: lambda per label overriding/supplying the zoo's (e.g. SGLD estimates for 4-gons);
@@ -520,7 +548,7 @@ def transition_table(c: int, llcs: dict[str, float] | None = None, prior: bool =
             la, lb = lam[a.label], lam[bq.label]
             if la is None or lb is None or not (bq.loss < a.loss - 1e-14) or not (lb > la):
                 continue
-            n_c = critical_sample_size(a, bq, prior, la, lb, inv_temp)
+            n_c = critical_sample_size(a, bq, prior, la, lb, beta_lik)
             rows.append(dict(alpha=a.label, beta=bq.label, L_alpha=a.loss, L_beta=bq.loss, dL=bq.loss - a.loss,
                              lam_alpha=la, lam_beta=lb, dlambda=lb - la,
                              dc=(bq.prior - a.prior) if prior else 0.0, n_c=n_c))

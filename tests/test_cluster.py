@@ -81,9 +81,11 @@ def test_tasks_run_in_other_processes(scheduler):
 
 
 def test_posterior_sweep_on_the_cluster_equals_in_process(tmp_path, scheduler):
+    """Tasks of 2 n values = the in-process batches of batch_points = 2: bit for bit."""
     ns = [40, 80, 120]
-    ref = posterior.phase_sweep(C, ns, out_dir=tmp_path / "ref", predict=False, **POST)
-    got = cluster.phase_sweep(C, ns, out_dir=tmp_path / "work", scheduler=scheduler, predict=False, **POST)
+    ref = posterior.phase_sweep(C, ns, out_dir=tmp_path / "ref", predict=False, batch_points=2, **POST)
+    got = cluster.phase_sweep(C, ns, out_dir=tmp_path / "work", scheduler=scheduler, predict=False, batch_points=2,
+                              **POST)
     _same_sweep(ref, got)
     _same_files(tmp_path / "ref", tmp_path / "work", [f"posterior_c{C}_n{n}" for n in ns])
     again = cluster.phase_sweep(C, ns, out_dir=tmp_path / "work", scheduler=scheduler, predict=False, **POST)
@@ -145,7 +147,7 @@ def _kill_a_busy_worker(address: str, watch: Path, killed: list) -> None:
 
 def test_a_worker_killed_mid_sweep_loses_only_its_task(tmp_path, scheduler):
     ns = [40, 80, 120, 160, 200]
-    ref = posterior.phase_sweep(C, ns, out_dir=tmp_path / "ref", predict=False, **POST)
+    ref = posterior.phase_sweep(C, ns, out_dir=tmp_path / "ref", predict=False, batch_points=1, **POST)
     work, killed = tmp_path / "work", []
     killer = threading.Thread(target=_kill_a_busy_worker, args=(scheduler, work, killed))
     killer.start()

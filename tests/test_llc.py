@@ -34,8 +34,7 @@ def test_matches_a_brute_force_loop_over_centres_and_chains():
     p = init_params(2, 4, (3,), sigma=0.8, generator=3)
     X = sample_inputs(200, 4, 4)
     nbeta, eps, gamma, K, T, burn = 30.0, 2e-3, 1.5, 2, 25, 5
-    res = estimate_llc(p.W, p.b, X, nbeta=nbeta, eps=eps, gamma=gamma, n_chains=K, n_steps=T,
-                       n_burnin=burn, generator=123)
+    res = estimate_llc(p.W, p.b, X, nbeta=nbeta, eps=eps, gamma=gamma, n_chains=K, n_burnin=burn, n_draws=T - burn, seed=123)
     keys = centre_keys(123, (3,))
     for i in range(3):
         w0 = flatten_params(p.W[i], p.b[i])
@@ -69,7 +68,7 @@ def test_matches_a_brute_force_loop_over_centres_and_chains():
 def test_batched_equals_alone(mode):
     # 100 centres in one call; centre 37 alone with its own key: identical chains.
     p = init_params(2, 5, (100,), sigma=0.6, generator=8)
-    kw = dict(nbeta=50.0, eps=1e-3, gamma=1.0, n_chains=4, n_steps=30, n_burnin=5)
+    kw = dict(nbeta=50.0, eps=1e-3, gamma=1.0, n_chains=4, n_burnin=5, n_draws=25)
     X = sample_inputs(300, 5, 9)
     if mode == "full":
         args, extra, one = (X,), {}, (X,)
@@ -80,13 +79,13 @@ def test_batched_equals_alone(mode):
     else:
         Xs = sample_inputs(300, 5, 10, batch_shape=(100,))
         args, extra, one = (Xs,), {}, (Xs[37],)
-    res = estimate_llc(p.W, p.b, *args, generator=2024, **kw, **extra)
-    alone = estimate_llc(p.W[37], p.b[37], *one, generator=centre_keys(2024, (100,))[37], **kw, **extra)
+    res = estimate_llc(p.W, p.b, *args, seed=2024, **kw, **extra)
+    alone = estimate_llc(p.W[37], p.b[37], *one, keys=centre_keys(2024, (100,))[37], **kw, **extra)
     assert torch.allclose(res.llc_chains[37], alone.llc_chains, rtol=1e-10, atol=1e-10)
     assert torch.allclose(res.loss_trace[37], alone.loss_trace, rtol=1e-10, atol=1e-12)
     # and the first centre alone under the plain seed is centre 0 of the batch
     first = estimate_llc(p.W[0], p.b[0], *((args[0][0],) if mode == "per-centre-data" else one),
-                         generator=2024, **kw, **extra)
+                         seed=2024, **kw, **extra)
     assert not torch.allclose(first.llc_chains, alone.llc_chains)
     assert res.llc.shape == (100,) and res.loss_trace.shape == (100, 4, 30)
 
@@ -96,13 +95,13 @@ def test_sorted_and_direct_losses_give_the_same_chains():
     # nonzero is not high-sparsity and takes the direct O(n c) sum: same chains.
     W, b = kgon(5, 5, length=1.05, bias=-0.05)
     X = sample_inputs(400, 5, 11)
-    res = estimate_llc(W, b, X, nbeta=60.0, eps=1e-3, gamma=1.0, n_chains=3, n_steps=20, generator=1)
+    res = estimate_llc(W, b, X, nbeta=60.0, eps=1e-3, gamma=1.0, n_chains=3, n_burnin=0, n_draws=20, seed=1)
     direct = [empirical_loss(W, b, X).item()]
     assert res.centre_loss.item() == pytest.approx(direct[0], rel=1e-12)
     Xd = X.clone()
     j = int((X[0] == 0).nonzero()[0])
     Xd[0, j] = 1e-300  # two nonzeros in row 0: forces the direct path, changes L by ~1e-300
-    res_d = estimate_llc(W, b, Xd, nbeta=60.0, eps=1e-3, gamma=1.0, n_chains=3, n_steps=20, generator=1)
+    res_d = estimate_llc(W, b, Xd, nbeta=60.0, eps=1e-3, gamma=1.0, n_chains=3, n_burnin=0, n_draws=20, seed=1)
     assert torch.allclose(res.loss_trace, res_d.loss_trace, rtol=1e-9, atol=1e-12)
 
 
@@ -110,7 +109,7 @@ def test_too_large_step_is_flagged_and_inflates():
     # 4-gon at c = 4 (zero loss), full batch n = 1000, nbeta = n / log n (SPEC 4 settings).
     W, b = kgon(4, 4)
     X = sample_inputs(1000, 4, 0)
-    kw = dict(nbeta=default_nbeta(1000), gamma=1.0, n_chains=8, n_steps=400, n_burnin=100, generator=0)
+    kw = dict(nbeta=default_nbeta(1000), gamma=1.0, n_chains=8, n_burnin=1000, n_draws=2000, seed=0)
     good = estimate_llc(W, b, X, eps=1e-3, **kw)
     bad = estimate_llc(W, b, X, eps=1e-2, **kw)
     assert not good.flag_step.item() and good.trustworthy.item()
@@ -131,7 +130,7 @@ def test_centre_above_a_lower_loss_phase_is_flagged():
     # the loss (4 -> 4+), so chains leave w*'s level and sit below L(w*).
     W, b = kgon(4, 6)
     res = estimate_llc(W, b, loss="population", nbeta=default_nbeta(1e4), eps=1e-4, gamma=1.0,
-                       n_chains=8, n_steps=600, generator=0)
+                       n_chains=8, n_burnin=0, n_draws=600, seed=0)
     assert res.flag_escape.item() and res.n_escaped.item() >= 4
     assert res.frac_escaped.item() == res.n_escaped.item() / 8
     assert res.frac_below.item() > 0.3
@@ -149,8 +148,7 @@ def test_local_minimum_behind_a_high_barrier_is_not_flagged():
     w = torch.tensor([1.0], dtype=torch.float64)
     for _ in range(50):  # Newton on f'(w) = 4 w^3 - 4 w + 0.3
         w = w - (4 * w**3 - 4 * w + 0.3) / (12 * w**2 - 4)
-    res = estimate_llc_flat(f, w, nbeta=200.0, eps=5e-5, gamma=1.0, n_chains=8, n_steps=1000,
-                            n_burnin=200, generator=0)
+    res = estimate_llc_flat(f, w, nbeta=200.0, eps=5e-5, gamma=1.0, n_chains=8, n_burnin=200, n_draws=800, seed=0)
     assert not res.flag_escape.item() and res.frac_below.item() == 0.0 and res.trustworthy.item()
     # regular: lambda = 1/2 minus the localisation (exact Gaussian: nbeta h / (2 (nbeta h + gamma)))
     h = 12 * w.item() ** 2 - 4
@@ -161,7 +159,7 @@ def test_nonfinite_chains_are_excluded_and_counted():
     # a loss that is NaN for w > 0.8: the chains that get there are excluded, never averaged in
     f = lambda th: torch.where(th[..., 0] > 0.8, torch.full_like(th[..., 0], float("nan")), th[..., 0] ** 2)  # noqa
     res = estimate_llc_flat(f, torch.zeros(1, dtype=torch.float64), nbeta=2.0, eps=1e-2, gamma=1.0,
-                            n_chains=16, n_steps=300, generator=0)
+                            n_chains=16, n_burnin=0, n_draws=300, seed=0)
     n_bad = res.n_nonfinite.item()
     assert 0 < n_bad < 16 and res.flag_nonfinite.item() and "NON-FINITE" in res.summary()
     ok = ~res.nonfinite
@@ -169,15 +167,15 @@ def test_nonfinite_chains_are_excluded_and_counted():
     assert torch.isnan(res.llc_chains[res.nonfinite]).all()
     # a diverging step size on TMS: every chain blows up, the estimate is NaN, not a number
     W, b = kgon(4, 4)
-    res = estimate_llc(W, b, loss="population", nbeta=1e6, eps=1.0, gamma=1.0, n_chains=3, n_steps=30,
-                       generator=0)
+    res = estimate_llc(W, b, loss="population", nbeta=1e6, eps=1.0, gamma=1.0, n_chains=3, n_burnin=0, n_draws=30,
+                       seed=0)
     assert res.n_nonfinite.item() == 3 and math.isnan(res.llc.item())
 
 
 def test_input_errors():
     W, b = kgon(4, 4)
     X = sample_inputs(50, 4, 0)
-    kw = dict(nbeta=10.0, eps=1e-3, gamma=1.0, n_chains=2, n_steps=10, generator=0)
+    kw = dict(nbeta=10.0, eps=1e-3, gamma=1.0, n_chains=2, n_burnin=0, n_draws=10, seed=0)
     with pytest.raises(ValueError, match="loss must be"):
         estimate_llc(W, b, X, loss="train", **kw)
     with pytest.raises(ValueError, match="X must be None"):
@@ -188,55 +186,11 @@ def test_input_errors():
         estimate_llc(W, b, sample_inputs(50, 5, 0), **kw)
     with pytest.raises(ValueError, match="nbeta"):
         estimate_llc(W, b, X, **{**kw, "nbeta": 0.0})
-    with pytest.raises(ValueError, match="exceed n_burnin"):
-        estimate_llc(W, b, X, n_burnin=9, **kw)
+    with pytest.raises(ValueError, match="n_draws"):
+        estimate_llc(W, b, X, **{**kw, "n_draws": 4})
+    with pytest.raises(ValueError, match="keys must be an int64"):
+        estimate_llc(W, b, X, keys=torch.zeros(1), **kw)
     with pytest.raises(ValueError, match="batch_size"):
         estimate_llc(W, b, X, batch_size=0, **kw)
     with pytest.raises(ValueError, match="W contains NaN"):
         estimate_llc(W * float("nan"), b, X, **kw)
-
-
-def test_model_estimator_minibatch_matches_a_per_chain_loop():
-    # estimate_llc_model (torch.func vmap over chains) against chains stepped one by one with
-    # plain autograd on the same minibatch rows and noise; and the model is left untouched.
-    from tms.llc import _centre_keys, estimate_llc_model
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(60, 3, generator=g, dtype=torch.float64)
-    y = torch.randn(60, 2, generator=g, dtype=torch.float64)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
-    before = [p.detach().clone() for p in model.parameters()]
-    loss_fn = lambda pred, t: ((pred - t) ** 2).sum(-1).mean()  # noqa: E731
-    nbeta, eps, gamma, K, T, m = 20.0, 1e-3, 1.0, 3, 12, 8
-    res = estimate_llc_model(model, loss_fn, (x, y), nbeta=nbeta, eps=eps, gamma=gamma, n_chains=K, n_steps=T,
-                             batch_size=m, generator=7)
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    keys = _centre_keys(7, (), K, theta0.device)
-    with torch.no_grad():
-        L0 = loss_fn(model(x), y).item()
-    for j in range(K):
-        w, losses = theta0.clone(), []
-        for t in range(T):
-            idx = (sgld.uniform(keys[j], t, 2, m) * 60).ceil().long().clamp(1, 60) - 1
-            clone = copy_with(model, w)
-            L = loss_fn(clone(x[idx]), y[idx])
-            grads = torch.autograd.grad(L, list(clone.parameters()))
-            gflat = torch.cat([q.reshape(-1) for q in grads])
-            losses.append(L.item())
-            w = w - eps / 2 * (nbeta * gflat + gamma * (w - theta0)) + math.sqrt(eps) * sgld.normal(keys[j], t, w.numel())
-        assert res.llc_chains[j].item() == pytest.approx(nbeta * (sum(losses) / T - L0), rel=1e-9)
-    assert math.isfinite(res.acceptance.item())  # full-batch probes every PROBE_EVERY steps
-
-
-def copy_with(model, theta):
-    """A deep copy of model with its parameters set from the flat vector theta."""
-    import copy
-
-    clone = copy.deepcopy(model)
-    with torch.no_grad():
-        i = 0
-        for p in clone.parameters():
-            p.copy_(theta[i:i + p.numel()].reshape(p.shape))
-            i += p.numel()
-    return clone

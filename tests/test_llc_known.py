@@ -16,7 +16,9 @@ import pytest
 import torch
 from scipy import integrate
 
-from tms.llc import estimate_llc_flat, estimate_llc_model
+from tms.llc import estimate_llc_flat
+from tms.llc_model import estimate_llc_model
+from test_llc_model import aoyagi_watanabe  # the RRR closed form, tested there
 
 Z = 4.0  # tolerance in standard errors
 
@@ -60,7 +62,7 @@ def test_w4_quarter():
     exact = integrate.quad(lambda w: nbeta * s * w**4 * f(w), -1, 1)[0] / integrate.quad(f, -1, 1)[0]
     assert abs(exact - 0.25) < 0.005  # the localisation's effect at this nbeta
     res = estimate_llc_model(Power(2), mse, (x, torch.zeros(100)), nbeta=nbeta, eps=5e-4, gamma=gamma,
-                             n_chains=16, n_steps=2000, n_burnin=400, generator=1)
+                             n_chains=16, n_burnin=400, n_draws=1600, seed=1)
     _check(res, exact, 0.25)
 
 
@@ -73,7 +75,7 @@ def test_w2_half():
     # SGLD's stationary variance on a Gaussian is exactly 1/(h (1 - eps h / 4)).
     exact = nbeta * s / (h * (1 - eps * h / 4))
     res = estimate_llc_model(Power(1), mse, (x, torch.zeros(100)), nbeta=nbeta, eps=eps, gamma=gamma,
-                             n_chains=16, n_steps=1000, n_burnin=200, generator=2)
+                             n_chains=16, n_burnin=200, n_draws=800, seed=2)
     _check(res, exact, 0.5)
 
 
@@ -93,7 +95,7 @@ def test_regular_linear_model_half_dimension():
     eps = 0.05 / p.max().item()
     exact = (nbeta * s / (p * (1 - eps * p / 4))).sum().item()
     res = estimate_llc_model(model, mse, (x, y), nbeta=nbeta, eps=eps, gamma=gamma,
-                             n_chains=16, n_steps=1500, n_burnin=300, generator=3)
+                             n_chains=16, n_burnin=300, n_draws=1200, seed=3)
     _check(res, exact, 2.0)
     assert torch.equal(model.weight, torch.tensor([[0.5, -1.0, 0.3]], dtype=torch.float64))  # untouched
 
@@ -115,21 +117,8 @@ def test_normal_crossing_two_exponents():
     assert all(a < b < 0.25 for a, b in zip(exacts, exacts[1:]))  # approaches 1/4 from below
     assert 0.25 - exacts[-1] < 0.01
     res = estimate_llc_flat(lambda th: th[..., 0] ** 2 * th[..., 1] ** 4, torch.zeros(2, dtype=torch.float64),
-                            nbeta=1e3, eps=4e-4, gamma=1.0, n_chains=32, n_steps=8000, n_burnin=2000, generator=4)
+                            nbeta=1e3, eps=4e-4, gamma=1.0, n_chains=32, n_burnin=2000, n_draws=6000, seed=4)
     _check(res, exacts[0], 0.25)
-
-
-def aoyagi_watanabe(M: int, N: int, H: int, r: int) -> float:
-    """RLCT of reduced-rank regression y = B A x (A: H x M, B: N x H), true rank r
-    (Aoyagi & Watanabe 2005)."""
-    if N + r <= M + H and M + r <= N + H and H + r <= M + N:
-        v = 2 * (H + r) * (M + N) - (M - N) ** 2 - (H + r) ** 2
-        return (v + (M + N + H + r) % 2) / 8
-    if M + H < N + r:
-        return (H * M - H * r + N * r) / 2
-    if N + H < M + r:
-        return (H * N - H * r + M * r) / 2
-    return M * N / 2
 
 
 @pytest.mark.parametrize("shape", [(3, 2, 2, 1), (1, 3, 2, 1)])
@@ -153,20 +142,11 @@ def test_reduced_rank_regression(shape):
         return ((B_ @ A_ - C0) ** 2).sum((-2, -1))
 
     res = estimate_llc_flat(K, torch.cat([A.flatten(), B.flatten()]), nbeta=1e3, eps=2.5e-5, gamma=1.0,
-                            n_chains=16, n_steps=8000, n_burnin=1600, generator=5)
+                            n_chains=16, n_burnin=1600, n_draws=6400, seed=5)
     m, se = res.llc.item(), res.llc_se.item()
     print(f"RRR {shape}: lambda_hat {m:.4f} +- {se:.4f}, Aoyagi-Watanabe {lam}, acceptance {res.acceptance.item():.4f}")
     assert not res.flag_step.item() and res.n_included.item() == 16, res.summary()
     assert abs(m - lam) <= Z * se, (m, se, lam)
-
-
-def test_aoyagi_watanabe_formula_special_cases():
-    # independent checks of the formula used above: a regular case and normal crossings
-    assert aoyagi_watanabe(1, 1, 1, 1) == 0.5  # y = b a x, true ba != 0: one effective parameter
-    assert aoyagi_watanabe(1, 1, 1, 0) == 0.5  # K = a^2 b^2: lambda 1/2
-    assert aoyagi_watanabe(2, 2, 1, 0) == 1.0  # K = |a|^2 |b|^2, a, b in R^2
-    assert aoyagi_watanabe(2, 2, 1, 1) == 1.5  # rank-1 2x2 matrices: 3-dim manifold, regular
-    assert aoyagi_watanabe(1, 4, 1, 0) == 0.5  # K = a^2 |b|^2: poles -1/2, -2
 
 
 # ---- TMS zoo points (c = 6), population loss: minimally singular, lambda = rank(H) / 2 -------
@@ -233,7 +213,7 @@ def test_tms_zoo_points_approach_hessian_rank_theory():
     nb = default_nbeta(n)
     eps = 0.05 / (nb * max(h.max().item() for h in eigs))  # eps * nbeta * h_max = 0.05
     res = estimate_llc(torch.stack([p[0] for p in pts]), torch.stack([p[1] for p in pts]), loss="population",
-                       nbeta=nb, eps=eps, gamma=gamma, n_chains=16, n_steps=6000, n_burnin=2000, generator=0)
+                       nbeta=nb, eps=eps, gamma=gamma, n_chains=16, n_burnin=2000, n_draws=4000, seed=0)
     print(res.summary(labels=["5", "5+", "6"]))
     for i, (h, rank) in enumerate(zip(eigs, ranks)):
         laplace = (nb * h / (2 * (nb * h + gamma))).sum().item()

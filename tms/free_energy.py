@@ -55,7 +55,7 @@ QUICK = dict(seeds=4, replicas=4, n_temps=10, beta_min=0.01, n_warmup=60, n_draw
 PAPER = dict(seeds=8, replicas=8, n_temps=12, beta_min=0.005, n_warmup=200, n_draws=600, max_steps=48)
 LAMBDA_QUICK = dict(n=1000, seeds=2, replicas=3, n_temps=5, beta_lo=0.25, n_warmup=40, n_draws=80, max_steps=32)
 LAMBDA_PAPER = dict(n=2000, seeds=4, replicas=6, n_temps=8, beta_lo=0.2, n_warmup=150, n_draws=500, max_steps=48)
-SGLD_QUICK = dict(n=1000, n_chains=8, n_steps=1000)
+SGLD_QUICK = dict(n=1000, n_chains=8, n_burnin=4000, n_draws=4000)
 QUICK_NS = {6: [200, 300, 400, 500, 650], 5: [100, 150, 200, 300, 400], 4: [100, 150, 200, 300, 400]}
 PAIRS = {6: [("5-family", "6"), ("5", "6")], 5: [("4-family", "5"), ("4", "5")], 4: [("3-family", "4")]}
 STREAM_START = 30  # the chains' starting points (prior draws), tms.samplers.rng streams 30-31
@@ -975,8 +975,8 @@ def _sgld(c: int, labels, cfg: dict, seed: int) -> dict:
     from tms import posterior
 
     try:
-        est = posterior.estimate_llcs(c, list(labels), n=cfg["n"], n_chains=cfg["n_chains"], n_steps=cfg["n_steps"],
-                                      seed=seed)
+        est = posterior.estimate_llcs(c, list(labels), n=cfg["n"], n_chains=cfg["n_chains"],
+                                      n_burnin=cfg["n_burnin"], n_draws=cfg["n_draws"], seed=seed)
         return {lab: [float(v), float(s)] for lab, (v, s) in est.items()}
     except (ValueError, RuntimeError, TypeError, AttributeError) as err:  # another module's API moved
         return {lab: [math.nan, math.nan] for lab in labels} | {"_error": f"{type(err).__name__}: {err}"}

@@ -396,11 +396,11 @@ def missing_llc_labels(c: int, result: dict, min_mass: float = 0.02) -> list[str
             if lam.get(p, 0.0) is None and max(result["mass"][:, i].max(), result["occupancy"][:, i].max()) >= min_mass]
 
 
-def estimate_llcs(c: int, labels: list[str], *, n: int = 1000, n_chains: int = 16, n_steps: int = 2000,
-                  seed: int = 0) -> dict[str, tuple[float, float]]:
+def estimate_llcs(c: int, labels: list[str], *, n: int = 1000, n_chains: int = 16, n_burnin: int = 4000,
+                  n_draws: int = 4000, seed: int = 0) -> dict[str, tuple[float, float]]:
     """SGLD estimates (SPEC 5) of lambda at the zoo points `labels` (e.g. 4-gons, where L is
     only C^1 and the zoo has no lambda): population loss, nbeta = n / log n, eps = 1e-3,
-    gamma = 1, n_steps steps (1/5 burn-in), all points and chains batched.
+    gamma = 1, n_burnin + n_draws steps (tms.llc.PROTOCOL's), all points and chains batched.
     Returns {label: (lambda_hat, standard error across chains)}; NaN where the estimator
     excluded every chain (see tms.llc)."""
     from tms import zoo
@@ -412,7 +412,7 @@ def estimate_llcs(c: int, labels: list[str], *, n: int = 1000, n_chains: int = 1
     W = torch.stack([pts[lab].W for lab in labels])
     b = torch.stack([pts[lab].b for lab in labels])
     res = estimate_llc(W, b, None, nbeta=default_nbeta(n), eps=1e-3, gamma=1.0, n_chains=n_chains,
-                       n_steps=n_steps, n_burnin=n_steps // 5, loss="population", generator=seed)
+                       n_burnin=n_burnin, n_draws=n_draws, loss="population", seed=seed)
     return {lab: (float(res.llc[i]), float(res.llc_se[i])) for i, lab in enumerate(labels)}
 
 

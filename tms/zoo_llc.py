@@ -3,7 +3,8 @@
 At 4-gon families L is only C^1 and the zoo has no theoretical lambda; the free-energy
 predictions of SPEC 3 still need one, so it is estimated with the batched LLC estimator on
 the exact population loss at a stated nbeta. The same call estimates the points that do
-have theory, as a check of the estimator beside them.
+have theory, as a check of the estimator beside them (its measured bias against theory at
+the default protocol: tms.llc's module docstring).
 """
 from __future__ import annotations
 
@@ -11,37 +12,37 @@ import math
 
 import torch
 
-from tms import checks
+from tms import checks, zoo
+from tms.llc import PROTOCOL, estimate_llc
 
 
-def zoo_llc_estimates(c: int, *, n_ref: int = 600, n_chains: int = 8, n_steps: int = 1000,
-                      eps: float = 1e-3, gamma: float = 1.0, seed: int = 0) -> dict:
+def zoo_llc_estimates(c: int, *, n_ref: int = 600, n_chains: int = PROTOCOL["n_chains"],
+                      n_burnin: int = PROTOCOL["n_burnin"], n_draws: int = PROTOCOL["n_draws"],
+                      eps: float = PROTOCOL["eps"], gamma: float = PROTOCOL["gamma"], seed: int = 0) -> dict:
     """Estimate lambda at every zoo point of c in one batched call.
 
-    nbeta = n_ref / log(n_ref) on the population loss; the first 20% of steps are burn-in.
+    nbeta = n_ref / log(n_ref) on the population loss; defaults: tms.llc.PROTOCOL.
     Returns a JSON-ready dict: settings, rows (label, theory, estimate, se, trustworthy,
-    escaped chains, acceptance) and `usable` = {label: estimate} for the points without
-    theory whose estimate the diagnostics do not flag.
+    flags raised, escaped chains, acceptance) and `usable` = {label: estimate} for the
+    points without theory whose estimate the diagnostics do not flag.
     """
-    from tms import zoo
-    from tms.llc import estimate_llc
-
     checks.positive_int(n_ref, "n_ref", minimum=2)
     pts = zoo.critical_points(c)
     W = torch.stack([q.W for q in pts])
     b = torch.stack([q.b for q in pts])
     nbeta = n_ref / math.log(n_ref)
-    res = estimate_llc(W, b, nbeta=nbeta, eps=eps, gamma=gamma, n_chains=n_chains, n_steps=n_steps,
-                       n_burnin=n_steps // 5, loss="population", generator=seed)
-    ok = res.trustworthy
+    res = estimate_llc(W, b, nbeta=nbeta, eps=eps, gamma=gamma, n_chains=n_chains, n_burnin=n_burnin,
+                       n_draws=n_draws, loss="population", seed=seed)
+    ok, flags = res.trustworthy, res.flags
     rows, usable = [], {}
     for i, q in enumerate(pts):
         est, se = float(res.llc[i]), float(res.llc_se[i])
         trusted = bool(ok[i]) and math.isfinite(est)
         rows.append(dict(label=q.label, loss=q.loss, theory=q.llc, estimate=est, se=se, trustworthy=trusted,
-                         escaped=int(res.n_escaped[i]), acceptance=float(res.acceptance[i])))
+                         flags=[k for k, v in flags.items() if v[i]], escaped=int(res.n_escaped[i]),
+                         acceptance=float(res.acceptance[i])))
         if q.llc is None and trusted:
             usable[q.label] = est
-    settings = dict(c=c, n_ref=n_ref, nbeta=nbeta, eps=eps, gamma=gamma, n_chains=n_chains, n_steps=n_steps,
-                    n_burnin=n_steps // 5, loss="population", seed=seed)
+    settings = dict(c=c, n_ref=n_ref, nbeta=nbeta, eps=eps, gamma=gamma, n_chains=n_chains, n_burnin=n_burnin,
+                    n_draws=n_draws, loss="population", seed=seed)
     return dict(settings=settings, rows=rows, usable=usable)

@@ -40,8 +40,10 @@ def plot_traces(result_path, out_path, max_centres: int = 6) -> None:
         if burn:
             ax.axvline(burn, color="gray", lw=0.8, ls=":")
         ax.axhline(0, color="r", lw=0.6, ls=":")
+        conv = (f", trend p {arr['trend_p'].reshape(-1)[i]:.2g}, rhat {arr['rhat'].reshape(-1)[i]:.3f}"
+                if "rhat" in arr else "")
         ax.set_title(f"{labels[i]}  (acc {arr['acceptance'].reshape(-1)[i]:.3f}, "
-                     f"esc {int(arr['escaped'].reshape(-1, K)[i].sum())}/{K})", fontsize=9)
+                     f"esc {int(arr['escaped'].reshape(-1, K)[i].sum())}/{K}{conv})", fontsize=8)
         ax.set_xlabel("SGLD step")
         if i == 0:
             ax.set_ylabel("nbeta (L(w_t) - L(w*))")
@@ -70,7 +72,7 @@ def plot_llc_checkpoints(result_path, out_path, steps=None) -> None:
     nbs = rec.get("nbeta")
     nbs = f"{nbs:.4g}" if isinstance(nbs, (int, float)) else "per centre"
     ax.set_title(f"LLC along the trajectory (nbeta={nbs}, eps={rec.get('eps')}, gamma={rec.get('gamma')}, "
-                 f"{rec.get('n_chains')} chains x {rec.get('n_steps')} steps)", fontsize=9)
+                 f"{rec.get('n_chains')} chains x {rec.get('n_burnin')} + {rec.get('n_draws')} steps)", fontsize=9)
     if llc.shape[1] <= 8:
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -112,6 +112,8 @@ def test_llc_checkpoint_blocks_equal_the_full_run(tmp_path, scheduler):
     got = cluster.trajectory_llc(res.W, res.b, res.X, out_dir=tmp_path, scheduler=scheduler, checkpoints_per_task=4,
                                  progress=False, **kw)
     assert len(list(tmp_path.glob("llc_checkpoints_*.json"))) == 2
+    here = cluster.trajectory_llc(res.W, res.b, res.X, progress=False, **kw)  # no cluster: one in-process call
+    np.testing.assert_array_equal(here.llc.numpy(), ref.llc.numpy())
     for k, v in ref.arrays().items():
         np.testing.assert_array_equal(v.numpy(), getattr(got, k).numpy(), err_msg=k)  # NaN where NaN
     assert io._jsonable(got.settings) == io._jsonable(ref.settings)

@@ -22,16 +22,17 @@ Front ends (same parameters as the in-process function, plus scheduler, workers,
 and the task size):
   phase_sweep     posterior n-grid, a task = phase_sweep over a chunk of n into out_dir
   train_sgd       SGD runs, a task = a block of run indices; blocks merged into one result
-  trajectory_llc  LLC at checkpoints, a task = a block of checkpoints; blocks merged
+  trajectory_llc  LLC at SGD checkpoints, a task = a block of checkpoints; blocks merged
   run_tasks       any list of Task (e.g. independent stages of tms reproduce)
 dask is an optional extra (`pip install tms[cluster]`), imported only when a cluster is used.
+In the import map this module sits above llc, posterior and train (it calls them) and below
+transitions, reproduce and the commands (which pass scheduler= and workers= through).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import hashlib
-import inspect
 import logging
 import re
 import uuid
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tms import checks, io, llc, posterior, train, transitions
+from tms import checks, io, llc, posterior, train
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler before a ValueError
 _ADDRESS = re.compile(r"^([a-z][a-z0-9+]*://)?[^\s/:]+(:\d+)?$")
@@ -336,40 +337,35 @@ def _load_llc(path: Path) -> llc.LLCResult:
     return llc.LLCResult(**{k: torch.from_numpy(v) for k, v in arrays.items()}, settings=rec["settings"])
 
 
-def _llc_defaults(kwargs: dict) -> dict:
-    """trajectory_llc's defaults (SPEC 4) for the SGLD settings not given, so a block run
-    through estimate_llc uses exactly the settings of an in-process trajectory_llc."""
-    sig = inspect.signature(transitions.trajectory_llc)
-    skip = {"W", "b", "X", "seed", "progress", "nbeta"}
-    return {**{k: p.default for k, p in sig.parameters.items()
-               if k not in skip and p.kind is p.KEYWORD_ONLY and p.default is not p.empty}, **kwargs}
+def trajectory_llc(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, *, nbeta: float | None = None,
+                   eps: float = 1e-3, gamma: float = 1.0, n_chains: int = 4, n_burnin: int = 0, n_draws: int = 500,
+                   seed: int = 0, out_dir: str | Path | None = None, scheduler: str | None = None,
+                   workers: int | None = None, checkpoints_per_task: int = 8, timeout: float = CONNECT_TIMEOUT,
+                   progress: bool = True) -> llc.LLCResult:
+    """LLC at checkpoints W (T, R, r, c), b (T, R, c) of runs with training sets X ((n, c)
+    shared or (R, n, c)): localized full-batch SGLD (SPEC 4 defaults, as
+    tms.transitions.trajectory_llc; nbeta default n / log n), the checkpoints split into tasks.
 
-
-def trajectory_llc(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, *, nbeta: float | None = None, seed: int = 0,
-                   out_dir: str | Path | None = None, scheduler: str | None = None, workers: int | None = None,
-                   checkpoints_per_task: int = 8, timeout: float = CONNECT_TIMEOUT, progress: bool = True,
-                   **kwargs) -> llc.LLCResult:
-    """tms.transitions.trajectory_llc, its checkpoints (T) split into tasks.
-
-    Without scheduler/workers: exactly transitions.trajectory_llc. On a cluster out_dir is
-    required: each block of `checkpoints_per_task` checkpoints x all runs is estimated with
-    the per-centre keys of the full (T, R) grid (tms.llc.centre_keys), so the merged result
-    equals the full run; blocks are saved in out_dir and reused when data and settings match.
+    Without scheduler/workers: one in-process estimate_llc over (T, R) with `seed`. On a
+    cluster out_dir is required: each block of `checkpoints_per_task` checkpoints x all runs
+    is estimated with the per-centre keys of the full (T, R) grid (tms.llc.centre_keys), so
+    the merged result equals the in-process one; blocks are saved in out_dir and reused when
+    data and settings match.
     """
     check_cluster(scheduler, workers)
-    if scheduler is None and workers is None:
-        return transitions.trajectory_llc(W, b, X, nbeta=nbeta, seed=seed, progress=progress, **kwargs)
-    if out_dir is None:
-        raise ValueError("a cluster LLC run needs out_dir: a results folder that every worker can write")
     checks.params(W, b)
-    checks.seed(seed, "seed")
-    checks.positive_int(checkpoints_per_task, "checkpoints_per_task")
     if W.dim() != 4:
         raise ValueError(f"W must be (T, R, r, c), got shape {tuple(W.shape)}")
+    checks.tensor(X, "X", min_dim=2)
+    kw = dict(nbeta=llc.default_nbeta(X.shape[-2]) if nbeta is None else nbeta, eps=eps, gamma=gamma,
+              n_chains=n_chains, n_burnin=n_burnin, n_draws=n_draws)
+    if scheduler is None and workers is None:
+        return llc.estimate_llc(W, b, X, loss="empirical", seed=seed, progress=progress, **kw)
+    if out_dir is None:
+        raise ValueError("a cluster LLC run needs out_dir: a results folder that every worker can write")
+    checks.positive_int(checkpoints_per_task, "checkpoints_per_task")
     T, R = W.shape[:2]
-    kw = dict(_llc_defaults(kwargs), nbeta=llc.default_nbeta(X.shape[-2]) if nbeta is None else nbeta)
-    keys = llc.centre_keys(seed, (T, R))
-    data = _digest(W, b, X)
+    keys, data = llc.centre_keys(seed, (T, R)), _digest(W, b, X)
     tasks, paths = [], []
     for t0 in range(0, T, checkpoints_per_task):
         t1 = min(T, t0 + checkpoints_per_task)

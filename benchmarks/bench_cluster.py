@@ -15,6 +15,12 @@ the one-batch run agrees in law but not to the last bit (see tms.cluster.phase_s
 Each variant is timed --repeats times; the minimum is reported, and the ratios of each to
 2 workers are printed.
 
+Measured (2-core development machine shared with other jobs, load average about 2): start
+and close of a 2-worker cluster 3.7-8.3 s; in-process one batch 4.1 s, in-process 1 n per
+batch 13.3 s, 1 worker 20.0 s, 2 workers 20.3 s (ratios to 2 workers 0.20x, 0.66x, 0.98x).
+Dask's task stream showed the two workers running side by side, each task 2-3x slower than
+in-process: no core was idle to give.
+
 The machine has 2 cores shared with every other job running at the time, so 2 workers can
 at best halve the time and on a loaded machine do not: the ratio says only roughly what idle
 cores would give. One batch over all n is the cheapest way to use one core (the sampler's
@@ -69,7 +75,8 @@ def main():
         variants = (("in-process, one batch", None, None), ("in-process, 1 n per batch", None, 1),
                     ("1 worker", 1, None), ("2 workers", 2, None))
         for label, workers, bp in variants:
-            runs = [_timed(lambda i=i: _sweep(args.c, ns, kw, Path(tmp) / f"{label}{i}", workers, bp))
+            runs = [_timed(lambda i=i, label=label, workers=workers, bp=bp:
+                           _sweep(args.c, ns, kw, Path(tmp) / f"{label}{i}", workers, bp))
                     for i in range(args.repeats)]
             times[label], results[label] = min(t for t, _ in runs), runs[0][1]
             print(f"{label:>26}: {times[label]:7.2f} s")

@@ -80,6 +80,17 @@ def test_tasks_run_in_other_processes(scheduler):
     assert cluster.run_tasks([cluster.Task(os.getpid)], progress=False) == [os.getpid()]  # default: in-process
 
 
+def test_one_session_serves_many_sweeps():
+    with cluster.session(workers=1) as where:
+        assert where["workers"] is None and where["scheduler"].startswith("tcp://")
+        pids = [cluster.run_tasks([cluster.Task(os.getpid)], progress=False, **where)[0] for _ in range(2)]
+    assert pids[0] == pids[1] != os.getpid()  # the same worker process: one cluster for both
+    with pytest.raises(ValueError, match="could not reach"):  # closed at the end of the block
+        cluster.run_tasks([cluster.Task(os.getpid)], scheduler=where["scheduler"], timeout=1)
+    with cluster.session() as where:
+        assert where == dict(scheduler=None, workers=None)
+
+
 def test_posterior_sweep_on_the_cluster_equals_in_process(tmp_path, scheduler):
     """Tasks of 2 n values = the in-process batches of batch_points = 2: bit for bit."""
     ns = [40, 80, 120]

@@ -24,6 +24,7 @@ and the task size):
   train_sgd       SGD runs, a task = a block of run indices; blocks merged into one result
   trajectory_llc  LLC at SGD checkpoints, a task = a block of checkpoints; blocks merged
   run_tasks       any list of Task (e.g. independent stages of tms reproduce)
+  session         one cluster for many sweeps (tms reproduce: one LocalCluster for all stages)
 dask is an optional extra (`pip install tms[cluster]`), imported only when a cluster is used.
 In the import map this module sits above llc, posterior and train (it calls them) and below
 transitions, reproduce and the commands (which pass scheduler= and workers= through).
@@ -130,6 +131,19 @@ def client(scheduler: str | None = None, workers: int | None = None, timeout: fl
                              "is `dask scheduler` running there?") from None
         stack.enter_context(cl)
         yield cl
+
+
+@contextlib.contextmanager
+def session(scheduler: str | None = None, workers: int | None = None, timeout: float = CONNECT_TIMEOUT):
+    """One cluster for many sweeps (e.g. every stage of tms reproduce): yields the
+    scheduler=/workers= to pass on: with workers=N a LocalCluster started here for the whole
+    block (its address as scheduler), a given scheduler checked reachable, or both None."""
+    if scheduler is None and workers is None:
+        check_cluster(scheduler, workers)
+        yield dict(scheduler=None, workers=None)
+        return
+    with client(scheduler, workers, timeout) as cl:
+        yield dict(scheduler=cl.scheduler.address, workers=None)
 
 
 def run_tasks(tasks: Sequence[Task], *, scheduler: str | None = None, workers: int | None = None,

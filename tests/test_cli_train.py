@@ -33,7 +33,7 @@ def test_transitions_table_and_figures(trained, capsys):
     d, out = trained
     figs = d / "figs"
     code = main(["transitions", "--input", str(out), "--figures", str(figs), "--llc-points", "3",
-                 "--chains", "2", "--sgld-steps", "30"])
+                 "--n-chains", "4", "--n-draws", "200"])  # long enough to pass the convergence checks
     assert code == 0
     text = capsys.readouterr().out
     assert "plateau sequences" in text and "antecedent" in text

@@ -47,11 +47,11 @@ def test_reproduce_tiny_writes_every_figure_and_report(tmp_path, capsys):
     # the SGD-vs-Bayes comparison reads the same results: one row per observed SGD transition
     import json
 
-    from tms.report import compare_rows
+    from tms.comparison import compare
 
     record = json.loads((out / "sgd" / "train_transitions.json").read_text())
-    rows = compare_rows(out)
-    assert [(r["src"], r["dst"], r["sgd_count"]) for r in rows] == [
+    rows = compare(out)
+    assert [(r.src, r.dst, r.sgd_count) for r in rows] == [
         (a["src"], a["dst"], a["count"]) for a in record["antecedents"]]
     capsys.readouterr()
     assert main(["compare", "--results", str(out)]) == 0

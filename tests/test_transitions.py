@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from tms.train import checkpoint_steps
+from tms import phases
 from tms.transitions import make_levels, segment
 
 LEVELS = make_levels(["A", "B", "C", "D"], [0.10, 0.09, 0.06, 0.03])
@@ -134,8 +135,8 @@ def test_antecedent_table_against_an_independent_root():
     assert seg.sequences() == [("4++", "5+"), ("4++", "5+"), ("5", "5+"), ("5+", "4++"), ("4++",)]
     est = {"4++": (5.0, 0.1, 3, 30)}
     rows, unseen = antecedent_table(seg, 6, est)
-    by = {(r["src"], r["dst"]): r for r in rows}
-    assert by[("4++", "5+")]["count"] == 2 and by[("5", "5+")]["count"] == 1
+    by = {(r.src, r.dst): r for r in rows}
+    assert by[("4++", "5+")].count == 2 and by[("5", "5+")].count == 1
     pts = {q.label: q for q in zoo.critical_points(6)}
     for (a, b), lam_a in ((("4++", "5+"), 5.0), (("5", "5+"), pts["5"].llc)):
         r = by[(a, b)]
@@ -144,16 +145,27 @@ def test_antecedent_table_against_an_independent_root():
         dc = pts[b].prior - pts[a].prior
         f = lambda n: n * dL + dlam * np.log(n) + dc  # noqa: E731
         n_c = brentq(f, max(1.0, dlam / -dL), 1e7, xtol=1e-10)
-        assert r["dL"] == pytest.approx(dL, abs=1e-15) and r["dlambda"] == pytest.approx(dlam, abs=1e-12)
-        assert r["n_c"] == pytest.approx(n_c, rel=1e-9)
-        assert r["antecedent"] == "yes"
-    assert by[("4++", "5+")]["lam_src_from"] == "estimate" and by[("4++", "5+")]["dlambda_se"] == pytest.approx(0.1)
-    assert by[("5", "5+")]["lam_src_from"] == "theory" and by[("5", "5+")]["dlambda_se"] == 0.0
-    assert by[("5+", "4++")]["antecedent"] == "uphill" and by[("5+", "4++")]["n_c"] is None
+        assert r.dL == pytest.approx(dL, abs=1e-15) and r.dlambda == pytest.approx(dlam, abs=1e-12)
+        assert r.n_c == pytest.approx(n_c, rel=1e-9)
+        assert r.antecedent == "yes"
+    assert by[("4++", "5+")].lam_src_from == "estimate" and by[("4++", "5+")].dlambda_se == pytest.approx(0.1)
+    assert by[("5", "5+")].lam_src_from == "theory" and by[("5", "5+")].dlambda_se == 0.0
+    assert by[("5+", "4++")].antecedent == "uphill" and by[("5+", "4++")].n_c is None
     # without an estimate for the 4-gon level the verdict is unknown, not guessed
     rows2, _ = antecedent_table(seg, 6, {})
-    assert {(r["src"], r["dst"]): r["antecedent"] for r in rows2}[("4++", "5+")] == "unknown"
+    assert {(r.src, r.dst): r.antecedent for r in rows2}[("4++", "5+")] == "unknown"
     # unseen: Bayesian transitions out of visited phases (4++, 5, 5+) that SGD did not make
     pairs = {(r["alpha"], r["beta"]) for r in unseen}
     assert ("4++", "6") in pairs and ("4++", "5+") not in pairs and ("5", "5+") not in pairs
     assert all(r["alpha"] in {"4++", "5", "5+"} and r["n_c"] is not None and r["dL"] < 0 for r in unseen)
+
+
+@pytest.mark.parametrize("c", [4, 5, 6, 7])
+def test_one_energy_level_table(c):
+    """tms.transitions.zoo_levels and tms.phases.nearest_level name every level alike (at c = 6
+    the level L = 0.159722 shared by 3+ and 4+,- was "3+" in one and "4+,-" in the other)."""
+    levels = zoo_levels(c)
+    assert levels.labels == [names[0] for _, names in phases.energy_levels(c)]
+    assert phases.nearest_level(levels.loss, c).tolist() == levels.labels
+    for lab, L in zip(levels.labels, levels.loss):
+        assert L == pytest.approx(phases.level_loss(lab, c), abs=1e-15)

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tms import checks, io
+from tms import free_energy, io
+from tms.comparison import compare, load_posterior_summary, mass_crossing
+from tms.records import TransitionsResult
 
 CAVEAT = ("Free energies F_n = n L + lambda log n + |w*|^2/2 (likelihood inverse temperature 1, "
           "i.e. exp(-n L_n) with the unhalved loss); other O(1) terms are dropped.")
@@ -32,87 +34,31 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def mass_crossing(ns: np.ndarray, mass: np.ndarray, phases: list[str], alpha: str, beta: str,
-                  min_mass: float = 0.05) -> str:
-    """Where the posterior mass of beta first overtakes alpha's on the n-grid (log-linear
-    interpolation), as text: a number, '< n_min', '> n_max', or '-' when a phase is not seen
-    or never holds min_mass of the posterior (a crossing of two negligible masses means nothing)."""
-    if alpha not in phases or beta not in phases:
-        return "-"
-    if min(mass[:, phases.index(alpha)].max(), mass[:, phases.index(beta)].max()) < min_mass:
-        return "-"
-    diff = mass[:, phases.index(beta)] - mass[:, phases.index(alpha)]
-    if diff[0] >= 0:
-        return f"< {ns[0]}" if diff[-1] >= 0 else "-"
-    for i in range(1, len(ns)):
-        if diff[i] >= 0 > diff[i - 1]:
-            x0, x1 = math.log(ns[i - 1]), math.log(ns[i])
-            x = x0 + (x1 - x0) * (-diff[i - 1]) / (diff[i] - diff[i - 1])
-            return f"{math.exp(x):.0f}"
-    return f"> {ns[-1]}"
-
-
-def load_posterior_summary(out: Path, c: int):
-    """(arrays, record) of the posterior sweep at c saved under out/posterior_c{c}, or None."""
-    summ = sorted((Path(out) / f"posterior_c{c}").glob("**/summary_c*.json"))
-    if not summ:
-        return None
-    return checks.result_file(summ[0].with_suffix(""), "--results", what="posterior summary",
-                              arrays=dict(ns=((1,), "iu"), mass=((2,), "f")), keys=("phases",))
-
-
-def compare_rows(out: str | Path, sgd: str = "sgd") -> list[dict]:
-    """Every SGD transition observed in out/SGD (sgd: 4-gon start, sgd_random: random start)
-    beside its Bayesian counterpart at the same c: predicted n_c (free energy) and the
-    crossing of the measured posterior masses."""
-    out = Path(out)
-    tr_path = out / sgd / "train_transitions"
-    if not (tr_path.with_suffix(".npz").exists() or tr_path.with_suffix(".json").exists()):
-        raise ValueError(f"no `tms transitions` result at {tr_path}.npz/.json; run tms reproduce first")
-    _, tr = checks.result_file(tr_path, "--results", what="`tms transitions` result", keys=("train", "antecedents"))
-    if not isinstance(tr["train"], dict) or not isinstance(tr["train"].get("c"), int):
-        raise ValueError(f"--results: {tr_path}.json has no training settings with an integer c")
-    need = ("src", "dst", "count", "median_step", "dL", "dlambda", "n_c", "antecedent")
-    if not isinstance(tr["antecedents"], list) or not all(isinstance(r, dict) and all(k in r for k in need)
-                                                           for r in tr["antecedents"]):
-        raise ValueError(f"--results: {tr_path}.json: antecedents must be a list of rows with {', '.join(need)}")
-    c = tr["train"]["c"]
-    post = load_posterior_summary(out, c)
-    rows = []
-    for r in tr["antecedents"]:
-        crossing = "-" if post is None else mass_crossing(post[0]["ns"], post[0]["mass"], post[1]["phases"],
-                                                          r["src"], r["dst"])
-        rows.append(dict(c=c, src=r["src"], dst=r["dst"], sgd_count=r["count"], median_step=r["median_step"],
-                         dL=r["dL"], dlambda=r["dlambda"], dlambda_se=r.get("dlambda_se"), n_c=r["n_c"],
-                         posterior_crossing=crossing, antecedent=r["antecedent"]))
-    return rows
-
-
 def _sgd_section(out: Path, figs: Path, sgd: str, fig_dir: str) -> list[str]:
     """Plateau sequences, LLC per plateau and the antecedent table of out/SGD (SPEC 4)."""
     L: list[str] = []
     tr_path = out / sgd / "train_transitions"
     if not io.result_exists(tr_path):
         return ["(no SGD results)", ""]
-    _, tr = io.load_result(tr_path)
-    t = tr["train"]
+    tr = TransitionsResult.load(tr_path, "results")
+    t = tr.train
     L += [f"{len(t['runs']) if isinstance(t.get('runs'), list) else t.get('runs')} runs, "
           f"{t.get('total_steps')} steps (n = {t.get('n')}, batch {t.get('batch_size')}, lr {t.get('lr')}, "
-          f"init {t.get('init')}). Plateaus: population loss within {_f(tr['tol'], '.2g')} of a zoo level.", ""]
+          f"init {t.get('init')}). Plateaus: population loss within {_f(tr.tol, '.2g')} of a zoo level.", ""]
     L += _table(["plateau sequence", "runs"], [[" → ".join(f"`{x}`" for x in s) or "(none)", k]
-                                               for s, k in tr["sequence_counts"]])
-    if tr.get("plateau_llc"):
+                                               for s, k in tr.sequence_counts])
+    if tr.plateau_llc:
         L += ["", "Estimated LLC per plateau level (mean ± s.e. over plateaus): " + ", ".join(
-            f"`{k}` {v[0]:.2f} ± {v[1]:.2f}" for k, v in sorted(tr["plateau_llc"].items())) + "."]
-    rows = [[f"`{r['src']}` → `{r['dst']}`", r["sgd_count"], _f(r["median_step"], ".0f"), _f(r["dL"], ".4f"),
-             _f(r["dlambda"], ".2f") + (f" ± {r['dlambda_se']:.2f}" if r.get("dlambda_se") else ""),
-             _f(r["n_c"], ".0f"), r["posterior_crossing"], r["antecedent"]] for r in compare_rows(out, sgd)]
+            f"`{k}` {v[0]:.2f} ± {v[1]:.2f}" for k, v in sorted(tr.plateau_llc.items())) + "."]
+    rows = [[f"`{r.src}` → `{r.dst}`", r.sgd_count, _f(r.median_step, ".0f"), _f(r.dL, ".4f"),
+             _f(r.dlambda, ".2f") + (f" ± {r.dlambda_se:.2f}" if r.dlambda_se else ""),
+             _f(r.n_c, ".0f"), r.posterior_crossing, r.antecedent] for r in compare(out, sgd)]
     L += ["", "#### Bayesian antecedents of the observed SGD transitions", "",
           "dlambda from theory where the zoo has it, else from the SGLD estimates on the plateaus; "
           "predicted n_c from the free energy; posterior crossing from the measured phase masses (section 2).", ""]
     L += _table(["transition", "SGD runs", "median step", "dL", "dlambda", "predicted n_c", "posterior crossing",
                  "antecedent"], rows) if rows else ["No transition observed at this scale."]
-    unseen = tr.get("bayesian_unseen", [])
+    unseen = tr.bayesian_unseen
     if unseen:
         L += ["", f"Bayesian transitions out of visited phases never seen along SGD ({len(unseen)}): " + ", ".join(
             f"`{u['alpha']}` → `{u['beta']}` (n_c {u['n_c']:.0f})" for u in unseen[:12]) + "."]
@@ -125,8 +71,6 @@ def _sgd_section(out: Path, figs: Path, sgd: str, fig_dir: str) -> list[str]:
 
 def _free_energy_section(out: Path, figs: Path) -> list[str]:
     """The measured free energies of `tms free-energy` (c = 6), if the stage ran."""
-    from tms import free_energy
-
     found = sorted((out / "free_energy").glob("c6_*/summary_c6.json"))
     if not found:
         return []

@@ -27,12 +27,17 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 
-from tms import checks
+from tms import checks, io, phases, zoo
+from tms.plots.sgd import choose_run, sgd_many, sgd_trajectory
+from tms.llc import default_nbeta, estimate_llc
+from tms.records import Antecedent, TransitionsResult
+from tms.train import load_train
 
 
 class Levels(NamedTuple):
@@ -111,7 +116,7 @@ class Segmentation:
         return Counter((t.src, t.dst) for t in self.transitions)
 
 
-def nearest_level(loss, level_loss) -> tuple[np.ndarray, np.ndarray]:
+def nearest_level_index(loss, level_loss) -> tuple[np.ndarray, np.ndarray]:
     """Index of the nearest level and the distance to it: loss (...) -> ((...), (...))."""
     loss = np.asarray(loss, dtype=np.float64)
     lv = np.asarray(level_loss, dtype=np.float64)
@@ -189,7 +194,7 @@ def segment(
     if not (min_span >= 1.0):
         raise ValueError(f"min_span must be >= 1, got {min_span!r}")
     T, R = L.shape
-    k, dist = nearest_level(L, levels.loss)
+    k, dist = nearest_level_index(L, levels.loss)
     on = (dist <= tol) & (np.abs(log_slope(L, st, window)) <= slope_tol)
     lab = np.where(on, k, -1)  # (T, R)
     # Run-length encoding of every run at once: a segment starts where the label changes.
@@ -227,22 +232,19 @@ def segment(
 
 
 def zoo_levels(c: int, *, max_k: int | None = None) -> Levels:
-    """Energy levels of the zoo at c (tms.zoo.critical_points), ascending in loss.
-
-    Levels whose losses agree to 1e-12 (the loss cannot tell them apart) keep the first label.
+    """Energy levels of the zoo at c, ascending in loss: the one table of
+    tms.phases.energy_levels, where families whose losses coincide share a level named by
+    the one with the larger k (e.g. "4+,-" for the level it shares with "3+" at c = 6).
+    max_k: leave out families with more than max_k polygon vertices.
     """
-    from tms.zoo import critical_points
-
-    pts = [q for q in critical_points(c) if max_k is None or q.k <= max_k]
-    labels, loss, llc, prior = [], [], [], []
-    for q in sorted(pts, key=lambda q: q.loss):
-        if loss and abs(q.loss - loss[-1]) < 1e-12:
-            continue
-        labels.append(q.label)
-        loss.append(q.loss)
-        llc.append(np.nan if q.llc is None else q.llc)
-        prior.append(q.prior)
-    return Levels(labels, np.array(loss), np.array(llc), np.array(prior))
+    labels = []
+    for _, names in phases.energy_levels(c):
+        kept = [lab for lab in names if max_k is None or zoo.parse_label(lab)[0] <= max_k]
+        if kept:
+            labels.append(kept[0])
+    pts = [zoo.critical_point(c, lab) for lab in labels]
+    return Levels(labels, np.array([q.loss for q in pts]), np.array([np.nan if q.llc is None else q.llc for q in pts]),
+                  np.array([q.prior for q in pts]))
 
 
 def label_checkpoints(W: torch.Tensor, b: torch.Tensor, loss, levels: Levels) -> tuple[np.ndarray, np.ndarray]:
@@ -251,10 +253,8 @@ def label_checkpoints(W: torch.Tensor, b: torch.Tensor, loss, levels: Levels) ->
 
     W: (T, R, 2, c), b: (T, R, c), loss: (T, R) -> two numpy str arrays (T, R).
     """
-    from tms.phases import classify
-
-    k, _ = nearest_level(loss.detach().cpu().numpy() if isinstance(loss, torch.Tensor) else loss, levels.loss)
-    return np.asarray(classify(W, b)).astype(str), np.asarray(levels.labels, dtype=str)[k]
+    k, _ = nearest_level_index(loss.detach().cpu().numpy() if isinstance(loss, torch.Tensor) else loss, levels.loss)
+    return np.asarray(phases.classify(W, b)).astype(str), np.asarray(levels.labels, dtype=str)[k]
 
 
 def default_tol(levels: Levels, cap: float = 2e-3) -> float:
@@ -286,29 +286,26 @@ def trajectory_llc(
     eps: float = 1e-3,
     gamma: float = 1.0,
     n_chains: int = 4,
-    n_steps: int = 500,
     n_burnin: int = 0,
+    n_draws: int = 500,
     seed: int = 0,
     progress: bool = True,
 ):
     """LLC at every checkpoint of every run in one batched call (SPEC 4 defaults: localized
-    full-batch SGLD on the run's training set, eps 1e-3, gamma 1, 500 steps, nbeta = n/log n).
+    full-batch SGLD on the run's training set, eps 1e-3, gamma 1, 500 draws, nbeta = n/log n).
 
     W: (T, R, r, c), b: (T, R, c); X: (n, c) shared or (R, n, c) per run. Returns the
     LLCResult of tms.llc.estimate_llc with centres (T, R).
     """
-    from tms.llc import default_nbeta, estimate_llc
-
     checks.params(W, b)
     checks.seed(seed, "seed")
     if W.dim() != 4:
         raise ValueError(f"W must be (T, R, r, c), got shape {tuple(W.shape)}")
     checks.tensor(X, "X", min_dim=2)
-    n = X.shape[-2]
-    nb = default_nbeta(n) if nbeta is None else nbeta
+    nb = default_nbeta(X.shape[-2]) if nbeta is None else nbeta
     # A per-run X (R, n, c) broadcasts over the checkpoints (T, R).
-    return estimate_llc(W, b, X, nbeta=nb, eps=eps, gamma=gamma, n_chains=n_chains, n_steps=n_steps,
-                        n_burnin=n_burnin, loss="empirical", generator=seed, progress=progress)
+    return estimate_llc(W, b, X, nbeta=nb, eps=eps, gamma=gamma, n_chains=n_chains, n_burnin=n_burnin,
+                        n_draws=n_draws, loss="empirical", seed=seed, progress=progress)
 
 
 # ---- LLC per plateau and the Bayesian-antecedent table -----------------------------------
@@ -339,95 +336,92 @@ def plateau_llc(seg: Segmentation, llc_index, llc, llc_se, ok) -> dict:
     return out
 
 
+def _lambda_source(q, llc_est: dict) -> tuple[float | None, float | None, str]:
+    """(lambda, s.e., source) of zoo point q: theory where the zoo has it, else the estimate."""
+    if q.llc is not None:
+        return float(q.llc), 0.0, "theory"
+    if q.label in llc_est:
+        return float(llc_est[q.label][0]), float(llc_est[q.label][1]), "estimate"
+    return None, None, "none"
+
+
+def _antecedent(a, b, steps: list, llc_est: dict, prior: bool, beta_lik: float) -> Antecedent:
+    """The Antecedent row of the observed transitions a -> b at `steps` (SPEC 3-4)."""
+    la, sa, ta = _lambda_source(a, llc_est)
+    lb, sb, tb = _lambda_source(b, llc_est)
+    dL = b.loss - a.loss
+    dlam = None if la is None or lb is None else lb - la
+    dse = None if dlam is None else math.hypot(sa, sb)
+    n_c = None if dlam is None else zoo.critical_sample_size(a, b, prior, la, lb, beta_lik)
+    if dlam is None:
+        verdict = "unknown"
+    elif not dL < 0:
+        verdict = "uphill"
+    else:
+        verdict = ("yes" if n_c is not None else "no") + (" (sign uncertain)" if dse and abs(dlam) < 2 * dse else "")
+    est = {k: tuple(llc_est[k][:2]) if k in llc_est else (None, None) for k in (a.label, b.label)}
+    return Antecedent(src=a.label, dst=b.label, count=len(steps), first_step=int(min(steps)),
+                      median_step=float(np.median(steps)), L_src=a.loss, L_dst=b.loss, dL=dL,
+                      lam_src=la, lam_src_se=sa, lam_src_from=ta, lam_dst=lb, lam_dst_se=sb, lam_dst_from=tb,
+                      lam_src_est=est[a.label][0], lam_src_est_se=est[a.label][1],
+                      lam_dst_est=est[b.label][0], lam_dst_est_se=est[b.label][1],
+                      dlambda=dlam, dlambda_se=dse, dc=(b.prior - a.prior) if prior else 0.0, n_c=n_c, antecedent=verdict)
+
+
 def antecedent_table(seg: Segmentation, c: int, llc_est: dict | None = None, *, prior: bool = True,
-                     inv_temp: float = 1.0) -> tuple[list[dict], list[dict]]:
-    """The Bayesian-antecedent table of the observed SGD transitions, and the Bayesian
-    transitions out of visited phases that SGD never made.
+                     beta_lik: float = 1.0) -> tuple[list[Antecedent], list[dict]]:
+    """The Bayesian-antecedent table of the observed SGD transitions (one Antecedent per
+    (src, dst), most frequent first), and the Bayesian transitions out of visited phases
+    that SGD never made (rows of tms.zoo.transition_table).
 
     llc_est: {label: (mean, se, ...)} estimated LLCs (e.g. `plateau_llc`); the zoo's
     theoretical lambda is used where it has one (exact, se 0), the estimate otherwise.
-    Observed rows: src, dst, count, first/median step, dL, lam_src, lam_dst (with se and
-    source), dlambda, dlambda_se, n_c (None if none), antecedent: "yes" (a root n_c exists),
-    "no" (dL < 0 but no root: dlambda too small), "uphill" (dL >= 0), "unknown" (a lambda
-    is missing) - plus "sign uncertain" when |dlambda| < 2 se. lam_*_est(_se): the plateau
-    estimate whatever the source (a check of the estimator where the zoo has theory).
+    beta_lik: the likelihood's inverse temperature in n_c (SPEC 3).
     """
-    from tms import zoo
-
     llc_est = dict(llc_est or {})
     pts = {q.label: q for q in zoo.critical_points(c)}
-
-    def lam(label):
-        q = pts[label]
-        if q.llc is not None:
-            return float(q.llc), 0.0, "theory"
-        if label in llc_est:
-            return float(llc_est[label][0]), float(llc_est[label][1]), "estimate"
-        return None, None, "none"
-
     groups: dict[tuple, list] = {}
     for t in seg.transitions:
         groups.setdefault((t.src, t.dst), []).append(t.step)
-    rows = []
-    for (src, dst), steps in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        a, b = pts[src], pts[dst]
-        la, sa, ta = lam(src)
-        lb, sb, tb = lam(dst)
-        dL = b.loss - a.loss
-        dlam = None if la is None or lb is None else lb - la
-        dse = None if dlam is None else math.hypot(sa, sb)
-        n_c = None if dlam is None else zoo.critical_sample_size(a, b, prior, la, lb, inv_temp)
-        if dlam is None:
-            verdict = "unknown"
-        elif not dL < 0:
-            verdict = "uphill"
-        else:
-            verdict = "yes" if n_c is not None else "no"
-            if dse and abs(dlam) < 2 * dse:
-                verdict += " (sign uncertain)"
-        est = {k: (llc_est[k][0], llc_est[k][1]) if k in llc_est else (None, None) for k in (src, dst)}
-        rows.append(dict(src=src, dst=dst, count=len(steps), first_step=int(min(steps)),
-                         lam_src_est=est[src][0], lam_src_est_se=est[src][1],
-                         lam_dst_est=est[dst][0], lam_dst_est_se=est[dst][1],
-                         median_step=float(np.median(steps)), L_src=a.loss, L_dst=b.loss, dL=dL,
-                         lam_src=la, lam_src_se=sa, lam_src_from=ta, lam_dst=lb, lam_dst_se=sb, lam_dst_from=tb,
-                         dlambda=dlam, dlambda_se=dse, dc=(b.prior - a.prior) if prior else 0.0, n_c=n_c,
-                         antecedent=verdict))
+    rows = [_antecedent(pts[src], pts[dst], steps, llc_est, prior, beta_lik)
+            for (src, dst), steps in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
     visited = {p.label for p in seg.plateaus}
     llcs = {k: v[0] for k, v in llc_est.items() if pts.get(k) is not None and pts[k].llc is None}
-    unseen = [r for r in zoo.transition_table(c, llcs, prior, inv_temp)
+    unseen = [r for r in zoo.transition_table(c, llcs, prior, beta_lik)
               if r["alpha"] in visited and (r["alpha"], r["beta"]) not in groups and r["n_c"] is not None]
     return rows, unseen
 
 
-def format_antecedents(rows: list[dict], unseen: list[dict], max_unseen: int = 15) -> str:
-    """The antecedent table as text."""
+def _format_row(r: Antecedent) -> str:
     f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
 
     def lam(v, se, src):
         return "-" if v is None else (f"{v:.2f}" if src == "theory" else f"{v:.2f}+-{se:.2f}*")
 
+    dl = "-" if r.dlambda is None else (f"{r.dlambda:.2f}" + (f"+-{r.dlambda_se:.2f}" if r.dlambda_se else ""))
+    geo = (f"   [geometry {100 * r.geometry_src:.0f}% / {100 * r.geometry_dst:.0f}%]"
+           if r.geometry_src is not None and r.geometry_dst is not None else "")
+    return (f"{r.src + ' -> ' + r.dst:>14} {r.count:5d} {r.median_step:11.0f} {r.dL:9.5f} "
+            f"{lam(r.lam_src, r.lam_src_se, r.lam_src_from):>11} {lam(r.lam_dst, r.lam_dst_se, r.lam_dst_from):>11} "
+            f"{dl:>12} {f(r.n_c, '9.1f'):>9}  {r.antecedent}{geo}")
+
+
+def format_antecedents(rows: list[Antecedent], unseen: list[dict], max_unseen: int = 15) -> str:
+    """The antecedent table as text."""
     out = [f"{'transition':>14} {'count':>5} {'median step':>11} {'dL':>9} {'lam src':>11} {'lam dst':>11} "
            f"{'dlambda':>12} {'n_c':>9}  antecedent"]
-    for r in rows:
-        dl = "-" if r["dlambda"] is None else (f"{r['dlambda']:.2f}" + (f"+-{r['dlambda_se']:.2f}" if r["dlambda_se"] else ""))
-        out.append(f"{r['src'] + ' -> ' + r['dst']:>14} {r['count']:5d} {r['median_step']:11.0f} {r['dL']:9.5f} "
-                   f"{lam(r['lam_src'], r['lam_src_se'], r['lam_src_from']):>11} "
-                   f"{lam(r['lam_dst'], r['lam_dst_se'], r['lam_dst_from']):>11} {dl:>12} {f(r['n_c'], '9.1f'):>9}  "
-                   f"{r['antecedent']}" + (f"   [geometry {100 * r['geometry_src']:.0f}% / {100 * r['geometry_dst']:.0f}%]"
-                                           if r.get("geometry_src") is not None else ""))
-    if not rows:
-        out.append("  (no transitions observed)")
+    out += [_format_row(r) for r in rows] or ["  (no transitions observed)"]
     out.append("lambda: theory = zoo rank/2 (minimally singular points); * = SGLD estimate on the plateaus")
-    if any(r.get("geometry_src") is not None for r in rows):
+    if any(r.geometry_src is not None for r in rows):
         out.append("geometry: share of src / dst plateau checkpoints that tms.phases.classify gives the level's label "
                    "(low: the loss sits on the level but the parameters are not that zoo point)")
     checked = {}
     for r in rows:
         for side in ("src", "dst"):
-            if r[f"lam_{side}_from"] == "theory" and r[f"lam_{side}_est"] is not None:
-                checked[r[side]] = (f"  check: {r[side]} theory {r[f'lam_{side}']:.2f}, plateau estimate "
-                                    f"{r[f'lam_{side}_est']:.2f}+-{r[f'lam_{side}_est_se']:.2f}")
+            if getattr(r, f"lam_{side}_from") == "theory" and getattr(r, f"lam_{side}_est") is not None:
+                checked[getattr(r, side)] = (f"  check: {getattr(r, side)} theory {getattr(r, f'lam_{side}'):.2f}, "
+                                             f"plateau estimate {getattr(r, f'lam_{side}_est'):.2f}"
+                                             f"+-{getattr(r, f'lam_{side}_est_se'):.2f}")
     out.extend(checked.values())
     out.append(f"Bayesian transitions out of visited phases never seen in SGD ({len(unseen)}):")
     for r in unseen[:max_unseen]:
@@ -435,3 +429,131 @@ def format_antecedents(rows: list[dict], unseen: list[dict], max_unseen: int = 1
     if len(unseen) > max_unseen:
         out.append(f"  ... {len(unseen) - max_unseen} more (saved in the result)")
     return "\n".join(out)
+
+
+# ---- the whole analysis of a `tms train` result (`tms transitions`) -------------------------
+
+
+def _geometry(seg: Segmentation, cls: np.ndarray) -> tuple[dict, dict]:
+    """Cross-check of the level labels by geometry: per plateau label, the fraction of its
+    checkpoints that tms.phases.classify gives the same label, and what it says otherwise."""
+    agree, other = {}, {}
+    for p in seg.plateaus:
+        got = cls[p.start : p.end + 1, p.run]
+        agree.setdefault(p.label, []).extend((got == p.label).tolist())
+        other.setdefault(p.label, Counter()).update(got[got != p.label].tolist())
+    return {k: float(np.mean(v)) for k, v in agree.items()}, {k: dict(v.most_common(3)) for k, v in other.items()}
+
+
+def _segmentation_arrays(seg: Segmentation) -> dict:
+    col = lambda name: np.array([getattr(p, name) for p in seg.plateaus], dtype=np.int64)  # noqa: E731
+    return dict(level_index=seg.level_index, on_level=seg.on_level, plateau_run=col("run"),
+                plateau_level=col("level"), plateau_start=col("start"), plateau_end=col("end"))
+
+
+def checkpoint_llc(res, out: Path, *, llc_points: int, n_chains: int, n_burnin: int, n_draws: int, eps: float,
+                   gamma: float, nbeta: float | None, seed: int, device=None, progress: bool = True) -> tuple[dict, dict]:
+    """LLC at about `llc_points` checkpoints of every run of a TrainResult, saved to OUT_llc
+    and reused from there when its settings match: (arrays llc_index, llc, llc_se, llc_ok;
+    settings)."""
+    n = int(res.record["n"])
+    idx = llc_checkpoints(res.steps.numpy(), llc_points)
+    nb = float(nbeta if nbeta is not None else n / np.log(n))
+    settings = dict(nbeta=nb, eps=eps, gamma=gamma, n_chains=n_chains, n_burnin=n_burnin, n_draws=n_draws, seed=seed,
+                    loss="empirical (full batch, training set)", checkpoints=idx.tolist(), train=res.record)
+    llc_path = out.with_name(out.stem + "_llc")
+    if io.result_exists(llc_path) and io.same_settings(io.load_json(llc_path.with_suffix(".json")), settings):
+        la, _ = io.load_result(llc_path)
+    else:
+        ii, dev = torch.from_numpy(idx), checks.device(device)
+        lr = trajectory_llc(res.W[ii].to(dev), res.b[ii].to(dev), res.X.to(dev), nbeta=nb, eps=eps, gamma=gamma,
+                            n_chains=n_chains, n_burnin=n_burnin, n_draws=n_draws, seed=seed,
+                            progress=progress)
+        la = dict(llc_index=idx, llc=lr.llc, llc_se=lr.llc_se, llc_ok=lr.trustworthy)
+        io.save_result(llc_path, la, settings)
+        la = {k: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for k, v in la.items()}
+    return {k: np.asarray(la[k]) for k in ("llc_index", "llc", "llc_se", "llc_ok")}, settings
+
+
+def analyse(input: str = "results/sgd/train", *, out: str | None = None, figures: str | None = "results/figures",
+            run: int | None = None, tol: float | None = None, min_points: int = 3, min_span: float = 1.25,
+            llc: bool = True, llc_points: int = 20, n_chains: int = 4, n_burnin: int = 0, n_draws: int = 500,
+            eps: float = 1e-3, gamma: float = 1.0, nbeta: float | None = None, seed: int = 0, prior: bool = True,
+            beta_lik: float = 1.0, device=None, threads: int | None = None, progress: bool = True) -> TransitionsResult:
+    """Plateaus, transitions, LLC along the trajectories and the Bayesian-antecedent table of
+    a saved `tms train` result (SPEC 4), saved to OUT (default INPUT_transitions) as a
+    TransitionsResult, with the figures sgd_trajectory.png (run `run`, default the one with
+    the most plateaus) and sgd_many.png in `figures` (None: no figures). threads: torch
+    threads to use (None: leave as is)."""
+    out_path = _check_analyse(input, out, figures, run, tol, min_points, min_span, llc_points, n_chains,
+                              n_burnin, n_draws, eps, gamma, nbeta, seed, beta_lik, llc)
+    if checks.threads(threads):
+        torch.set_num_threads(threads)
+    res = load_train(input)
+    c = int(res.record["c"])
+    levels = zoo_levels(c)
+    tol = default_tol(levels) if tol is None else tol
+    seg = segment(res.pop_loss, res.steps, levels, tol=tol, min_points=min_points, min_span=min_span)
+    arrays = _segmentation_arrays(seg)
+    cls, near = label_checkpoints(res.W, res.b, res.pop_loss, levels)
+    arrays.update(classify_label=cls, level_label=near)
+    agree, other = _geometry(seg, cls)
+    llc_est, llc_settings = {}, None
+    if llc:
+        la, llc_settings = checkpoint_llc(res, out_path, llc_points=llc_points, n_chains=n_chains, n_burnin=n_burnin,
+                                          n_draws=n_draws, eps=eps, gamma=gamma, nbeta=nbeta, seed=seed,
+                                          device=device, progress=progress)
+        arrays.update(la)
+        llc_est = plateau_llc(seg, la["llc_index"], la["llc"], la["llc_se"], la["llc_ok"])
+    rows, unseen = antecedent_table(seg, c, llc_est, prior=prior, beta_lik=beta_lik)
+    for r in rows:
+        r.geometry_src, r.geometry_dst = agree.get(r.src), agree.get(r.dst)
+    seq_counts = sorted(Counter(seg.sequences()).items(), key=lambda kv: -kv[1])
+    shown = choose_run(dict(arrays, pop_loss=res.pop_loss.numpy())) if run is None else run
+    result = TransitionsResult(
+        arrays=arrays, input=str(input), train=res.record, tol=tol, min_points=min_points, min_span=min_span,
+        prior=prior, beta_lik=beta_lik, levels=dict(labels=levels.labels, loss=levels.loss.tolist(),
+                                                    llc=[None if np.isnan(v) else float(v) for v in levels.llc],
+                                                    prior=levels.prior.tolist()),
+        plateau_labels=[p.label for p in seg.plateaus], plateaus=[p._asdict() for p in seg.plateaus],
+        transitions=[t._asdict() for t in seg.transitions], sequence_counts=[[list(s), k] for s, k in seq_counts],
+        classify_agreement=agree, classify_other=other, antecedents=rows, bayesian_unseen=unseen,
+        llc_settings=llc_settings, plateau_llc={k: list(v) for k, v in llc_est.items()}, figure_run=int(shown))
+    result.save(out_path)
+    if figures is not None:
+        Path(figures).mkdir(parents=True, exist_ok=True)
+        sgd_trajectory(input, out_path, Path(figures) / "sgd_trajectory.png", run=result.figure_run)
+        sgd_many(input, out_path, Path(figures) / "sgd_many.png")
+    return result
+
+
+def _check_analyse(input, out, figures, run, tol, min_points, min_span, llc_points, n_chains, n_burnin, n_draws,
+                   eps, gamma, nbeta, seed, beta_lik, llc) -> Path:
+    """Every argument of `analyse`, the input record and the output paths checked before any
+    work; returns the result path. Warnings on the SGLD settings go to stderr."""
+    checks.seed(seed, "seed")
+    if tol is not None:
+        checks.positive_float(tol, "tol")
+    checks.positive_int(min_points, "min_points")
+    if checks.positive_float(min_span, "min_span") < 1:
+        raise ValueError(f"min_span must be >= 1 (a factor in steps), got {min_span!r}")
+    checks.positive_int(llc_points, "llc_points")
+    checks.positive_int(n_chains, "n_chains", maximum=checks.MAX_CHAINS)
+    checks.positive_int(n_burnin, "n_burnin", minimum=0, maximum=checks.MAX_STEPS)
+    checks.positive_int(n_draws, "n_draws", minimum=2, maximum=checks.MAX_STEPS)
+    for note in ([] if not llc else checks.sgld_hyper(eps, gamma)):
+        checks.warn(note)
+    if nbeta is not None:
+        checks.positive_float(nbeta, "nbeta")
+    checks.positive_float(beta_lik, "beta_lik")
+    data, _ = checks.train_result(input, "input")
+    if run is not None:
+        checks.positive_int(run, "run", minimum=0, maximum=data["W"].shape[1] - 1)
+    inp = checks._stem(input)
+    out_path = checks.output_stem(out or inp.with_name(inp.stem + "_transitions"), "out")
+    checks.output_stem(out_path.with_name(out_path.stem + "_llc"), "out (its LLC result)")
+    if figures is not None:
+        fig = checks.output_dir(figures, "figures")
+        for name in ("sgd_trajectory.png", "sgd_many.png"):
+            checks.output_file(fig / name, "figures")
+    return out_path

@@ -124,7 +124,7 @@ def sgd_trajectory(train_path, trans_path, out, run: int | None = None) -> int:
                              xytext=(3, 0), textcoords="offset points", va="center", fontsize=7, color="0.3")
         s = rec["llc_settings"]
         ax2.set_title(f"local learning coefficient (SGLD: nbeta={s['nbeta']:.1f}, eps={s['eps']}, gamma={s['gamma']}, "
-                      f"{s['n_chains']} chains x {s['n_steps']} steps; dashed: theory where the zoo has it)", fontsize=8)
+                      f"{s['n_chains']} chains x {s['n_burnin']} + {s['n_draws']} steps; dashed: theory where the zoo has it)", fontsize=8)
         ax2.legend(fontsize=7, loc="upper left")
     else:
         ax2.text(0.5, 0.5, "LLC not estimated (tms transitions --no-llc)", ha="center", transform=ax2.transAxes)

@@ -120,9 +120,10 @@ def test_llc_checkpoint_blocks_equal_the_full_run(tmp_path, scheduler):
     res = train.train_sgd(2, progress=False, **TRAIN)  # W (6, 2, 2, 6), one training set per run
     kw = dict(n_chains=2, n_burnin=5, n_draws=30, seed=3)
     ref = transitions.trajectory_llc(res.W, res.b, res.X, progress=False, **kw)
-    got = cluster.trajectory_llc(res.W, res.b, res.X, out_dir=tmp_path, scheduler=scheduler, checkpoints_per_task=4,
-                                 progress=False, **kw)
-    assert len(list(tmp_path.glob("llc_checkpoints_*.json"))) == 2
+    cluster_blocks = tmp_path / "blocks"
+    got = cluster.trajectory_llc(res.W, res.b, res.X, out_dir=cluster_blocks, scheduler=scheduler,
+                                 checkpoints_per_task=4, progress=False, **kw)
+    assert not cluster_blocks.exists()  # blocks of 4 + 2 checkpoints merged, then removed
     here = cluster.trajectory_llc(res.W, res.b, res.X, progress=False, **kw)  # no cluster: one in-process call
     np.testing.assert_array_equal(here.llc.numpy(), ref.llc.numpy())
     for k, v in ref.arrays().items():

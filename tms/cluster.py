@@ -273,6 +273,15 @@ def block_paths(path: str | Path, n_blocks: int) -> list[Path]:
     return [folder / f"runs_{j:04d}_of_{n_blocks:04d}" for j in range(n_blocks)]
 
 
+def _remove(stems: list[Path]) -> None:
+    """Delete merged block results (.npz, .json) and their folder if that is left empty."""
+    for p in stems:
+        for suffix in (".npz", ".json"):
+            p.with_suffix(suffix).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        stems[0].parent.rmdir()
+
+
 def merge_train(blocks: Sequence[train.TrainResult]) -> train.TrainResult:
     """One TrainResult from run blocks of one experiment: runs in block order, (T, R, ...)."""
     first = blocks[0]
@@ -318,11 +327,7 @@ def train_sgd(runs=32, *, path: str | Path | None = None, scheduler: str | None 
         run_tasks(tasks, scheduler=scheduler, workers=workers, timeout=timeout, progress=progress,
                   desc="SGD run blocks")
         train.save_train(path, merge_train([train.load_train(p) for p in paths]))
-        for p in paths:
-            for suffix in (".npz", ".json"):
-                p.with_suffix(suffix).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            paths[0].parent.rmdir()
+        _remove(paths)
     return train.train_sgd(runs, path=path, progress=False, **kwargs)  # loads it; checks it is this run's
 
 
@@ -363,8 +368,8 @@ def trajectory_llc(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, *, nbeta: 
     Without scheduler/workers: one in-process estimate_llc over (T, R) with `seed`. On a
     cluster out_dir is required: each block of `checkpoints_per_task` checkpoints x all runs
     is estimated with the per-centre keys of the full (T, R) grid (tms.llc.centre_keys), so
-    the merged result equals the in-process one; blocks are saved in out_dir and reused when
-    data and settings match.
+    the merged result equals the in-process one; blocks are saved in out_dir (reused when
+    data and settings match, e.g. after a failed task) and removed once merged.
     """
     check_cluster(scheduler, workers)
     checks.params(W, b)
@@ -390,7 +395,9 @@ def trajectory_llc(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, *, nbeta: 
                           name=f"LLC checkpoints {t0}..{t1 - 1}", settings=dict(checkpoints=[t0, t1 - 1], seed=seed)))
     run_tasks(tasks, scheduler=scheduler, workers=workers, timeout=timeout, progress=progress,
               desc="LLC checkpoint blocks")
-    return _merge_llc([_load_llc(p) for p in paths], seed, W.device)
+    merged = _merge_llc([_load_llc(p) for p in paths], seed, W.device)
+    _remove(paths)  # merged: the caller saves the one result
+    return merged
 
 
 def _merge_llc(blocks: list[llc.LLCResult], seed: int, device) -> llc.LLCResult:

@@ -257,7 +257,7 @@ def test_cli_free_energy_tiny(tmp_path, capsys):
     argv = ["free-energy", "--c", "6", "--n", "300,500", "--seeds", "2", "--replicas", "2", "--temps", "4",
             "--warmup", "8", "--draws", "12", "--max-steps", "8", "--lambda-n", "400", "--lambda-seeds", "1",
             "--lambda-replicas", "2", "--lambda-temps", "3", "--lambda-warmup", "8", "--lambda-draws", "12",
-            "--labels", "6,5", "--sgld-chains", "2", "--sgld-steps", "20", "--mc-draws", "5000",
+            "--labels", "6,5", "--sgld-chains", "2", "--sgld-burnin", "20", "--sgld-draws", "20", "--mc-draws", "5000",
             "--out", str(tmp_path / "r"),
             "--figure", str(tmp_path / "f.png"), "--no-progress"]
     assert main(argv) == 0

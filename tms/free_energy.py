@@ -982,7 +982,7 @@ def _sgld(c: int, labels, cfg: dict, seed: int) -> dict:
         return {lab: [math.nan, math.nan] for lab in labels} | {"_error": f"{type(err).__name__}: {err}"}
 
 
-def measure(c: int = 6, ns=None, *, seed: int = 0, paper: bool = False, out_dir: str | Path | None = None,
+def measure(c: int = 6, ns=None, *, seed: int = 0, scale: str = "quick", out_dir: str | Path | None = None,
             datasets=None, beta_lik: float = 1.0, progress: bool = False, sweep: dict | None = None,
             lam: dict | None = None, sgld: dict | None = None, labels=None, dcurve_sets: int = 24,
             batch_points: int | None = None, n_mc: int = 200_000, dtype: torch.dtype = torch.float64,
@@ -990,7 +990,7 @@ def measure(c: int = 6, ns=None, *, seed: int = 0, paper: bool = False, out_dir:
     """Everything of issue 11 at one c: the sweep (seeds, or `datasets` as in sweep_data), the
     local-ladder lambdas, SGLD lambdas, the O(1) terms, the data-term curve and `analyse`.
 
-    Settings: QUICK / LAMBDA_QUICK / SGLD_QUICK (PAPER, LAMBDA_PAPER with paper=True),
+    Settings: QUICK / LAMBDA_QUICK / SGLD_QUICK (PAPER, LAMBDA_PAPER with scale="full"),
     overridden by the dicts sweep, lam, sgld. ns: the n-grid (default QUICK_NS[c]; ignored
     with datasets). out_dir: every piece saved there and reused when rerun (resumable; with
     batch_points, n values are sampled and saved that many at a time); the summary
@@ -999,9 +999,12 @@ def measure(c: int = 6, ns=None, *, seed: int = 0, paper: bool = False, out_dir:
     """
     from tms import zoo
 
+    if scale not in ("quick", "full"):
+        raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
+    full = scale == "full"
     out = Path(out_dir) if out_dir is not None else None
-    scfg = {**(PAPER if paper else QUICK), **(sweep or {})}
-    lcfg = {**(LAMBDA_PAPER if paper else LAMBDA_QUICK), **(lam or {})}
+    scfg = {**(PAPER if full else QUICK), **(sweep or {})}
+    lcfg = {**(LAMBDA_PAPER if full else LAMBDA_QUICK), **(lam or {})}
     gcfg = {**SGLD_QUICK, **(sgld or {})}
     zoo.critical_points(c, progress=progress)
     common = dict(seed=seed, beta_lik=beta_lik, out_dir=out, progress=progress, batch_points=batch_points,
@@ -1023,7 +1026,7 @@ def measure(c: int = 6, ns=None, *, seed: int = 0, paper: bool = False, out_dir:
     dcurve = _dcurve(c, o1, [pt["n"] for pt in points], dcurve_sets, seed, beta_lik, n_mc)
     res = analyse(points, c, o1, lam_used, dcurve=dcurve, beta_lik=beta_lik)
     res.update(c=c, o1=o1, lam_used=lam_used, dcurve=dcurve, lambda_table=lambda_table(c, lam_res, sg, o1),
-               sgld_error=sg.get("_error"), settings=dict(c=c, r=2, seed=seed, beta_lik=beta_lik, paper=paper,
+               sgld_error=sg.get("_error"), settings=dict(c=c, r=2, seed=seed, beta_lik=beta_lik, scale=scale,
                sweep=scfg, lam=lcfg, sgld=gcfg, data="user" if datasets is not None else "seeds",
                ids={str(pt["n"]): pt["ids"] for pt in points}), diagnostics=_diagnostics(points))
     res = io._jsonable(res)

@@ -1,6 +1,6 @@
 """Benchmark of the batched LLC estimator (issue 4). Run on demand, not collected by pytest:
 
-    .venv/bin/python benchmarks/bench_llc.py [--threads 2] [--bias-study]
+    .venv/bin/python benchmarks/bench_llc.py [--threads 2] [--bias] [--bias-study]
 
 Protocol (throughput): TMS c = 6, full-batch n = 1000 (one data set, seed 0), eps = 1e-3,
 gamma = 1, nbeta = n / log n, 100 centres x 8 chains x 500 steps, float64. Centres: the
@@ -10,6 +10,11 @@ loss), the same in float32, and of a straightforward reference written here (one
 module and one SGLD optimiser per chain, chains and centres in a Python loop, direct loss
 on the full batch), measured in the same run on a subset (3 centres x 2 chains x 100
 steps). Then the split of one step of ours into loss+gradient, noise, and the rest.
+
+--bias: the default protocol (tms.llc.PROTOCOL, i.e. `tms llc --point P` with its defaults,
+seed 0) at the zoo points 6, 5+, 5 against theory rank/2, beside a long run (16 chains x
+(5000 + 40000) steps) at the same nbeta = 1000 / log 1000: the numbers in tms.llc's docstring
+and tests/test_llc_converge.py. Only --bias (no throughput): add --no-throughput.
 
 --bias-study: lambda_hat at the zoo points 5, 5+, 6 (c = 6, exact population loss) for
 n = 5e3, 5e4, 5e5 (nbeta = n / log n), against rank(H)/2 and the finite-n Laplace value.
@@ -26,7 +31,8 @@ import time
 import torch
 
 from tms.data import sample_inputs
-from tms.llc import default_nbeta, estimate_llc
+from tms.llc import PROTOCOL, default_nbeta, estimate_llc
+from tms.llc_run import run_llc
 from tms.loss import (batched_grad, batched_hessian, empirical_loss_sorted, population_loss,
                       sorted_data)
 from tms.samplers import sgld
@@ -75,7 +81,7 @@ class SGLD(torch.optim.Optimizer):
                 p.add_(-0.5 * group["eps"] * drift + math.sqrt(group["eps"]) * noise)
 
 
-def reference_llc(W, b, X, *, nbeta, eps, gamma, n_chains, n_steps, seed):
+def reference_llc(W, b, X, *, nbeta, eps, gamma, n_chains, n_draws, seed):
     """Per centre: deep-copied module + optimiser per chain, everything in Python loops."""
     gen = torch.Generator().manual_seed(seed)
     out = []
@@ -88,13 +94,13 @@ def reference_llc(W, b, X, *, nbeta, eps, gamma, n_chains, n_steps, seed):
             model = copy.deepcopy(base)
             opt = SGLD(model.parameters(), eps, gamma, nbeta, gen)
             total = 0.0
-            for _ in range(n_steps):
+            for _ in range(n_draws):
                 model.zero_grad()
                 loss = ((X - model(X)) ** 2).sum(-1).mean()
                 loss.backward()
                 opt.step()
                 total += loss.item()
-            chains.append(nbeta * (total / n_steps - L0))
+            chains.append(nbeta * (total / n_draws - L0))
         out.append(sum(chains) / n_chains)
     return torch.tensor(out)
 
@@ -107,7 +113,7 @@ def throughput(args):
     nbeta = default_nbeta(n)
     X = sample_inputs(n, c, 0)
     W, b = centres_near_4gon(C, c, 1)
-    kw = dict(nbeta=nbeta, eps=1e-3, gamma=1.0, n_chains=K, n_steps=T, generator=0)
+    kw = dict(nbeta=nbeta, eps=1e-3, gamma=1.0, n_chains=K, n_burnin=0, n_draws=T, seed=0)
 
     t0 = time.perf_counter()
     res = estimate_llc(W, b, X, **kw)
@@ -118,7 +124,7 @@ def throughput(args):
 
     sc, sk, st = 3, 2, 100
     t0 = time.perf_counter()
-    ref = reference_llc(W[:sc], b[:sc], X, nbeta=nbeta, eps=1e-3, gamma=1.0, n_chains=sk, n_steps=st, seed=0)
+    ref = reference_llc(W[:sc], b[:sc], X, nbeta=nbeta, eps=1e-3, gamma=1.0, n_chains=sk, n_draws=st, seed=0)
     t_ref = time.perf_counter() - t0
 
     rate = C * K * T / t_ours
@@ -189,8 +195,9 @@ def bias_study(args):
         nb = default_nbeta(n)
         eps = 0.05 / (nb * max(float(h.max()) for h in eigs))
         t0 = time.perf_counter()
+        burn = args.bias_steps * 3 // 8
         res = estimate_llc(W, b, loss="population", nbeta=nb, eps=eps, gamma=gamma, n_chains=args.bias_chains,
-                           n_steps=args.bias_steps, n_burnin=args.bias_steps * 3 // 8, generator=0)
+                           n_burnin=burn, n_draws=args.bias_steps - burn, seed=0)
         dt = time.perf_counter() - t0
         for i, (lab, h) in enumerate(zip(labels, eigs)):
             lap = (nb * h / (2 * (nb * h + gamma))).sum().item()
@@ -200,12 +207,36 @@ def bias_study(args):
         print(f"   ({dt:.1f} s for n = {n:.0e})")
 
 
+def default_protocol_bias(args):
+    """The default protocol at 6, 5+, 5 (each point alone, as `tms llc --point P` runs it)
+    against rank/2, and a long run at the same nbeta (all three in one batch)."""
+    from tms import zoo
+
+    labels = ["6", "5+", "5"]
+    print(f"default protocol {PROTOCOL}, population loss, nbeta = 1000 / log 1000, seed 0")
+    print(f"{'point':>5} {'rank/2':>6} {'estimate':>9} {'se':>6} {'bias':>7} {'trend p':>8} {'rhat':>6}  "
+          f"long run (16 chains x {args.long_steps} draws)")
+    pts = [zoo.critical_point(6, lab) for lab in labels]
+    long = estimate_llc(torch.stack([q.W for q in pts]), torch.stack([q.b for q in pts]), loss="population",
+                        nbeta=default_nbeta(1000), eps=PROTOCOL["eps"], gamma=PROTOCOL["gamma"], n_chains=16,
+                        n_burnin=5000, n_draws=args.long_steps, seed=1)
+    for i, (lab, q) in enumerate(zip(labels, pts)):
+        res = run_llc(point=lab, c=6).result
+        m, se = res.llc.item(), res.llc_se.item()
+        print(f"{lab:>5} {q.llc:6.1f} {m:9.4f} {se:6.4f} {m - q.llc:+7.4f} {res.trend_p.item():8.3g} "
+              f"{res.rhat.item():6.3f}  {long.llc[i].item():.3f} +- {long.llc_se[i].item():.3f}"
+              + ("" if res.trustworthy.item() else "  FLAGGED"))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--centres", type=int, default=100)
     p.add_argument("--chains", type=int, default=8)
     p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--no-throughput", action="store_true")
+    p.add_argument("--bias", action="store_true")
+    p.add_argument("--long-steps", type=int, default=40000)
     p.add_argument("--bias-study", action="store_true")
     p.add_argument("--bias-chains", type=int, default=16)
     p.add_argument("--bias-steps", type=int, default=8000)
@@ -213,9 +244,13 @@ def main():
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
-    t0 = time.perf_counter()
-    throughput(args)
-    print(f"whole throughput protocol (ours + float32 + reference subset + profile): {time.perf_counter() - t0:.1f} s")
+    if not args.no_throughput:
+        t0 = time.perf_counter()
+        throughput(args)
+        print(f"whole throughput protocol (ours + float32 + reference subset + profile): "
+              f"{time.perf_counter() - t0:.1f} s")
+    if args.bias:
+        default_protocol_bias(args)
     if args.bias_study:
         bias_study(args)
 

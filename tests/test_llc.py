@@ -83,6 +83,8 @@ def test_batched_equals_alone(mode):
     alone = estimate_llc(p.W[37], p.b[37], *one, keys=centre_keys(2024, (100,))[37], **kw, **extra)
     assert torch.allclose(res.llc_chains[37], alone.llc_chains, rtol=1e-10, atol=1e-10)
     assert torch.allclose(res.loss_trace[37], alone.loss_trace, rtol=1e-10, atol=1e-12)
+    for key in ("llc", "llc_se", "trend", "trend_p", "rhat", "acceptance"):  # and every per-centre diagnostic
+        assert torch.allclose(getattr(res, key)[37], getattr(alone, key), rtol=1e-9, equal_nan=True), key
     # and the first centre alone under the plain seed is centre 0 of the batch
     first = estimate_llc(p.W[0], p.b[0], *((args[0][0],) if mode == "per-centre-data" else one),
                          seed=2024, **kw, **extra)

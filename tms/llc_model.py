@@ -1,7 +1,8 @@
 """The LLC of any torch model (SPEC 5): the generic front end of ``tms.llc.sample_llc``.
 
-The chains are one batch (torch.func.vmap over a flat parameter vector of shape (K, d)); the
-model is called functionally (``functional_call``) and never modified. What it handles:
+The chains are one batch (torch.func.vmap of the forward over a flat parameter vector of shape
+(K, d), one backward for all chains); the model is called functionally (``functional_call``)
+and never modified. What it handles:
 - any loss ``loss_fn(prediction, target) -> scalar``, e.g. mean squared error on float
   targets or ``torch.nn.functional.cross_entropy`` on integer class labels;
 - integer inputs (token ids into an nn.Embedding) as well as float inputs;
@@ -21,7 +22,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call, vmap
 
 from tms import llc
 
@@ -77,17 +78,16 @@ def _grad_fns(model, loss_fn, params, x, y, batch_size, eval_mode):
         parts = {k: t.reshape(s) for k, t, s in zip(names, theta.split(sizes), shapes)}
         return loss_fn(functional_call(model, parts, (xb,)), yb)
 
+    # vmap the forward only, one backward through it: the chains are independent, so the
+    # gradient of the summed loss is every chain's own gradient (faster than vmap(grad)).
     mode = "error" if eval_mode else "different"
-    full_gv = vmap(grad_and_value(loss_of), in_dims=(0, None, None), randomness=mode)
-    batch_gv = vmap(grad_and_value(loss_of), in_dims=(0, 0, 0), randomness=mode)
-
-    def grad_fn(theta):
-        g, L = full_gv(theta, x, y)
-        return L.detach(), g.detach()
+    full_loss = vmap(loss_of, in_dims=(0, None, None), randomness=mode)
+    batch_loss = vmap(loss_of, in_dims=(0, 0, 0), randomness=mode)
+    grad_fn = llc.autograd_grad_fn(lambda theta: full_loss(theta, x, y))
 
     def batch_grad_fn(keys, t):
         idx = llc.minibatch_rows(keys, t, x.shape[0], batch_size)  # (K, m)
-        return lambda theta: tuple(v.detach() for v in reversed(batch_gv(theta, x[idx], y[idx])))
+        return llc.autograd_grad_fn(lambda theta: batch_loss(theta, x[idx], y[idx]))
 
     try:
         with torch.no_grad():

@@ -32,4 +32,4 @@ def test_zoo_json(tmp_path, capsys):
 
 def test_zoo_bad_c(capsys):
     assert main(["zoo", "--c", "2", "--no-plot"]) == 2
-    assert "--c" in capsys.readouterr().err
+    assert "c must be an integer between 3 and 16" in capsys.readouterr().err  # the parameter is --c

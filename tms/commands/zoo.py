@@ -1,13 +1,12 @@
-"""`tms zoo`: the k-gon critical points of a given c, their losses, LLCs and a figure."""
+"""`tms zoo`: the k-gon critical points of a given c, their losses, LLCs and a figure: a shell
+over tms.zoo_table.survey."""
 from __future__ import annotations
 
 import json
 import sys
 
-from tms import checks
-
-MAX_C = 16  # the zoo's search box and cost are validated up to here (~9 s at c = 16)
-MAX_KGONS = 32  # the k-gon search costs ~k/10 s per k on one core: 3..32 is about a minute
+from tms import zoo
+from tms.zoo_table import MAX_KGONS, survey
 
 DEVICE_HELP = ("checked and accepted so one --device can go to every command; the zoo's Newton solves are "
                "a few tiny problems and always run on the CPU")
@@ -18,34 +17,20 @@ HELP = "k-gon critical points for c features (r = 2): loss, lambda, prior term, 
 def add_arguments(p) -> None:
     p.add_argument("--c", type=int, default=6, help="number of features (default 6)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
-    p.add_argument("--out", default=None, help="figure path (default figures/zoo_c<c>.png)")
-    p.add_argument("--no-plot", action="store_true", help="do not write the figure")
+    p.add_argument("--out", default=None, help="figure path (default results/figures/zoo_c<c>.png)")
+    p.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the figure")
     p.add_argument("--kgons", type=int, default=0, metavar="KMAX",
                    help=f"also report which k in 3..KMAX have a regular k-gon critical point "
                         f"(KMAX <= {MAX_KGONS}: about a second per k near 16, more beyond)")
 
 
 def run(args) -> int:
-    from tms import zoo
-
-    checks.device(args.device)
-    c = checks.positive_int(args.c, "--c", minimum=3, maximum=MAX_C)
-    if args.kgons != 0:
-        checks.positive_int(args.kgons, "--kgons (0 = off)", minimum=3, maximum=MAX_KGONS)
-    fig = None if args.no_plot else checks.output_file(args.out or f"figures/zoo_c{c}.png", "--out",
-                                                       suffixes=checks.FIGURE_SUFFIXES)
-    pts = zoo.critical_points(c, progress=True)
-    rows = zoo.as_numpy_table(pts)
-    report = zoo.kgon_report(range(3, args.kgons + 1), progress=True) if args.kgons else None
-    out = None
-    if fig is not None:
-        from tms.plots.zoo import plot_zoo
-
-        out = plot_zoo(rows, fig, c)
+    res = survey(args.c, kgons=args.kgons, out=args.out, plot=args.plot, device=args.device)
     if args.json:
-        json.dump(dict(c=c, r=2, points=rows, kgons=report, figure=str(out) if out else None), sys.stdout, indent=1)
+        json.dump(res.as_dict(), sys.stdout, indent=1)
         print()
         return 0
+    c, pts, report, out = res.c, res.points, res.kgons, res.figure
     print(f"k-gon zoo, r = 2, c = {c} (d = {3 * c} parameters), sorted by population loss")
     print(f"{'label':10s} {'loss':>12s} {'lambda':>7s} {'prior':>8s} {'rank':>5s} {'|grad|':>9s}  note")
     for q in pts:

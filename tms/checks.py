@@ -310,9 +310,9 @@ def checkpoints_result(path, name: str = "--checkpoints"):
 
 
 def device(x, name: str = "--device") -> torch.device:
-    """A torch device that exists here ('cpu', 'cuda', 'cuda:1', 'mps'), or a clear error."""
+    """A torch device that exists here ('cpu', 'cuda', 'cuda:1', 'mps'; None: the CPU), or a clear error."""
     try:
-        dev = torch.device(str(x))
+        dev = torch.device("cpu" if x is None else str(x))
     except (RuntimeError, TypeError, ValueError):
         raise ValueError(f"{name} must name a torch device such as cpu or cuda, got {x!r}") from None
     available = {"cpu": True, "cuda": torch.cuda.is_available(),

@@ -46,9 +46,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tms import checks, io
+from tms import checks, io, posterior, zoo
 from tms.data import sample_inputs
-from tms.loss import SortedData, empirical_loss_sorted, population_loss, sorted_data, stack_sorted, unflatten_params
+from tms.loss import (SortedData, empirical_loss_sorted, flatten_params, population_loss, sorted_data, stack_sorted,
+                      unflatten_params)
+from tms.phases import classify, classify_hull
 from tms.samplers import rng, tempering
 
 QUICK = dict(seeds=4, replicas=4, n_temps=10, beta_min=0.01, n_warmup=60, n_draws=120, max_steps=32)
@@ -74,10 +76,8 @@ def ladder_fractions(labels: np.ndarray, phases: list[str]) -> np.ndarray:
 
 def family(label: str) -> str | None:
     """'5-family' for a label with k = 5 and no switched-off vertex ('5', '5+'), else None."""
-    from tms.zoo import parse_label
-
     try:
-        k, s, p = parse_label(label)
+        k, s, p = zoo.parse_label(label)
     except ValueError:
         return None
     return f"{k}-family" if p == 0 else None
@@ -226,8 +226,6 @@ def _zero_column_draws(c: int, label: str, n_mc: int, seed: int):
     """w* of `label` with its negative-bias zero columns (W_z, b_z) drawn from the prior:
     W (n_mc, 2, c), b (n_mc, c) and the population-loss increase dL (n_mc,); None when the
     point has no such column."""
-    from tms import zoo
-
     k, s, p = zoo.parse_label(label)
     W, b = zoo.kgon_params(k, c, s, p)
     z = list(range(k + s, c))
@@ -260,8 +258,6 @@ def flat_volume(c: int, label: str, ns, n_mc: int = 200_000, seed: int = 0, beta
     at each n of ns (N,), the polygon held at w* (population loss, exact). It tends to
     -log P_flat as n grows, slowly, since past the flat region the loss rises gently (no
     quadratic rise is assumed). Zeros (N,) when the point has no such column."""
-    from tms.phases import classify
-
     draws = _zero_column_draws(c, label, n_mc, seed)
     ns = np.asarray(ns, dtype=float)
     if draws is None:
@@ -283,8 +279,6 @@ def o1_terms(c: int, labels, n_mc: int = 200_000, seed: int = 0) -> dict[str, di
     flat zero-column region, with flat_se), gauss = (1/2) log 2 pi (from (2 pi)^(-d_p/2)
     (2 pi / n)^(r/2), r = d_p - 1). laplace = their sum + prior - log m (None elsewhere).
     """
-    from tms import zoo
-
     pts = {q.label: q for q in zoo.critical_points(c)}
     out = {}
     for lab in labels:
@@ -316,8 +310,6 @@ def _perm_points(c: int, labels) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _zoo_point(label: str, c: int) -> tuple[torch.Tensor, torch.Tensor]:
     """W (2, c), b (c,) of the zoo point `label` (tms.zoo.kgon_params layout)."""
-    from tms import zoo
-
     k, s, p = zoo.parse_label(label)
     return zoo.kgon_params(k, c, s, p)
 
@@ -360,8 +352,6 @@ def data_term_curve(c: int, labels, ns, n_sets: int = 32, seed: int = 0) -> tupl
 
 
 def _data_seed(seed: int, n: int, s: int) -> int:
-    from tms import posterior
-
     return posterior.data_seed(seed, n, s)
 
 
@@ -391,15 +381,11 @@ def run_ladders(target: tempering.Target, theta0: torch.Tensor, keys: torch.Tens
 
 def _with_dims(data: SortedData, k: int) -> SortedData:
     """Insert k singleton dims after the leading data dim (to broadcast with chain dims)."""
-    from tms import posterior
-
     return posterior._with_dims(data, k)
 
 
 def _target(data: SortedData, r: int, c: int, beta_lik: float, max_steps: int) -> tempering.Target:
     """Tempered part beta_lik n L_n (exact fused loss) and the N(0, I) prior (SPEC 3), data (G,)."""
-    from tms import posterior
-
     return tempering.Target(posterior.energy_grad_fn(_with_dims(data, 2), r, c, beta_lik), posterior.prior_grad,
                             max_steps)
 
@@ -413,8 +399,6 @@ def _keys(seed: int, items: list[tuple], R: int, K: int, device=None) -> torch.T
 
 def _label_draws(draws: torch.Tensor, r: int, c: int) -> tuple[np.ndarray, np.ndarray]:
     """Both readings of draws (..., d): zoo labels and hull labels, numpy str (...)."""
-    from tms.phases import classify, classify_hull
-
     W, b = unflatten_params(draws.double().cpu(), r, c)
     return np.asarray(classify(W, b)), np.asarray(classify_hull(W, b))
 
@@ -561,8 +545,6 @@ def _items(c: int, datasets, ids, dtype) -> list[tuple]:
 
 
 def _theory_labels(c: int) -> list[str]:
-    from tms import zoo
-
     return zoo.labels(c)
 
 
@@ -584,8 +566,6 @@ def sweep_seeds(c: int, ns, *, seed: int = 0, seeds: int | None = None, **kw) ->
 def lambda_labels(c: int) -> list[str]:
     """Default phases for the three-way lambda table: p = 0 families with k >= max(4, c - 2)
     (c = 6: 6, 5+, 5, 4++, 4+, 4)."""
-    from tms import zoo
-
     return [lab for lab in zoo.labels(c) if (k := zoo.parse_label(lab))[2] == 0 and k[0] >= max(4, c - 2)]
 
 
@@ -605,8 +585,6 @@ def restricted(energy_grad, labels: np.ndarray, r: int, c: int):
     a non-finite energy as a divergence), so the chains sample the posterior restricted to
     the phase region, exp(-beta E - |w|^2/2) 1[classify(w) = label] (SPEC 3: a local free
     energy is the integral over that region)."""
-    from tms.phases import classify
-
     codes = {lab: i for i, lab in enumerate(sorted(set(labels.tolist())))}
     want = torch.tensor([codes[lab] for lab in labels.tolist()])
 
@@ -667,8 +645,6 @@ def local_lambda(c: int, labels=None, *, r: int = 2, beta_lik: float = 1.0, seed
 
 
 def _flat_point(label: str, c: int, dtype) -> torch.Tensor:
-    from tms.loss import flatten_params
-
     W, b = _zoo_point(label, c)
     return flatten_params(W, b).to(dtype)
 
@@ -701,8 +677,6 @@ def reading_table(points: list[dict], reading: str = "zoo") -> dict:
 
 def _loss_of(col: str, c: int) -> float:
     """Zoo loss of a label or family (a family: its lowest member); inf if none."""
-    from tms import zoo
-
     pts = {q.label: q.loss for q in zoo.critical_points(c)}
     if col in pts:
         return pts[col]
@@ -972,8 +946,6 @@ def _cached(path: Path | None, settings: dict, compute):
 def _sgld(c: int, labels, cfg: dict, seed: int) -> dict:
     """SGLD estimates at the zoo points (tms.posterior.estimate_llcs), {label: [value, se]};
     NaN with the error recorded if the estimator fails."""
-    from tms import posterior
-
     try:
         est = posterior.estimate_llcs(c, list(labels), n=cfg["n"], n_chains=cfg["n_chains"],
                                       n_burnin=cfg["n_burnin"], n_draws=cfg["n_draws"], seed=seed)
@@ -997,8 +969,6 @@ def measure(c: int = 6, ns=None, *, seed: int = 0, scale: str = "quick", out_dir
     `summary_c{c}` is rewritten. n_mc: prior draws for the zero-column volumes; dcurve_sets:
     synthetic data sets per n for the mean data term. Returns the summary record.
     """
-    from tms import zoo
-
     if scale not in ("quick", "full"):
         raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
     full = scale == "full"

@@ -50,8 +50,8 @@ makes ``trustworthy`` False:
   of the first 10% of the draws) (Geweke's windows; independent chains, k - 1 degrees of
   freedom, so no ESS estimate is needed, which at ESS ~ 5 per half is too noisy to trust);
   with one chain, its z. Flagged when the two-sided p-value ``trend_p`` < P_TREND. Mixing:
-  ``rhat`` is the rank-normalised split R-hat (ArviZ) of the draws across chains (one chain:
-  its two halves), NaN when a chain was excluded; flagged when rhat > RHAT_MAX. At eps = 1e-3
+  ``rhat`` is the rank-normalised split R-hat (tms.diagnostics.rhat, = ArviZ's) of the draws
+  across chains (one chain: its two halves), NaN when a chain was excluded; flagged when rhat > RHAT_MAX. At eps = 1e-3
   the loss's autocorrelation time at the zoo points is ~10^3 steps, so even converged
   default runs have rhat 1.02-1.3 (measured); RHAT_MAX marks gross disagreement only.
   Suggestion printed: more steps (a longer burn-in first), then a smaller eps if the drift
@@ -86,7 +86,6 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
-import arviz
 import numpy as np
 import torch
 from scipy import stats
@@ -317,17 +316,14 @@ def _half_trend(post: np.ndarray) -> np.ndarray:
 
 
 def _trace_rhat(post: np.ndarray) -> np.ndarray:
-    """Rank-normalised split R-hat (ArviZ) of draws (C..., K, T') across chains -> (C...,).
-
-    One chain: its two halves stand in for two chains."""
+    """Rank-normalised split R-hat (tms.diagnostics.rhat, equal to ArviZ's) of draws
+    (C..., K, T') across chains -> (C...,). One chain: its two halves stand in for two chains."""
     if post.shape[-2] == 1:
         h = post.shape[-1] // 2
         post = np.concatenate([post[..., :h], post[..., post.shape[-1] - h:]], -2)
-    x = np.moveaxis(post.reshape((-1,) + post.shape[-2:]), 0, -1)  # (K, T', C)
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-        warnings.simplefilter("ignore")
-        r = arviz.rhat(arviz.convert_to_dataset(x))["x"].values
-    return np.asarray(r, dtype=np.float64).reshape(post.shape[:-2])
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return diagnostics.rhat(post)
 
 
 def _trend(post: torch.Tensor, z: torch.Tensor, inc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

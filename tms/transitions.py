@@ -177,6 +177,20 @@ def segment(
     min_points: fewest checkpoints on a plateau; min_span: (end_step + 1) / (start_step + 1)
       of a plateau must be at least this.
     """
+    L, st = _check_segment(loss, steps, tol, window, min_points, min_span)
+    slope_tol = 2 * tol if slope_tol is None else checks.positive_float(slope_tol, "slope_tol")
+    T, R = L.shape
+    k, dist = nearest_level_index(L, levels.loss)
+    on = (dist <= tol) & (np.abs(log_slope(L, st, window)) <= slope_tol)
+    plateaus = _plateaus(L, st, np.where(on, k, -1), levels, min_points, min_span)
+    transitions = [_transition(L, st, a, b, levels) for a, b in zip(plateaus[:-1], plateaus[1:])
+                   if a.run == b.run and a.level != b.level]
+    settings = dict(tol=tol, slope_tol=slope_tol, window=window, min_points=min_points, min_span=min_span)
+    return Segmentation(plateaus, transitions, k, on, R, settings)
+
+
+def _check_segment(loss, steps, tol, window, min_points, min_span) -> tuple[np.ndarray, np.ndarray]:
+    """`segment`'s inputs checked: losses (T, R) float64 and steps (T,) int64."""
     L = np.asarray(loss.detach().cpu() if isinstance(loss, torch.Tensor) else loss, dtype=np.float64)
     if L.ndim == 1:
         L = L[:, None]
@@ -188,15 +202,16 @@ def segment(
     if not np.isfinite(L).all():
         raise ValueError("loss contains NaN or inf")
     checks.positive_float(tol, "tol")
-    slope_tol = 2 * tol if slope_tol is None else checks.positive_float(slope_tol, "slope_tol")
     checks.positive_float(window, "window")
     checks.positive_int(min_points, "min_points")
     if not (min_span >= 1.0):
         raise ValueError(f"min_span must be >= 1, got {min_span!r}")
-    T, R = L.shape
-    k, dist = nearest_level_index(L, levels.loss)
-    on = (dist <= tol) & (np.abs(log_slope(L, st, window)) <= slope_tol)
-    lab = np.where(on, k, -1)  # (T, R)
+    return L, st
+
+
+def _plateaus(L, st, lab, levels: Levels, min_points: int, min_span: float) -> list[Plateau]:
+    """Plateaus from per-checkpoint level labels lab (T, R) (-1: on no level), every run at once."""
+    T, R = lab.shape
     # Run-length encoding of every run at once: a segment starts where the label changes.
     change = np.ones((T, R), dtype=bool)
     change[1:] = lab[1:] != lab[:-1]
@@ -213,19 +228,18 @@ def segment(
         s, e, r, kk = int(s), int(e), int(r), int(kk)
         if plateaus and plateaus[-1].run == r and plateaus[-1].level == kk:
             s = plateaus.pop().start  # an excursion between two stretches on one level: merge
-        seg = L[s : e + 1, r]
-        plateaus.append(Plateau(r, kk, levels.labels[kk], s, e, int(st[s]), int(st[e]), float(seg.mean())))
-    transitions = []
-    for a, b in zip(plateaus[:-1], plateaus[1:]):
-        if a.run != b.run or a.level == b.level:
-            continue
-        la, lb = levels.loss[a.level], levels.loss[b.level]
-        seg = L[a.end : b.start + 1, a.run]
-        past = (seg - (la + lb) / 2) * np.sign(lb - la) >= 0
-        mid = a.end + int(np.argmax(past))  # past[-1] holds: b.start is within tol of lb
-        transitions.append(Transition(a.run, a.label, b.label, int(st[mid]), a.end_step, b.start_step, float(lb - la)))
-    settings = dict(tol=tol, slope_tol=slope_tol, window=window, min_points=min_points, min_span=min_span)
-    return Segmentation(plateaus, transitions, k, on, R, settings)
+        plateaus.append(Plateau(r, kk, levels.labels[kk], s, e, int(st[s]), int(st[e]), float(L[s : e + 1, r].mean())))
+    return plateaus
+
+
+def _transition(L, st, a: Plateau, b: Plateau, levels: Levels) -> Transition:
+    """The transition between consecutive plateaus a, b of one run: its step is the first
+    checkpoint with the loss past the midpoint of the two levels."""
+    la, lb = levels.loss[a.level], levels.loss[b.level]
+    seg = L[a.end : b.start + 1, a.run]
+    past = (seg - (la + lb) / 2) * np.sign(lb - la) >= 0
+    mid = a.end + int(np.argmax(past))  # past[-1] holds: b.start is within tol of lb
+    return Transition(a.run, a.label, b.label, int(st[mid]), a.end_step, b.start_step, float(lb - la))
 
 
 # ---- zoo levels, labels, LLC along trajectories ------------------------------------------

@@ -122,7 +122,7 @@ def main():
     r, c = 2, 6
     data = sorted_data(sample_inputs(args.n, c, 0))
     fns = paths(data, r, c, float(args.n))
-    W, b = init_params(r, c, (max(SIZES),), sigma=0.7, generator=0)
+    W, b = init_params(r, c, (max(SIZES),), sigma=0.7, seed=0)
     b = 0.2 * torch.randn(b.shape, generator=torch.Generator().manual_seed(0), dtype=b.dtype)
     theta_all = flatten_params(W, b)
     check(fns, theta_all[:512])

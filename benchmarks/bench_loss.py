@@ -45,7 +45,7 @@ def main():
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cpus; "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    W, b = init_params(2, 6, (args.sets,), sigma=0.7, generator=0)
+    W, b = init_params(2, 6, (args.sets,), sigma=0.7, seed=0)
     b = 0.2 * torch.randn(b.shape, generator=torch.Generator().manual_seed(1), dtype=b.dtype)
     X = sample_inputs(args.n, 6, 2)
     data = sorted_data(X)

@@ -41,8 +41,8 @@ def test_sparse_inputs_activation_rate():
 
 
 def test_init_params_seeded():
-    p1 = init_params(2, 6, (3,), sigma=0.5, generator=7)
-    p2 = init_params(2, 6, (3,), sigma=0.5, generator=7)
+    p1 = init_params(2, 6, (3,), sigma=0.5, seed=7)
+    p2 = init_params(2, 6, (3,), sigma=0.5, seed=7)
     assert torch.equal(p1.W, p2.W) and (p1.b == 0).all()
     assert p1.W.shape == (3, 2, 6)
 
@@ -62,7 +62,7 @@ def test_init_params_seeded():
         (lambda: empirical_loss(torch.zeros(2, 6), torch.zeros(6), torch.zeros(5, 4)), "x must have shape"),
         (lambda: sample_inputs(0, 6, 0), "n must be an integer >= 1"),
         (lambda: sample_inputs(10, 0, 0), "c must be an integer >= 1"),
-        (lambda: sample_inputs(10, 6, "seed"), "generator must be"),
+        (lambda: sample_inputs(10, 6, "seed"), "seed must be"),
         (lambda: sorted_data(torch.ones(4, 3)), "high-sparsity"),
         (lambda: empirical_loss_sorted(torch.zeros(2, 6), torch.zeros(6), torch.zeros(5, 6)), "SortedData"),
         (lambda: init_params(2, 6, sigma=-1.0), "sigma"),

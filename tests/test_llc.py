@@ -31,7 +31,7 @@ def test_default_nbeta():
 def test_matches_a_brute_force_loop_over_centres_and_chains():
     # Reference: every chain of every centre stepped alone in Python, the direct O(n c) loss,
     # the same counter-based noise; estimate = nbeta * (mean post-burn-in loss - L(w*)).
-    p = init_params(2, 4, (3,), sigma=0.8, generator=3)
+    p = init_params(2, 4, (3,), sigma=0.8, seed=3)
     X = sample_inputs(200, 4, 4)
     nbeta, eps, gamma, K, T, burn = 30.0, 2e-3, 1.5, 2, 25, 5
     res = estimate_llc(p.W, p.b, X, nbeta=nbeta, eps=eps, gamma=gamma, n_chains=K, n_burnin=burn, n_draws=T - burn, seed=123)
@@ -67,7 +67,7 @@ def test_matches_a_brute_force_loop_over_centres_and_chains():
 @pytest.mark.parametrize("mode", ["full", "minibatch", "population", "per-centre-data"])
 def test_batched_equals_alone(mode):
     # 100 centres in one call; centre 37 alone with its own key: identical chains.
-    p = init_params(2, 5, (100,), sigma=0.6, generator=8)
+    p = init_params(2, 5, (100,), sigma=0.6, seed=8)
     kw = dict(nbeta=50.0, eps=1e-3, gamma=1.0, n_chains=4, n_burnin=5, n_draws=25)
     X = sample_inputs(300, 5, 9)
     if mode == "full":

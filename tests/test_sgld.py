@@ -18,8 +18,8 @@ def quad_grad(h):
 
 def test_one_step_matches_the_spec_formula():
     # SPEC 5: w <- w - (eps/2)(nbeta grad L + gamma (w - w*)) + N(0, eps I), written out by hand.
-    p = init_params(2, 5, (3, 4), sigma=0.7, generator=1)
-    c = init_params(2, 5, (3, 1), sigma=0.7, generator=2)
+    p = init_params(2, 5, (3, 4), sigma=0.7, seed=1)
+    c = init_params(2, 5, (3, 1), sigma=0.7, seed=2)
     st = sgld.init(p.W, p.b, centre_W=c.W, centre_b=c.b, generator=7)
     nbeta, eps, gamma = 37.0, 1e-3, 2.5
     new, info = sgld.step(st, sgld.grad_fn_wb(population_loss, 2, 5), nbeta=nbeta, eps=eps, gamma=gamma)

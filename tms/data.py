@@ -1,4 +1,4 @@
-"""Input distributions (SPEC 1). Every sampler takes an explicit generator or seed.
+"""Input distributions (SPEC 1). Every sampler takes an explicit int seed (or a torch.Generator).
 
 High-sparsity limit: x = mu * e_i with i ~ U{0..c-1}, mu ~ U[0, 1]; target y = x.
 """
@@ -12,7 +12,7 @@ from tms import checks
 def sample_inputs(
     n: int,
     c: int,
-    generator: torch.Generator | int,
+    seed: int | torch.Generator,
     *,
     batch_shape: tuple[int, ...] = (),
     dtype: torch.dtype = torch.float64,
@@ -20,7 +20,7 @@ def sample_inputs(
     """n draws of the high-sparsity distribution: (*batch_shape, n, c), one nonzero per row."""
     checks.positive_int(n, "n")
     checks.positive_int(c, "c")
-    gen = checks.generator(generator)
+    gen = checks.generator(seed, "seed")
     shape = tuple(batch_shape) + (n,)
     idx = torch.randint(0, c, shape, generator=gen)
     mu = torch.rand(shape, generator=gen, dtype=dtype)
@@ -33,7 +33,7 @@ def sample_inputs_sparse(
     n: int,
     c: int,
     sparsity: float,
-    generator: torch.Generator | int,
+    seed: int | torch.Generator,
     *,
     batch_shape: tuple[int, ...] = (),
     dtype: torch.dtype = torch.float64,
@@ -44,7 +44,7 @@ def sample_inputs_sparse(
     checks.positive_int(c, "c")
     if not (0.0 <= float(sparsity) <= 1.0):
         raise ValueError(f"sparsity must lie in [0, 1], got {sparsity!r}")
-    gen = checks.generator(generator)
+    gen = checks.generator(seed, "seed")
     shape = tuple(batch_shape) + (n, c)
     mag = torch.rand(shape, generator=gen, dtype=dtype)
     active = torch.rand(shape, generator=gen, dtype=dtype) >= sparsity

@@ -37,7 +37,7 @@ def init_params(
     batch_shape: tuple[int, ...] = (),
     *,
     sigma: float = 1.0,
-    generator: torch.Generator | int = 0,
+    seed: int | torch.Generator = 0,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
 ) -> Params:
@@ -48,7 +48,7 @@ def init_params(
     checks.positive_int(r, "r")
     checks.positive_int(c, "c")
     checks.positive_float(sigma, "sigma", allow_zero=True)
-    gen = checks.generator(generator)
+    gen = checks.generator(seed, "seed")
     shape = tuple(batch_shape)
     W = sigma * torch.randn(shape + (r, c), generator=gen, dtype=dtype)
     b = torch.zeros(shape + (c,), dtype=dtype)

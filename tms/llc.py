@@ -371,7 +371,8 @@ def _reduce(trace, centre_loss, accept, nb, n_burnin: int, settings: dict) -> LL
 # ---- the core --------------------------------------------------------------------------------
 
 
-def _check_common(nbeta, eps, gamma, n_chains, n_burnin, n_draws, batch_size):
+def check_sgld_args(nbeta, eps, gamma, n_chains, n_burnin, n_draws, batch_size) -> None:
+    """Every front end's sampler arguments, checked before any work (a ValueError naming the argument)."""
     nb = torch.as_tensor(nbeta, dtype=torch.float64)
     if not bool(torch.isfinite(nb).all()) or bool((nb <= 0).any()):
         raise ValueError(f"nbeta must be finite and > 0 (standard: n / log n), got {nbeta!r}")
@@ -437,7 +438,7 @@ def sample_llc(theta0: torch.Tensor, grad_fn, centre_loss: torch.Tensor, *, nbet
     minibatch grad_fn. seed / keys: see ``chain_keys``. settings: the front end's record,
     completed with every argument here.
     """
-    _check_common(nbeta, eps, gamma, n_chains, n_burnin, n_draws, None)
+    check_sgld_args(nbeta, eps, gamma, n_chains, n_burnin, n_draws, None)
     seed = checks.seed(seed, "seed")
     C, d = theta0.shape[:-1], theta0.shape[-1]
     nb = torch.as_tensor(nbeta, dtype=theta0.dtype, device=theta0.device)
@@ -529,7 +530,7 @@ def estimate_llc(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor | None = None
     Returns an LLCResult (see its docstring and the module docstring for the rules).
     """
     checks.params(W, b)
-    _check_common(nbeta, eps, gamma, n_chains, n_burnin, n_draws, batch_size)
+    check_sgld_args(nbeta, eps, gamma, n_chains, n_burnin, n_draws, batch_size)
     r, c = W.shape[-2:]
     C = torch.broadcast_shapes(W.shape[:-2], b.shape[:-1])
     W, b = W.expand(C + (r, c)), b.expand(C + (c,))
@@ -582,4 +583,4 @@ def estimate_llc_flat(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta0: t
 
 
 __all__ = ["default_nbeta", "estimate_llc", "estimate_llc_flat", "sample_llc", "centre_keys", "chain_keys",
-           "minibatch_rows", "LLCResult", "PROTOCOL", "REJECT_PER_SQRT_D", "P_TREND", "RHAT_MAX"]
+           "minibatch_rows", "check_sgld_args", "LLCResult", "PROTOCOL", "REJECT_PER_SQRT_D", "P_TREND", "RHAT_MAX"]

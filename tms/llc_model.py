@@ -116,7 +116,7 @@ def estimate_llc_model(model: torch.nn.Module, loss_fn: Callable[[torch.Tensor, 
     """
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    llc._check_common(nbeta, eps, gamma, n_chains, n_burnin, n_draws, batch_size)
+    llc.check_sgld_args(nbeta, eps, gamma, n_chains, n_burnin, n_draws, batch_size)
     x, y = _check_data(data)
     params = _centre(model, centre)
     _check_match(params, dict(model.named_buffers()), x, y)

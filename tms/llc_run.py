@@ -13,7 +13,7 @@ import torch
 
 from tms import checks, io, zoo
 from tms.data import sample_inputs
-from tms.llc import PROTOCOL, LLCResult, default_nbeta, estimate_llc
+from tms.llc import PROTOCOL, LLCResult, check_sgld_args, default_nbeta, estimate_llc
 
 
 @dataclass
@@ -82,6 +82,8 @@ def run_llc(*, point: str | None = None, checkpoints: str | Path | None = None, 
     """
     if (point is None) == (checkpoints is None):
         raise ValueError("give exactly one of point (a zoo label) or checkpoints (a saved trajectory)")
+    check_sgld_args(1.0 if nbeta is None else nbeta, eps, gamma, n_chains, n_burnin, n_draws, batch_size)
+    checks.seed(seed, "seed")
     checks.seed(data_seed, "data_seed")
     checks.positive_int(every, "every")
     if checks.positive_float(n, "n", maximum=checks.MAX_N) < 2:

@@ -197,6 +197,10 @@ def test_dtype_and_device_mismatches_are_one_value_error():
     with pytest.raises(ValueError, match="parameter head.weight is torch.float32"):
         tokens_model.head.float()
         estimate_llc_model(tokens_model, F.cross_entropy, (tokens, labels), **kw)
+    with pytest.raises(ValueError, match="inputs are torch.float64 on meta; targets are torch.float64 on meta"):
+        estimate_llc_model(model, mse, (x.to("meta"), y.to("meta")), **kw)  # a device other than the model's
+    with pytest.raises(ValueError, match="inputs contains NaN"):
+        estimate_llc_model(model, mse, (x * float("nan"), y), **kw)
     with pytest.raises(ValueError, match="share n >= 1 rows"):
         estimate_llc_model(model, mse, (x, y[:5]), **kw)
     with pytest.raises(ValueError, match="centre must name exactly"):

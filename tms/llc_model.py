@@ -34,15 +34,13 @@ def _check_data(data) -> tuple[torch.Tensor, torch.Tensor]:
     for t, name in ((x, "inputs"), (y, "targets")):
         if not isinstance(t, torch.Tensor) or t.dim() < 1:
             raise ValueError(f"{name} must be a torch.Tensor of shape (n, ...), got {type(t).__name__}")
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} contains NaN or inf; expected finite values")
     if x.shape[0] < 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"inputs and targets must share n >= 1 rows, got {tuple(x.shape)} and {tuple(y.shape)}")
     return x, y
 
 
 def _check_match(params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> None:
-    """One ValueError for every dtype / device mismatch between model and data."""
+    """One ValueError for every dtype / device mismatch between model and data; then finiteness."""
     first = next(iter(params.values()))
     dtype, device = first.dtype, first.device
     bad = [f"parameter {k} is {v.dtype} on {v.device}" for k, v in params.items()
@@ -55,6 +53,9 @@ def _check_match(params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) 
         raise ValueError(f"model and data must share one dtype and device (parameters: {dtype} on {device}); "
                          f"got {'; '.join(bad)}. Convert with model.to(...) and tensor.to(...) (integer inputs "
                          "and targets keep their dtype)")
+    for t, name in ((x, "inputs"), (y, "targets")):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or inf; expected finite values")
 
 
 def _centre(model: torch.nn.Module, centre) -> dict[str, torch.Tensor]:

@@ -18,8 +18,9 @@ reference 220 µs per chain-step;
     x reference    0.2   0.4   0.7   2.1   3.3   0.8   1.1
 
 What bounds it: below ~32 chains, the fixed cost of one vmapped functional_call forward and
-its backward (~1.3 ms per step whatever the chain count: torch.func's Python dispatch), so a
-per-chain loop of plain modules is faster there; at 64-256 chains that cost is shared and
+its backward (~1.3 ms per step whatever the chain count; profiled: about half of it is torch's
+Python decomposition of nll_loss, which cross_entropy takes under vmap, the rest torch.func
+dispatch), so a per-chain loop of plain modules is faster there; at 64-256 chains that cost is shared and
 the batched kernels win; from ~1024 chains the step is memory-bound (activations of
 chains x n x width no longer fit in cache) and the counter-based noise costs ~0.4 µs per
 normal on this CPU (sgld.normal's int64 hashing: ~80 µs per chain-step at d = 195).

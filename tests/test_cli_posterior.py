@@ -6,7 +6,7 @@ from tms import io, posterior
 from tms.cli import main
 from tms.commands.posterior import parse_grid, parse_llcs
 
-TINY = ["--seeds", "1", "--chains", "3", "--replicas", "2", "--temps", "3", "--warmup", "8", "--draws", "6",
+TINY = ["--seeds", "1", "--n-chains", "3", "--replicas", "2", "--temps", "3", "--warmup", "8", "--draws", "6",
         "--max-steps", "6", "--no-progress"]
 
 

@@ -5,12 +5,20 @@ the system refused) prints one line `tms COMMAND: error: ...` and exits 2. Anyth
 is a bug: one line names the command and the error, the traceback goes to a log file
 beside the results (tms-COMMAND-error.log), and the exit status is 1. `--debug` (before or
 after the command) prints the traceback instead.
+
+Interrupts: Ctrl-C (SIGINT) and SIGTERM (what `timeout`, `kill` and batch schedulers send)
+take the same path: the running command saves what it can (finished points, a training
+partial) and stops; the message lists the results this run saved, and the exit status is
+130 (SIGINT) or 143 (SIGTERM). Rerunning the same command resumes from them.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import pkgutil
+import signal
 import sys
 import tempfile
 import time
@@ -18,6 +26,7 @@ import traceback
 from pathlib import Path
 
 import tms.commands
+from tms import io
 
 
 def _commands():
@@ -95,6 +104,51 @@ def _internal_error(args, argv, err: Exception) -> int:
     return 1
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds like Ctrl-C (saving as it goes)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises Terminated for the duration (main thread only; elsewhere no handler)."""
+    try:
+        old = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _short(path) -> str:
+    """`path` relative to the working directory when it lies below it, else absolute."""
+    rel = os.path.relpath(os.path.abspath(path))
+    return rel if not rel.startswith("..") else os.path.abspath(path)
+
+
+def _kept(paths: list, show: int = 6) -> str:
+    """'kept N results this run: a, b, ... (rerun to resume)' or what was not."""
+    if not paths:
+        return "nothing new was finished in this run; rerun the same command to start again"
+    names = [_short(p) for p in dict.fromkeys(paths)]
+    more = f", and {len(names) - show} more" if len(names) > show else ""
+    return (f"kept {len(names)} result{'s' if len(names) > 1 else ''} saved in this run (.npz + .json): "
+            + ", ".join(names[:show]) + more + "; rerun the same command to resume from them")
+
+
+def _interrupted(args, err: KeyboardInterrupt, n_before: int) -> int:
+    term = isinstance(err, Terminated)
+    print(f"tms {args.command}: interrupted by {'SIGTERM' if term else 'SIGINT (Ctrl-C)'}; "
+          + _kept(io.written()[n_before:]), file=sys.stderr)
+    return 143 if term else 130
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -107,16 +161,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = bool(getattr(args, "debug", False))
+    n_before = len(io.written())
     try:
-        return int(args._run(args) or 0)
+        with _sigterm_as_interrupt(), io.recording_device(getattr(args, "device", None)):
+            return int(args._run(args) or 0)
+    except KeyboardInterrupt as err:  # SIGINT, or SIGTERM through Terminated
+        return _interrupted(args, err, n_before)
     except (ValueError, OSError) as err:
         if debug:
             traceback.print_exc()
         print(f"tms {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"tms {args.command}: interrupted (finished results are saved)", file=sys.stderr)
-        return 130
     except Exception as err:  # noqa: BLE001 - the last line of defence
         if debug:
             traceback.print_exc()

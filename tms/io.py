@@ -7,13 +7,23 @@ PATH.npz + PATH.json: the .npz is written first and holds the SHA-256 of the .js
 beside it (array FORMAT_KEY), the .json last, so a pair from two different writes (a kill
 between the two renames) or a damaged file is detected (`check_result`), reported as not
 finished by `result_exists`, and recomputed rather than trusted. Sweeps skip points already
-on disk (DESIGN.md: resumable long work).
+on disk (resumable long work).
+
+Provenance: every record save_result writes carries a "provenance" entry (package version,
+git commit where there is one, torch version and threads, device). Comparisons of a saved
+record with fresh settings (`same_settings`, `identity`) ignore it except the package
+version. Every result written by this process is listed in `written()` (what an interrupted
+command reports as kept).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import hashlib
 import json
 import os
+import subprocess
 import tempfile
 import zipfile
 from pathlib import Path
@@ -22,9 +32,87 @@ from typing import Any
 import numpy as np
 import torch
 
+import tms
+
 
 FORMAT = 2  # 1: no checksum (still read); 2: the .npz holds the .json's SHA-256
 FORMAT_KEY = "__tms_io__"  # reserved array name of the format record in every .npz
+PROVENANCE_KEY = "provenance"  # record entry save_result adds (see module docstring)
+
+_DEVICE: contextvars.ContextVar[str | None] = contextvars.ContextVar("tms_io_device", default=None)
+_WRITTEN: list[Path] = []  # result stems written by this process, in order
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the checkout the package runs from, or None (no git, not a checkout)."""
+    try:
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = proc.stdout.strip()
+    return text if proc.returncode == 0 and len(text) == 40 else None
+
+
+def package_version() -> str:
+    return str(getattr(tms, "__version__", "unknown"))
+
+
+@contextlib.contextmanager
+def recording_device(device):
+    """Within the block, records saved without an explicit device name this one."""
+    token = _DEVICE.set(None if device is None else str(device))
+    try:
+        yield
+    finally:
+        _DEVICE.reset(token)
+
+
+def provenance(device=None, arrays: dict | None = None) -> dict:
+    """What made a result: package version, git commit (None without git), torch version and
+    threads, device (given; else the one set by `recording_device`; else that of the first
+    tensor in `arrays`; else cpu)."""
+    if device is None:
+        device = _DEVICE.get()
+    if device is None:
+        device = next((str(v.device) for v in (arrays or {}).values() if isinstance(v, torch.Tensor)), "cpu")
+    return dict(package_version=package_version(), git_commit=git_commit(), torch_version=torch.__version__,
+                torch_threads=torch.get_num_threads(), device=str(device))
+
+
+def identity(record: Any) -> Any:
+    """`record` as JSON without provenance entries (at any depth), for comparisons: only the
+    package version of a provenance entry is kept (as "package_version")."""
+    if isinstance(record, dict):
+        out = {k: identity(v) for k, v in record.items() if k != PROVENANCE_KEY}
+        prov = record.get(PROVENANCE_KEY)
+        if isinstance(prov, dict):
+            out["package_version"] = prov.get("package_version")
+        return out
+    if isinstance(record, list):
+        return [identity(v) for v in record]
+    return _jsonable(record)
+
+
+def same_settings(saved: Any, settings: Any) -> bool:
+    """Was `saved` (a loaded record or its settings) made with `settings` and this package
+    version? Provenance other than the version is ignored."""
+    prov = saved.get(PROVENANCE_KEY) if isinstance(saved, dict) else None
+    if isinstance(prov, dict) and prov.get("package_version") != package_version():
+        return False
+    strip = identity(saved)
+    if isinstance(strip, dict):
+        strip.pop("package_version", None)
+    fresh = identity(_jsonable(settings))
+    if isinstance(fresh, dict):
+        fresh.pop("package_version", None)
+    return strip == fresh
+
+
+def written() -> list[Path]:
+    """Result stems (path without suffix) save_result wrote in this process, oldest first."""
+    return list(_WRITTEN)
 
 
 def _temp_prefix(path: Path) -> str:
@@ -92,15 +180,17 @@ def load_json(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path} is not valid JSON (truncated or damaged?): {err}") from None
 
 
-def save_result(path: str | os.PathLike, arrays: dict[str, Any], record: dict) -> None:
+def save_result(path: str | os.PathLike, arrays: dict[str, Any], record: dict, *, device=None) -> None:
     """Write `path`.npz (arrays) and `path`.json (settings, seeds, scalars) atomically.
 
     The JSON is written last, so its presence marks a finished result; the .npz carries the
-    JSON's checksum, so a pair torn by a kill between the two writes is detected.
+    JSON's checksum, so a pair torn by a kill between the two writes is detected. The record
+    gets a "provenance" entry (see `provenance`; device as there).
     """
     path = Path(path)
     if FORMAT_KEY in arrays:
         raise ValueError(f"array name {FORMAT_KEY!r} is reserved by tms.io")
+    record = {**record, PROVENANCE_KEY: provenance(device, arrays)}
     np_arrays = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
                  for k, v in arrays.items()}
     text = _json_bytes(record)
@@ -108,6 +198,15 @@ def save_result(path: str | os.PathLike, arrays: dict[str, Any], record: dict) -
     np_arrays[FORMAT_KEY] = np.array(meta)
     _atomic_write(path.with_suffix(".npz"), lambda f: np.savez(f, **np_arrays))
     _atomic_write(path.with_suffix(".json"), lambda f: f.write(text))
+    _WRITTEN.append(path)
+
+
+def json_digest(path: str | os.PathLike) -> str | None:
+    """SHA-256 of `path`.json (the checksum its .npz carries), or None if unreadable."""
+    try:
+        return hashlib.sha256(Path(path).with_suffix(".json").read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def check_result(path: str | os.PathLike) -> str | None:

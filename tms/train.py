@@ -35,6 +35,8 @@ SHARED = 2**31 - 1  # run index used for the one shared training set
 BLOCK_EPOCHS = 50  # epochs whose data order one generator draws (part of the protocol)
 
 PAPER = dict(n=1000, batch_size=20, lr=0.005, epochs=4500, radius=0.9, noise=0.01)
+# runs and epochs per scale (`tms train --scale`, tms.reproduce); "full" is the paper's protocol (SPEC 4)
+SCALES = dict(quick=dict(runs=16, epochs=1500), full=dict(runs=32, epochs=4500))
 
 
 class TrainResult(NamedTuple):
@@ -233,29 +235,18 @@ def train_sgd(
     protocol (SPEC 4): n = 1000, batch 20, lr 0.005, 4500 epochs, 4-gon start (radius 0.9,
     noise 0.01, b = 0). init="random": W ~ N(0, sigma^2), b = 0. shared_data: one training set
     for all runs (seed's shared stream) or, by default, one per run (independent repeats of
-    the experiment). steps: checkpoint steps (default
-    `checkpoint_steps(total)`). path: if given, the result is saved there (tms.io); a finished
-    result is loaded instead of retrained, and a partial one (`<path stem>_partial`, written every
-    `save_every` seconds at a block boundary) is resumed. num_threads: torch threads during
-    training (1 is fastest at these sizes; None leaves the setting alone).
+    the experiment). steps: checkpoint steps (default `checkpoint_steps(total)`).
+    path: if given, the result is saved there (tms.io); a finished result is loaded instead of
+    retrained, and a partial one (`<path stem>_partial`) is resumed. The partial is written at
+    the first epoch-block boundary after every `save_every` seconds (0: at every block) and
+    when the run is interrupted (KeyboardInterrupt: Ctrl-C, or SIGTERM under `tms`).
+    num_threads: torch threads during training (1 is fastest at these sizes; None leaves the
+    setting alone).
 
     Returns TrainResult with checkpoints (T, R, ...).
     """
     run_ids = _runs(runs)
-    for name, v in (("n", n), ("batch_size", batch_size), ("epochs", epochs), ("r", r), ("c", c)):
-        checks.positive_int(v, name)
-    if batch_size > n:
-        raise ValueError(f"batch_size must be <= n = {n}, got {batch_size}")
-    if r > c:
-        raise ValueError(f"r must be <= c, got r = {r}, c = {c}")
-    checks.positive_float(lr, "lr")
-    if init not in ("4gon", "random"):
-        raise ValueError(f"init must be '4gon' or 'random', got {init!r}")
-    spe = n // batch_size
-    total = epochs * spe
-    ck = checkpoint_steps(total) if steps is None else torch.as_tensor(steps, dtype=torch.int64)
-    if ck.dim() != 1 or len(ck) == 0 or bool((ck[1:] <= ck[:-1]).any()) or int(ck[0]) < 0 or int(ck[-1]) > total:
-        raise ValueError(f"steps must be increasing integers in [0, {total}] (total steps), got {ck.tolist()}")
+    spe, total, ck = _check_train(n, batch_size, epochs, r, c, lr, init, steps, save_every)
     record = _settings(
         runs=run_ids, seed=seed, n=n, batch_size=batch_size, lr=lr, epochs=epochs, init=init,
         radius=radius, noise=noise, sigma=sigma, r=r, c=c, shared_data=shared_data,
@@ -265,78 +256,144 @@ def train_sgd(
     if path is not None and io.result_exists(path):
         res = load_train(path)
         if not _same(res.record, record):
-            raise ValueError(f"a different training result already exists at {path}; choose another path")
+            raise ValueError(f"a different training result already exists at {path} (other settings or another "
+                             "tms version); choose another path")
         return res
-
     X = training_data(run_ids, seed, n=n, c=c, shared=shared_data, dtype=dtype)
     if init == "4gon":
         W, b = init_4gon(run_ids, seed, r=r, c=c, radius=radius, noise=noise, dtype=dtype)
     else:
         W, b = init_random(run_ids, seed, r=r, c=c, sigma=sigma, dtype=dtype)
-    R, T = len(run_ids), len(ck)
-    W_ck = torch.zeros(T, R, r, c, dtype=dtype)
-    b_ck = torch.zeros(T, R, c, dtype=dtype)
-    start_block = 0
     partial = None if path is None else _partial_path(path)
+    state = _start_state(W, b, ck, record, partial)
+    dev = torch.device(device) if device is not None else X.device
+    Xd = X.to(dev)
+    loop = _Loop(run_ids, seed, n, batch_size, c, epochs, spe, -2.0 * lr / batch_size, ck.tolist(), lr,
+                 None if shared_data else (torch.arange(len(run_ids)) * n).view(1, -1, 1))
+    with _threads(num_threads), torch.no_grad():
+        _train_blocks(state, loop, Xd.reshape(-1, c), dev, partial, record, save_every, progress)
+    res = _finish(ck, state.W_ck.to(dev), state.b_ck.to(dev), Xd, shared_data, record)
+    if path is not None:
+        save_train(path, res)
+        for suf in (".npz", ".json"):
+            partial.with_suffix(suf).unlink(missing_ok=True)
+    return res
+
+
+def _check_train(n, batch_size, epochs, r, c, lr, init, steps, save_every) -> tuple[int, int, torch.Tensor]:
+    """train_sgd's settings checked: (steps per epoch, total steps, checkpoint steps (T,))."""
+    for name, v in (("n", n), ("batch_size", batch_size), ("epochs", epochs), ("r", r), ("c", c)):
+        checks.positive_int(v, name)
+    if batch_size > n:
+        raise ValueError(f"batch_size must be <= n = {n}, got {batch_size}")
+    if r > c:
+        raise ValueError(f"r must be <= c, got r = {r}, c = {c}")
+    checks.positive_float(lr, "lr")
+    checks.positive_float(save_every, "save_every", allow_zero=True)
+    if init not in ("4gon", "random"):
+        raise ValueError(f"init must be '4gon' or 'random', got {init!r}")
+    spe = n // batch_size
+    total = epochs * spe
+    ck = checkpoint_steps(total) if steps is None else torch.as_tensor(steps, dtype=torch.int64)
+    if ck.dim() != 1 or len(ck) == 0 or bool((ck[1:] <= ck[:-1]).any()) or int(ck[0]) < 0 or int(ck[-1]) > total:
+        raise ValueError(f"steps must be increasing integers in [0, {total}] (total steps), got {ck.tolist()}")
+    return spe, total, ck
+
+
+class _State:
+    """The trainer's mutable state: parameters W (R, r, c), b (R, c); checkpoints W_ck (T, R,
+    r, c), b_ck (T, R, c) on the CPU; `block`, the next epoch block to run; `boundary`, a copy
+    of (W, b, block) at the last finished block (what a partial save holds)."""
+
+    def __init__(self, W, b, W_ck, b_ck, block: int):
+        self.W, self.b, self.W_ck, self.b_ck, self.block = W, b, W_ck, b_ck, block
+        self.start = block
+        self.boundary = (W.clone(), b.clone(), block)
+
+
+class _Loop(NamedTuple):
+    """The fixed settings of one training loop (see train_sgd); offset (1, R, 1) indexes the
+    per-run training sets in the flattened data, None when the set is shared."""
+
+    run_ids: list
+    seed: int
+    n: int
+    batch_size: int
+    c: int
+    epochs: int
+    spe: int
+    scale: float
+    ck: list
+    lr: float
+    offset: torch.Tensor | None
+
+
+def _start_state(W, b, ck, record: dict, partial: Path | None) -> _State:
+    """A fresh state at block 0 (checkpoint 0 filled in when step 0 is one), or the partial's."""
+    T = len(ck)
+    W_ck = torch.zeros(T, *W.shape, dtype=W.dtype)
+    b_ck = torch.zeros(T, *b.shape, dtype=b.dtype)
     if partial is not None and io.result_exists(partial):
         arr, rec = io.load_result(partial)
         if _same(rec["settings"], record) and rec["steps"] == ck.tolist():
-            W, b = torch.from_numpy(arr["W"]).to(dtype), torch.from_numpy(arr["b"]).to(dtype)
-            W_ck, b_ck = torch.from_numpy(arr["W_ck"]).to(dtype), torch.from_numpy(arr["b_ck"]).to(dtype)
-            start_block = int(rec["blocks_done"])
-    dev = torch.device(device) if device is not None else X.device
-    W, b, Xd = W.to(dev).contiguous(), b.to(dev).contiguous(), X.to(dev)
-    Xflat = Xd.reshape(-1, c)
-    offset = (torch.arange(R) * n).view(1, R, 1) if not shared_data else None
-    scale = -2.0 * lr / batch_size
-    ck_list = ck.tolist()
-    # Checkpoints up to the resumed block boundary are already filled in.
-    nxt = next((j for j, s in enumerate(ck_list) if s > start_block * BLOCK_EPOCHS * spe), T)
-    if start_block == 0 and ck_list[0] == 0:
-        W_ck[0], b_ck[0] = W.cpu(), b.cpu()
-    n_blocks = math.ceil(epochs / BLOCK_EPOCHS)
-    t_save = time.monotonic()
-    bar = tqdm(total=total, initial=start_block * BLOCK_EPOCHS * spe, disable=not progress,
-               desc=f"SGD x {R} runs", unit="step", unit_scale=True, mininterval=1.0)
-    def save_partial(Wp, bp, done):
-        io.save_result(partial, {"W": Wp, "b": bp, "W_ck": W_ck, "b_ck": b_ck},
-                       {"settings": record, "steps": ck_list, "blocks_done": done})
+            t = {k: torch.from_numpy(arr[k]).to(W.dtype) for k in ("W", "b", "W_ck", "b_ck")}
+            return _State(t["W"], t["b"], t["W_ck"], t["b_ck"], int(rec["blocks_done"]))
+    if int(ck[0]) == 0:
+        W_ck[0], b_ck[0] = W, b
+    return _State(W, b, W_ck, b_ck, 0)
 
-    boundary = (W.clone(), b.clone(), start_block)  # state at the last finished block
+
+def _save_partial(partial: Path, state: _State, record: dict, ck: list) -> None:
+    """The state at the last finished block boundary (checkpoints past it are refilled on resume)."""
+    Wp, bp, done = state.boundary
+    io.save_result(partial, {"W": Wp, "b": bp, "W_ck": state.W_ck, "b_ck": state.b_ck},
+                   {"settings": record, "steps": ck, "blocks_done": done})
+
+
+def _train_blocks(state: _State, lp: _Loop, Xflat, dev, partial, record, save_every: float, progress: bool) -> None:
+    """Run every epoch block from state.block on, saving the partial on the interval and on
+    an interrupt (KeyboardInterrupt, re-raised)."""
+    n_blocks = math.ceil(lp.epochs / BLOCK_EPOCHS)
+    R, total = len(lp.run_ids), lp.epochs * lp.spe
+    W, b = state.W.to(dev).contiguous(), state.b.to(dev).contiguous()
+    t_save = time.monotonic()
+    bar = tqdm(total=total, initial=state.block * BLOCK_EPOCHS * lp.spe, disable=not progress,
+               desc=f"SGD x {R} runs", unit="step", unit_scale=True, mininterval=1.0)
     try:
-        with _threads(num_threads), torch.no_grad():
-            for blk in range(start_block, n_blocks):
-                ep = min(BLOCK_EPOCHS, epochs - blk * BLOCK_EPOCHS)
-                idx = _block_order(run_ids, seed, blk, ep, n, batch_size)  # (S, R, B)
-                if offset is not None:
-                    idx = idx + offset
-                idx = idx.reshape(idx.shape[0], R * batch_size).to(dev)
-                step0 = blk * BLOCK_EPOCHS * spe
-                for t in range(idx.shape[0]):
-                    _sgd_step_(W, b, Xflat.index_select(0, idx[t]).view(R, batch_size, c), scale)
-                    if nxt < T and step0 + t + 1 == ck_list[nxt]:
-                        W_ck[nxt], b_ck[nxt] = W.cpu(), b.cpu()
-                        nxt += 1
-                bar.update(idx.shape[0])
-                if not bool(torch.isfinite(W).all() and torch.isfinite(b).all()):
-                    raise ValueError(f"SGD diverged (non-finite parameters) in epoch block {blk}; lower lr (got {lr})")
-                boundary = (W.clone(), b.clone(), blk + 1)
-                if partial is not None and time.monotonic() - t_save > save_every and blk + 1 < n_blocks:
-                    save_partial(*boundary)
-                    t_save = time.monotonic()
+        for blk in range(state.block, n_blocks):
+            n_steps_blk = _run_block(W, b, state, lp, Xflat, dev, blk)
+            bar.update(n_steps_blk)
+            state.boundary, state.block = (W.clone(), b.clone(), blk + 1), blk + 1
+            if partial is not None and time.monotonic() - t_save >= save_every and blk + 1 < n_blocks:
+                _save_partial(partial, state, record, lp.ck)
+                t_save = time.monotonic()
     except KeyboardInterrupt:
-        if partial is not None and boundary[2] > start_block:
-            save_partial(*boundary)  # checkpoints past the boundary are refilled on resume
+        if partial is not None and state.boundary[2] > state.start:
+            _save_partial(partial, state, record, lp.ck)
         raise
     finally:
         bar.close()
-    res = _finish(ck, W_ck.to(dev), b_ck.to(dev), Xd, shared_data, record)
-    if path is not None:
-        save_train(path, res)
-        if partial is not None:
-            for suf in (".npz", ".json"):
-                partial.with_suffix(suf).unlink(missing_ok=True)
-    return res
+
+
+def _run_block(W, b, state: _State, lp: _Loop, Xflat, dev, blk: int) -> int:
+    """The SGD steps of epoch block `blk`, in place on W, b; checkpoints stored in state.
+    Returns the number of steps."""
+    R, B, ck = len(lp.run_ids), lp.batch_size, lp.ck
+    ep = min(BLOCK_EPOCHS, lp.epochs - blk * BLOCK_EPOCHS)
+    idx = _block_order(lp.run_ids, lp.seed, blk, ep, lp.n, B)  # (S, R, B)
+    if lp.offset is not None:
+        idx = idx + lp.offset
+    idx = idx.reshape(idx.shape[0], R * B).to(dev)
+    step0 = blk * BLOCK_EPOCHS * lp.spe
+    nxt = next((j for j, s in enumerate(ck) if s > step0), len(ck))
+    for t in range(idx.shape[0]):
+        _sgd_step_(W, b, Xflat.index_select(0, idx[t]).view(R, B, lp.c), lp.scale)
+        if nxt < len(ck) and step0 + t + 1 == ck[nxt]:
+            state.W_ck[nxt], state.b_ck[nxt] = W.cpu(), b.cpu()
+            nxt += 1
+    if not bool(torch.isfinite(W).all() and torch.isfinite(b).all()):
+        raise ValueError(f"SGD diverged (non-finite parameters) in epoch block {blk}; lower lr (got {lp.lr})")
+    return idx.shape[0]
 
 
 def _partial_path(path) -> Path:
@@ -346,6 +403,10 @@ def _partial_path(path) -> Path:
 
 
 def _same(saved: dict, record: dict) -> bool:
+    """Same settings (every key of `record`) and the same package version (tms.io provenance)."""
+    prov = saved.get(io.PROVENANCE_KEY)
+    if isinstance(prov, dict) and prov.get("package_version") != io.package_version():
+        return False
     return {k: saved.get(k) for k in record} == io._jsonable(record)
 
 

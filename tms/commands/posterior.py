@@ -6,13 +6,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tms import checks
+from tms import checks, reproduce, zoo
 
 NAME = "posterior"
 HELP = "Bayesian phase transitions: posterior phase mass against the sample size n (resumable)"
 
-DEFAULT_NS = {6: "100,200,300,450,600,800,1100,1500,2000"}
-DEFAULT_NS_SMALL = "100,150,200,300,400,600"
 MAX_N, MAX_GRID = 10**6, 1000  # largest sample size; most n values in one grid
 BOUNDS = dict(chains=10**5, seeds=1000, replicas=10**4, n_temps=1000, n_warmup=10**6, n_draws=10**6,
               max_steps=4096, plain_draws=10**6, min_draws=10**6)  # stated in --help; each multiplies the sampling time
@@ -41,9 +39,13 @@ def parse_grid(text: str) -> list[int]:
 
 def add_arguments(p) -> None:
     p.add_argument("--c", type=int, default=6, help="number of features (r = 2)")
-    p.add_argument("--n", help="n-grid, start:stop:step or comma list (default: 100..2000 for c = 6, 100..600 else)")
-    p.add_argument("--paper", action="store_true", help="paper scale: more data sets, chains, ladders, draws")
-    p.add_argument("--chains", type=int, help="plain HMC chains per data set (chain occupancy)")
+    p.add_argument("--n", help="n-grid, start:stop:step or comma list (default: 100..2000 for c = 6, 100..600 else; "
+                               "the full scale's grid is finer)")
+    p.add_argument("--scale", choices=("quick", "full"), default="quick",
+                   help="sampler settings and grid: quick (default) or full, the paper's scale (more data sets, "
+                        "chains, ladders, draws)")
+    p.add_argument("--n-chains", "--chains", dest="chains", type=int,
+                   help="plain HMC chains per data set (chain occupancy)")
     p.add_argument("--seeds", type=int, help="data sets per n")
     p.add_argument("--replicas", type=int, help="independent replica-exchange ladders per data set")
     p.add_argument("--temps", type=int, help="temperatures per ladder (1: no tempering, so the 'mass' is chain "
@@ -61,9 +63,11 @@ def add_arguments(p) -> None:
                 + ", ".join(f"{k.replace('n_', '')} <= {v}" for k, v in BOUNDS.items()))
     p.add_argument("--beta-lik", type=float, default=1.0, help="likelihood inverse temperature (1 = SPEC convention)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-points", type=int, help="n values sampled per batched call (default all)")
-    p.add_argument("--out", default="results/posterior", help="results directory (finished n are skipped)")
-    p.add_argument("--figure", help="figure path (default figures/posterior_c{c}.png)")
+    p.add_argument("--batch-points", type=int,
+                   help="n values sampled per batched call (default all; each n is saved as soon as it is finished)")
+    p.add_argument("--out", default="results/posterior",
+                   help="results directory (finished n are skipped; an interrupted run resumes there)")
+    p.add_argument("--figure", help="figure path (default results/figures/posterior_c{c}.png)")
     p.add_argument("--llc", action="append", default=[], metavar="LABEL=VALUE",
                    help="lambda for a zoo label the zoo lacks (e.g. a 4-gon SGLD estimate); repeatable")
     p.add_argument("--llc-estimate", action="store_true",
@@ -107,15 +111,13 @@ def _validate(args, cfg: dict) -> tuple[Path, list[str]]:
     checks.device(args.device)
     llcs = parse_llcs(args.llc)
     if llcs:
-        from tms import zoo
-
         zoo.critical_points(args.c, progress=True)  # solved once (seconds at large c), then cached
         valid = zoo.labels(args.c)
         unknown = sorted(set(llcs) - set(valid))
         if unknown:
             raise ValueError(f"--llc: unknown zoo label(s) {', '.join(unknown)} at c = {args.c}; valid: {', '.join(valid)}")
     checks.output_dir(args.out, "--out")
-    fig = checks.output_file(args.figure or f"figures/posterior_c{args.c}.png", "--figure",
+    fig = checks.output_file(args.figure or f"results/figures/posterior_c{args.c}.png", "--figure",
                              suffixes=checks.FIGURE_SUFFIXES)
     notes = []
     if cfg["n_temps"] == 1:
@@ -124,54 +126,30 @@ def _validate(args, cfg: dict) -> tuple[Path, list[str]]:
     return fig, notes
 
 
-def run(args) -> int:
-    from tms import posterior
-    from tms.plots.posterior import plot_phase_sweep
+OVERRIDES = dict(chains="chains", seeds="seeds", replicas="replicas", n_temps="temps", beta_min="beta_min",
+                 n_warmup="warmup", n_draws="draws", max_steps="max_steps", target_se="target_se",
+                 min_draws="min_draws", plain_draws="plain_draws")  # phase_sweep setting: args attribute
 
-    ns = parse_grid(args.n) if args.n else parse_grid(
-        ("100:2000:100" if args.c == 6 else "100:600:50") if args.paper else DEFAULT_NS.get(args.c, DEFAULT_NS_SMALL))
-    cfg = dict(posterior.PAPER if args.paper else posterior.QUICK)
-    for key, val in dict(chains=args.chains, seeds=args.seeds, replicas=args.replicas, n_temps=args.temps,
-                         beta_min=args.beta_min, n_warmup=args.warmup, n_draws=args.draws,
-                         max_steps=args.max_steps, target_se=args.target_se, min_draws=args.min_draws,
-                         plain_draws=args.plain_draws).items():
-        if val is not None:
-            cfg[key] = val
-    fig_path, notes = _validate(args, cfg)
+
+def run(args) -> int:
+    ns = parse_grid(args.n) if args.n else reproduce.posterior_grid(args.c, args.scale)
+    overrides = {k: getattr(args, a) for k, a in OVERRIDES.items() if getattr(args, a) is not None}
+    fig_path, notes = _validate(args, {**reproduce.posterior_settings(args.scale), **overrides})
     for note in notes:
         checks.warn(note)
     if args.threads:
         torch.set_num_threads(args.threads)
-    tag = "paper" if args.paper else "quick"
-    out = Path(args.out) / f"c{args.c}_{tag}_b{args.beta_lik:g}_s{args.seed}"
-    res = posterior.phase_sweep(args.c, ns, beta_lik=args.beta_lik, seed=args.seed, out_dir=out,
-                                progress=not args.no_progress, batch_points=args.batch_points, device=args.device,
-                                predict=not args.no_predict, llcs=parse_llcs(args.llc), **cfg)
-    llcs = parse_llcs(args.llc)
-    used = sorted({lab for t in res["transitions"] for lab in (t["alpha"], t["beta"])} & set(llcs))
-    if used:  # say on the figure which lambdas came from the user, not from the zoo's theory
-        note = "lambda supplied with --llc (not zoo theory): " + ", ".join(f"{lab} = {llcs[lab]:.2f}" for lab in used)
-        res["omitted_transitions"] = (res["omitted_transitions"] + "\n" if res["omitted_transitions"] else "") + note
-    if args.llc_estimate and not args.no_predict:
-        todo = [lab for lab in posterior.missing_llc_labels(args.c, res) if lab not in llcs]
-        est = posterior.estimate_llcs(args.c, todo, seed=args.seed)
-        llcs.update({lab: v for lab, (v, _) in est.items() if np.isfinite(v)})
-        posterior.add_predictions(res, args.c, args.beta_lik, llcs)
-        if est:
-            note = "lambda by SGLD at the zoo point (population loss, nbeta = 1000/log 1000, eps 1e-3, gamma 1): " + \
-                ", ".join(f"lambda({lab}) = {v:.2f} +- {se:.2f}" for lab, (v, se) in est.items())
-            res["omitted_transitions"] = (res["omitted_transitions"] + "\n" if res["omitted_transitions"] else "") + note
+    res = reproduce.posterior_sweep(args.c, ns, scale=args.scale, beta_lik=args.beta_lik, seed=args.seed,
+                                    out=args.out, figure=fig_path, llcs=parse_llcs(args.llc),
+                                    llc_estimate=args.llc_estimate, predict=not args.no_predict,
+                                    batch_points=args.batch_points, device=args.device,
+                                    progress=not args.no_progress, **overrides)
+    for note in res["notes"]:
+        if note.startswith("lambda by SGLD"):
             print(note)
-    tempered = cfg["n_temps"] > 1
-    if not tempered:  # say on the figure that the "mass" panel is chain occupancy
-        note = "--temps 1: no tempering; the 'posterior mass' shown is chain occupancy of the ladder chains"
-        res["omitted_transitions"] = (res["omitted_transitions"] + "\n" if res["omitted_transitions"] else "") + note
-    summary = out / f"summary_c{args.c}"
-    posterior.save_summary(summary, res)
-    fig = plot_phase_sweep(summary, fig_path)
-    print(f"posterior c={args.c}, beta_lik={args.beta_lik:g}: {len(ns)} n values, results in {out}")
-    _print_tables(res, tempered)
-    print(f"figure: {fig}")
+    print(f"posterior c={args.c}, beta_lik={args.beta_lik:g}: {len(ns)} n values, results in {res['run_dir']}")
+    _print_tables(res, res["settings"]["n_temps"] > 1)
+    print(f"figure: {fig_path}")
     return 0
 
 

@@ -6,21 +6,20 @@ from pathlib import Path
 import torch
 
 from tms import checks, io
-from tms.train import _partial_path, train_sgd
+from tms.train import SCALES, _partial_path, train_sgd
 
 NAME = "train"
-HELP = "SGD on the TMS for many runs at once (SPEC 4); quick scale by default, --full for the paper"
+HELP = "SGD on the TMS for many runs at once (SPEC 4); quick scale by default, --scale full for the paper"
 
-QUICK = dict(runs=16, epochs=1500)
-FULL = dict(runs=32, epochs=4500)
+QUICK, FULL = SCALES["quick"], SCALES["full"]
 MAX_RUNS, MAX_EPOCHS, MAX_C = 10**4, 10**6, 100
 MAX_TOTAL_STEPS = 10**8  # epochs * (n // batch size): about a day for 32 runs on one core
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--full", action="store_true",
-                   help=f"paper scale: {FULL['runs']} runs x {FULL['epochs']} epochs (225,000 steps); "
-                        f"default quick scale {QUICK['runs']} runs x {QUICK['epochs']} epochs")
+    p.add_argument("--scale", choices=("quick", "full"), default="quick",
+                   help=f"full: the paper's scale, {FULL['runs']} runs x {FULL['epochs']} epochs (225,000 steps); "
+                        f"quick (default): {QUICK['runs']} runs x {QUICK['epochs']} epochs")
     p.add_argument("--runs", type=int, help=f"number of runs (overrides the scale; at most {MAX_RUNS})")
     p.add_argument("--epochs", type=int, help=f"epochs per run (overrides the scale; at most {MAX_EPOCHS}, and "
                                              f"epochs * (n // batch size) <= {MAX_TOTAL_STEPS:.0e} steps)")
@@ -39,7 +38,8 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads, 1..1024 (1 is fastest at these sizes)")
     p.add_argument("--save-every", type=float, default=60.0, metavar="SECONDS",
                    help="save the unfinished run (PATH_partial) at the first epoch-block boundary after this many "
-                        "seconds, so a killed run resumes there (default 60; 0 = at every block)")
+                        "seconds, and on Ctrl-C or SIGTERM, so a killed run resumes there (default 60; 0 = at every "
+                        "block)")
     p.add_argument("--out", default="results/sgd/train",
                    help="result path (.npz + .json); an existing result is reused, a partial one resumed")
 
@@ -77,7 +77,7 @@ def _tidy(out) -> None:
 
 
 def run(args) -> int:
-    scale = FULL if args.full else QUICK
+    scale = SCALES[args.scale]
     runs = args.runs if args.runs is not None else scale["runs"]
     epochs = args.epochs if args.epochs is not None else scale["epochs"]
     _validate(args, runs, epochs)

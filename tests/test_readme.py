@@ -26,3 +26,16 @@ def test_every_figure_the_readme_shows_is_committed():
     text = (ROOT / "README.md").read_text()
     for path in re.findall(r"\((figures/[^)]+)\)", text):
         assert (ROOT / path).is_file(), path
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's Python example does what it says, after a tiny `tms train`."""
+    from tms.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--runs", "2", "--epochs", "40", "--out", "results/sgd/train"]) == 0
+    blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+    (code,) = [b for b in blocks if "transitions.analyse" in b]
+    exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "results" / "sgd" / "train_transitions.json").is_file()
+    assert (tmp_path / "results" / "figures" / "sgd_many.png").is_file()

@@ -2,6 +2,7 @@
 same arguments, and both equal the estimator; zoo point, saved checkpoints, plot, errors."""
 import math
 
+import arviz
 import numpy as np
 import pytest
 import torch
@@ -23,7 +24,8 @@ def test_zoo_point_prints_saves_and_plots(tmp_path, capsys):
 
     out = tmp_path / "p5"
     png = tmp_path / "p5.png"
-    rc = main(["llc", "--c", "6", "--point", "5+", "--n-chains", "3", "--n-burnin", "10", "--n-draws", "30", "--seed", "4",
+    rc = main(["llc", "--c", "6", "--point", "5+", "--n-chains", "3", "--n-burnin", "10", "--n-draws", "30",
+               "--seed", "4",
                "--out", str(out), "--plot", str(png)])
     assert rc == 0
     text = capsys.readouterr().out
@@ -33,6 +35,8 @@ def test_zoo_point_prints_saves_and_plots(tmp_path, capsys):
     assert png.exists() and png.stat().st_size > 10_000
     arr, rec = io.load_result(out)
     assert_same_arrays(arr, run_llc(point="5+", c=6, n_chains=3, n_burnin=10, n_draws=30, seed=4))
+    idata = arviz.from_netcdf(str(out) + ".nc")  # the draws, for the ecosystem's tools
+    assert np.array_equal(idata.posterior["loss"].values, arr["loss_trace"][:, 10:])  # (chain, draw)
     direct = estimate_llc(q.W, q.b, loss="population", nbeta=default_nbeta(1000), eps=1e-3, gamma=1.0,
                           n_chains=3, n_burnin=10, n_draws=30, seed=4)
     assert np.allclose(arr["llc_chains"], direct.llc_chains.numpy(), rtol=1e-12)

@@ -1,4 +1,5 @@
 """LLC convergence diagnostics (issue 15) and the default protocol's bias against theory."""
+import json
 import math
 
 import arviz
@@ -92,3 +93,19 @@ def test_as_devinterp_keys_on_a_batch():
     assert out["llc/std"] == pytest.approx(float(np.std(out["llc/means"], ddof=1)), rel=1e-9)
     assert np.array_equal(out["loss/trace"], res.loss_trace[..., 10:].numpy()) and out["loss/trace"].shape == (4, 20)
     assert math.isclose(res.llc_se.item(), out["llc/std"] / 2, rel_tol=1e-12)
+
+
+def test_inference_data_round_trip(tmp_path):
+    pts = [zoo.critical_point(6, lab) for lab in ("6", "5")]
+    res = estimate_llc(torch.stack([q.W for q in pts]), torch.stack([q.b for q in pts]), loss="population",
+                       nbeta=default_nbeta(1000), eps=1e-3, gamma=1.0, n_chains=4, n_burnin=50, n_draws=200, seed=0)
+    res.to_inference_data().to_netcdf(str(tmp_path / "llc.nc"))
+    idata = arviz.from_netcdf(str(tmp_path / "llc.nc"))
+    loss = idata.posterior["loss"].values  # (chain, draw, centre)
+    assert loss.shape == (4, 200, 2) and np.array_equal(np.moveaxis(loss, 2, 0), res.draws.numpy())
+    llc_means = idata.posterior["llc"].values.mean(1)  # (chain, centre)
+    assert np.allclose(llc_means.T, res.llc_chains.numpy(), rtol=1e-12)
+    assert np.allclose(arviz.rhat(idata)["loss"].values, res.rhat.numpy(), rtol=1e-9)
+    assert json.loads(idata.posterior.attrs["settings"])["n_draws"] == 200
+    thin = res.to_inference_data(max_draws=64).posterior
+    assert thin.sizes["draw"] == 50 and thin.attrs["thin_stride"] == 4

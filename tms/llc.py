@@ -27,7 +27,9 @@ Result keys compatible with devinterp (``LLCResult.as_devinterp()``), as users p
                error (``LLCResult.llc_se`` = llc/std / sqrt(chains))
     llc/means  every chain's estimate (chains,), NaN for non-finite chains
     loss/trace the kept draws (chains, draws), burn-in excluded
-With a batch of centres each value gains the leading centre dims C....
+With a batch of centres each value gains the leading centre dims C.... The draws also leave
+as ArviZ InferenceData (``LLCResult.to_inference_data``: posterior ``loss`` and ``llc``,
+dims chain, draw, centre...; ``tms llc --out PATH`` writes PATH.nc).
 
 Diagnostics (per centre); each raised flag is printed in its row, counted in the summary and
 makes ``trustworthy`` False:
@@ -81,11 +83,13 @@ shows the approach to rank/2 at nbeta = n / log n, n = 5e4).
 """
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
+import arviz
 import numpy as np
 import torch
 from scipy import stats
@@ -234,6 +238,25 @@ class LLCResult:
         if self.llc.dim() == 0:
             out["llc/mean"], out["llc/std"] = float(out["llc/mean"]), float(out["llc/std"])
         return out
+
+    def to_inference_data(self, max_draws: int = 1000):
+        """The kept draws as ArviZ InferenceData (``.to_netcdf(path)``, ``arviz.from_netcdf``).
+
+        posterior: ``loss`` (chain, draw, centre dims...) and ``llc`` = nbeta (L - L(w*)) per
+        draw (its mean over draws is llc/means), thinned to at most max_draws evenly spaced
+        draws per chain (the attrs say the stride); attrs: every setting as JSON."""
+        checks.positive_int(max_draws, "max_draws", minimum=4)
+        draws = self.draws
+        stride = -(-draws.shape[-1] // max_draws)
+        loss = draws[..., ::stride].detach().cpu().double().numpy()
+        nb = np.asarray(self.settings["nbeta"], dtype=np.float64)
+        nb = nb.reshape(nb.shape + (1, 1)) if nb.ndim else nb
+        lam = nb * (loss - self.centre_loss.detach().cpu().double().numpy()[..., None, None])
+        move = lambda x: np.moveaxis(x, (-2, -1), (0, 1))  # noqa: E731  (C..., K, T) -> (K, T, C...)
+        centre = [f"centre_{i}" for i in range(self.llc.dim())]
+        idata = arviz.from_dict(posterior={"loss": move(loss), "llc": move(lam)}, dims={"loss": centre, "llc": centre})
+        idata.posterior.attrs.update(settings=json.dumps(self.settings), thin_stride=stride)
+        return idata
 
     def arrays(self) -> dict[str, torch.Tensor]:
         """Every tensor, for tms.io.save_result."""

@@ -6,6 +6,7 @@ every checkpoint of a saved trajectory, with the record saved beside them.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +27,15 @@ class LLCRun:
     record: dict = field(default_factory=dict)
 
     def save(self, out) -> None:
-        """PATH.npz + PATH.json (tms.io): every array of the result, settings and record."""
+        """PATH.npz + PATH.json (tms.io): every array of the result, settings and record; and
+        PATH.nc, the kept draws as ArviZ InferenceData (LLCResult.to_inference_data, <= 1000
+        draws per chain), loadable with arviz.from_netcdf."""
         rec = dict(self.result.settings, labels=self.labels, **self.record, shape=list(self.result.llc.shape))
         io.save_result(out, self.result.arrays(), rec)
+        nc = Path(f"{out}.nc")
+        tmp = nc.with_name(nc.name + ".tmp")
+        self.result.to_inference_data().to_netcdf(str(tmp))
+        os.replace(tmp, nc)  # atomic: a reader sees the old file or the whole new one
 
 
 def _zoo_centre(point: str, c: int, loss: str, n: float, data_seed: int):

@@ -6,7 +6,8 @@
 Defaults: tms.llc.PROTOCOL (eps 1e-3, gamma 1, 8 chains, 4000 burn-in + 4000 draws), nbeta =
 n / log n; its measured bias against theory at the zoo points 6, 5+, 5 is in tms.llc's
 docstring (reproduce: python benchmarks/bench_llc.py --bias). --out saves the result
-(tms.io format), --plot draws the loss traces from the saved result.
+(tms.io format, and the draws as ArviZ InferenceData in PATH.nc), --plot draws the loss
+traces from the saved result.
 """
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def add_arguments(p) -> None:
     p.add_argument("--every", type=int, default=1, help="--checkpoints: use every k-th checkpoint (default 1)")
     p.add_argument("--threads", type=int, help="torch threads, 1..1024 (default: torch's choice)")
     p.add_argument("--rows", type=int, default=30, help="centres printed in the table (default 30)")
-    p.add_argument("--out", help="save the result here (tms.io: PATH.npz + PATH.json)")
+    p.add_argument("--out", help="save the result here (tms.io: PATH.npz + PATH.json; the draws as ArviZ "
+                                 "InferenceData: PATH.nc)")
     p.add_argument("--plot", help="draw the loss traces to this image file (from the saved result)")
 
 
@@ -102,7 +104,7 @@ def run(args) -> int:
     out = args.out or (str(Path(args.plot).with_suffix("")) + "_llc" if args.plot else None)
     if out:
         result.save(out)
-        print(f"saved {out}.npz / .json")
+        print(f"saved {out}.npz / .json / .nc (ArviZ InferenceData of the draws)")
     if args.plot:
         _plot(args, out, result)
     return 0

@@ -58,3 +58,17 @@ def test_cli_errors_are_one_line(capsys):
     assert err.startswith("tms posterior: error: --n") and err.count("\n") == 1
     assert main(["posterior", "--c", "6", "--n", "100", "--beta-lik", "-1", "--no-predict"]) == 2
     assert "--beta-lik" in capsys.readouterr().err
+
+
+def test_posterior_command_equals_phase_sweep(tmp_path):
+    """`tms posterior` with sampler options is tms.posterior.phase_sweep with the same settings
+    (through tms.reproduce.posterior_sweep): same masses, occupancies and per-n records."""
+    argv = ["posterior", "--c", "3", "--n", "50,100", "--seed", "2", "--no-predict", "--out", str(tmp_path / "res"),
+            "--figure", str(tmp_path / "f.png"), *TINY]
+    assert main(argv) == 0
+    cfg = dict(seeds=1, chains=3, replicas=2, n_temps=3, n_warmup=8, n_draws=6, max_steps=6)
+    api = posterior.phase_sweep(3, [50, 100], seed=2, predict=False, **cfg)
+    arrays, rec = io.load_result(tmp_path / "res" / "c3_quick_b1_s2" / "summary_c3")
+    assert rec["settings"] == io._jsonable(api["settings"]) and rec["phases"] == api["phases"]
+    for key in ("ns", "mass", "mass_se", "occupancy", "occupancy_se"):
+        np.testing.assert_array_equal(arrays[key], api[key], err_msg=key)

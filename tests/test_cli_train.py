@@ -55,3 +55,19 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "no training result" in err and "Traceback" not in err
     assert main(["train", "--runs", "1", "--epochs", "1", "--lr", "-1", "--out", str(tmp_path / "x")]) == 2
     assert "lr" in capsys.readouterr().err
+
+
+def test_train_command_equals_train_sgd(trained, tmp_path):
+    """`tms train` is train_sgd with the same arguments: the command's saved result equals
+    the function's, checkpoint for checkpoint."""
+    from tms import io
+    from tms.train import train_sgd
+
+    _, out = trained  # main(["train", "--runs", "3", "--epochs", "40", ...]): the quick scale's other defaults
+    api = train_sgd(3, epochs=40, seed=0, init="4gon", path=tmp_path / "api", progress=False)
+    arrays, rec = io.load_result(out)
+    assert io.identity(rec) == io.identity(io.load_json(tmp_path / "api.json"))
+    for key in ("steps", "W", "b", "train_loss", "pop_loss", "X"):
+        np.testing.assert_array_equal(arrays[key], getattr(api, key).numpy(), err_msg=key)
+    # --scale names the runs x epochs of tms.train.SCALES; a wrong one is a one-line error
+    assert main(["train", "--scale", "paper", "--out", str(tmp_path / "x")]) == 2

@@ -1,4 +1,4 @@
-"""Model, data and the error messages for bad input (DESIGN.md conventions)."""
+"""Model, data and the error messages for bad input (the lab's conventions, docs/ARCHITECTURE.md)."""
 import pytest
 import torch
 

@@ -1,7 +1,7 @@
 """tms: phase transitions in the Toy Model of Superposition, seen through SLT.
 
 Parameters everywhere are ``W: (..., r, c)`` and ``b: (..., c)`` with any leading
-batch dims (see DESIGN.md). The loss is the unhalved squared error (SPEC.md section 1).
+batch dims (docs/ARCHITECTURE.md). The loss is the unhalved squared error (docs/SPEC.md section 1).
 """
 from tms.model import forward, init_params, Params
 from tms.data import sample_inputs, sample_inputs_sparse

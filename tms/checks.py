@@ -1,6 +1,6 @@
 """Input validation shared by every module: one ValueError that names the argument.
 
-DESIGN.md: bad shapes, n < 1, r > c, NaN parameters and nonsensical hyperparameters raise a
+The lab's convention: bad shapes, n < 1, r > c, NaN parameters and nonsensical hyperparameters raise a
 ValueError saying what was wrong and what was expected.
 """
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from tms import io
 
 
 def tensor(x, name: str, *, min_dim: int = 0, finite: bool = True) -> torch.Tensor:
@@ -234,8 +236,6 @@ def result_file(path, name: str, *, what: str = "result", arrays: dict | None = 
     intact (tms.io.check_result) and holds `keys` in its JSON record and `arrays` (name ->
     (allowed ndims or None, dtype kinds, e.g. "f" or "iu")), `optional` ones checked when
     present. ValueError naming the file and what is missing. Returns (arrays, record)."""
-    from tms import io
-
     stem = _stem(path)
     npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
     if not npz.exists() and not js.exists():

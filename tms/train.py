@@ -206,27 +206,11 @@ def _settings(**kw) -> dict:
 
 
 def train_sgd(
-    runs: int | Sequence[int] = 32,
-    *,
-    seed: int = 0,
-    n: int = 1000,
-    batch_size: int = 20,
-    lr: float = 0.005,
-    epochs: int = 4500,
-    init: str = "4gon",
-    radius: float = 0.9,
-    noise: float = 0.01,
-    sigma: float = 1.0,
-    r: int = 2,
-    c: int = 6,
-    shared_data: bool = False,
-    steps: Sequence[int] | torch.Tensor | None = None,
-    dtype: torch.dtype = torch.float64,
-    device: torch.device | str | None = None,
-    path: str | Path | None = None,
-    save_every: float = 60.0,
-    progress: bool = True,
-    num_threads: int | None = 1,
+    runs: int | Sequence[int] = 32, *, seed: int = 0, n: int = 1000, batch_size: int = 20, lr: float = 0.005,
+    epochs: int = 4500, init: str = "4gon", radius: float = 0.9, noise: float = 0.01, sigma: float = 1.0,
+    r: int = 2, c: int = 6, shared_data: bool = False, steps: Sequence[int] | torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float64, device: torch.device | str | None = None, path: str | Path | None = None,
+    save_every: float = 60.0, progress: bool = True, num_threads: int | None = 1,
 ) -> TrainResult:
     """Plain SGD (no momentum) on the minibatch mean of ||x - f(x)||^2, for many runs at once.
 
@@ -260,10 +244,8 @@ def train_sgd(
                              "tms version); choose another path")
         return res
     X = training_data(run_ids, seed, n=n, c=c, shared=shared_data, dtype=dtype)
-    if init == "4gon":
-        W, b = init_4gon(run_ids, seed, r=r, c=c, radius=radius, noise=noise, dtype=dtype)
-    else:
-        W, b = init_random(run_ids, seed, r=r, c=c, sigma=sigma, dtype=dtype)
+    W, b = (init_4gon(run_ids, seed, r=r, c=c, radius=radius, noise=noise, dtype=dtype) if init == "4gon" else
+            init_random(run_ids, seed, r=r, c=c, sigma=sigma, dtype=dtype))
     partial = None if path is None else _partial_path(path)
     state = _start_state(W, b, ck, record, partial)
     dev = torch.device(device) if device is not None else X.device

@@ -18,6 +18,7 @@ import torch
 from tms import checks
 from tms.llc import PROTOCOL
 from tms.llc_run import run_llc
+from tms.plots.llc import plot_llc_checkpoints, plot_traces
 
 NAME = "llc"
 HELP = "estimate local learning coefficients (SGLD) at zoo points or saved checkpoints"
@@ -78,8 +79,6 @@ def _print_theory(rec: dict) -> None:
 
 
 def _plot(args, out: str, run) -> None:
-    from tms.plots.llc import plot_llc_checkpoints, plot_traces
-
     plot_traces(out, args.plot)
     print(f"plot: {args.plot}")
     if args.checkpoints is not None and run.result.llc.dim() >= 1:

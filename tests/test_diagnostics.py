@@ -76,3 +76,58 @@ def test_bad_input():
         diagnostics.ess(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="chains, draws"):
         diagnostics.split_rhat(np.zeros(10))
+
+
+# ---- rank-normalised diagnostics against ArviZ 0.23 (independent implementation, per item)
+
+def _cases():
+    """(batch..., chains, draws) arrays: random walks, AR(1), heavy tails, ties, odd sizes."""
+    rng = np.random.default_rng(11)
+    walk = np.cumsum(rng.standard_normal((3, 4, 200)), -1) * 0.2 + rng.standard_normal((3, 4, 200))
+    ar = _ar1(0.9, (2, 3, 4), 101, seed=3)
+    heavy = rng.standard_cauchy((5, 2, 64))
+    ties = np.round(rng.standard_normal((2, 4, 50)), 1)
+    tiny = rng.standard_normal((3, 2, 4))
+    return [walk, ar, heavy, ties, tiny]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_rank_diagnostics_equal_arviz(case):
+    az = pytest.importorskip("arviz")
+    x = _cases()[case]
+    flat = x.reshape((-1,) + x.shape[-2:])
+    ref = {"rhat": [float(az.rhat(a)) for a in flat],
+           "ess_bulk": [float(az.ess(a, method="bulk")) for a in flat],
+           "ess_tail": [float(az.ess(a, method="tail")) for a in flat],
+           "mcse_mean": [float(az.mcse(a)[0]) for a in flat]}
+    for name, expected in ref.items():
+        got = getattr(diagnostics, name)(x)  # one batched call over all leading dims
+        assert got.shape == x.shape[:-2]
+        np.testing.assert_allclose(got.ravel(), expected, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_rank_diagnostics_accept_torch_and_single_chain():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal((3, 1, 40))
+    assert np.all(np.isnan(diagnostics.rhat(x)))  # ArviZ needs 2 chains for R-hat
+    np.testing.assert_allclose(diagnostics.ess_bulk(torch.tensor(x)), diagnostics.ess_bulk(x))
+    x[0, 0, 5] = np.nan
+    assert np.isnan(diagnostics.ess_bulk(x)[0]) and np.isfinite(diagnostics.ess_bulk(x)[1])
+
+
+def test_stuck_chain_and_unequal_scale_are_flagged():
+    # issue 12's cases: classic split R-hat ~1.0 misses both; the rank diagnostics do not
+    rng = np.random.default_rng(1)
+    stuck = rng.standard_normal((4, 1000))
+    stuck[0] *= 0.01  # one chain frozen at the right mean
+    wide = rng.standard_normal((4, 1000))
+    wide[0] *= 4.0  # one chain at 4x the scale
+    assert diagnostics.split_rhat(stuck) < 1.01 and diagnostics.split_rhat(wide) < 1.01
+    assert diagnostics.rhat(stuck) > 1.4
+    assert diagnostics.ess_tail(wide) < 60 < 3000 < diagnostics.ess_bulk(wide)
+    labels = np.zeros((4, 1000), int)
+    d_stuck = diagnostics.phase_diagnostics(stuck[..., None], labels)["0"]
+    d_wide = diagnostics.phase_diagnostics(wide[..., None], labels)["0"]
+    assert "rhat" in d_stuck["flags"] and "ess_tail" in d_wide["flags"]
+    iid = diagnostics.phase_diagnostics(rng.standard_normal((4, 1000, 2)), labels)["0"]
+    assert iid["flags"] == [] and iid["max_rhat"] < 1.01

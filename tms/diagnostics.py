@@ -10,11 +10,25 @@ Vehtari et al. (2021), written from the formulas:
   and monotone sequence on pair sums P_k = rho_{2k} + rho_{2k+1}; ESS = m n / tau with
   tau = -1 + 2 sum_k P_k. For an AR(1) series with coefficient phi, ESS -> N (1-phi)/(1+phi).
 
+Rank-normalised diagnostics (Vehtari, Gelman, Simpson, Carpenter, Buerkner 2021), equal to
+ArviZ 0.23 (``az.rhat``, ``az.ess(method="bulk"|"tail")``, ``az.mcse``) to rounding, but
+vectorised over any leading batch dims (tests/test_diagnostics.py compares them):
+- ``rhat``: split the chains, replace every draw by the normal score of its rank over all
+  draws (Blom's offset 3/8), take the classic R-hat of those z-scores and of the z-scores of
+  |x - median|, and report the larger (bulk and tail). Catches a stuck chain whose mean
+  is right but whose spread is not, and heavy tails where plain R-hat says 1.
+- ``ess_bulk``: ESS of the rank z-scores of the split chains; ``ess_tail``: the smaller ESS
+  of the indicators x <= q5 and x <= q95 (a chain at a larger scale has few effective
+  draws in the tails); ``mcse_mean``: sd / sqrt(split ESS of x).
+Their ESS uses ArviZ's Geyer truncation exactly (``_geyer_ess``), which differs in the
+last pair's treatment from ``ess`` above (about 2% on short chains).
+
 Arrays are numpy (or torch, converted) of shape (..., chains, draws).
 """
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 
 def _as_np(x) -> np.ndarray:
@@ -87,11 +101,104 @@ def ess(x, split: bool = True) -> np.ndarray:
     return np.where(np.isfinite(W) & (W > 0), out, np.nan)
 
 
+def _z_scale(x: np.ndarray) -> np.ndarray:
+    """Normal scores of the ranks over the last two axes jointly (ties averaged): same shape."""
+    flat = x.reshape(x.shape[:-2] + (-1,))
+    rank = stats.rankdata(flat, method="average", axis=-1)
+    return stats.norm.ppf((rank - 0.375) / (flat.shape[-1] + 0.25)).reshape(x.shape)
+
+
+def _classic_rhat(x: np.ndarray) -> np.ndarray:
+    """R-hat of (..., m, n) without splitting: sqrt((B/W + n - 1) / n), B = n var(chain means)."""
+    n = x.shape[-1]
+    W = x.var(-1, ddof=1).mean(-1)
+    B = n * x.mean(-1).var(-1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt((B / W + n - 1) / n)
+
+
+def _geyer_ess(x: np.ndarray) -> np.ndarray:
+    """ESS of (..., m, n) over all chains (no splitting), ArviZ's estimator in batched form.
+
+    Pair sums P_k = rho_2k + rho_2k+1 (k < (n-1)//2) are summed up to the first P_L <= 0
+    (or the last pair), made monotone by a running minimum; rho_2L is added when it is
+    positive (always when the sequence ran out). tau = -1 + 2 sum_{k<L} P_k + that term.
+    """
+    m, n = x.shape[-2:]
+    acov = autocovariance(x)
+    mean_var = acov[..., 0].mean(-1) * n / (n - 1)
+    var_plus = mean_var * (n - 1) / n + (x.mean(-1).var(-1, ddof=1) if m > 1 else 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = 1.0 - (mean_var[..., None] - acov.mean(-2)) / var_plus[..., None]
+    rho[..., 0] = 1.0
+    K = max((n - 1) // 2, 1)
+    P = rho[..., 0 : 2 * K : 2] + rho[..., 1 : 2 * K : 2]  # (..., K)
+    nonpos = P <= 0
+    last = np.where(nonpos.any(-1), nonpos.argmax(-1), K - 1)  # L: the last pair looked at
+    before = np.arange(K) < last[..., None]
+    mono = np.minimum.accumulate(np.where(np.isnan(P), np.inf, P), axis=-1)
+    rho_even = np.take_along_axis(rho, 2 * last[..., None], -1)[..., 0]
+    P_last = np.take_along_axis(P, last[..., None], -1)[..., 0]
+    extra = np.where(P_last >= 0, rho_even, np.maximum(rho_even, 0.0))
+    tau = -1.0 + 2.0 * np.where(before, mono, 0.0).sum(-1) + extra
+    tau = np.maximum(tau, 1.0 / np.log10(m * n))
+    out = np.where(np.isnan(rho[..., : 2 * K]).any(-1), np.nan, m * n / tau)
+    constant = (x.max((-2, -1)) - x.min((-2, -1))) < np.finfo(float).resolution
+    return np.where(constant, float(m * n), out)
+
+
+def _nan_where_invalid(x: np.ndarray, value: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(x).any((-2, -1)), np.nan, value)
+
+
+def rhat(x) -> np.ndarray:
+    """Rank-normalised split R-hat of samples (..., chains, draws) -> (...) (az.rhat).
+
+    max(bulk, tail): classic R-hat of the rank z-scores of the split chains and of the
+    z-scores of |x - median|. NaN with one chain (ArviZ needs 2) or a NaN draw.
+    """
+    x = _as_np(x)
+    if x.shape[-2] < 2:
+        return np.full(x.shape[:-2], np.nan)
+    s = _split(x)
+    med = np.median(s.reshape(s.shape[:-2] + (-1,)), -1)[..., None, None]
+    out = np.maximum(_classic_rhat(_z_scale(s)), _classic_rhat(_z_scale(np.abs(s - med))))
+    return _nan_where_invalid(x, out)
+
+
+def ess_bulk(x) -> np.ndarray:
+    """Bulk ESS of samples (..., chains, draws) -> (...): ESS of the split chains' rank z-scores."""
+    x = _as_np(x)
+    return _nan_where_invalid(x, _geyer_ess(_z_scale(_split(x))))
+
+
+def ess_tail(x, prob: tuple[float, float] = (0.05, 0.95)) -> np.ndarray:
+    """Tail ESS of samples (..., chains, draws) -> (...): min ESS of 1[x <= q] at q_0.05, q_0.95."""
+    x = _as_np(x)
+    flat = x.reshape(x.shape[:-2] + (-1,))
+    out = []
+    for p in prob:  # two quantiles, not a loop over items
+        q = np.quantile(flat, p, axis=-1)[..., None, None]  # type 7, as ArviZ (R's default)
+        out.append(_geyer_ess(_split((x <= q).astype(np.float64))))
+    return _nan_where_invalid(x, np.minimum(*out))
+
+
+def mcse_mean(x) -> np.ndarray:
+    """Monte Carlo s.e. of the mean of samples (..., chains, draws) -> (...) (az.mcse)."""
+    x = _as_np(x)
+    flat = x.reshape(x.shape[:-2] + (-1,))
+    return _nan_where_invalid(x, flat.std(-1, ddof=1) / np.sqrt(_geyer_ess(_split(x))))
+
+
 def mean_and_se(x) -> tuple[np.ndarray, np.ndarray]:
     """Posterior mean of samples (..., chains, draws) and its MCMC standard error sd/sqrt(ESS)."""
     x = _as_np(x)
     flat = x.reshape(x.shape[:-2] + (-1,))
     return flat.mean(-1), flat.std(-1, ddof=1) / np.sqrt(ess(x))
+
+
+RHAT_MAX = 1.01  # Vehtari et al. (2021): rank-normalised R-hat above this means the chains disagree
+ESS_MIN = 100  # bulk or tail ESS below this: too few effective draws for a reliable mean or quantile
 
 
 def phase_diagnostics(values, labels, min_share: float = 0.8) -> dict[str, dict]:
@@ -100,9 +207,11 @@ def phase_diagnostics(values, labels, min_share: float = 0.8) -> dict[str, dict]
     values (chains, draws, p) summary parameters; labels (chains, draws) phase labels.
     A chain belongs to phase P when at least `min_share` of its draws are labelled P (a
     classifier flickers at the edge of a phase); its draws are then used whole. For each
-    phase held by >= 2 chains: {'chains': k, 'max_rhat': max over parameters of split R-hat,
-    'min_ess': min over parameters of ESS}; with 1 chain only {'chains': 1}.
-    Under key '_mixed', the number of chains that belong to no phase.
+    phase held by >= 2 chains: {'chains': k, 'max_rhat': max over parameters of the
+    rank-normalised R-hat, 'min_ess' (= 'min_ess_bulk'), 'min_ess_tail': minima over
+    parameters, 'flags': which of 'rhat' (> RHAT_MAX), 'ess_bulk', 'ess_tail' (< ESS_MIN)
+    fail}; with 1 chain only {'chains': 1}. Under key '_mixed', the number of chains that
+    belong to no phase.
     """
     v = _as_np(np.moveaxis(np.asarray(values, dtype=np.float64), -1, 0))  # (p, chains, draws)
     labels = np.asarray(labels)
@@ -118,11 +227,17 @@ def phase_diagnostics(values, labels, min_share: float = 0.8) -> dict[str, dict]
         k = int(sel.sum())
         if k == 0:
             continue
-        entry: dict = {"chains": k}
-        if k >= 2:
-            vs = v[:, sel]
-            rh, es = split_rhat(vs), ess(vs)
-            entry["max_rhat"] = float(np.nanmax(rh)) if np.isfinite(rh).any() else float("nan")
-            entry["min_ess"] = float(np.nanmin(es)) if np.isfinite(es).any() else float("nan")
-        out[str(lab)] = entry
+        out[str(lab)] = _chain_group_diagnostics(v[:, sel]) if k >= 2 else {"chains": 1}
     return out
+
+
+def _chain_group_diagnostics(v: np.ndarray) -> dict:
+    """rank R-hat, bulk and tail ESS of (p, k, draws), worst over the p parameters, and flags."""
+    def worst(a, fn):
+        return float(fn(a)) if np.isfinite(a).any() else float("nan")
+    rh = worst(rhat(v), np.nanmax)
+    bulk, tail = worst(ess_bulk(v), np.nanmin), worst(ess_tail(v), np.nanmin)
+    flags = [name for name, bad in (("rhat", rh > RHAT_MAX), ("ess_bulk", bulk < ESS_MIN), ("ess_tail", tail < ESS_MIN))
+             if bad]
+    return {"chains": v.shape[1], "max_rhat": rh, "min_ess": bulk, "min_ess_bulk": bulk, "min_ess_tail": tail,
+            "flags": flags}

@@ -52,7 +52,7 @@ _TINY_POSTERIOR = dict(seeds=1, chains=4, replicas=2, n_temps=3, n_warmup=8, n_d
                        min_draws=4)
 _TINY_FREE_ENERGY = dict(ns=[200, 500], sweep=dict(seeds=1, replicas=2, n_temps=3, n_warmup=6, n_draws=6, max_steps=4),
                          lam=dict(seeds=1, replicas=2, n_temps=2, n_warmup=6, n_draws=6),
-                         sgld=dict(n_chains=2, n_steps=40), n_mc=2000)
+                         sgld=dict(n_chains=2, n_burnin=8, n_draws=32), n_mc=2000)
 
 # Per-scale settings of every stage: quick, a few minutes on 2 cores; full, the paper's scale.
 SCALES = {

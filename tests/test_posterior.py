@@ -121,11 +121,11 @@ def test_llc_estimates_for_missing_zoo_lambdas():
     from tms import zoo
     from tms.llc import default_nbeta, estimate_llc
 
-    est = posterior.estimate_llcs(5, ["5", "4"], n_chains=4, n_steps=300, seed=3)
+    est = posterior.estimate_llcs(5, ["5", "4"], n_chains=4, n_burnin=60, n_draws=240, seed=3)
     pts = {q.label: q for q in zoo.critical_points(5)}
     ref = estimate_llc(torch.stack([pts["5"].W, pts["4"].W]), torch.stack([pts["5"].b, pts["4"].b]), None,
-                       nbeta=default_nbeta(1000), eps=1e-3, gamma=1.0, n_chains=4, n_steps=300, n_burnin=60,
-                       loss="population", generator=3)
+                       nbeta=default_nbeta(1000), eps=1e-3, gamma=1.0, n_chains=4, n_burnin=60, n_draws=240,
+                       loss="population", seed=3)
     assert est["5"] == (float(ref.llc[0]), float(ref.llc_se[0])) and est["4"][0] == float(ref.llc[1])
     assert 4.0 < est["5"][0] < 10.0  # zoo: rank/2 = 7 (SGLD at this nbeta and step is biased upward)
     result = dict(phases=["4", "5", "other"], mass=np.array([[0.1, 0.5, 0.4]]), occupancy=np.zeros((1, 3)))

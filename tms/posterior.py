@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tms import checks, diagnostics, io
+from tms import checks, diagnostics, inference, io
 from tms.data import sample_inputs
 from tms.loss import (SortedData, empirical_loss_sorted, loss_and_grad_flat, sorted_data, stack_sorted,
                       unflatten_params)
@@ -40,7 +40,7 @@ from tms.samplers import rng, tempering
 
 QUICK = dict(seeds=2, chains=16, replicas=4, n_temps=10, beta_min=0.01, n_warmup=100, n_draws=120, max_steps=40,
              plain_draws=60, target_se=0.02, block=40, min_draws=80)
-MAX_KEPT = dict(plain=200)  # plain-chain draws kept (thinned) per chain for classification
+MAX_KEPT = dict(plain=200, ladder=200)  # draws kept (thinned) per chain: plain for classification, ladder saved
 # paper scale: grids of SPEC 3 (set by the command), 4 data sets per n, 12 ladders each; rounds of 40
 # leapfrog ticks (a trajectory is at most 40 steps: the measured U-turn lengths are ~25), at most
 # 400 sampling rounds per data set, fewer where every mass is within target_se
@@ -197,7 +197,7 @@ def _sample_ladders(data, keys, r, c, beta_lik, cfg, progress, on_done) -> None:
     state = tempering.init(rng.normal(ck, 0, d, data.mu.dtype, STREAM_START), ck, target, betas)
     state, winfo = tempering.warmup(state, target, cfg["n_warmup"], progress=progress,
                                     desc=f"replica exchange warm-up ({G} data sets)")
-    recs = {g: dict(labels=[], warmup_divergences=winfo["divergences"][g].sum().item(),
+    recs = {g: dict(labels=[], draws=[], warmup_divergences=winfo["divergences"][g].sum().item(),
                     betas=state.betas[g, 0].cpu().numpy(), step_size=state.step_size[g].mean(0).cpu().numpy())
             for g in range(G)}
     alive, rounds_done = list(range(G)), 0
@@ -211,6 +211,7 @@ def _sample_ladders(data, keys, r, c, beta_lik, cfg, progress, on_done) -> None:
         keep = []
         for i, g in enumerate(alive):  # bookkeeping per data set, once per block
             recs[g]["labels"].append(labels[:, i])
+            recs[g]["draws"].append(out["draws"][:, i].cpu().numpy())  # (T, R, d) float32 at beta = 1
             _merge(recs[g], _ladder_record(out, i))
             if rounds_done >= cfg["n_draws"] or (rounds_done >= cfg["min_draws"]
                                                  and _ladders_done(recs[g]["labels"], cfg["target_se"])):
@@ -242,10 +243,44 @@ def _mass_from_ladders(recs: list[dict], phases: list[str]) -> tuple[np.ndarray,
     return np.stack(mass), np.stack(se)
 
 
-def _point(n: int, recs: list[dict], plain: dict, g: slice, summ: np.ndarray) -> dict:
-    """The result at one n from its S ladder records and plain chains (data sets g)."""
+def _kept_draws(rec: dict, data: SortedData, r: int, c: int, beta_lik: float) -> dict:
+    """One data set's beta = 1 ladder draws (T, R, d), thinned to at most MAX_KEPT['ladder']
+    per ladder, as (R, T', ...): theta, labels, loss L_n and energy beta_lik n L_n + |w|^2/2.
+    data: that data set alone (batch 1)."""
+    theta, labels = np.concatenate(rec["draws"]), np.concatenate(rec["labels"])  # (T, R, d), (T, R)
+    stride = math.ceil(theta.shape[0] / MAX_KEPT["ladder"])
+    theta, labels = theta[::stride].swapaxes(0, 1), labels[::stride].T  # (R, T', d), (R, T')
+    th = torch.as_tensor(theta, device=data.mu.device).to(data.mu.dtype)[None]  # (1, R, T', d)
+    W, b = unflatten_params(th, r, c)
+    loss = empirical_loss_sorted(W, b, _with_dims(data, 2))
+    energy = beta_lik * data.n.reshape(-1, 1, 1) * loss + prior(th)
+    return dict(theta=theta, labels=labels, loss=loss[0].cpu().numpy(), energy=energy[0].cpu().numpy(),
+                thin_stride=stride, max_kept=MAX_KEPT["ladder"])
+
+
+def _draw_records(recs: list[dict], phases: list[str]) -> tuple[list[dict], dict]:
+    """Per data set: its kept draws with phase codes (index into phases), and the rank
+    diagnostics of their loss and energy over the ladders (what ArviZ finds in the saved file)."""
+    draws, diag = [], {f"{q}_{v}": [] for q in ("rhat", "ess_bulk", "ess_tail") for v in ("loss", "energy")}
+    for rec in recs:
+        kept = dict(rec["kept"])
+        labels = kept.pop("labels")
+        kept.update(phase=np.searchsorted(np.asarray(phases), labels).astype(np.int32), phase_labels=list(phases))
+        draws.append(kept)
+        for v in ("loss", "energy"):
+            x = kept[v] if kept[v].shape[-1] >= 4 else np.full((1, 4), np.nan)
+            for q in ("rhat", "ess_bulk", "ess_tail"):
+                val = float(getattr(diagnostics, q)(x))
+                diag[f"{q}_{v}"].append(val if np.isfinite(val) else None)
+    return draws, diag
+
+
+def _point(n: int, recs: list[dict], plain: dict, g: slice, summ: np.ndarray, layout: dict) -> dict:
+    """The result at one n from its S ladder records and plain chains (data sets g); layout
+    (which n shared the batch, data sets per batch) is recorded beside, not in, the settings."""
     ll = plain["labels"][:, g]  # (T, S, C)
-    phases = sorted(set().union(*(np.unique(np.concatenate(r["labels"])) for r in recs)) | set(np.unique(ll)))
+    phases = [str(p) for p in sorted(set().union(*(np.unique(np.concatenate(r["labels"])) for r in recs))
+                                     | set(np.unique(ll)))]
     mass_s, se_s = _mass_from_ladders(recs, phases)
     occ_chain = _fractions(ll, phases, 0)  # (S, C, P)
     C = occ_chain.shape[1]
@@ -257,6 +292,7 @@ def _point(n: int, recs: list[dict], plain: dict, g: slice, summ: np.ndarray) ->
             ind = (np.concatenate(rec["labels"]) == p).T.astype(float)[None]  # (1, R, T)
             e = diagnostics.ess(ind)[0] if ind.size >= 8 else np.nan
             ind_ess[p].append(float(e) if np.isfinite(e) else None)
+    draws, draw_diag = _draw_records(recs, phases)
     diag = dict(
         pt_accept=[rec["accept"] / max(rec["transitions"], 1) for rec in recs],
         pt_divergences=[rec["divergences"] for rec in recs],
@@ -271,11 +307,13 @@ def _point(n: int, recs: list[dict], plain: dict, g: slice, summ: np.ndarray) ->
         plain_divergences=plain["divergences"][g].sum(1).tolist(),
         plain_mean_steps=plain["mean_steps"][g].mean(1).tolist(),
         mass_indicator_ess=ind_ess,
+        draws=draw_diag,
         plain_phase_diagnostics=[diagnostics.phase_diagnostics(summ[:, k].transpose(1, 0, 2), ll[:, j].T)
                                  for j, k in enumerate(range(g.start, g.stop))],
     )
     return dict(n=n, phases=phases, mass_seed=mass_s, mass_se_seed=se_s, occupancy_seed=occ_chain.mean(1),
-                occupancy_se_seed=occ_se_s, round_trips_seed=np.array([rec["round_trips"] for rec in recs]), diag=diag)
+                occupancy_se_seed=occ_se_s, round_trips_seed=np.array([rec["round_trips"] for rec in recs]), diag=diag,
+                draws=draws, layout=layout)
 
 
 def _run_chunk(c, r, ns, beta_lik, seed, cfg, dtype, device, progress, on_point) -> None:
@@ -288,22 +326,47 @@ def _run_chunk(c, r, ns, beta_lik, seed, cfg, dtype, device, progress, on_point)
     summ = np.concatenate([_summaries(blk.to(dtype), _with_dims(data, 1), r, c).cpu().numpy()
                            for blk in plain["draws"].split(16)])  # (T, G, C, 2c+1), blocks bound memory
     finished: dict[int, dict] = {}
+    layout = dict(batch_ns=list(ns), datasets_per_batch=len(ns) * S)
 
     def on_done(g: int, rec: dict) -> None:
+        rec["kept"] = _kept_draws(rec, _subset(data, torch.tensor([g], device=data.mu.device)), r, c, beta_lik)
+        del rec["draws"]
         finished[g] = rec
         i = g // S
         if all(i * S + s in finished for s in range(S)):
-            on_point(_point(ns[i], [finished.pop(i * S + s) for s in range(S)], plain, slice(i * S, (i + 1) * S), summ))
+            recs = [finished.pop(i * S + s) for s in range(S)]
+            on_point(_point(ns[i], recs, plain, slice(i * S, (i + 1) * S), summ, layout))
 
     _sample_ladders(data, _data_keys(seed, ns, S, 0, device), r, c, beta_lik, cfg, progress, on_done)
 
 
-POINT_ARRAYS = ("mass_seed", "mass_se_seed", "occupancy_seed", "occupancy_se_seed", "round_trips_seed")
+POINT_ARRAYS = ("mass_seed", "mass_se_seed", "occupancy_seed", "occupancy_se_seed")  # (S, P): saved per label
+SEED_ARRAYS = ("round_trips_seed",)
+
+
+def _draws_path(path: Path, s: int) -> Path:
+    """The netCDF file (ArviZ InferenceData) of data set s's kept draws at a point."""
+    return path.with_name(f"{path.name}_draws_s{s}.nc")
+
+
+def _point_complete(path: Path) -> bool:
+    """The point's arrays, record and every draws file it names are on disk."""
+    if not io.result_exists(path):
+        return False
+    return all(_draws_path(path, s).exists() for s in range(io.load_json(path.with_suffix(".json")).get("draw_files", 0)))
 
 
 def _save_point(path: Path, res: dict, settings: dict) -> None:
-    arrays = {k: res[k] for k in POINT_ARRAYS}
-    io.save_result(path, arrays, dict(settings=settings, n=res["n"], phases=res["phases"], diagnostics=res["diag"]))
+    """Draws first (one netCDF per data set), then the arrays and record, so a point counts as
+    done only when all of it is on disk. Arrays keyed by phase label (`mass_seed[4+]` (S,)):
+    a column means the same phase at every n. The batch layout sits beside the settings."""
+    for s, draws in enumerate(res.get("draws") or []):
+        inference.save_netcdf(inference.point_inference_data(
+            draws, r=settings["r"], c=settings["c"], n=res["n"], dataset=s, settings=settings), _draws_path(path, s))
+    arrays = {f"{k}[{p}]": np.asarray(res[k])[:, j] for k in POINT_ARRAYS for j, p in enumerate(res["phases"])}
+    arrays.update({k: res[k] for k in SEED_ARRAYS})
+    io.save_result(path, arrays, dict(settings=settings, n=res["n"], phases=res["phases"], diagnostics=res["diag"],
+                                      layout=res.get("layout"), draw_files=len(res.get("draws") or [])))
 
 
 def _load_point(path: Path, settings: dict) -> dict:
@@ -312,7 +375,11 @@ def _load_point(path: Path, settings: dict) -> dict:
         raise ValueError(
             f"{path} holds a result with other settings ({rec['settings']}); use another --out directory or delete it"
         )
-    return dict(n=rec["n"], phases=rec["phases"], diag=rec["diagnostics"], **arrays)
+    out = {k: np.stack([arrays[f"{k}[{p}]"] for p in rec["phases"]], -1) for k in POINT_ARRAYS}
+    out.update({k: arrays[k] for k in SEED_ARRAYS})
+    draws = [inference.load_point_draws(_draws_path(path, s)) for s in range(rec.get("draw_files", 0))]
+    return dict(n=rec["n"], phases=rec["phases"], diag=rec["diagnostics"], layout=rec.get("layout"), draws=draws,
+                **out)
 
 
 def aggregate(points: list[dict]) -> dict:
@@ -477,11 +544,8 @@ def phase_sweep(
     settings = _settings(c, r, beta_lik, seed, cfg)
     out_dir = Path(out_dir) if out_dir is not None else None
 
-    done: dict[int, dict] = {}
-    if out_dir is not None:
-        for n in ns:
-            if io.result_exists(_point_path(out_dir, c, n)):
-                done[n] = _load_point(_point_path(out_dir, c, n), settings)
+    done: dict[int, dict] = {n: _load_point(_point_path(out_dir, c, n), settings) for n in ns
+                             if out_dir is not None and _point_complete(_point_path(out_dir, c, n))}
     todo = [n for n in ns if n not in done]
     step = batch_points or max(1, len(todo))
     chunks = [todo[i : i + step] for i in range(0, len(todo), step)]

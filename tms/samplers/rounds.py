@@ -139,7 +139,9 @@ def da_update(da: DualAverage, idx, accept_prob, target: float, gamma=0.05, t0=1
     w = 1.0 / (t + t0)
     h = (1 - w) * da.h_bar[idx] + w * (target - accept_prob)
     le = da.mu[idx] - t.sqrt() / gamma * h
-    eta = t ** (-kappa)
+    # t^-kappa as exp(-kappa log t): torch's CPU pow rounds differently in the vectorised body and
+    # the scalar tail of a tensor, so a chain's step size would depend on its place in the batch
+    eta = torch.exp(-kappa * torch.log(t))
     da.log_eps_bar[idx] = eta * le + (1 - eta) * da.log_eps_bar[idx]
     da.log_eps[idx], da.h_bar[idx], da.t[idx] = le, h, t
 

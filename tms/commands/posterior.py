@@ -11,6 +11,8 @@ from tms import checks, reproduce, zoo
 NAME = "posterior"
 HELP = "Bayesian phase transitions: posterior phase mass against the sample size n (resumable)"
 
+FLAGS = dict(chains="--n-chains", n_temps="--temps", n_warmup="--warmup", n_draws="--draws", max_steps="--max-steps",
+             plain_draws="--plain-draws", min_draws="--min-draws")  # phase_sweep setting -> its option
 MAX_N, MAX_GRID = 10**6, 1000  # largest sample size; most n values in one grid
 BOUNDS = dict(chains=10**5, seeds=1000, replicas=10**4, n_temps=1000, n_warmup=10**6, n_draws=10**6,
               max_steps=4096, plain_draws=10**6, min_draws=10**6)  # stated in --help; each multiplies the sampling time
@@ -44,7 +46,7 @@ def add_arguments(p) -> None:
     p.add_argument("--scale", choices=("quick", "full"), default="quick",
                    help="sampler settings and grid: quick (default) or full, the paper's scale (more data sets, "
                         "chains, ladders, draws)")
-    p.add_argument("--n-chains", "--chains", dest="chains", type=int,
+    p.add_argument("--n-chains", dest="chains", type=int,
                    help="plain HMC chains per data set (chain occupancy)")
     p.add_argument("--seeds", type=int, help="data sets per n")
     p.add_argument("--replicas", type=int, help="independent replica-exchange ladders per data set")
@@ -60,7 +62,7 @@ def add_arguments(p) -> None:
     p.add_argument("--plain-draws", type=int, help="draws of the plain chains (chain occupancy)")
     p.add_argument("--max-steps", type=int, help="leapfrog ticks per round = cap on a trajectory's length")
     p.epilog = ("bounds: n <= %d, %d n values; " % (MAX_N, MAX_GRID)
-                + ", ".join(f"{k.replace('n_', '')} <= {v}" for k, v in BOUNDS.items()))
+                + ", ".join(f"{FLAGS.get(k, '--' + k.replace('_', '-'))} <= {v}" for k, v in BOUNDS.items()))
     p.add_argument("--beta-lik", type=float, default=1.0, help="likelihood inverse temperature (1 = SPEC convention)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-points", type=int,
@@ -100,10 +102,8 @@ def _validate(args, cfg: dict) -> tuple[Path, list[str]]:
     checks.positive_float(args.beta_lik, "--beta-lik")
     if args.batch_points is not None:
         checks.positive_int(args.batch_points, "--batch-points")
-    flags = dict(n_temps="--temps", n_warmup="--warmup", n_draws="--draws", max_steps="--max-steps",
-                 plain_draws="--plain-draws", min_draws="--min-draws")
     for key, top in BOUNDS.items():
-        checks.positive_int(cfg[key], flags.get(key, f"--{key}"), minimum=4 if key == "n_warmup" else 1, maximum=top)
+        checks.positive_int(cfg[key], FLAGS.get(key, f"--{key}"), minimum=4 if key == "n_warmup" else 1, maximum=top)
     if not 0 < checks.positive_float(cfg["beta_min"], "--beta-min") < 1:
         raise ValueError(f"--beta-min must lie in (0, 1), got {cfg['beta_min']!r}")
     if not 0 < checks.positive_float(cfg["target_se"], "--target-se") < 1:

@@ -98,3 +98,17 @@ def test_llc_trace_inference_data_round_trip(tmp_path):
     # thinned: at most max_draws per chain
     thin = inference.llc_inference_data(res, max_draws=8)
     assert thin.posterior["loss"].shape == (3, 8, 2) and thin.posterior.attrs["thin_stride"] == 5
+
+
+def test_draw_diagnostics_flag_a_stuck_ladder_and_one_at_4x_the_scale():
+    # issue 12's cases in the posterior's own report (diag['draws']): loss of 4 ladders x 1000 draws
+    rng = np.random.default_rng(1)
+    stuck, wide = rng.standard_normal((4, 1000)), rng.standard_normal((4, 1000))
+    stuck[0] *= 0.01
+    wide[0] *= 4.0
+    iid = rng.standard_normal((4, 1000))
+    recs = [dict(kept=dict(theta=np.zeros((4, 1000, 12)), labels=np.full((4, 1000), "a"), loss=x, energy=iid,
+                           thin_stride=1, max_kept=1000)) for x in (stuck, wide, iid)]
+    _, diag = posterior._draw_records(recs, ["a"])
+    assert "rhat_loss" in diag["flags"][0] and "ess_tail_loss" in diag["flags"][1]
+    assert diag["flags"][2] == [] and diag["rhat_loss"][0] > 1.4 and diag["ess_tail_loss"][1] < 60

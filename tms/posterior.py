@@ -21,7 +21,15 @@ classification (memory), which changes no expectation.
 
 Layout: data sets (n-grid x seeds) are one leading dim G; the ladders are (G, R, K, d) and
 the plain chains (G, C, d); one batched sampler call serves a whole chunk of the n-grid.
-Each finished n is saved (tms.io) and skipped when the sweep is run again.
+Every random number is counter-based per (seed, n, data set, chain) and no arithmetic
+depends on an item's place in the batch, so a point's numbers are the same to the last bit
+alone, chunked with other n, or with any number of data sets (tests/test_posterior_layout.py).
+Each finished n is saved (tms.io) as soon as its data sets are done, whatever the batching,
+and skipped when the sweep is run again: arrays keyed by phase label (``mass_seed[5]`` (S,)),
+the record with the settings (the identity used for reuse) and beside them the batch layout
+(which n shared the batch, data sets per batch); per data set, the beta = 1 ladder draws
+(at most MAX_KEPT['ladder'] = 200 evenly thinned rounds per ladder) as ArviZ InferenceData
+(tms.inference), with the rank diagnostics of their loss and energy in diag['draws'].
 """
 from __future__ import annotations
 
@@ -262,6 +270,7 @@ def _draw_records(recs: list[dict], phases: list[str]) -> tuple[list[dict], dict
     """Per data set: its kept draws with phase codes (index into phases), and the rank
     diagnostics of their loss and energy over the ladders (what ArviZ finds in the saved file)."""
     draws, diag = [], {f"{q}_{v}": [] for q in ("rhat", "ess_bulk", "ess_tail") for v in ("loss", "energy")}
+    diag["flags"] = []
     for rec in recs:
         kept = dict(rec["kept"])
         labels = kept.pop("labels")
@@ -272,7 +281,14 @@ def _draw_records(recs: list[dict], phases: list[str]) -> tuple[list[dict], dict
             for q in ("rhat", "ess_bulk", "ess_tail"):
                 val = float(getattr(diagnostics, q)(x))
                 diag[f"{q}_{v}"].append(val if np.isfinite(val) else None)
+        diag["flags"].append(_flags({k: v[-1] for k, v in diag.items() if k != "flags"}))
     return draws, diag
+
+
+def _flags(d: dict) -> list[str]:
+    """Which rank diagnostics of one data set's draws fail (tms.diagnostics thresholds)."""
+    bad = lambda k, lo: d[k] is not None and (d[k] > diagnostics.RHAT_MAX if lo is None else d[k] < lo)  # noqa: E731
+    return [k for k in d if bad(k, None if k.startswith("rhat") else diagnostics.ESS_MIN)]
 
 
 def _point(n: int, recs: list[dict], plain: dict, g: slice, summ: np.ndarray, layout: dict) -> dict:

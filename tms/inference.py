@@ -20,6 +20,8 @@ from pathlib import Path
 import arviz
 import numpy as np
 
+from tms import io
+
 
 def point_inference_data(draws: dict, *, r: int, c: int, n: int, dataset: int, settings: dict) -> arviz.InferenceData:
     """draws: theta (chain, draw, d), loss, energy, phase (chain, draw), phase_labels, thin_stride,
@@ -45,6 +47,7 @@ def save_netcdf(idata: arviz.InferenceData, path: str | os.PathLike) -> Path:
     """Write idata to `path` atomically; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    io.remove_temp_files(path)  # one writer per file: leftovers are from a killed write (as tms.io)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

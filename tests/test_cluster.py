@@ -30,8 +30,9 @@ def scheduler():
 
 
 def _settings(record: dict) -> dict:
-    """A saved record without its provenance (torch threads, commit: how, not what)."""
-    return {k: v for k, v in record.items() if k != "provenance"}
+    """A saved record without its provenance (torch threads, commit) and batch layout: how
+    it was computed, not what."""
+    return {k: v for k, v in record.items() if k not in ("provenance", "layout")}
 
 
 def _same_files(a: Path, b: Path, stems) -> None:
@@ -92,13 +93,13 @@ def test_one_session_serves_many_sweeps():
 
 
 def test_posterior_sweep_on_the_cluster_equals_in_process(tmp_path, scheduler):
-    """Tasks of 2 n values = the in-process batches of batch_points = 2: bit for bit."""
+    """One task per n on 2 workers = the in-process sweep in one batch, bit for bit."""
     ns = [40, 80, 120]
-    ref = posterior.phase_sweep(C, ns, out_dir=tmp_path / "ref", predict=False, batch_points=2, **POST)
-    got = cluster.phase_sweep(C, ns, out_dir=tmp_path / "work", scheduler=scheduler, predict=False, batch_points=2,
-                              **POST)
+    ref = posterior.phase_sweep(C, ns, out_dir=tmp_path / "ref", predict=False, **POST)
+    got = cluster.phase_sweep(C, ns, out_dir=tmp_path / "work", scheduler=scheduler, predict=False, **POST)
     _same_sweep(ref, got)
     _same_files(tmp_path / "ref", tmp_path / "work", [f"posterior_c{C}_n{n}" for n in ns])
+    assert io.load_json(tmp_path / "work" / f"posterior_c{C}_n40.json")["layout"]["batch_ns"] == [40]
     again = cluster.phase_sweep(C, ns, out_dir=tmp_path / "work", scheduler=scheduler, predict=False, **POST)
     _same_sweep(ref, again)  # everything on disk: no task, same aggregate
 
@@ -161,7 +162,7 @@ def _kill_a_busy_worker(address: str, watch: Path, killed: list) -> None:
 
 def test_a_worker_killed_mid_sweep_loses_only_its_task(tmp_path, scheduler):
     ns = [40, 80, 120, 160, 200]
-    ref = posterior.phase_sweep(C, ns, out_dir=tmp_path / "ref", predict=False, batch_points=1, **POST)
+    ref = posterior.phase_sweep(C, ns, out_dir=tmp_path / "ref", predict=False, **POST)
     work, killed = tmp_path / "work", []
     killer = threading.Thread(target=_kill_a_busy_worker, args=(scheduler, work, killed))
     killer.start()

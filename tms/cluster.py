@@ -222,11 +222,9 @@ def phase_sweep(c: int, ns, *, out_dir: str | Path | None = None, scheduler: str
     Without scheduler/workers: exactly posterior.phase_sweep. On a cluster out_dir is
     required (a folder every worker can write); the points not on disk are sampled as
     tasks, each one batched call over its chunk saving its points there, and the in-process
-    phase_sweep over all ns then loads them and aggregates. Bit-identical to the in-process
-    run with batch_points = points_per_task (the same batches). Other batchings agree in
-    law (keys per (seed, n, data set)) but not always to the last bit: torch's float
-    reductions may depend on the batch shape, and HMC amplifies one ulp into another path
-    (measured at c = 4: n = 300 alone vs batched with n = 100, 7e-13 apart at warm-up round 27).
+    phase_sweep over all ns then loads them and aggregates. The numbers equal an in-process
+    run's whatever the batching (points are layout-invariant: keys per (seed, n, data set),
+    tms.posterior); only the batch layout each point records beside its settings differs.
     """
     check_cluster(scheduler, workers)
     if scheduler is None and workers is None:

@@ -14,9 +14,10 @@ are checked to be bit-identical.
 Each variant is timed --repeats times; the minimum is reported, and the ratios of each to
 2 workers are printed.
 
-Measured (2-core development machine shared with other jobs, load average about 2): start
-and close of a 2-worker cluster 3.7-8.3 s; in-process one batch 4.1 s, in-process 1 n per
-batch 13.3 s, 1 worker 20.0 s, 2 workers 20.3 s (ratios to 2 workers 0.20x, 0.66x, 0.98x).
+Measured twice on the 2-core development machine shared with other jobs (load average
+about 2): start and close of a 2-worker cluster 3.7-8.3 s; in-process one batch 4.1 / 5.2 s,
+in-process 1 n per batch 13.3 / 14.5 s, 1 worker 20.0 / 20.9 s, 2 workers 20.3 / 23.5 s
+(ratios in-process one batch / 2 workers 0.20x / 0.22x, 1 worker / 2 workers 0.98x / 0.89x).
 Dask's task stream showed the two workers running side by side, each task 2-3x slower than
 in-process: no core was idle to give.
 

@@ -24,6 +24,7 @@ differs from the one the stage drew (another figures folder).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import time
@@ -354,28 +355,39 @@ def _free_energy_stage(x: _Ctx) -> _Stage:
     return _Stage("free_energy", dict(fc, c=6, seed=x.seed), [x.out / "free_energy"], compute, draw)
 
 
+@contextlib.contextmanager
+def _torch_threads(k: int | None):
+    """torch uses k threads inside the block (None: unchanged); the caller's count is restored."""
+    before = torch.get_num_threads()
+    if k is not None:
+        torch.set_num_threads(k)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/reproduce",
         figures: str | Path = "results/figures", device: str | torch.device = "cpu", force: bool = False,
         threads: int | None = 1, progress: bool = False, log: Callable[[str], None] | None = print) -> dict:
     """Every stage of the lab at scale tiny | quick | full (SCALES), results under `out`,
     figures and REPORT.md in `figures`; finished stages are reused (module docstring).
 
-    threads: torch threads (1 is fastest at these sizes; None leaves the setting alone).
+    threads: torch threads while it runs (1 is fastest at these sizes; None: unchanged); the
+    caller's setting is restored at the end.
     log: where the one-line stage messages go (None: nowhere). Returns dict(scale, seed, out,
     figures, report (REPORT.md's path), stages {name: reused | ran | resumed | repaired}).
     """
     if scale not in SCALE_NAMES:
         raise ValueError(f"scale must be one of {', '.join(SCALE_NAMES)}, got {scale!r}")
-    seed = checks.seed(seed, "seed")
-    if checks.threads(threads, "threads"):
-        torch.set_num_threads(threads)
+    seed, threads = checks.seed(seed, "seed"), checks.threads(threads, "threads")
     out, figs = checks.output_dir(out, "out"), checks.output_dir(figures, "figures")
     dev = str(checks.device(device))
     out.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
     x = _Ctx(out, figs, SCALES[scale], seed, dev, progress)
     pipe = _Pipeline(out, figs, force, log or (lambda _: None))
-    with io.recording_device(dev):
+    with io.recording_device(dev), _torch_threads(threads):
         for st in _zoo_stages(x):
             pipe.run(st)
         for c in CS:  # built one by one: each reads the zoo_llc results

@@ -167,7 +167,7 @@ def test_wbic_slope_recovers_d_over_2_and_one_over_2k():
     betas = tempering.geometric_ladder(K, 0.2).expand(G, 1, K).clone()
     target = tempering.Target(energy, lambda t: (0.5 * (t * t).sum(-1), t), 16)
     th0 = 0.01 * rng.normal(keys, 0, 3, torch.float64, fe.STREAM_START)
-    out = fe.run_ladders(target, th0, keys, betas, dict(n_warmup=150, n_draws=500), all_slots=True)
+    out = fe.run_ladders(target, th0, keys, betas, dict(n_warmup=150, n_draws=800), all_slots=True)
     E = energy(out["draws"])[0].numpy()  # (T, G, R, K)
     for i, lam in enumerate([1.5, 0.25, 1 / 6]):
         res = fe.wbic_lambda(E[:, i], np.ones_like(E[:, i], bool), np.repeat(out["betas"][i:i + 1].numpy(), R, 0),
@@ -212,7 +212,7 @@ def test_o1_terms_and_data_term():
 
 TINY = dict(sweep=dict(seeds=2, replicas=2, n_temps=4, n_warmup=8, n_draws=12, max_steps=8),
             lam=dict(n=400, seeds=1, replicas=2, n_temps=3, n_warmup=8, n_draws=12, max_steps=8),
-            sgld=dict(n_chains=2, n_steps=20))
+            sgld=dict(n_chains=2, n_burnin=10, n_draws=20))
 
 
 def test_measure_tiny_saves_resumes_reports_and_plots(tmp_path):

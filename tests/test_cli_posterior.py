@@ -66,7 +66,7 @@ def test_posterior_command_equals_phase_sweep(tmp_path):
     argv = ["posterior", "--c", "3", "--n", "50,100", "--seed", "2", "--no-predict", "--out", str(tmp_path / "res"),
             "--figure", str(tmp_path / "f.png"), *TINY]
     assert main(argv) == 0
-    cfg = dict(seeds=1, chains=3, replicas=2, n_temps=3, n_warmup=8, n_draws=6, max_steps=6)
+    cfg = dict(seeds=1, n_chains=3, replicas=2, n_temps=3, n_warmup=8, n_draws=6, max_steps=6)
     api = posterior.phase_sweep(3, [50, 100], seed=2, predict=False, **cfg)
     arrays, rec = io.load_result(tmp_path / "res" / "c3_quick_b1_s2" / "summary_c3")
     assert rec["settings"] == io._jsonable(api["settings"]) and rec["phases"] == api["phases"]

@@ -16,7 +16,7 @@ distributed = pytest.importorskip("distributed")
 
 C = 3
 # each n takes a fraction of a second (so a kill lands mid-task), a few data sets and ladders
-POST = dict(seed=5, seeds=1, chains=2, replicas=2, n_temps=2, n_warmup=30, n_draws=30, max_steps=10,
+POST = dict(seed=5, seeds=1, n_chains=2, replicas=2, n_temps=2, n_warmup=30, n_draws=30, max_steps=10,
             plain_draws=10, min_draws=30)
 TRAIN = dict(seed=5, n=100, batch_size=10, epochs=60, init="random", sigma=0.5, steps=[0, 1, 10, 100, 300, 600])
 
@@ -182,3 +182,43 @@ def test_a_worker_killed_mid_sweep_loses_only_its_task(tmp_path, scheduler):
     _same_files(tmp_path / "ref", work, [f"posterior_c{C}_n{n}" for n in ns])
     with distributed.Client(scheduler, set_as_default=False) as cl:
         assert killed[0] not in cl.run(os.getpid).values()  # it really died (the nanny started a new one)
+
+
+# ---- the commands: --scheduler / --workers passed through ---------------------------------
+
+TRAIN_ARGS = ["train", "--runs", "3", "--epochs", "5", "--n", "100", "--batch-size", "10", "--seed", "2"]
+POST_ARGS = ["posterior", "--c", "3", "--n", "40,80", "--seeds", "1", "--replicas", "2", "--temps", "2",
+             "--warmup", "30", "--draws", "30", "--max-steps", "10", "--plain-draws", "10", "--min-draws", "30",
+             "--seed", "5", "--no-predict", "--no-progress", "--threads", "1"]
+
+
+def test_commands_run_their_tasks_on_a_scheduler(tmp_path, scheduler):
+    from tms.cli import main
+
+    assert main(TRAIN_ARGS + ["--out", str(tmp_path / "ref")]) == 0
+    assert main(TRAIN_ARGS + ["--out", str(tmp_path / "work"), "--scheduler", scheduler]) == 0
+    (xa, ra), (xb, rb) = io.load_result(tmp_path / "ref"), io.load_result(tmp_path / "work")
+    assert _settings(ra) == _settings(rb) and all(np.array_equal(xa[k], xb[k]) for k in xa)
+    for tag, extra in (("ref", []), ("work", ["--scheduler", scheduler])):
+        assert main(["transitions", "--input", str(tmp_path / "ref"), "--out", str(tmp_path / f"tr_{tag}"),
+                     "--llc-points", "3", "--n-chains", "2", "--n-draws", "20", "--figures",
+                     str(tmp_path / f"fig_{tag}")] + extra) == 0
+        assert main(POST_ARGS + ["--out", str(tmp_path / f"post_{tag}"),
+                                 "--figure", str(tmp_path / f"post_{tag}.png")] + extra) == 0
+    (la, _), (lb, _) = io.load_result(tmp_path / "tr_ref_llc"), io.load_result(tmp_path / "tr_work_llc")
+    assert sorted(la) == sorted(lb) and all(np.array_equal(la[k], lb[k]) for k in la)
+    run_dirs = [next((tmp_path / f"post_{tag}").iterdir()) for tag in ("ref", "work")]
+    _same_files(*run_dirs, [f"posterior_c3_n{n}" for n in (40, 80)])
+
+
+def test_commands_refuse_bad_cluster_flags(tmp_path, capsys):
+    from tms.cli import main
+
+    assert main(TRAIN_ARGS + ["--out", str(tmp_path / "x"), "--workers", "0"]) == 2
+    assert "--workers must be an integer >= 1" in capsys.readouterr().err
+    assert main(TRAIN_ARGS + ["--workers", "2", "--scheduler", "tcp://h:1"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    for cmd in (["posterior"], ["transitions"], ["reproduce"]):
+        assert main(cmd + ["--workers", "-1"]) == 2
+        assert "--workers must be an integer >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

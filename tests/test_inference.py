@@ -11,7 +11,7 @@ import torch
 from tms import inference, posterior, zoo
 from tms.llc import default_nbeta, estimate_llc
 
-KW = dict(predict=False, chains=4, replicas=3, n_temps=4, n_warmup=20, n_draws=40, max_steps=8, plain_draws=12,
+KW = dict(predict=False, n_chains=4, replicas=3, n_temps=4, n_warmup=20, n_draws=40, max_steps=8, plain_draws=12,
           block=8, min_draws=40, target_se=0.5)
 
 

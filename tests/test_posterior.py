@@ -100,7 +100,7 @@ def test_tms_c6_transition_direction():
     At smaller n most posterior draws are too spread for the classifier ("other").
     """
     pytest.importorskip("tms.phases")
-    res = posterior.phase_sweep(6, [300, 1100], seed=1, predict=False, seeds=1, chains=4, replicas=5,
+    res = posterior.phase_sweep(6, [300, 1100], seed=1, predict=False, seeds=1, n_chains=4, replicas=5,
                                 n_temps=10, beta_min=0.01, n_warmup=48, n_draws=48, max_steps=24)
     ph = res["phases"]
     i6 = ph.index("6")
@@ -163,7 +163,7 @@ def test_a_point_is_the_same_alone_chunked_or_dropped_early():
     """Counter-based keys per (seed, n, data set): the n = 1100 point gives identical masses,
     occupancies, ladders and round trips alone and batched with n = 300, while data sets
     that reach the target standard error first leave the batch (precision-sized sampling)."""
-    kw = dict(seed=1, predict=False, seeds=2, chains=3, replicas=3, n_temps=6, beta_min=0.01, n_warmup=16,
+    kw = dict(seed=1, predict=False, seeds=2, n_chains=3, replicas=3, n_temps=6, beta_min=0.01, n_warmup=16,
               n_draws=32, max_steps=12, block=8, min_draws=8, plain_draws=8, target_se=0.2)
     alone = posterior.phase_sweep(6, [1100], **kw)["points"][0]
     both = posterior.phase_sweep(6, [300, 1100], **kw)["points"]

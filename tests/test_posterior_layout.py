@@ -14,7 +14,7 @@ import pytest
 from tms import io, posterior
 
 # tiny settings: each sweep below takes a fraction of a second at c = 4
-KW = dict(predict=False, chains=4, replicas=2, n_temps=4, n_warmup=20, n_draws=24, max_steps=8, plain_draws=12,
+KW = dict(predict=False, n_chains=4, replicas=2, n_temps=4, n_warmup=20, n_draws=24, max_steps=8, plain_draws=12,
           block=8, min_draws=16, target_se=0.5)
 C = 4
 

@@ -40,19 +40,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tms import checks, diagnostics, inference, io
+from tms import checks, diagnostics, inference, io, zoo
 from tms.data import sample_inputs
 from tms.loss import (SortedData, empirical_loss_sorted, loss_and_grad_flat, sorted_data, stack_sorted,
                       unflatten_params)
+from tms.llc import default_nbeta, estimate_llc
+from tms.phases import classify
 from tms.samplers import rng, tempering
 
-QUICK = dict(seeds=2, chains=16, replicas=4, n_temps=10, beta_min=0.01, n_warmup=100, n_draws=120, max_steps=40,
+QUICK = dict(seeds=2, n_chains=16, replicas=4, n_temps=10, beta_min=0.01, n_warmup=100, n_draws=120, max_steps=40,
              plain_draws=60, target_se=0.02, block=40, min_draws=80)
 MAX_KEPT = dict(plain=200, ladder=200)  # draws kept (thinned) per chain: plain for classification, ladder saved
 # paper scale: grids of SPEC 3 (set by the command), 4 data sets per n, 12 ladders each; rounds of 40
 # leapfrog ticks (a trajectory is at most 40 steps: the measured U-turn lengths are ~25), at most
 # 400 sampling rounds per data set, fewer where every mass is within target_se
-PAPER = dict(seeds=4, chains=64, replicas=12, n_temps=16, beta_min=0.003, n_warmup=200, n_draws=400, max_steps=40,
+PAPER = dict(seeds=4, n_chains=64, replicas=12, n_temps=16, beta_min=0.003, n_warmup=200, n_draws=400, max_steps=40,
              plain_draws=200, target_se=0.02, block=50, min_draws=150)
 STREAM_START = 30  # counter-based stream of the chains' starting points (prior draws)
 
@@ -119,8 +121,6 @@ def _summaries(theta: torch.Tensor, data: SortedData, r: int, c: int) -> torch.T
 
 
 def _classify(theta: np.ndarray, r: int, c: int) -> np.ndarray:
-    from tms.phases import classify
-
     t = torch.as_tensor(theta, dtype=torch.float64)
     W, b = unflatten_params(t, r, c)
     return np.asarray(classify(W, b))
@@ -157,7 +157,7 @@ def _target(data: SortedData, r: int, c: int, beta_lik: float, n_ticks: int) -> 
 
 def _sample_plain(data, keys, r, c, beta_lik, cfg, progress) -> dict:
     """Plain chains at beta = 1 from prior draws (chain occupancy): (G, C, d), data (G, 1)."""
-    ck = rng.keys_from(keys, (cfg["chains"],))
+    ck = rng.keys_from(keys, (cfg["n_chains"],))
     th0 = rng.normal(ck, 0, r * c + c, data.mu.dtype, STREAM_START)
     out = tempering.run_chains(None, th0, keys=ck, energy_grad_fn=energy_grad_fn(_with_dims(data, 1), r, c, beta_lik),
                                prior_grad_fn=prior_grad, n_warmup=cfg["n_warmup"], n_draws=cfg["plain_draws"],
@@ -430,8 +430,6 @@ def predicted_transitions(c: int, beta_lik: float = 1.0, llcs: dict | None = Non
     Rows of tms.zoo.transition_table(c, llcs) with a finite n_c, as dicts with
     'alpha', 'beta', 'n_c' (scaled), and the table's other fields.
     """
-    from tms import zoo
-
     rows = zoo.transition_table(c, llcs=llcs)
     out = []
     for row in rows:
@@ -446,8 +444,6 @@ def predicted_transitions(c: int, beta_lik: float = 1.0, llcs: dict | None = Non
 
 def _omitted(c: int, result: dict, llcs: dict | None, min_mass: float = 0.02) -> str:
     """Sentence naming the phases seen in the sweep for which the zoo has no lambda."""
-    from tms import zoo
-
     lam = {q.label: (llcs or {}).get(q.label, q.llc) for q in zoo.critical_points(c)}
     seen = [p for i, p in enumerate(result["phases"])
             if max(result["mass"][:, i].max(), result["occupancy"][:, i].max()) >= min_mass]
@@ -472,8 +468,6 @@ def add_predictions(result: dict, c: int, beta_lik: float, llcs: dict[str, float
 
 def missing_llc_labels(c: int, result: dict, min_mass: float = 0.02) -> list[str]:
     """Zoo labels seen in a sweep (mass or occupancy >= min_mass) for which the zoo has no lambda."""
-    from tms import zoo
-
     lam = {q.label: q.llc for q in zoo.critical_points(c)}
     return [p for i, p in enumerate(result["phases"])
             if lam.get(p, 0.0) is None and max(result["mass"][:, i].max(), result["occupancy"][:, i].max()) >= min_mass]
@@ -486,9 +480,6 @@ def estimate_llcs(c: int, labels: list[str], *, n: int = 1000, n_chains: int = 1
     gamma = 1, n_burnin + n_draws steps (tms.llc.PROTOCOL's), all points and chains batched.
     Returns {label: (lambda_hat, standard error across chains)}; NaN where the estimator
     excluded every chain (see tms.llc)."""
-    from tms import zoo
-    from tms.llc import default_nbeta, estimate_llc
-
     if not labels:
         return {}
     pts = {q.label: q for q in zoo.critical_points(c)}
@@ -514,7 +505,7 @@ def _check_sweep(c, r, beta_lik, seed, ns, overrides) -> tuple[list[int], dict]:
     if unknown:
         raise ValueError(f"unknown sampler settings {sorted(unknown)}; expected some of {sorted(QUICK)}")
     cfg = {**QUICK, **overrides}
-    for k in ("seeds", "chains", "replicas", "n_temps", "n_draws", "max_steps", "plain_draws", "block", "min_draws"):
+    for k in ("seeds", "n_chains", "replicas", "n_temps", "n_draws", "max_steps", "plain_draws", "block", "min_draws"):
         checks.positive_int(cfg[k], k)
     checks.positive_float(cfg["target_se"], "target_se")
     checks.positive_int(cfg["n_warmup"], "n_warmup", minimum=4)

@@ -34,7 +34,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from tms import checks, free_energy, io, posterior, train, transitions, zoo, zoo_llc
+from tms import checks, cluster, free_energy, io, posterior, train, transitions, zoo, zoo_llc
 from tms.llc import PROTOCOL
 from tms.plots.free_energy import plot_free_energy
 from tms.plots.posterior import plot_phase_sweep
@@ -49,7 +49,7 @@ SCALE_NAMES = ("tiny", "quick", "full")  # tiny: a smoke test of the pipeline (t
 GRIDS = dict(quick={6: [100, 200, 300, 450, 600, 800, 1100, 1500, 2000], 0: [100, 150, 200, 300, 400, 600]},
              full={6: list(range(100, 2001, 100)), 0: list(range(100, 601, 50))})
 
-_TINY_POSTERIOR = dict(seeds=1, chains=4, replicas=2, n_temps=3, n_warmup=8, n_draws=6, max_steps=4, plain_draws=4,
+_TINY_POSTERIOR = dict(seeds=1, n_chains=4, replicas=2, n_temps=3, n_warmup=8, n_draws=6, max_steps=4, plain_draws=4,
                        min_draws=4)
 _TINY_FREE_ENERGY = dict(ns=[200, 500], sweep=dict(seeds=1, replicas=2, n_temps=3, n_warmup=6, n_draws=6, max_steps=4),
                          lam=dict(seeds=1, replicas=2, n_temps=2, n_warmup=6, n_draws=6),
@@ -99,22 +99,24 @@ def posterior_sweep(c: int = 6, ns=None, *, scale: str = "quick", beta_lik: floa
                     out: str | Path = "results/posterior", figure: str | Path | None = None,
                     llcs: dict[str, float] | None = None, llc_estimate: bool = False, predict: bool = True,
                     batch_points: int | None = None, device: str | torch.device = "cpu", progress: bool = False,
-                    **overrides) -> dict:
+                    scheduler: str | None = None, workers: int | None = None, **overrides) -> dict:
     """`tms posterior` as a function: tms.posterior.phase_sweep at scale quick | full (sampler
     settings posterior_settings(scale) updated by `overrides`, grid ns or posterior_grid(c,
     scale)), saved point by point under OUT/c{c}_{scale}_b{beta_lik}_s{seed} (resumable), its
     summary there and the figure at `figure` (None: no figure).
 
     llcs: lambdas for zoo labels the zoo lacks (said on the figure); llc_estimate: estimate by
-    SGLD the ones still missing among the phases seen. Returns phase_sweep's result with
+    SGLD the ones still missing among the phases seen. scheduler / workers: the n-grid as
+    Dask tasks (tms.cluster.phase_sweep; the same numbers). Returns phase_sweep's result with
     'run_dir', 'summary' (paths) and 'notes' (lines said on the figure and printed).
     """
     ns = posterior_grid(c, scale) if ns is None else list(ns)
     cfg = {**posterior_settings(scale), **overrides}
     run_dir = posterior_run_dir(out, c, scale, beta_lik, seed)
     llcs = dict(llcs or {})
-    res = posterior.phase_sweep(c, ns, beta_lik=beta_lik, seed=seed, out_dir=run_dir, progress=progress,
-                                batch_points=batch_points, device=device, predict=predict, llcs=llcs, **cfg)
+    res = cluster.phase_sweep(c, ns, beta_lik=beta_lik, seed=seed, out_dir=run_dir, progress=progress,
+                              batch_points=batch_points, device=device, predict=predict, llcs=llcs,
+                              scheduler=scheduler, workers=workers, **cfg)
     notes = []
     used = sorted({lab for t in res["transitions"] for lab in (t["alpha"], t["beta"])} & set(llcs))
     if used:
@@ -262,6 +264,7 @@ class _Ctx(NamedTuple):
     seed: int
     device: str
     progress: bool
+    where: dict | None = None  # scheduler= / workers= of tms.cluster (None: in-process)
 
 
 def _zoo_stages(x: _Ctx) -> list[_Stage]:
@@ -299,7 +302,7 @@ def _posterior_stage(x: _Ctx, c: int) -> _Stage:
 
     def compute():
         posterior_sweep(c, ns, scale=pc["scale"], seed=x.seed, out=folder, figure=None, llcs=llcs,
-                        device=x.device, progress=x.progress, **pc["cfg"])
+                        device=x.device, progress=x.progress, **(x.where or {}), **pc["cfg"])
 
     def draw():
         return [plot_phase_sweep(run_dir / f"summary_c{c}", x.figs / f"posterior_c{c}.png")]
@@ -316,12 +319,12 @@ def _sgd_stages(x: _Ctx, init: str, sub: str) -> list[_Stage]:
     fig_dir = x.figs / "random" if sub else x.figs
 
     def train_compute():
-        train.train_sgd(tc["runs"], seed=x.seed, epochs=tc["epochs"], init=init, path=train_path, device=x.device,
-                        progress=x.progress)
+        cluster.train_sgd(tc["runs"], seed=x.seed, epochs=tc["epochs"], init=init, path=train_path,
+                          device=x.device, progress=x.progress, **(x.where or {}))
 
     def tr_compute():
         transitions.analyse(str(train_path), out=str(tr_path), figures=None, seed=x.seed, device=x.device,
-                            progress=x.progress, **trc)
+                            progress=x.progress, **(x.where or {}), **trc)
 
     def tr_draw():
         fig_dir.mkdir(parents=True, exist_ok=True)
@@ -331,9 +334,11 @@ def _sgd_stages(x: _Ctx, init: str, sub: str) -> list[_Stage]:
         return [fig_dir / "sgd_trajectory.png", fig_dir / "sgd_many.png"]
 
     t_ident = dict(tc, init=init, seed=x.seed)
-    return [_Stage(f"train{sub}", t_ident, [train_path, train_path.with_name("train_partial")], train_compute),
+    train_paths = [train_path, train_path.with_name("train_partial"), train_path.with_name("train_blocks")]
+    return [_Stage(f"train{sub}", t_ident, train_paths, train_compute),
             _Stage(f"transitions{sub}", dict(trc, seed=x.seed, train=t_ident),
-                   [tr_path, tr_path.with_name("train_transitions_llc")], tr_compute, tr_draw)]
+                   [tr_path, tr_path.with_name("train_transitions_llc"),
+                    tr_path.with_name("train_transitions_llc_blocks")], tr_compute, tr_draw)]
 
 
 def _free_energy_stage(x: _Ctx) -> _Stage:
@@ -369,14 +374,17 @@ def _torch_threads(k: int | None):
 
 def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/reproduce",
         figures: str | Path = "results/figures", device: str | torch.device = "cpu", force: bool = False,
-        threads: int | None = 1, progress: bool = False, log: Callable[[str], None] | None = print) -> dict:
+        threads: int | None = 1, progress: bool = False, log: Callable[[str], None] | None = print,
+        scheduler: str | None = None, workers: int | None = None) -> dict:
     """Every stage of the lab at scale tiny | quick | full (SCALES), results under `out`,
     figures and REPORT.md in `figures`; finished stages are reused (module docstring).
 
     threads: torch threads while it runs (1 is fastest at these sizes; None: unchanged); the
     caller's setting is restored at the end.
-    log: where the one-line stage messages go (None: nowhere). Returns dict(scale, seed, out,
-    figures, report (REPORT.md's path), stages {name: reused | ran | resumed | repaired}).
+    log: where the one-line stage messages go (None: nowhere). scheduler / workers: the
+    stages' sweeps as Dask tasks on one cluster for the whole run (tms.cluster.session).
+    Returns dict(scale, seed, out, figures, report (REPORT.md's path), stages {name: reused |
+    ran | resumed | repaired}).
     """
     if scale not in SCALE_NAMES:
         raise ValueError(f"scale must be one of {', '.join(SCALE_NAMES)}, got {scale!r}")
@@ -385,9 +393,10 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
     dev = str(checks.device(device))
     out.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
-    x = _Ctx(out, figs, SCALES[scale], seed, dev, progress)
+    cluster.check_cluster(scheduler, workers)
     pipe = _Pipeline(out, figs, force, log or (lambda _: None))
-    with io.recording_device(dev), _torch_threads(threads):
+    with io.recording_device(dev), _torch_threads(threads), cluster.session(scheduler, workers) as where:
+        x = _Ctx(out, figs, SCALES[scale], seed, dev, progress, where)
         for st in _zoo_stages(x):
             pipe.run(st)
         for c in CS:  # built one by one: each reads the zoo_llc results

@@ -6,15 +6,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tms import checks, reproduce, zoo
+from tms import checks, cluster, reproduce, zoo
 
 NAME = "posterior"
 HELP = "Bayesian phase transitions: posterior phase mass against the sample size n (resumable)"
 
-FLAGS = dict(chains="--n-chains", n_temps="--temps", n_warmup="--warmup", n_draws="--draws", max_steps="--max-steps",
+FLAGS = dict(n_chains="--n-chains", n_temps="--temps", n_warmup="--warmup", n_draws="--draws", max_steps="--max-steps",
              plain_draws="--plain-draws", min_draws="--min-draws")  # phase_sweep setting -> its option
 MAX_N, MAX_GRID = 10**6, 1000  # largest sample size; most n values in one grid
-BOUNDS = dict(chains=10**5, seeds=1000, replicas=10**4, n_temps=1000, n_warmup=10**6, n_draws=10**6,
+BOUNDS = dict(n_chains=10**5, seeds=1000, replicas=10**4, n_temps=1000, n_warmup=10**6, n_draws=10**6,
               max_steps=4096, plain_draws=10**6, min_draws=10**6)  # stated in --help; each multiplies the sampling time
 
 
@@ -46,7 +46,7 @@ def add_arguments(p) -> None:
     p.add_argument("--scale", choices=("quick", "full"), default="quick",
                    help="sampler settings and grid: quick (default) or full, the paper's scale (more data sets, "
                         "chains, ladders, draws)")
-    p.add_argument("--n-chains", dest="chains", type=int,
+    p.add_argument("--n-chains", type=int,
                    help="plain HMC chains per data set (chain occupancy)")
     p.add_argument("--seeds", type=int, help="data sets per n")
     p.add_argument("--replicas", type=int, help="independent replica-exchange ladders per data set")
@@ -77,6 +77,7 @@ def add_arguments(p) -> None:
     p.add_argument("--no-predict", action="store_true", help="skip the predicted n_c (no zoo)")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--no-progress", action="store_true")
+    cluster.add_arguments(p)
 
 
 def parse_llcs(items: list[str]) -> dict[str, float]:
@@ -126,12 +127,13 @@ def _validate(args, cfg: dict) -> tuple[Path, list[str]]:
     return fig, notes
 
 
-OVERRIDES = dict(chains="chains", seeds="seeds", replicas="replicas", n_temps="temps", beta_min="beta_min",
+OVERRIDES = dict(n_chains="n_chains", seeds="seeds", replicas="replicas", n_temps="temps", beta_min="beta_min",
                  n_warmup="warmup", n_draws="draws", max_steps="max_steps", target_se="target_se",
                  min_draws="min_draws", plain_draws="plain_draws")  # phase_sweep setting: args attribute
 
 
 def run(args) -> int:
+    where = cluster.options(args)  # checked first
     ns = parse_grid(args.n) if args.n else reproduce.posterior_grid(args.c, args.scale)
     overrides = {k: getattr(args, a) for k, a in OVERRIDES.items() if getattr(args, a) is not None}
     fig_path, notes = _validate(args, {**reproduce.posterior_settings(args.scale), **overrides})
@@ -143,7 +145,7 @@ def run(args) -> int:
                                     out=args.out, figure=fig_path, llcs=parse_llcs(args.llc),
                                     llc_estimate=args.llc_estimate, predict=not args.no_predict,
                                     batch_points=args.batch_points, device=args.device,
-                                    progress=not args.no_progress, **overrides)
+                                    progress=not args.no_progress, **where, **overrides)
     for note in res["notes"]:
         if note.startswith("lambda by SGLD"):
             print(note)

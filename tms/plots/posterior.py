@@ -46,7 +46,7 @@ def plot_phase_sweep(summary_path, fig_path, *, min_mass: float = 0.02) -> Path:
     caption = (
         f"p(w|D_n) \u221d N(0,I) exp(-\u03b2_lik n L_n(w)). Mass: replica exchange over \u03b2 (K={st['n_temps']} "
         f"temperatures from {st['beta_min']:g} to 1, R={st['replicas']} ladders) per data set, mean over "
-        f"S={st['seeds']} data sets, band \u00b12 s.e.; dotted: occupancy of {st['chains']} plain chains per data set.\n"
+        f"S={st['seeds']} data sets, band \u00b12 s.e.; dotted: occupancy of {st['n_chains']} plain chains per data set.\n"
         "Dashed: predicted n_c, root of n\u03b2_lik \u0394L + \u0394\u03bb log(n\u03b2_lik) + \u0394(|w*|\u00b2/2) = 0 "
         "(F_n = nL + \u03bb log n + |w*|\u00b2/2; other O(1) terms dropped)." + (f"\n{omitted}" if omitted else "")
     )

@@ -33,7 +33,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from tms import checks, io, phases, zoo
+from tms import checks, cluster, io, phases, zoo
 from tms.plots.sgd import choose_run, sgd_many, sgd_trajectory
 from tms.llc import default_nbeta, estimate_llc
 from tms.records import Antecedent, TransitionsResult
@@ -466,10 +466,12 @@ def _segmentation_arrays(seg: Segmentation) -> dict:
 
 
 def checkpoint_llc(res, out: Path, *, llc_points: int, n_chains: int, n_burnin: int, n_draws: int, eps: float,
-                   gamma: float, nbeta: float | None, seed: int, device=None, progress: bool = True) -> tuple[dict, dict]:
+                   gamma: float, nbeta: float | None, seed: int, device=None, progress: bool = True,
+                   scheduler: str | None = None, workers: int | None = None) -> tuple[dict, dict]:
     """LLC at about `llc_points` checkpoints of every run of a TrainResult, saved to OUT_llc
     and reused from there when its settings match: (arrays llc_index, llc, llc_se, llc_ok;
-    settings)."""
+    settings). scheduler / workers: checkpoint blocks as Dask tasks (tms.cluster.trajectory_llc,
+    blocks in OUT_llc_blocks until merged; same numbers)."""
     n = int(res.record["n"])
     idx = llc_checkpoints(res.steps.numpy(), llc_points)
     nb = float(nbeta if nbeta is not None else n / np.log(n))
@@ -480,9 +482,10 @@ def checkpoint_llc(res, out: Path, *, llc_points: int, n_chains: int, n_burnin: 
         la, _ = io.load_result(llc_path)
     else:
         ii, dev = torch.from_numpy(idx), checks.device(device)
-        lr = trajectory_llc(res.W[ii].to(dev), res.b[ii].to(dev), res.X.to(dev), nbeta=nb, eps=eps, gamma=gamma,
-                            n_chains=n_chains, n_burnin=n_burnin, n_draws=n_draws, seed=seed,
-                            progress=progress)
+        lr = cluster.trajectory_llc(res.W[ii].to(dev), res.b[ii].to(dev), res.X.to(dev), nbeta=nb, eps=eps,
+                                    gamma=gamma, n_chains=n_chains, n_burnin=n_burnin, n_draws=n_draws, seed=seed,
+                                    progress=progress, scheduler=scheduler, workers=workers,
+                                    out_dir=llc_path.with_name(llc_path.name + "_blocks"))
         la = dict(llc_index=idx, llc=lr.llc, llc_se=lr.llc_se, llc_ok=lr.trustworthy)
         io.save_result(llc_path, la, settings)
         la = {k: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for k, v in la.items()}
@@ -493,14 +496,17 @@ def analyse(input: str = "results/sgd/train", *, out: str | None = None, figures
             run: int | None = None, tol: float | None = None, min_points: int = 3, min_span: float = 1.25,
             llc: bool = True, llc_points: int = 20, n_chains: int = 4, n_burnin: int = 0, n_draws: int = 500,
             eps: float = 1e-3, gamma: float = 1.0, nbeta: float | None = None, seed: int = 0, prior: bool = True,
-            beta_lik: float = 1.0, device=None, threads: int | None = None, progress: bool = True) -> TransitionsResult:
+            beta_lik: float = 1.0, device=None, threads: int | None = None, progress: bool = True,
+            scheduler: str | None = None, workers: int | None = None) -> TransitionsResult:
     """Plateaus, transitions, LLC along the trajectories and the Bayesian-antecedent table of
     a saved `tms train` result (SPEC 4), saved to OUT (default INPUT_transitions) as a
     TransitionsResult, with the figures sgd_trajectory.png (run `run`, default the one with
     the most plateaus) and sgd_many.png in `figures` (None: no figures). threads: torch
-    threads to use (None: leave as is)."""
+    threads to use (None: leave as is). scheduler / workers: the LLC checkpoint blocks as Dask
+    tasks (tms.cluster)."""
     out_path = _check_analyse(input, out, figures, run, tol, min_points, min_span, llc_points, n_chains,
                               n_burnin, n_draws, eps, gamma, nbeta, seed, beta_lik, llc)
+    cluster.check_cluster(scheduler, workers)
     if checks.threads(threads):
         torch.set_num_threads(threads)
     res = load_train(input)
@@ -516,7 +522,7 @@ def analyse(input: str = "results/sgd/train", *, out: str | None = None, figures
     if llc:
         la, llc_settings = checkpoint_llc(res, out_path, llc_points=llc_points, n_chains=n_chains, n_burnin=n_burnin,
                                           n_draws=n_draws, eps=eps, gamma=gamma, nbeta=nbeta, seed=seed,
-                                          device=device, progress=progress)
+                                          device=device, progress=progress, scheduler=scheduler, workers=workers)
         arrays.update(la)
         llc_est = plateau_llc(seg, la["llc_index"], la["llc"], la["llc_se"], la["llc_ok"])
     rows, unseen = antecedent_table(seg, c, llc_est, prior=prior, beta_lik=beta_lik)

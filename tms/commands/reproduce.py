@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tms import checks, reproduce
+from tms import checks, cluster, reproduce
 
 NAME = "reproduce"
 HELP = ("run the whole lab (zoo, Bayesian sweeps c = 4, 5, 6, SGD + LLC, antecedents, free energy) and write "
@@ -24,9 +24,11 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: the tensors are small, extra threads mostly wait on each other)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cluster.add_arguments(p)
 
 
 def run(args) -> int:
+    where = cluster.options(args)  # checked first
     checks.seed(args.seed, "--seed")
     checks.threads(args.threads, "--threads")
     checks.output_dir(args.out, "--out")
@@ -35,6 +37,6 @@ def run(args) -> int:
           f"figures in {args.figures}", flush=True)
     res = reproduce.run(args.scale, seed=args.seed, out=args.out, figures=args.figures, device=args.device,
                         force=args.force, threads=args.threads, progress=not args.no_progress,
-                        log=lambda line: print(line, flush=True))
+                        log=lambda line: print(line, flush=True), **where)
     print(f"report: {res['report']}")
     return 0

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from tms import checks, io
-from tms.train import SCALES, _partial_path, train_sgd
+from tms import checks, cluster, io
+from tms.train import SCALES, _partial_path
 
 NAME = "train"
 HELP = "SGD on the TMS for many runs at once (SPEC 4); quick scale by default, --scale full for the paper"
@@ -42,6 +42,7 @@ def add_arguments(p) -> None:
                         "block)")
     p.add_argument("--out", default="results/sgd/train",
                    help="result path (.npz + .json); an existing result is reused, a partial one resumed")
+    cluster.add_arguments(p)
 
 
 def _validate(args, runs: int, epochs: int) -> None:
@@ -77,15 +78,17 @@ def _tidy(out) -> None:
 
 
 def run(args) -> int:
+    where = cluster.options(args)  # checked first
     scale = SCALES[args.scale]
     runs = args.runs if args.runs is not None else scale["runs"]
     epochs = args.epochs if args.epochs is not None else scale["epochs"]
     _validate(args, runs, epochs)
-    res = train_sgd(
+    res = cluster.train_sgd(
         runs, seed=args.seed, n=args.n, batch_size=args.batch_size, lr=args.lr, epochs=epochs,
         init=args.init, radius=args.radius, noise=args.noise, sigma=args.sigma, r=args.r, c=args.c,
         shared_data=args.shared_data, dtype=torch.float32 if args.float32 else torch.float64,
         path=args.out, num_threads=args.threads, save_every=args.save_every, device=checks.device(args.device),
+        **where,
     )
     _tidy(args.out)
     rec = res.record

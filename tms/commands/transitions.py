@@ -3,6 +3,7 @@ saved `tms train` result (docs/SPEC.md section 4), with figures: a shell over
 tms.transitions.analyse."""
 from __future__ import annotations
 
+from tms import cluster
 from tms.transitions import analyse, format_antecedents
 
 NAME = "transitions"
@@ -35,6 +36,7 @@ def add_arguments(p) -> None:
                    help="likelihood inverse temperature for n_c (1: exp(-n L_n), docs/SPEC.md section 3; "
                         "0.5: unit-variance Gaussian)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: leave as is)")
+    cluster.add_arguments(p)
 
 
 KWARGS = ("input", "out", "figures", "run", "tol", "min_points", "min_span", "llc", "llc_points", "n_chains",
@@ -42,7 +44,8 @@ KWARGS = ("input", "out", "figures", "run", "tol", "min_points", "min_span", "ll
 
 
 def run(args) -> int:
-    res = analyse(**{k: getattr(args, k) for k in KWARGS})
+    where = cluster.options(args)  # checked first
+    res = analyse(**{k: getattr(args, k) for k in KWARGS}, **where)
     _print(res)
     return 0
 

@@ -152,10 +152,15 @@ POSTERIOR = ["posterior", "--c", "3", "--n", "40,80,160", "--seeds", "1", "--n-c
              "--threads", "1", "--out", "res", "--figure", "figs/post.png"]
 
 
+def _reference(tmp_path_factory, argv: list[str], name: str):
+    """(folder, timeline of saved files) of one uninterrupted run of argv."""
+    d = tmp_path_factory.mktemp(name)
+    return d, _timeline(argv, d, d / "res")
+
+
 @pytest.fixture(scope="module")
 def posterior_ref(tmp_path_factory):
-    d = tmp_path_factory.mktemp("posterior_ref")
-    return d, _timeline(POSTERIOR, d, d / "res")
+    return _reference(tmp_path_factory, POSTERIOR, "posterior_ref")
 
 
 def test_posterior_killed_by_any_signal_keeps_and_reuses_every_finished_point(posterior_ref, tmp_path):
@@ -164,10 +169,15 @@ def test_posterior_killed_by_any_signal_keeps_and_reuses_every_finished_point(po
     codes = _fault_trials(POSTERIOR, tmp_path, tmp_path / "res", timeline, random.Random(2024),
                           keep=lambda root, stem: "summary" not in stem.name, trials=4)
     assert any(c in (130, 143) for c in codes), codes  # at least one clean interrupt mid-sweep
-    done = subprocess.run([sys.executable, "-m", "tms", *POSTERIOR], cwd=tmp_path, env=ENV, capture_output=True)
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    _rerun_to_the_end(POSTERIOR, tmp_path)
     assert not [p for p in tmp_path.rglob("*.tmp")]
     assert _same_results(ref / "res", tmp_path / "res") == 4  # 3 points + the summary, as uninterrupted
+
+
+def _rerun_to_the_end(argv: list[str], cwd: Path) -> None:
+    """The interrupted command run again in the same folder, to completion."""
+    done = subprocess.run([sys.executable, "-m", "tms", *argv], cwd=cwd, env=ENV, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
 # ---- tms reproduce at its smallest scale -------------------------------------------------------
@@ -188,15 +198,13 @@ def _stage_done(root: Path, stem: Path) -> bool:
 
 @pytest.fixture(scope="module")
 def reproduce_ref(tmp_path_factory):
-    d = tmp_path_factory.mktemp("reproduce_ref")
-    return d, _timeline(REPRODUCE, d, d / "res")
+    return _reference(tmp_path_factory, REPRODUCE, "reproduce_ref")
 
 
 def test_reproduce_killed_by_any_signal_resumes_to_the_uninterrupted_result(reproduce_ref, tmp_path):
     ref, timeline = reproduce_ref
     _fault_trials(REPRODUCE, tmp_path, tmp_path / "res", timeline, random.Random(7), keep=_stage_done, trials=3)
-    done = subprocess.run([sys.executable, "-m", "tms", *REPRODUCE], cwd=tmp_path, env=ENV, capture_output=True)
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    _rerun_to_the_end(REPRODUCE, tmp_path)
     assert _same_results(ref / "res", tmp_path / "res") > 20
     assert not [p for p in tmp_path.rglob("*.tmp")] and not list(tmp_path.rglob("*_partial.json"))
 

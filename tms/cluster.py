@@ -235,7 +235,7 @@ def phase_sweep(c: int, ns, *, out_dir: str | Path | None = None, scheduler: str
     points_per_task = points_per_task or kwargs.get("batch_points") or 1
     checks.positive_int(points_per_task, "points_per_task")
     ns = [int(n) for n in ns]
-    todo = [n for n in ns if not io.result_exists(posterior._point_path(Path(out_dir), c, n))]
+    todo = [n for n in ns if not posterior.point_done(out_dir, c, n)]
     chunks = [todo[i:i + points_per_task] for i in range(0, len(todo), points_per_task)]
     shown = {k: v for k, v in kwargs.items() if k in ("beta_lik", "seed", "r")}
     tasks = [Task(_posterior_points, dict(c=c, ns=ch, out_dir=str(out_dir), kwargs=kwargs),

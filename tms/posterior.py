@@ -135,8 +135,15 @@ def _settings(c, r, beta_lik, seed, cfg) -> dict:
     return dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **cfg)
 
 
-def _point_path(out_dir: Path, c: int, n: int) -> Path:
-    return out_dir / f"posterior_c{c}_n{n}"
+def point_path(out_dir: str | Path, c: int, n: int) -> Path:
+    """Where phase_sweep saves the point n of c under out_dir (PATH.npz/.json + draws .nc)."""
+    return Path(out_dir) / f"posterior_c{c}_n{n}"
+
+
+def point_done(out_dir: str | Path, c: int, n: int) -> bool:
+    """The point n is complete on disk: its arrays, record and every draws file it names
+    (what phase_sweep reuses; a Dask task skips it)."""
+    return _point_complete(point_path(out_dir, c, n))
 
 
 def _data_keys(seed: int, ns, S: int, which: int, device=None) -> torch.Tensor:
@@ -551,8 +558,8 @@ def phase_sweep(
     settings = _settings(c, r, beta_lik, seed, cfg)
     out_dir = Path(out_dir) if out_dir is not None else None
 
-    done: dict[int, dict] = {n: _load_point(_point_path(out_dir, c, n), settings) for n in ns
-                             if out_dir is not None and _point_complete(_point_path(out_dir, c, n))}
+    done: dict[int, dict] = {n: _load_point(point_path(out_dir, c, n), settings) for n in ns
+                             if out_dir is not None and _point_complete(point_path(out_dir, c, n))}
     todo = [n for n in ns if n not in done]
     step = batch_points or max(1, len(todo))
     chunks = [todo[i : i + step] for i in range(0, len(todo), step)]
@@ -560,7 +567,7 @@ def phase_sweep(
     def on_point(res: dict) -> None:
         done[res["n"]] = res
         if out_dir is not None:
-            _save_point(_point_path(out_dir, c, res["n"]), res, settings)
+            _save_point(point_path(out_dir, c, res["n"]), res, settings)
 
     for chunk in tqdm(chunks, desc=f"posterior c={c}", disable=not progress or len(chunks) < 2):
         _run_chunk(c, r, chunk, beta_lik, seed, cfg, dtype, device, progress, on_point)

@@ -88,6 +88,22 @@ def test_missing_draws_file_means_the_point_is_redone(tmp_path):
     assert posterior._point_complete(tmp_path / "posterior_c4_n100")
 
 
+def test_damaged_point_is_reported_and_recomputed_to_the_same_numbers(tmp_path, capsys):
+    first = posterior.phase_sweep(C, [100, 150], seeds=1, out_dir=tmp_path, **KW)
+    npz = tmp_path / "posterior_c4_n100.npz"
+    raw = bytearray(npz.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one flipped byte inside the archive
+    npz.write_bytes(bytes(raw))
+    kept = (tmp_path / "posterior_c4_n150.npz").stat().st_mtime_ns
+    capsys.readouterr()
+    again = posterior.phase_sweep(C, [100, 150], seeds=1, out_dir=tmp_path, **KW)
+    err = capsys.readouterr().err
+    assert "posterior_c4_n100" in err and "recomputing this point" in err
+    assert "posterior_c4_n150" not in err and (tmp_path / "posterior_c4_n150.npz").stat().st_mtime_ns == kept
+    assert io.check_result(tmp_path / "posterior_c4_n100") is None
+    np.testing.assert_array_equal(again["mass"], first["mass"])
+
+
 SWEEP = """
 import sys
 from tms import posterior

@@ -392,6 +392,16 @@ def _save_point(path: Path, res: dict, settings: dict) -> None:
                                       layout=res.get("layout"), draw_files=len(res.get("draws") or [])))
 
 
+def _reusable(path: Path) -> bool:
+    """The point at path is complete on disk; a damaged or partial one is reported (and then
+    recomputed by the caller), a missing one is simply not there yet."""
+    if _point_complete(path):
+        return True
+    if path.with_suffix(".npz").exists() or path.with_suffix(".json").exists():
+        checks.warn(f"{path}: {io.check_result(path) or 'a draws file it names is missing'}; recomputing this point")
+    return False
+
+
 def _load_point(path: Path, settings: dict) -> dict:
     arrays, rec = io.load_result(path)
     if rec["settings"] != io._jsonable(settings):
@@ -559,7 +569,7 @@ def phase_sweep(
     out_dir = Path(out_dir) if out_dir is not None else None
 
     done: dict[int, dict] = {n: _load_point(point_path(out_dir, c, n), settings) for n in ns
-                             if out_dir is not None and _point_complete(point_path(out_dir, c, n))}
+                             if out_dir is not None and _reusable(point_path(out_dir, c, n))}
     todo = [n for n in ns if n not in done]
     step = batch_points or max(1, len(todo))
     chunks = [todo[i : i + step] for i in range(0, len(todo), step)]

@@ -32,6 +32,8 @@ def test_cli_runs_saves_and_draws(tmp_path, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert "posterior mass (replica exchange)" in text and "chain occupancy (plain chains, NOT posterior mass)" in text
     assert "predicted n_c 5 -> 6: 150" in text
+    # these tiny chains fail the rank diagnostics of their saved draws, and the table says so
+    assert "saved draws (rank R-hat, bulk / tail ESS of loss and energy): 2 of 2 data sets flagged: n=50 s0:" in text
     assert fig.exists() and fig.stat().st_size > 10_000
     run_dir = tmp_path / "res" / "c3_quick_b1_s0"
     arrays, rec = io.load_result(run_dir / "summary_c3")

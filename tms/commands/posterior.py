@@ -179,7 +179,18 @@ def _print_tables(res: dict, tempered: bool) -> None:
               f"swap {min(d['swap_rate'], default=float('nan')):.2f}, trips {trips:.1f}, "
               f"rounds {max(d.get('pt_rounds', [0]))}, se {d.get('mass_mc_se_max', float('nan')):.3f}, "
               f"ess {min(ess, default=float('nan')):.0f} | {ph}")
+    _print_draw_flags(res["points"])
     for t in res["transitions"]:
         print(f"predicted n_c {t['alpha']} -> {t['beta']}: {t['n_c']:.0f}")
     if res.get("transitions_error"):
         print(f"no predicted n_c: {res['transitions_error']}")
+
+
+def _print_draw_flags(points: list[dict]) -> None:
+    """Data sets whose saved beta = 1 draws fail a rank diagnostic (R-hat > 1.01, bulk or tail
+    ESS < 100, of their loss and energy across the ladders)."""
+    bad = [f"n={pt['n']} s{s}: {', '.join(f)}" for pt in points
+           for s, f in enumerate(pt["diag"].get("draws", {}).get("flags", [])) if f]
+    total = sum(len(pt["diag"].get("draws", {}).get("flags", [])) for pt in points)
+    print(f"saved draws (rank R-hat, bulk / tail ESS of loss and energy): {len(bad)} of {total} data sets flagged"
+          + (": " + "; ".join(bad[:12]) + (f"; ... {len(bad) - 12} more" if len(bad) > 12 else "") if bad else ""))

@@ -109,7 +109,7 @@ def reference_llc(W, b, X, *, nbeta, eps, gamma, n_chains, n_draws, seed):
 
 
 def throughput(args):
-    c, n, C, K, T = 6, 1000, args.centres, args.chains, args.steps
+    c, n, C, K, T = 6, 1000, args.centres, args.n_chains, args.n_draws
     nbeta = default_nbeta(n)
     X = sample_inputs(n, c, 0)
     W, b = centres_near_4gon(C, c, 1)
@@ -232,8 +232,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--centres", type=int, default=100)
-    p.add_argument("--chains", type=int, default=8)
-    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--n-chains", type=int, default=8)
+    p.add_argument("--n-draws", type=int, default=500, help="throughput: SGLD steps timed per chain")
     p.add_argument("--no-throughput", action="store_true")
     p.add_argument("--bias", action="store_true")
     p.add_argument("--long-steps", type=int, default=40000)

@@ -17,7 +17,7 @@ evaluations per chain, mean leapfrog steps per transition, acceptance, divergenc
 ratio new/old of ESS per second (the issue's floor: 4x at 256 chains).
 
 Measured (2-core x86_64 machine shared with other jobs, load 2-3; torch 2.13, numba 0.68,
-1 thread; --chains 256 --old-warmup 100 --old-draws 200 --warmup 60 --draws 150):
+1 thread; --n-chains 256 --old-warmup 100 --old-draws 200 --warmup 60 --draws 150):
   new: wall 18.6 s, 8413 gradient evals per chain, min bias ESS 30004 (sum over chains),
        1613 ESS/s, 3566 ESS per 1000 gradients per chain, mean 22.2 steps, accept 0.90
   old: wall 141.9 s, 19153 gradient evals per chain, min bias ESS 39328, 277 ESS/s,
@@ -28,7 +28,7 @@ Measured (2-core x86_64 machine shared with other jobs, load 2-3; torch 2.13, nu
   sampler's own per-tick bookkeeping (~25 small torch ops, ~0.3-0.5 ms per tick, interpreter
   bound) now costs more than the energy: it, not the arithmetic, bounds this sampler.
 
-Run: python benchmarks/bench_posterior.py [--chains 256 --threads 1]
+Run: python benchmarks/bench_posterior.py [--n-chains 256 --threads 1]
 """
 from __future__ import annotations
 

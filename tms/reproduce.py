@@ -25,8 +25,10 @@ differs from the one the stage drew (another figures folder).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -224,7 +226,8 @@ class _Pipeline:
             rec = dict(files=files, seconds=round(seconds, 1), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
         io.save_json(self._marker(st.name), dict(rec, settings=ident, status="done", figures=figures))
 
-    def run(self, st: _Stage) -> None:
+    def _start(self, st: _Stage) -> tuple[dict, str] | None:
+        """Reuse the stage (None) or prepare it to compute: (identity, mode)."""
         ident = io._jsonable(dict(st.identity, package_version=io.package_version()))
         rec = self._load_marker(st.name)
         same = not self.force and rec.get("settings") == ident
@@ -236,7 +239,7 @@ class _Pipeline:
                     self._finish(st, ident, None, rec)
                 self.log(f"[{st.name}] reused (settings unchanged, files intact{'; figures redrawn' if redraw else ''})")
                 self.status[st.name] = "reused"
-                return
+                return None
             for stem, why in bad:
                 self.log(f"[{st.name}] {why}; recomputing {stem.name}")
                 _clear([stem])
@@ -248,11 +251,45 @@ class _Pipeline:
             mode = "ran"
         io.save_json(self._marker(st.name), dict(settings=ident, status="running"))
         self.log(f"[{st.name}] {dict(ran='running', resumed='resuming', repaired='repairing')[mode]} ...")
-        t0 = time.perf_counter()
-        st.compute()
+        return ident, mode
+
+    def _end(self, st: _Stage, ident: dict, mode: str, t0: float) -> None:
         self._finish(st, ident, time.perf_counter() - t0)
         self.status[st.name] = mode
         self.log(f"[{st.name}] done in {time.perf_counter() - t0:.0f} s")
+
+    def run(self, st: _Stage) -> None:
+        started = self._start(st)
+        if started is not None:
+            t0 = time.perf_counter()
+            st.compute()
+            self._end(st, *started, t0)
+
+    def run_together(self, stages: list[_Stage]) -> None:
+        """Stages that do not depend on each other, computed at once: each in a thread that
+        mostly waits on its Dask tasks (a cluster is attached); then, here, their figures and
+        markers one by one (pyplot is not thread-safe). A failure stops the group."""
+        todo = [(st, s) for st in stages if (s := self._start(st)) is not None]
+        errors: list[BaseException] = []
+
+        def work(st: _Stage) -> None:
+            try:
+                st.compute()
+            except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
+                errors.append(err)
+
+        t0 = time.perf_counter()
+        # not daemons: after Ctrl-C the cluster closes, their waits fail and they end cleanly
+        threads = [threading.Thread(target=contextvars.copy_context().run, args=(work, st)) for st, _ in todo]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():  # short joins: Ctrl-C reaches this thread meanwhile
+                t.join(0.2)
+        if errors:
+            raise errors[0]
+        for st, (ident, mode) in todo:
+            self._end(st, ident, mode, t0)
 
 
 class _Ctx(NamedTuple):
@@ -382,8 +419,9 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
     threads: torch threads while it runs (1 is fastest at these sizes; None: unchanged); the
     caller's setting is restored at the end.
     log: where the one-line stage messages go (None: nowhere). scheduler / workers: the
-    stages' sweeps as Dask tasks on one cluster for the whole run (tms.cluster.session).
-    Returns dict(scale, seed, out, figures, report (REPORT.md's path), stages {name: reused |
+    stages' sweeps as Dask tasks on one cluster for the whole run (tms.cluster.session), and
+    the stages that do not depend on each other (the three posterior sweeps and both
+    trainings, then both transition analyses) at once. Returns dict(scale, seed, out, figures, report (REPORT.md's path), stages {name: reused |
     ran | resumed | repaired}).
     """
     if scale not in SCALE_NAMES:
@@ -399,10 +437,14 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
         x = _Ctx(out, figs, SCALES[scale], seed, dev, progress, where)
         for st in _zoo_stages(x):
             pipe.run(st)
-        for c in CS:  # built one by one: each reads the zoo_llc results
-            pipe.run(_posterior_stage(x, c))
-        for st in _sgd_stages(x, "4gon", "") + _sgd_stages(x, "random", "_random"):
-            pipe.run(st)
+        posterior_st = [_posterior_stage(x, c) for c in CS]  # each reads the zoo_llc results
+        (train_st, tr_st), (rtrain_st, rtr_st) = _sgd_stages(x, "4gon", ""), _sgd_stages(x, "random", "_random")
+        if where.get("scheduler") is None:  # in-process: one stage after another
+            for st in posterior_st + [train_st, tr_st, rtrain_st, rtr_st]:
+                pipe.run(st)
+        else:  # on a cluster: independent stages feed it at once
+            pipe.run_together(posterior_st + [train_st, rtrain_st])
+            pipe.run_together([tr_st, rtr_st])
         pipe.run(_free_energy_stage(x))
         report = write_report(out, figs, scale=scale, seed=seed, cs=CS)  # cheap: always rewritten
     return dict(scale=scale, seed=seed, out=out, figures=figs, report=report, stages=dict(pipe.status))

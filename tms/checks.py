@@ -87,6 +87,13 @@ def seed(x, name: str = "seed") -> int:
     return int(x)
 
 
+def scale(x, allowed=("quick", "full"), name: str = "scale") -> str:
+    """One of the lab's scales (quick: minutes on a laptop; full: the paper's settings)."""
+    if x not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {x!r}")
+    return x
+
+
 def threads(x, name: str = "--threads") -> int | None:
     """A torch thread count: None (leave torch's choice) or an integer in [1, 1024]."""
     return None if x is None else positive_int(x, name, minimum=1, maximum=1024)

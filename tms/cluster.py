@@ -360,8 +360,8 @@ def trajectory_llc(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, *, nbeta: 
                    workers: int | None = None, checkpoints_per_task: int = 8, timeout: float = CONNECT_TIMEOUT,
                    progress: bool = True) -> llc.LLCResult:
     """LLC at checkpoints W (T, R, r, c), b (T, R, c) of runs with training sets X ((n, c)
-    shared or (R, n, c)): localized full-batch SGLD (SPEC 4 defaults, as
-    tms.transitions.trajectory_llc; nbeta default n / log n), the checkpoints split into tasks.
+    shared or (R, n, c)): localized full-batch SGLD (SPEC 4 defaults; nbeta default n / log n;
+    tms.transitions.trajectory_llc is this function), the checkpoints split into tasks.
 
     Without scheduler/workers: one in-process estimate_llc over (T, R) with `seed`. On a
     cluster out_dir is required: each block of `checkpoints_per_task` checkpoints x all runs
@@ -371,6 +371,7 @@ def trajectory_llc(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, *, nbeta: 
     """
     check_cluster(scheduler, workers)
     checks.params(W, b)
+    checks.seed(seed, "seed")  # before any key is hashed
     if W.dim() != 4:
         raise ValueError(f"W must be (T, R, r, c), got shape {tuple(W.shape)}")
     checks.tensor(X, "X", min_dim=2)

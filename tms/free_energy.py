@@ -969,9 +969,7 @@ def measure(c: int = 6, ns=None, *, seed: int = 0, scale: str = "quick", out_dir
     `summary_c{c}` is rewritten. n_mc: prior draws for the zero-column volumes; dcurve_sets:
     synthetic data sets per n for the mean data term. Returns the summary record.
     """
-    if scale not in ("quick", "full"):
-        raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
-    full = scale == "full"
+    full = checks.scale(scale) == "full"
     out = Path(out_dir) if out_dir is not None else None
     scfg = {**(PAPER if full else QUICK), **(sweep or {})}
     lcfg = {**(LAMBDA_PAPER if full else LAMBDA_QUICK), **(lam or {})}

@@ -54,14 +54,13 @@ def load_datasets(path: str, c: int) -> list[list[np.ndarray]]:
     return [groups[n] for n in sorted(groups)]
 
 
-def _check(c, n, data, scale, labels, mc_draws, batch_points, sgld_chains, sgld_burnin, sgld_draws, beta_lik, seed, threads,
-           out, figure) -> Path:
+def _check(c, n, data, scale, labels, mc_draws, batch_points, sgld_chains, sgld_burnin, sgld_draws, beta_lik, seed,
+           threads, out, figure) -> Path:
     checks.positive_int(c, "c", minimum=4, maximum=8)
     checks.seed(seed, "seed")
     checks.threads(threads)
     checks.positive_float(beta_lik, "beta_lik")
-    if scale not in ("quick", "full"):
-        raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
+    checks.scale(scale)
     if sgld_chains is not None:
         checks.positive_int(sgld_chains, "sgld_chains", minimum=2, maximum=10**6)
     if sgld_draws is not None:

@@ -75,15 +75,13 @@ SCALES = {
 
 def posterior_grid(c: int, scale: str = "quick") -> list[int]:
     """The default n-grid of the posterior sweep at c for scale quick | full (SPEC 3)."""
-    if scale not in GRIDS:
-        raise ValueError(f"scale must be one of {', '.join(GRIDS)}, got {scale!r}")
+    checks.scale(scale, tuple(GRIDS))
     return list(GRIDS[scale].get(c, GRIDS[scale][0]))
 
 
 def posterior_settings(scale: str = "quick") -> dict:
     """phase_sweep's sampler settings of scale quick (posterior.QUICK) or full (posterior.PAPER)."""
-    if scale not in GRIDS:
-        raise ValueError(f"scale must be one of {', '.join(GRIDS)}, got {scale!r}")
+    checks.scale(scale, tuple(GRIDS))
     return dict(posterior.PAPER if scale == "full" else posterior.QUICK)
 
 
@@ -421,11 +419,10 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
     log: where the one-line stage messages go (None: nowhere). scheduler / workers: the
     stages' sweeps as Dask tasks on one cluster for the whole run (tms.cluster.session), and
     the stages that do not depend on each other (the three posterior sweeps and both
-    trainings, then both transition analyses) at once. Returns dict(scale, seed, out, figures, report (REPORT.md's path), stages {name: reused |
-    ran | resumed | repaired}).
+    trainings, then both transition analyses) at once. Returns dict(scale, seed, out,
+    figures, report (REPORT.md's path), stages {name: reused | ran | resumed | repaired}).
     """
-    if scale not in SCALE_NAMES:
-        raise ValueError(f"scale must be one of {', '.join(SCALE_NAMES)}, got {scale!r}")
+    checks.scale(scale, SCALE_NAMES)
     seed, threads = checks.seed(seed, "seed"), checks.threads(threads, "threads")
     out, figs = checks.output_dir(out, "out"), checks.output_dir(figures, "figures")
     dev = str(checks.device(device))

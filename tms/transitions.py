@@ -35,7 +35,7 @@ import torch
 
 from tms import checks, cluster, io, phases, zoo
 from tms.plots.sgd import choose_run, sgd_many, sgd_trajectory
-from tms.llc import default_nbeta, estimate_llc
+from tms.llc import default_nbeta
 from tms.records import Antecedent, TransitionsResult
 from tms.train import load_train
 
@@ -291,35 +291,10 @@ def llc_checkpoints(steps, n_points: int) -> np.ndarray:
     return np.unique(np.r_[idx, len(st) - 1])
 
 
-def trajectory_llc(
-    W: torch.Tensor,
-    b: torch.Tensor,
-    X: torch.Tensor,
-    *,
-    nbeta: float | None = None,
-    eps: float = 1e-3,
-    gamma: float = 1.0,
-    n_chains: int = 4,
-    n_burnin: int = 0,
-    n_draws: int = 500,
-    seed: int = 0,
-    progress: bool = True,
-):
-    """LLC at every checkpoint of every run in one batched call (SPEC 4 defaults: localized
-    full-batch SGLD on the run's training set, eps 1e-3, gamma 1, 500 draws, nbeta = n/log n).
-
-    W: (T, R, r, c), b: (T, R, c); X: (n, c) shared or (R, n, c) per run. Returns the
-    LLCResult of tms.llc.estimate_llc with centres (T, R).
-    """
-    checks.params(W, b)
-    checks.seed(seed, "seed")
-    if W.dim() != 4:
-        raise ValueError(f"W must be (T, R, r, c), got shape {tuple(W.shape)}")
-    checks.tensor(X, "X", min_dim=2)
-    nb = default_nbeta(X.shape[-2]) if nbeta is None else nbeta
-    # A per-run X (R, n, c) broadcasts over the checkpoints (T, R).
-    return estimate_llc(W, b, X, nbeta=nb, eps=eps, gamma=gamma, n_chains=n_chains, n_burnin=n_burnin,
-                        n_draws=n_draws, loss="empirical", seed=seed, progress=progress)
+# LLC at every checkpoint of every run in one batched call (SPEC 4 defaults: localized
+# full-batch SGLD on the run's training set, eps 1e-3, gamma 1, 500 draws, nbeta = n/log n);
+# with scheduler= or workers= the checkpoints go to Dask tasks (the same numbers).
+trajectory_llc = cluster.trajectory_llc
 
 
 # ---- LLC per plateau and the Bayesian-antecedent table -----------------------------------
@@ -474,7 +449,7 @@ def checkpoint_llc(res, out: Path, *, llc_points: int, n_chains: int, n_burnin: 
     blocks in OUT_llc_blocks until merged; same numbers)."""
     n = int(res.record["n"])
     idx = llc_checkpoints(res.steps.numpy(), llc_points)
-    nb = float(nbeta if nbeta is not None else n / np.log(n))
+    nb = float(default_nbeta(n) if nbeta is None else nbeta)
     settings = dict(nbeta=nb, eps=eps, gamma=gamma, n_chains=n_chains, n_burnin=n_burnin, n_draws=n_draws, seed=seed,
                     loss="empirical (full batch, training set)", checkpoints=idx.tolist(), train=res.record)
     llc_path = out.with_name(out.stem + "_llc")

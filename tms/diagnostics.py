@@ -201,6 +201,14 @@ RHAT_MAX = 1.01  # Vehtari et al. (2021): rank-normalised R-hat above this means
 ESS_MIN = 100  # bulk or tail ESS below this: too few effective draws for a reliable mean or quantile
 
 
+def failing(values: dict) -> list[str]:
+    """The names in `values` whose diagnostic fails: an R-hat (name starting "rhat") above
+    RHAT_MAX, any other (an ESS) below ESS_MIN; None and NaN are not judged."""
+    def bad(name, v):
+        return v is not None and bool(v > RHAT_MAX if name.startswith("rhat") else v < ESS_MIN)
+    return [name for name, v in values.items() if bad(name, v)]
+
+
 def phase_diagnostics(values, labels, min_share: float = 0.8) -> dict[str, dict]:
     """Diagnostics per phase for chains that stay in one phase.
 
@@ -237,7 +245,6 @@ def _chain_group_diagnostics(v: np.ndarray) -> dict:
         return float(fn(a)) if np.isfinite(a).any() else float("nan")
     rh = worst(rhat(v), np.nanmax)
     bulk, tail = worst(ess_bulk(v), np.nanmin), worst(ess_tail(v), np.nanmin)
-    flags = [name for name, bad in (("rhat", rh > RHAT_MAX), ("ess_bulk", bulk < ESS_MIN), ("ess_tail", tail < ESS_MIN))
-             if bad]
+    flags = failing({"rhat": rh, "ess_bulk": bulk, "ess_tail": tail})
     return {"chains": v.shape[1], "max_rhat": rh, "min_ess": bulk, "min_ess_bulk": bulk, "min_ess_tail": tail,
             "flags": flags}

@@ -288,14 +288,8 @@ def _draw_records(recs: list[dict], phases: list[str]) -> tuple[list[dict], dict
             for q in ("rhat", "ess_bulk", "ess_tail"):
                 val = float(getattr(diagnostics, q)(x))
                 diag[f"{q}_{v}"].append(val if np.isfinite(val) else None)
-        diag["flags"].append(_flags({k: v[-1] for k, v in diag.items() if k != "flags"}))
+        diag["flags"].append(diagnostics.failing({k: v[-1] for k, v in diag.items() if k != "flags"}))
     return draws, diag
-
-
-def _flags(d: dict) -> list[str]:
-    """Which rank diagnostics of one data set's draws fail (tms.diagnostics thresholds)."""
-    bad = lambda k, lo: d[k] is not None and (d[k] > diagnostics.RHAT_MAX if lo is None else d[k] < lo)  # noqa: E731
-    return [k for k in d if bad(k, None if k.startswith("rhat") else diagnostics.ESS_MIN)]
 
 
 def _point(n: int, recs: list[dict], plain: dict, g: slice, summ: np.ndarray, layout: dict) -> dict:

@@ -5,6 +5,7 @@ ValueError saying what was wrong and what was expected.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -97,6 +98,18 @@ def scale(x, allowed=("quick", "full"), name: str = "scale") -> str:
 def threads(x, name: str = "--threads") -> int | None:
     """A torch thread count: None (leave torch's choice) or an integer in [1, 1024]."""
     return None if x is None else positive_int(x, name, minimum=1, maximum=1024)
+
+
+@contextlib.contextmanager
+def torch_threads(k: int | None):
+    """torch uses k threads inside the block (None: unchanged); the caller's count is restored."""
+    before = torch.get_num_threads()
+    if k is not None:
+        torch.set_num_threads(k)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def generator(g, name: str = "generator") -> torch.Generator:

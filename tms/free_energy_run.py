@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from tms import checks, zoo
 from tms.free_energy import measure, report_section, save_summary
@@ -92,10 +91,11 @@ def run(c: int = 6, n: list[int] | None = None, *, data: str | None = None, scal
     free_energy.QUICK_NS[c]); data: a .npz of your own data sets instead of seeds; sweep /
     lam: overrides of the posterior sweep's and the phase-confined ladders' settings
     (SWEEP_KEYS, LAMBDA_KEYS); sgld_chains / sgld_burnin / sgld_draws: the SGLD lambdas'
-    chains, discarded and kept steps. threads: torch threads (default 1: many small tensor ops). Returns the summary
-    record, with `figure` and `out` added."""
-    fig_path = _check(c, n, data, scale, labels, mc_draws, batch_points, sgld_chains, sgld_burnin, sgld_draws, beta_lik, seed,
-                      threads, out, figure)
+    chains, discarded and kept steps. threads: torch threads during the run (default 1: many
+    small tensor ops; the caller's count is restored). Returns the summary record, with
+    `figure` and `out` added."""
+    fig_path = _check(c, n, data, scale, labels, mc_draws, batch_points, sgld_chains, sgld_burnin, sgld_draws,
+                      beta_lik, seed, threads, out, figure)
     if reading not in ("zoo", "hull"):
         raise ValueError(f"reading must be 'zoo' or 'hull', got {reading!r}")
     sweep, lam = check_settings(sweep, SWEEP_KEYS, "sweep"), check_settings(lam, LAMBDA_KEYS, "lam")
@@ -103,11 +103,11 @@ def run(c: int = 6, n: list[int] | None = None, *, data: str | None = None, scal
             if v is not None}
     datasets = load_datasets(data, c) if data is not None else None
     device = checks.device(device)
-    torch.set_num_threads(threads or 1)
     run_dir = Path(out) / f"c{c}_{scale}{'_data' if datasets is not None else ''}_b{beta_lik:g}_s{seed}"
-    res = measure(c, n, seed=seed, scale=scale, out_dir=run_dir, datasets=datasets, beta_lik=beta_lik,
-                  progress=progress, sweep=sweep, lam=lam, sgld=sgld, labels=labels, batch_points=batch_points,
-                  n_mc=mc_draws, device=device)
+    with checks.torch_threads(threads or 1):
+        res = measure(c, n, seed=seed, scale=scale, out_dir=run_dir, datasets=datasets, beta_lik=beta_lik,
+                      progress=progress, sweep=sweep, lam=lam, sgld=sgld, labels=labels, batch_points=batch_points,
+                      n_mc=mc_draws, device=device)
     res["settings"]["reading"] = reading
     save_summary(run_dir / f"summary_c{c}", res)
     res["figure"] = str(plot_free_energy(run_dir / f"summary_c{c}", fig_path, reading=reading))

@@ -24,7 +24,6 @@ differs from the one the stage drew (another figures folder).
 """
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import hashlib
 import shutil
@@ -395,18 +394,6 @@ def _free_energy_stage(x: _Ctx) -> _Stage:
     return _Stage("free_energy", dict(fc, c=6, seed=x.seed), [x.out / "free_energy"], compute, draw)
 
 
-@contextlib.contextmanager
-def _torch_threads(k: int | None):
-    """torch uses k threads inside the block (None: unchanged); the caller's count is restored."""
-    before = torch.get_num_threads()
-    if k is not None:
-        torch.set_num_threads(k)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/reproduce",
         figures: str | Path = "results/figures", device: str | torch.device = "cpu", force: bool = False,
         threads: int | None = 1, progress: bool = False, log: Callable[[str], None] | None = print,
@@ -430,7 +417,7 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
     figs.mkdir(parents=True, exist_ok=True)
     cluster.check_cluster(scheduler, workers)
     pipe = _Pipeline(out, figs, force, log or (lambda _: None))
-    with io.recording_device(dev), _torch_threads(threads), cluster.session(scheduler, workers) as where:
+    with io.recording_device(dev), checks.torch_threads(threads), cluster.session(scheduler, workers) as where:
         x = _Ctx(out, figs, SCALES[scale], seed, dev, progress, where)
         for st in _zoo_stages(x):
             pipe.run(st)

@@ -14,7 +14,6 @@ of 32 gives the same numbers, and a run can resume at any block boundary.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from pathlib import Path
@@ -185,19 +184,6 @@ def _sgd_step_(W, b, Xb, scale: float) -> None:
     b.add_(d.sum(1), alpha=scale)
 
 
-@contextlib.contextmanager
-def _threads(k: int | None):
-    if k is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(k)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 # ---- the trainer -------------------------------------------------------------------------
 
 
@@ -252,7 +238,7 @@ def train_sgd(
     Xd = X.to(dev)
     loop = _Loop(run_ids, seed, n, batch_size, c, epochs, spe, -2.0 * lr / batch_size, ck.tolist(), lr,
                  None if shared_data else (torch.arange(len(run_ids)) * n).view(1, -1, 1))
-    with _threads(num_threads), torch.no_grad():
+    with checks.torch_threads(num_threads), torch.no_grad():
         _train_blocks(state, loop, Xd.reshape(-1, c), dev, partial, record, save_every, progress)
     res = _finish(ck, state.W_ck.to(dev), state.b_ck.to(dev), Xd, shared_data, record)
     if path is not None:

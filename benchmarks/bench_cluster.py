@@ -1,12 +1,12 @@
 """Benchmark: a small posterior sweep in-process, on 1 and on 2 local Dask workers (issue 14).
 
-Protocol: tms.posterior.phase_sweep at c = 4 over an n-grid of 6 values (default
+Protocol: tms.bayes.posterior.phase_sweep at c = 4 over an n-grid of 6 values (default
 100,150,200,300,400,600), 2 data sets per n, the QUICK sampler settings with the budgets cut
 (--draws rounds, --warmup), seed 0, float64, CPU, one torch thread per process.
   in-process, one batch:      posterior.phase_sweep over the whole grid in one batched call
                               (today's default path);
   in-process, 1 n per batch:  the same with batch_points = 1 (the tasks' batches);
-  k workers:                  tms.cluster.phase_sweep(workers=k): a LocalCluster of k
+  k workers:                  tms.core.bayes_tasks.phase_sweep(workers=k): a LocalCluster of k
                               single-threaded processes started and closed by the lab (in
                               the time; the start alone is printed first), one task per n.
 Every variant writes to a fresh folder (nothing reused from disk); the results of all four
@@ -38,7 +38,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tms import cluster, posterior
+from tms.core import cluster
+from tms.bayes import posterior
+from tms.bayes import tasks as bayes_tasks
 
 
 def _timed(fn) -> tuple[float, dict]:
@@ -50,7 +52,7 @@ def _timed(fn) -> tuple[float, dict]:
 def _sweep(c, ns, kw, where: Path, workers=None, batch_points=None) -> dict:
     if workers is None:
         return posterior.phase_sweep(c, ns, out_dir=where, predict=False, batch_points=batch_points, **kw)
-    return cluster.phase_sweep(c, ns, out_dir=where, workers=workers, predict=False, points_per_task=1, **kw)
+    return bayes_tasks.phase_sweep(c, ns, out_dir=where, workers=workers, predict=False, points_per_task=1, **kw)
 
 
 def main():

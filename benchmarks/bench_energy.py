@@ -7,7 +7,7 @@ U = beta n L_n(theta) + |theta|^2 / 2 (beta = 1, SPEC 3), with its gradient, for
 N = 1 .. 16384 chains in one call:
   (a) autograd: tms.samplers.hmc.with_grad over n * empirical_loss_sorted (the samplers'
       previous path);
-  (b) eager: tms.loss.loss_and_grad_flat(..., scale=beta n, prior=1, compiled=False), the
+  (b) eager: tms.theory.loss.loss_and_grad_flat(..., scale=beta n, prior=1, compiled=False), the
       analytic gradient in torch ops;
   (c) compiled: the same with compiled=True, the numba kernel (energy, prior included).
 All three run in the same process, each as --trials back-to-back ~2 ms loops of calls,
@@ -62,9 +62,9 @@ import time
 
 import torch
 
-from tms.data import sample_inputs
-from tms.loss import empirical_loss_sorted, flatten_params, loss_and_grad_flat, sorted_data, unflatten_params
-from tms.model import init_params
+from tms.theory.data import sample_inputs
+from tms.theory.loss import empirical_loss_sorted, flatten_params, loss_and_grad_flat, sorted_data, unflatten_params
+from tms.theory.model import init_params
 from tms.samplers.hmc import with_grad
 
 SIZES = (1, 4, 16, 64, 256, 512, 1024, 4096, 16384)

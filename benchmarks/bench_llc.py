@@ -11,9 +11,9 @@ module and one SGLD optimiser per chain, chains and centres in a Python loop, di
 on the full batch), measured in the same run on a subset (3 centres x 2 chains x 100
 steps). Then the split of one step of ours into loss+gradient, noise, and the rest.
 
---bias: the default protocol (tms.llc.PROTOCOL, i.e. `tms llc --point P` with its defaults,
+--bias: the default protocol (tms.llc.estimator.PROTOCOL, i.e. `tms llc --point P` with its defaults,
 seed 0) at the zoo points 6, 5+, 5 against theory rank/2, beside a long run (16 chains x
-(5000 + 40000) steps) at the same nbeta = 1000 / log 1000: the numbers in tms.llc's docstring
+(5000 + 40000) steps) at the same nbeta = 1000 / log 1000: the numbers in tms.llc.estimator's docstring
 and tests/test_llc_converge.py. Only --bias (no throughput): add --no-throughput.
 
 --bias-study: lambda_hat at the zoo points 5, 5+, 6 (c = 6, exact population loss) for
@@ -30,11 +30,13 @@ import time
 
 import torch
 
-from tms.data import sample_inputs
-from tms.llc import PROTOCOL, default_nbeta, estimate_llc
-from tms.llc_run import run_llc
-from tms.loss import (batched_grad, batched_hessian, empirical_loss_sorted, population_loss,
+from tms.theory.data import sample_inputs
+from tms.llc.estimator import PROTOCOL, default_nbeta, estimate_llc
+from tms.experiments.llc import run_llc
+from tms.theory.loss import (batched_grad, batched_hessian, empirical_loss_sorted, flatten_params, population_loss,
                       sorted_data)
+from tms.core import rng
+from tms.llc.estimator import tms_grad_fn
 from tms.samplers import sgld
 
 
@@ -148,8 +150,8 @@ def throughput(args):
     data = sorted_data(X)
     Wk = W.unsqueeze(1).expand(C, K, 2, c)
     bk = b.unsqueeze(1).expand(C, K, c)
-    st_ = sgld.init(Wk, bk, centre_W=Wk, centre_b=bk, generator=0)
-    gf = sgld.grad_fn_wb(lambda W_, b_: empirical_loss_sorted(W_, b_, data), 2, c)
+    st_ = sgld.init(flatten_params(Wk, bk), generator=0)
+    gf = tms_grad_fn(lambda W_, b_: empirical_loss_sorted(W_, b_, data), 2, c)
 
     def per_call(f, reps=30):
         f()
@@ -159,7 +161,7 @@ def throughput(args):
         return (time.perf_counter() - t) / reps
 
     t_grad = per_call(lambda: gf(st_.theta))
-    t_noise = per_call(lambda: sgld.normal(st_.key, torch.arange(sgld.NOISE_BLOCK), 18)) / sgld.NOISE_BLOCK
+    t_noise = per_call(lambda: rng.normal(st_.key, torch.arange(rng.NOISE_BLOCK), 18)) / rng.NOISE_BLOCK
     t_step = t_ours / T
     print(f"per step ({C * K} chains): total {t_step * 1e3:.2f} ms = loss+grad {t_grad * 1e3:.2f} ms, "
           f"noise {t_noise * 1e3:.2f} ms, kernel/bookkeeping {max(t_step - t_grad - t_noise, 0) * 1e3:.2f} ms")
@@ -173,7 +175,7 @@ def throughput(args):
 
 
 def bias_study(args):
-    from tms import zoo
+    from tms.theory import zoo
 
     labels, pts, eigs = ["5", "5+", "6"], [], []
     for label in labels:
@@ -210,7 +212,7 @@ def bias_study(args):
 def default_protocol_bias(args):
     """The default protocol at 6, 5+, 5 (each point alone, as `tms llc --point P` runs it)
     against rank/2, and a long run at the same nbeta (all three in one batch)."""
-    from tms import zoo
+    from tms.theory import zoo
 
     labels = ["6", "5+", "5"]
     print(f"default protocol {PROTOCOL}, population loss, nbeta = 1000 / log 1000, seed 0")

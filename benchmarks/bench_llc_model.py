@@ -1,4 +1,4 @@
-"""Benchmark of the generic LLC front end (tms.llc_model.estimate_llc_model). Run on demand:
+"""Benchmark of the generic LLC front end (tms.llc.modules.estimate_llc_model). Run on demand:
 
     .venv/bin/python benchmarks/bench_llc_model.py [--threads 2] [--max-chains 4096]
 
@@ -23,7 +23,7 @@ Python decomposition of nll_loss, which cross_entropy takes under vmap, the rest
 dispatch), so a per-chain loop of plain modules is faster there; at 64-256 chains that cost is shared and
 the batched kernels win; from ~1024 chains the step is memory-bound (activations of
 chains x n x width no longer fit in cache) and the counter-based noise costs ~0.4 µs per
-normal on this CPU (sgld.normal's int64 hashing: ~80 µs per chain-step at d = 195).
+normal on this CPU (rng.normal's int64 hashing: ~80 µs per chain-step at d = 195).
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from tms.llc import default_nbeta
-from tms.llc_model import estimate_llc_model
+from tms.llc.estimator import default_nbeta
+from tms.llc.modules import estimate_llc_model
 
 
 def problem(n: int = 256, seed: int = 0):
@@ -90,7 +90,7 @@ def main():
     print(f"{'n_chains':>8} {'steps':>6} {'seconds':>8} {'µs/chain-step':>14} {'x reference':>12}")
     k = 1
     while k <= args.max_chains:
-        steps = max(32, args.work // k)  # at least one block of counter-based noise (sgld.NOISE_BLOCK)
+        steps = max(32, args.work // k)  # at least one block of counter-based noise (rng.NOISE_BLOCK)
         t0 = time.perf_counter()
         estimate_llc_model(model, F.cross_entropy, (x, y), n_chains=k, n_burnin=0, n_draws=steps, seed=0, **kw)
         dt = time.perf_counter() - t0

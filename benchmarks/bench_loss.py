@@ -1,8 +1,8 @@
 """Benchmark: loss + gradient for 100,000 parameter sets (c = 6, r = 2) in one batched call.
 
 Protocol: float64, one call each of
-  (a) closed-form population loss (tms.loss.population_loss),
-  (b) direct empirical loss on a data set of n = 1000 (tms.loss.empirical_loss, O(n c)),
+  (a) closed-form population loss (tms.theory.loss.population_loss),
+  (b) direct empirical loss on a data set of n = 1000 (tms.theory.loss.empirical_loss, O(n c)),
   (c) sorted exact empirical loss on the same data set (O(c^2 log n)),
 each followed by backward ((b) in chunks of 4,000 sets: its activations for\n100,000 sets would need tens of GB). Best of 3 repeats after one warm-up. Prints throughput
 (parameter sets per second) and ratios against (b), the simple reference.
@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from tms.data import sample_inputs
-from tms.loss import batched_grad, empirical_loss, empirical_loss_sorted, population_loss, sorted_data
-from tms.model import init_params
+from tms.theory.data import sample_inputs
+from tms.theory.loss import batched_grad, empirical_loss, empirical_loss_sorted, population_loss, sorted_data
+from tms.theory.model import init_params
 
 
 def timed(fn, repeats=3):

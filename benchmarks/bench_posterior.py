@@ -3,11 +3,11 @@ previous one (synchronous HMC transitions + autograd energy), in one run.
 
 Protocol. c = 6, r = 2, one data set of n = 600 (seed 0), posterior N(0, I) exp(-n L_n)
 (beta_lik = 1); `chains` plain chains (no tempering) from the same prior draws.
-- old: tms/samplers/reference.py (every transition runs the batch's longest trajectory,
+- old: tests/reference/samplers.py (every transition runs the batch's longest trajectory,
   cap --old-max-steps), energy and gradient by autograd through empirical_loss_sorted,
   --old-warmup + --old-draws transitions.
 - new: tms.samplers.tempering.run_chains (rounds of --max-steps ticks; each chain runs its
-  own trajectories back to back), energy and gradient from tms.posterior.energy_grad_fn,
+  own trajectories back to back), energy and gradient from tms.bayes.posterior.energy_grad_fn,
   --warmup + --draws rounds.
 Effective samples: ESS of each of the six biases per chain (single-chain split ESS, their
 draws at every transition / round end), summed over chains; min and mean over the biases.
@@ -35,15 +35,21 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from tms import diagnostics, posterior
-from tms.data import sample_inputs
-from tms.loss import sorted_data, stack_sorted
-from tms.samplers import reference, tempering
+from tms.samplers import diagnostics
+from tms.bayes import posterior
+from tms.theory.data import sample_inputs
+from tms.theory.loss import sorted_data, stack_sorted
+from tms.samplers import tempering
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference import samplers as reference  # noqa: E402
 
 R, C = 2, 6
 

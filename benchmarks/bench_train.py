@@ -3,9 +3,9 @@
 Protocol: c = 6, r = 2, n = 1000 (one training set per run), batch 20, lr 0.005, 4500 epochs
 = 225,000 steps per run, 4-gon start, float64, the default checkpoint schedule (exact train
 and population losses of every checkpoint computed at the end, included in the time).
-tms.train.train_sgd runs all runs as one batch with an analytic gradient, one torch thread.
+tms.dynamics.train.train_sgd runs all runs as one batch with an analytic gradient, one torch thread.
 
-Reference, measured in the same process on a subset: tms.train.train_sgd_reference, one
+Reference, measured in the same process on a subset: tms.dynamics.train.train_sgd_reference, one
 torch.nn.Module and torch.optim.SGD per run with autograd, a Python loop over runs and
 steps (same seeds, same numbers). Its per-run-step time is extrapolated to 32 x 225,000.
 
@@ -17,11 +17,16 @@ Run: .venv/bin/python benchmarks/bench_train.py [--runs 32] [--epochs 4500] [--t
 import argparse
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from tms.train import train_sgd, train_sgd_reference
+from tms.dynamics.train import train_sgd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference.train import train_sgd_reference  # noqa: E402
 
 
 def main():

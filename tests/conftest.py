@@ -1,5 +1,11 @@
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+# tests/reference/ (the slow, obviously correct oracles) is imported as `reference`
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 torch.set_default_dtype(torch.float64)
 

@@ -30,7 +30,7 @@ def test_every_figure_the_readme_shows_is_committed():
 
 def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     """The README's Python example does what it says, after a tiny `tms train`."""
-    from tms.cli import main
+    from tms.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--runs", "2", "--epochs", "40", "--out", "results/sgd/train"]) == 0

@@ -3,9 +3,9 @@
 Parameters everywhere are ``W: (..., r, c)`` and ``b: (..., c)`` with any leading
 batch dims (docs/ARCHITECTURE.md). The loss is the unhalved squared error (docs/SPEC.md section 1).
 """
-from tms.model import forward, init_params, Params
-from tms.data import sample_inputs, sample_inputs_sparse
-from tms.loss import (
+from tms.theory.model import forward, init_params, Params
+from tms.theory.data import sample_inputs, sample_inputs_sparse
+from tms.theory.loss import (
     population_loss,
     empirical_loss,
     SortedData,
@@ -25,4 +25,4 @@ __all__ = [
     "empirical_loss_sorted", "empirical_loss_and_grad_sorted", "population_loss_and_grad",
     "loss_and_grad_flat", "batched_grad", "batched_hessian",
 ]
-__version__ = "0.1.0"
+from tms.core._version import __version__  # noqa: E402

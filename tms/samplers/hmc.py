@@ -21,7 +21,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from tms import checks
+from tms.core import checks
 
 PotentialFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 

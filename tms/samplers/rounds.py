@@ -22,7 +22,7 @@ The target of chain i is exp(-U_i), U_i = beta_i E(theta) + P(theta): E the temp
 (the likelihood), P the untempered part (the prior). ``energy_grad`` and ``prior_grad`` map
 theta (..., d) to (value (...), gradient (..., d)).
 
-Randomness is counter-based (tms.samplers.rng): the momentum, Metropolis uniform and length
+Randomness is counter-based (tms.core.rng): the momentum, Metropolis uniform and length
 of a chain's k-th trajectory are functions of (chain key, k) only, so a chain's numbers do
 not depend on what else is in the batch.
 """
@@ -33,10 +33,9 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from tms.samplers import rng
+from tms.core import rng
 
 GradFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-STREAM_MOMENTUM, STREAM_INIT = 10, 14
 BUFFER = 4  # trajectories of random numbers generated ahead per chain
 
 
@@ -104,7 +103,7 @@ def initial_step_size(ch: Chains, keys, energy_grad: GradFn, beta=None, prior_gr
     U, g = potential(ch.theta, ch.energy, ch.egrad, beta, prior_grad)
     eps = torch.full(U.shape, step_size, dtype=ch.theta.dtype, device=ch.theta.device)
     for it in range(iters):
-        p0 = rng.normal(keys, it, ch.theta.shape[-1], ch.theta.dtype, STREAM_INIT)
+        p0 = rng.normal(keys, it, ch.theta.shape[-1], ch.theta.dtype, rng.HMC_INIT_STEP)
         e = eps.unsqueeze(-1)
         x = ch.theta + e * (p0 - 0.5 * e * g)
         Ex, gEx = guarded(energy_grad)(x)
@@ -186,7 +185,7 @@ class _Round:
         m = 2 * ((self.d + 1) // 2) + 2
         if self.buf is None or bool((self.buf_at[idx] >= BUFFER).any()):
             ahead = self.counts.unsqueeze(-1) + torch.arange(BUFFER, device=self.counts.device)
-            self.buf, self.buf_at = rng.uniform_at(self.keys, ahead, STREAM_MOMENTUM, m), torch.zeros_like(self.counts)
+            self.buf, self.buf_at = rng.uniform_at(self.keys, ahead, rng.HMC_MOMENTUM, m), torch.zeros_like(self.counts)
         u = self.buf[idx, self.buf_at[idx]]
         self.buf_at[idx] += 1
         self.counts[idx] += 1

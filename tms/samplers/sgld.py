@@ -6,13 +6,12 @@ posterior's potential) and L the population, full-batch or minibatch loss:
     w <- w - (eps/2) * grad U(w) + N(0, eps I)
 
 The kernel works on a flat parameter vector theta (..., d) with any leading batch dims
-(centres x chains); ``init`` builds a state from TMS params W (..., r, c), b (..., c)
-(theta = flatten_params(W, b)), ``init_flat`` from any flat vector (torch.func models).
+(centres x chains); it never sees a model's parameters, only theta and a grad_fn.
 
 Randomness is counter-based: every item (one chain of one centre) carries an integer key,
 and the noise of step t, coordinate k is a hash of (key, t, k). The numbers a chain sees
 are therefore the same whatever else is in the batch (DESIGN: same seed, same numbers,
-whatever the batch layout). ``item_keys`` derives the keys from a seed and item indices.
+whatever the batch layout). tms.core.rng derives the keys from a seed and item indices.
 
 Metropolis-adjusted acceptance (a step-size diagnostic, not used to reject): the SGLD move
 w -> w' is a MALA proposal, q(w'|w) = N(w - (eps/2) grad U(w), eps I). Its acceptance
@@ -28,109 +27,8 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from tms import checks
-from tms.loss import batched_grad, flatten_params, unflatten_params
-
-_MASK32 = 0xFFFFFFFF
-NOISE_BLOCK = 32  # steps of noise generated per call (pure function of key and step)
-
-# ---- counter-based random numbers (int64 arithmetic that never overflows) ---------------
-
-
-def _mul32(x: torch.Tensor, k: int) -> torch.Tensor:
-    """(x * k) mod 2^32 for 0 <= x < 2^32, split in 16-bit halves so int64 never overflows."""
-    lo, hi = k & 0xFFFF, k >> 16
-    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _MASK32
-
-
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit avalanche hash (xorshift-multiply, 'lowbias32' constants)."""
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def _mix_py(x: int) -> int:
-    """_mix32 on a Python int (for step counters and stream ids)."""
-    x &= _MASK32
-    x ^= x >> 16
-    x = (x * 0x7FEB352D) & _MASK32
-    x ^= x >> 15
-    x = (x * 0x846CA68B) & _MASK32
-    return x ^ (x >> 16)
-
-
-def _code(*ints: int) -> int:
-    """Hash non-negative Python ints (any size) into one 32-bit value."""
-    h = 0x9E3779B9
-    for v in ints:
-        if v < 0:  # the loop below would never end on a negative int
-            raise ValueError(f"random keys hash non-negative integers (seeds, indices), got {v}")
-        while True:
-            h = _mix_py(h ^ _mix_py((v & _MASK32) + 0x85EBCA6B))
-            v >>= 32
-            if not v:
-                break
-    return h
-
-
-def _tcode(t) -> torch.Tensor | int:
-    """_code(t) for an int, or elementwise for an int64 tensor of steps in [0, 2^32)."""
-    if isinstance(t, torch.Tensor):
-        return _mix32(0x9E3779B9 ^ _mix32(((t & _MASK32) + 0x85EBCA6B) & _MASK32))
-    return _code(t)
-
-
-def uniform(key: torch.Tensor, t, stream: int, m: int) -> torch.Tensor:
-    """U(0, 1] numbers, float64, a pure function of (key, step t, stream, index < m).
-
-    key (...,); t an int -> (..., m), or a 1-D int64 tensor of steps (B,) -> (..., B, m).
-    """
-    if isinstance(t, torch.Tensor):
-        kt = _mix32(key.unsqueeze(-1) ^ _tcode(t.to(key.device)))
-    else:
-        kt = _mix32(key ^ _tcode(t))
-    ks = _mix32(kt ^ _code(stream)).unsqueeze(-1)
-    h = _mix32(ks ^ _mix32(torch.arange(m, device=key.device) * 2 + 1))
-    return (h.to(torch.float64) + 1.0) / 4294967296.0
-
-
-def normal(key: torch.Tensor, t, d: int, dtype=torch.float64, stream: int = 0) -> torch.Tensor:
-    """Standard normals (..., d) (t an int) or (..., B, d) (t a tensor of B steps), Box-Muller.
-
-    Streams: 0 (uniform streams 0, 1) is the SGLD noise; 2 is taken by minibatch indices;
-    3 (uniform streams 3, 4) is the noise of ``mala_probe``."""
-    u1 = uniform(key, t, stream, d)
-    u2 = uniform(key, t, stream + 1, d)
-    return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).to(dtype)
-
-
-def item_keys(seed: int, shape: tuple[int, ...], device=None) -> torch.Tensor:
-    """Keys (*shape) for items indexed by their position: hash(seed, i_1, ..., i_k).
-
-    The key of an item depends only on the seed and its own index tuple, so an item keeps
-    its random numbers when it is estimated alone (pass ``item_keys(seed, shape)[i]``).
-    """
-    key = torch.full(tuple(shape), _code(int(seed)), dtype=torch.int64, device=device)
-    for axis, size in enumerate(shape):
-        view = [1] * len(shape)
-        view[axis] = size
-        key = _mix32(key ^ _mix32(torch.arange(size, device=device).reshape(view) + 0x632BE5AB))
-    return key
-
-
-def seed_from(generator: torch.Generator | int) -> int:
-    """An int seed from an int or by drawing from a torch.Generator."""
-    if isinstance(generator, int) and not isinstance(generator, bool):
-        return checks.seed(generator, "seed")
-    gen = checks.generator(generator)
-    return int(torch.randint(0, 2**62, (1,), generator=gen).item())
-
-
-# ---- the kernel -------------------------------------------------------------------------
-
+from tms.core import checks, rng
+from tms.core.rng import NOISE_BLOCK, item_keys, normal, seed_from
 
 class SGLDState(NamedTuple):
     """State of a batch of localised SGLD chains.
@@ -140,7 +38,6 @@ class SGLDState(NamedTuple):
     alive:  (...,) bool; False once an item produced NaN/inf (it is then frozen at its
             centre, its losses are reported as NaN and it is never averaged in)
     prev:   None, or (theta, U, grad U) at the previous point, for the MALA acceptance
-    rc:     (r, c) when theta holds flattened TMS params (for .W / .b), else None
     noise:  None, or (t0, normals (..., B, d)) for steps t0 .. t0+B-1: the counter-based
             noise generated a block of steps at a time (same numbers, less overhead)
     """
@@ -151,16 +48,7 @@ class SGLDState(NamedTuple):
     t: int
     alive: torch.Tensor
     prev: tuple | None
-    rc: tuple[int, int] | None
     noise: tuple | None = None
-
-    @property
-    def W(self) -> torch.Tensor:
-        return unflatten_params(self.theta, *self.rc)[0]
-
-    @property
-    def b(self) -> torch.Tensor:
-        return unflatten_params(self.theta, *self.rc)[1]
 
 
 class SGLDInfo(NamedTuple):
@@ -184,11 +72,11 @@ def _keys(generator, batch_shape, device) -> torch.Tensor:
     return item_keys(seed_from(generator), tuple(batch_shape), device)
 
 
-def init_flat(theta: torch.Tensor, *, centre: torch.Tensor | None = None, generator, rc=None) -> SGLDState:
+def init(theta: torch.Tensor, *, centre: torch.Tensor | None = None, generator) -> SGLDState:
     """State for chains at theta (..., d), localised at centre (default: theta itself).
 
     generator: int seed, torch.Generator (one seed is drawn from it), or an int64 tensor of
-    per-item keys broadcastable to theta.shape[:-1] (see ``item_keys``).
+    per-item keys broadcastable to theta.shape[:-1] (see tms.core.rng.item_keys).
     """
     checks.tensor(theta, "theta", min_dim=1)
     centre = theta if centre is None else checks.tensor(centre, "centre", min_dim=1)
@@ -196,29 +84,7 @@ def init_flat(theta: torch.Tensor, *, centre: torch.Tensor | None = None, genera
     batch = theta.shape[:-1]
     key = _keys(generator, batch, theta.device)
     alive = torch.ones(batch, dtype=torch.bool, device=theta.device)
-    return SGLDState(theta.clone(), centre.clone(), key, 0, alive, None, rc)
-
-
-def init(W: torch.Tensor, b: torch.Tensor, *, centre_W: torch.Tensor, centre_b: torch.Tensor, generator) -> SGLDState:
-    """State for TMS chains starting at (W, b) localised at (centre_W, centre_b).
-
-    W: (..., r, c), b: (..., c); centres broadcast against them (e.g. centres (C, 1, r, c)
-    against chains (C, K, r, c)). Use ``grad_fn_wb`` to build the step's grad_fn.
-    """
-    checks.params(W, b)
-    checks.params(centre_W, centre_b)
-    r, c = W.shape[-2:]
-    return init_flat(flatten_params(W, b), centre=flatten_params(centre_W, centre_b), generator=generator, rc=(r, c))
-
-
-def grad_fn_wb(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], r: int, c: int) -> GradFn:
-    """Wrap a batched TMS loss (W, b) -> (...) into theta -> (L (...), grad L (..., d))."""
-
-    def grad_fn(theta):
-        L, gW, gb = batched_grad(loss_fn, *unflatten_params(theta, r, c))
-        return L, flatten_params(gW, gb)
-
-    return grad_fn
+    return SGLDState(theta.clone(), centre.clone(), key, 0, alive, None)
 
 
 def step(
@@ -274,7 +140,7 @@ def step(
         alive=ok,
     )
     prev = (theta, torch.where(ok, U, nan), gradU)
-    return SGLDState(new, centre, state.key, state.t + 1, ok, prev, state.rc, cache), info
+    return SGLDState(new, centre, state.key, state.t + 1, ok, prev, cache), info
 
 
 def mala_probe(theta: torch.Tensor, centre: torch.Tensor, grad_fn: GradFn, key: torch.Tensor, t: int, *,
@@ -293,7 +159,7 @@ def mala_probe(theta: torch.Tensor, centre: torch.Tensor, grad_fn: GradFn, key: 
         return nb * L + 0.5 * gamma * (diff * diff).sum(-1), nb.unsqueeze(-1) * g + gamma * diff
 
     U0, g0 = U_grad(theta)
-    prop = theta - 0.5 * eps * g0 + math.sqrt(eps) * normal(key, t, theta.shape[-1], theta.dtype, 3).to(theta.device)
+    prop = theta - 0.5 * eps * g0 + math.sqrt(eps) * normal(key, t, theta.shape[-1], theta.dtype, rng.MALA_PROBE).to(theta.device)
     U1, g1 = U_grad(prop)
     fwd = prop - theta + 0.5 * eps * g0
     bwd = theta - prop + 0.5 * eps * g1

@@ -13,13 +13,13 @@ even where chains at that temperature alone never cross between wells.
 Ladder placement (warm-up): the temperatures are re-placed so that every neighbour pair
 has the same rejection rate (the cumulative rejection along log beta is made linear, the
 communication-barrier rule of Syed et al. 2019 for even-odd tempering); the swap rates are
-pooled over the dims along which `betas` is broadcast (in tms.posterior: the R ladders of
+pooled over the dims along which `betas` is broadcast (in tms.bayes.posterior: the R ladders of
 one data set), so each data set gets its own ladder. Round trips (a replica going from the
 hottest slot to the coldest and back) are counted per ladder while sampling.
 
 Driver = ``warmup`` then ``sample`` (pure functions over an explicit SamplerState, so a
-caller can sample in blocks, check precision and drop finished items: see tms.posterior).
-All randomness is counter-based per chain key (tms.samplers.rng).
+caller can sample in blocks, check precision and drop finished items: see tms.bayes.posterior).
+All randomness is counter-based per chain key (tms.core.rng).
 """
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ from typing import Callable, NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from tms import checks
-from tms.samplers import rng, rounds
+from tms.core import checks
+from tms.core import rng
+from tms.samplers import rounds
 from tms.samplers.hmc import with_grad
 
-STREAM_SWAP = 20
 N_PLACE = 4  # ladder placements during warm-up (a fixed-point iteration on the swap rates)
 
 
@@ -135,7 +135,7 @@ def _do_swap(state: SamplerState, stats: dict | None) -> SamplerState:
     if state.betas is None or state.chains.theta.shape[-2] < 2:
         return state
     K = state.chains.theta.shape[-2]
-    u = rng.uniform(state.keys[..., 0], state.rounds, STREAM_SWAP, K - 1)
+    u = rng.uniform(state.keys[..., 0], state.rounds, rng.SWAP, K - 1)
     ch, acc, rep = swap(state.chains, state.betas, state.rounds % 2, u, state.replica)
     last = state.last_end
     if stats is not None:

@@ -1,0 +1,301 @@
+"""Bad input through `tms.cli.main.main`, in-process: every case exits 2 with one line on stderr,
+no traceback, and nothing written (the output folder, the working folder and the input
+files stay as they were). Then the CLI's last line of defence for unexpected errors.
+
+Read-only outputs are made so that they hold as root too (root ignores chmod): a path under
+a regular file, and /proc or /sys where the kernel refuses new files.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tms.core import io
+from tms.cli.main import main
+
+TRAIN_ARGS = ["--runs", "2", "--epochs", "2", "--n", "100", "--batch-size", "10"]
+HAS_PROC = os.path.isdir("/proc")
+HAS_SYS = os.path.isdir("/sys/kernel")  # sysfs: no one may create files in its root
+
+
+def _record(d: Path, name: str, arrays: dict, record) -> str:
+    io.save_result(d / name, arrays, {} if not isinstance(record, dict) else record)
+    if not isinstance(record, dict):  # a JSON list where a record belongs
+        (d / f"{name}.json").write_text(json.dumps(record))
+    return str(d / name)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Input files: a tiny real `tms train` result and broken variants of it. The zoo at
+    c = 3 and 6 is solved here, so no case shows the progress bar of a first solve."""
+    from tms.theory import zoo
+
+    zoo.critical_points(3), zoo.critical_points(6)
+    d = tmp_path_factory.mktemp("inputs")
+    assert main(["train", *TRAIN_ARGS, "--out", str(d / "train")]) == 0
+    arrays, rec = io.load_result(d / "train")
+    (d / "empty.npz").write_bytes(b"")
+    (d / "empty.json").write_text("")
+    blob = (d / "train.npz").read_bytes()
+    (d / "trunc.npz").write_bytes(blob[: len(blob) // 2])
+    (d / "trunc.json").write_text((d / "train.json").read_text())
+    (d / "torn.npz").write_bytes(blob)  # the arrays of one write, the record of another
+    (d / "torn.json").write_text(json.dumps(dict(rec, lr=0.5), indent=2, sort_keys=True))
+    (d / "nojson.npz").write_bytes(blob)
+    _record(d, "list", arrays, [1, 2, 3])
+    _record(d, "nokey", arrays, {k: v for k, v in rec.items() if k != "c"})
+    _record(d, "noarray", {k: v for k, v in arrays.items() if k != "pop_loss"}, rec)
+    _record(d, "intW", dict(arrays, W=arrays["W"].astype(np.int64)), rec)
+    _record(d, "nanW", dict(arrays, W=np.full_like(arrays["W"], np.nan)), rec)
+    _record(d, "shape", dict(arrays, b=arrays["b"][..., :5]), rec)
+    _record(d, "onlyW", {"W": arrays["W"]}, {"c": 6})
+    (d / "afile").write_text("a regular file, so nothing can be written under it\n")
+    (d / "adir").mkdir()
+    return d
+
+
+# (id, argv); {d} is the inputs folder, {o} the (empty) output folder, also the working folder.
+CASES = [
+    # ---- tms loss
+    ("loss-r>c", ["loss", "--W", "[[1,0],[0,1],[1,1]]"]),
+    ("loss-bool", ["loss", "--W", "[[true,false],[false,true]]"]),
+    ("loss-nan", ["loss", "--W", "[[NaN,0],[0,1]]"]),
+    ("loss-inf-b", ["loss", "--W", "[[1,0],[0,1]]", "--b", "[Infinity,0]"]),
+    ("loss-ragged", ["loss", "--W", "[[1,0],[0]]"]),
+    ("loss-empty", ["loss", "--W", "[]"]),
+    ("loss-not-json", ["loss", "--W", "[[1,0],[0,1"]),
+    ("loss-strings", ["loss", "--W", '[["a","b"]]']),
+    ("loss-b-length", ["loss", "--W", "[[1,0]]", "--b", "[1,2,3]"]),
+    ("loss-b-2d", ["loss", "--W", "[[1,0]]", "--b", "[[1,2]]"]),
+    ("loss-missing-W", ["loss"]),
+    # ---- tms zoo
+    ("zoo-c-small", ["zoo", "--c", "2", "--out", "{o}/z.png"]),
+    ("zoo-c-large", ["zoo", "--c", "17", "--out", "{o}/z.png"]),
+    ("zoo-c-type", ["zoo", "--c", "six"]),
+    ("zoo-kgons-negative", ["zoo", "--kgons", "-1", "--out", "{o}/z.png"]),
+    ("zoo-kgons-2", ["zoo", "--kgons", "2", "--out", "{o}/z.png"]),
+    ("zoo-kgons-unbounded", ["zoo", "--kgons", "200", "--out", "{o}/z.png"]),
+    ("zoo-out-under-file", ["zoo", "--out", "{d}/afile/z.png"]),
+    ("zoo-out-suffix", ["zoo", "--out", "{o}/z.txt"]),
+    ("zoo-out-is-dir", ["zoo", "--out", "{d}/adir"]),
+    ("zoo-out-proc", ["zoo", "--out", "/proc/tms/z.png"]),
+    ("zoo-default-figure-readonly-cwd", ["zoo", "@cwd=/proc"]),
+    # ---- tms llc
+    ("llc-seed-negative", ["llc", "--point", "5+", "--seed", "-1"]),
+    ("llc-data-seed-negative", ["llc", "--point", "5+", "--data-seed", "-3"]),
+    ("llc-threads-0", ["llc", "--point", "5+", "--threads", "0"]),
+    ("llc-threads-negative", ["llc", "--point", "5+", "--threads", "-2"]),
+    ("llc-eps-huge", ["llc", "--point", "5+", "--eps", "10"]),
+    ("llc-eps-nan", ["llc", "--point", "5+", "--eps", "nan"]),
+    ("llc-eps-negative", ["llc", "--point", "5+", "--eps", "-0.001"]),
+    ("llc-eps-option-like", ["llc", "--point", "5+", "--eps", "-1e-3"]),
+    ("llc-gamma-negative", ["llc", "--point", "5+", "--gamma", "-1"]),
+    ("llc-gamma-inf", ["llc", "--point", "5+", "--gamma", "inf"]),
+    ("llc-n-1", ["llc", "--point", "5+", "--n", "1"]),
+    ("llc-n-nan", ["llc", "--point", "5+", "--n", "nan"]),
+    ("llc-nbeta-0", ["llc", "--point", "5+", "--nbeta", "0"]),
+    ("llc-n-draws-0", ["llc", "--point", "5+", "--n-draws", "0"]),
+    ("llc-n-draws-unbounded", ["llc", "--point", "5+", "--n-draws", "1000000000"]),
+    ("llc-n-chains-0", ["llc", "--point", "5+", "--n-chains", "0"]),
+    ("llc-n-burnin-negative", ["llc", "--point", "5+", "--n-draws", "50", "--n-burnin", "-1"]),
+    ("llc-batch-0", ["llc", "--point", "5+", "--batch-size", "0"]),
+    ("llc-every-0", ["llc", "--point", "5+", "--every", "0"]),
+    ("llc-rows-0", ["llc", "--point", "5+", "--rows", "0"]),
+    ("llc-c-large", ["llc", "--point", "5", "--c", "40"]),
+    ("llc-unknown-label", ["llc", "--point", "9+", "--c", "6", "--n-draws", "2"]),
+    ("llc-malformed-label", ["llc", "--point", "5x", "--c", "6", "--n-draws", "2"]),
+    ("llc-point-and-checkpoints", ["llc", "--point", "5", "--checkpoints", "{d}/train"]),
+    ("llc-missing-checkpoints", ["llc", "--checkpoints", "{d}/missing.npz"]),
+    ("llc-empty-checkpoints", ["llc", "--checkpoints", "{d}/empty.npz"]),
+    ("llc-truncated-checkpoints", ["llc", "--checkpoints", "{d}/trunc.npz"]),
+    ("llc-torn-checkpoints", ["llc", "--checkpoints", "{d}/torn"]),
+    ("llc-no-json", ["llc", "--checkpoints", "{d}/nojson.npz"]),
+    ("llc-json-list", ["llc", "--checkpoints", "{d}/list"]),
+    ("llc-no-b", ["llc", "--checkpoints", "{d}/onlyW"]),
+    ("llc-int-W", ["llc", "--checkpoints", "{d}/intW"]),
+    ("llc-nan-W", ["llc", "--checkpoints", "{d}/nanW"]),
+    ("llc-W-b-mismatch", ["llc", "--checkpoints", "{d}/shape"]),
+    ("llc-batch-over-n", ["llc", "--checkpoints", "{d}/train", "--batch-size", "101", "--n-draws", "2"]),
+    ("llc-out-under-file", ["llc", "--point", "5+", "--out", "{d}/afile/r"]),
+    ("llc-out-is-dir", ["llc", "--point", "5+", "--out", "{d}/adir"]),
+    ("llc-plot-suffix", ["llc", "--point", "5+", "--plot", "{o}/p.dat"]),
+    ("llc-plot-proc", ["llc", "--point", "5+", "--plot", "/proc/p.png"]),
+    # ---- tms posterior
+    ("post-seed-negative", ["posterior", "--c", "3", "--seed", "-1"]),
+    ("post-threads-0", ["posterior", "--c", "3", "--threads", "0"]),
+    ("post-n-text", ["posterior", "--c", "3", "--n", "abc"]),
+    ("post-n-0", ["posterior", "--c", "3", "--n", "0"]),
+    ("post-n-negative", ["posterior", "--c", "3", "--n", "100,-5"]),
+    ("post-n-duplicate", ["posterior", "--c", "3", "--n", "100,100"]),
+    ("post-n-unbounded-grid", ["posterior", "--c", "3", "--n", "10:1000000000:1"]),
+    ("post-n-too-large", ["posterior", "--c", "3", "--n", "100000000"]),
+    ("post-n-backwards", ["posterior", "--c", "3", "--n", "500:100:50"]),
+    ("post-c-2", ["posterior", "--c", "2"]),
+    ("post-temps-0", ["posterior", "--c", "3", "--temps", "0"]),
+    ("post-beta-min-1", ["posterior", "--c", "3", "--beta-min", "1"]),
+    ("post-beta-min-nan", ["posterior", "--c", "3", "--beta-min", "nan"]),
+    ("post-beta-lik-0", ["posterior", "--c", "3", "--beta-lik", "0"]),
+    ("post-chains-negative", ["posterior", "--c", "3", "--n-chains", "-4"]),
+    ("post-warmup-short", ["posterior", "--c", "3", "--warmup", "2"]),
+    ("post-max-steps-unbounded", ["posterior", "--c", "3", "--max-steps", "1000000"]),
+    ("post-draws-unbounded", ["posterior", "--c", "3", "--draws", "1000000000"]),
+    ("post-batch-points-0", ["posterior", "--c", "3", "--batch-points", "0"]),
+    ("post-llc-syntax", ["posterior", "--c", "3", "--llc", "4"]),
+    ("post-llc-nan", ["posterior", "--c", "3", "--llc", "3=nan"]),
+    ("post-llc-negative", ["posterior", "--c", "3", "--llc", "3=-1"]),
+    ("post-llc-unknown-label", ["posterior", "--c", "3", "--llc", "9+=1"]),
+    ("post-figure-suffix", ["posterior", "--c", "3", "--figure", "{o}/f.txt"]),
+    ("post-figure-under-file", ["posterior", "--c", "3", "--figure", "{d}/afile/f.png"]),
+    ("post-out-under-file", ["posterior", "--c", "3", "--out", "{d}/afile/res"]),
+    ("post-out-proc", ["posterior", "--c", "3", "--out", "/proc/tms"]),
+    ("post-unknown-option", ["posterior", "--c", "3", "--chainz", "4"]),
+    # ---- tms train
+    ("train-threads-0", ["train", *TRAIN_ARGS, "--threads", "0"]),
+    ("train-threads-negative", ["train", *TRAIN_ARGS, "--threads", "-1"]),
+    ("train-seed-negative", ["train", *TRAIN_ARGS, "--seed", "-1"]),
+    ("train-runs-0", ["train", "--runs", "0"]),
+    ("train-runs-float", ["train", "--runs", "2.5"]),
+    ("train-epochs-0", ["train", "--epochs", "0"]),
+    ("train-epochs-unbounded", ["train", "--epochs", "100000000"]),
+    ("train-total-steps-unbounded", ["train", "--epochs", "1000000", "--n", "1000000", "--batch-size", "1"]),
+    ("train-batch-over-n", ["train", *TRAIN_ARGS, "--batch-size", "200"]),
+    ("train-r>c", ["train", *TRAIN_ARGS, "--r", "7"]),
+    ("train-c-0", ["train", *TRAIN_ARGS, "--c", "0"]),
+    ("train-lr-nan", ["train", *TRAIN_ARGS, "--lr", "nan"]),
+    ("train-lr-inf", ["train", *TRAIN_ARGS, "--lr", "inf"]),
+    ("train-lr-negative", ["train", *TRAIN_ARGS, "--lr", "-0.1"]),
+    ("train-sigma-negative", ["train", *TRAIN_ARGS, "--sigma", "-1"]),
+    ("train-noise-nan", ["train", *TRAIN_ARGS, "--noise", "nan"]),
+    ("train-save-every-negative", ["train", *TRAIN_ARGS, "--save-every", "-1"]),
+    ("train-init-unknown", ["train", *TRAIN_ARGS, "--init", "hexagon"]),
+    ("train-4gon-needs-c4", ["train", *TRAIN_ARGS, "--c", "3"]),
+    ("train-out-under-file", ["train", *TRAIN_ARGS, "--out", "{d}/afile/run"]),
+    ("train-out-is-dir", ["train", *TRAIN_ARGS, "--out", "{d}/adir"]),
+    ("train-out-proc", ["train", *TRAIN_ARGS, "--out", "/proc/tms/run"]),
+    ("train-other-result-exists", ["train", *TRAIN_ARGS, "--lr", "0.01", "--out", "{d}/train"]),
+    # ---- tms transitions
+    ("trans-missing", ["transitions", "--input", "{d}/missing"]),
+    ("trans-empty", ["transitions", "--input", "{d}/empty"]),
+    ("trans-truncated", ["transitions", "--input", "{d}/trunc"]),
+    ("trans-torn", ["transitions", "--input", "{d}/torn"]),
+    ("trans-json-list", ["transitions", "--input", "{d}/list"]),
+    ("trans-missing-key", ["transitions", "--input", "{d}/nokey"]),
+    ("trans-missing-array", ["transitions", "--input", "{d}/noarray"]),
+    ("trans-int-W", ["transitions", "--input", "{d}/intW"]),
+    ("trans-shape-mismatch", ["transitions", "--input", "{d}/shape"]),
+    ("trans-threads-0", ["transitions", "--input", "{d}/train", "--threads", "0"]),
+    ("trans-seed-negative", ["transitions", "--input", "{d}/train", "--seed", "-1"]),
+    ("trans-run-out-of-range", ["transitions", "--input", "{d}/train", "--run", "99"]),
+    ("trans-tol-nan", ["transitions", "--input", "{d}/train", "--tol", "nan"]),
+    ("trans-min-span", ["transitions", "--input", "{d}/train", "--min-span", "0.5"]),
+    ("trans-min-points-0", ["transitions", "--input", "{d}/train", "--min-points", "0"]),
+    ("trans-eps-huge", ["transitions", "--input", "{d}/train", "--eps", "10"]),
+    ("trans-n-draws-unbounded", ["transitions", "--input", "{d}/train", "--n-draws", "1000000000"]),
+    ("trans-beta-lik-0", ["transitions", "--input", "{d}/train", "--beta-lik", "0"]),
+    ("trans-out-under-file", ["transitions", "--input", "{d}/train", "--out", "{d}/afile/t"]),
+    ("trans-figures-under-file", ["transitions", "--input", "{d}/train", "--figures", "{d}/afile/figs"]),
+    ("trans-figures-is-file", ["transitions", "--input", "{d}/train", "--figures", "{d}/afile"]),
+    ("trans-figures-proc", ["transitions", "--input", "{d}/train", "--figures", "/proc/figs"]),
+    ("trans-default-figures-readonly-cwd", ["transitions", "--input", "{d}/train", "--out", "{o}/t", "@cwd=/proc"]),
+    # ---- tms compare, tms reproduce, the top level
+    ("compare-missing", ["compare", "--results", "{d}/missing"]),
+    ("reproduce-threads-0", ["reproduce", "--tiny", "--threads", "0"]),
+    ("reproduce-seed-negative", ["reproduce", "--tiny", "--seed", "-2"]),
+    ("reproduce-out-under-file", ["reproduce", "--tiny", "--out", "{d}/afile/r"]),
+    ("reproduce-figures-proc", ["reproduce", "--tiny", "--figures", "/proc/figs"]),
+    ("unknown-command", ["frobnicate"]),
+]
+if HAS_SYS:
+    CASES += [("train-out-sys", ["train", *TRAIN_ARGS, "--out", "/sys/tms/run"]),
+              ("zoo-out-sys", ["zoo", "--out", "/sys/z.png"])]
+
+
+def _snapshot(d: Path) -> dict:
+    return {str(p.relative_to(d)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(d.rglob("*"))}
+
+
+@pytest.mark.parametrize("argv", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, data, tmp_path, monkeypatch, capsys):
+    if any(a.startswith("/proc") or a == "@cwd=/proc" for a in argv) and not HAS_PROC:
+        pytest.skip("no /proc")
+    out = tmp_path / "out"
+    out.mkdir()
+    cwd = next((a[5:] for a in argv if a.startswith("@cwd=")), str(out))
+    argv = [a.format(d=data, o=out) for a in argv if not a.startswith("@cwd=")]
+    monkeypatch.chdir(cwd)
+    before = _snapshot(data)
+    code = main(argv)
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 2, f"exit {code}; stderr: {captured.err}"
+    assert "Traceback" not in captured.err + captured.out
+    assert err.count("\n") == 0 and err.startswith("tms"), f"not one line: {captured.err!r}"
+    assert captured.out == ""
+    assert not list(out.iterdir()), f"wrote {sorted(p.name for p in out.iterdir())}"
+    assert _snapshot(data) == before, "an input folder changed"
+
+
+def test_there_are_at_least_60_cases():
+    assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_probe_reports_a_read_only_file_system(tmp_path, monkeypatch):
+    """EROFS (what a read-only mount gives even to root) becomes a one-line ValueError."""
+    import errno
+    import tempfile
+
+    from tms.core import checks
+
+    def refuse(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    with pytest.raises(ValueError, match=r"--out: cannot write in .* \(read-only file system\)"):
+        checks.output_stem(tmp_path / "r", "--out")
+
+
+# ---- the last line of defence --------------------------------------------------------------
+
+
+def _crash(args):
+    raise KeyError("c")
+
+
+def test_unexpected_error_is_one_line_with_a_log_beside_the_results(tmp_path, monkeypatch, capsys):
+    import tms.cli.train as cmd
+
+    monkeypatch.setattr(cmd, "run", _crash)
+    out = tmp_path / "res" / "run"
+    out.parent.mkdir()
+    assert main(["train", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    log = out.parent / "tms-train-error.log"
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("tms train: internal error: KeyError: 'c'") and str(log) in err
+    assert "Traceback" in log.read_text() and "_crash" in log.read_text()
+    assert main(["train", "--out", str(out), "--debug"]) == 1  # --debug: the traceback itself
+    assert "Traceback" in capsys.readouterr().err
+    assert main(["--debug", "train", "--out", str(out)]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_os_error_is_one_line_exit_2(monkeypatch, capsys):
+    import tms.cli.zoo as cmd
+
+    def full_disk(args):
+        raise OSError(28, "No space left on device", "figures/zoo_c6.png")
+
+    monkeypatch.setattr(cmd, "run", full_disk)
+    assert main(["zoo"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err
+
+
+def test_help_returns_0(capsys):
+    assert main(["train", "--help"]) == 0
+    assert "--save-every" in capsys.readouterr().out

@@ -1,0 +1,88 @@
+"""Each command is a shell over one public function: called with the same arguments, the
+command and the function give equal results (zoo, loss, transitions, compare, free-energy)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tms.report import comparison
+from tms.experiments import free_energy as free_energy_run, zoo as zoo_table
+from tms.theory import loss, zoo
+from tms.experiments import transitions
+from tms.cli.main import main
+from tms.core.records import TransitionsResult
+
+
+def test_zoo_command_equals_survey(capsys):
+    assert main(["zoo", "--c", "5", "--json", "--no-plot"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    api = zoo_table.survey(5, plot=False, progress=False)
+    assert printed == json.loads(json.dumps(api.as_dict()))
+    assert [r["label"] for r in printed["points"]] == [q.label for q in api.points]
+
+
+def test_loss_command_equals_point_loss(capsys):
+    W, b = [[1.0, 0.0, -0.5], [0.0, 1.0, 0.5]], [0.1, -0.2, 0.0]
+    assert main(["loss", "--W", json.dumps(W), "--b", json.dumps(b)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    L, g = loss.point_loss(torch.tensor(W), torch.tensor(b))
+    assert float(lines[0].split("=")[1]) == pytest.approx(L, rel=1e-14)
+    assert float(lines[1].split("=")[1]) == pytest.approx(g, rel=1e-3)  # printed to 4 digits
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("api")
+    assert main(["train", "--runs", "2", "--epochs", "40", "--out", str(d / "train")]) == 0
+    return d
+
+
+def test_transitions_command_equals_analyse(trained):
+    d = trained
+    args = dict(llc_points=2, n_chains=2, n_draws=40, seed=3)
+    assert main(["transitions", "--input", str(d / "train"), "--out", str(d / "cmd"), "--figures", str(d / "f1"),
+                 "--llc-points", "2", "--n-chains", "2", "--n-draws", "40", "--seed", "3"]) == 0
+    api = transitions.analyse(str(d / "train"), out=str(d / "api"), figures=str(d / "f2"), progress=False, **args)
+    cmd = TransitionsResult.load(d / "cmd")
+    assert cmd.antecedents == api.antecedents and cmd.sequence_counts == api.sequence_counts
+    assert cmd.plateau_llc == api.plateau_llc and cmd.figure_run == api.figure_run
+    for k, v in api.arrays.items():
+        np.testing.assert_array_equal(cmd.arrays[k], v)
+    assert (d / "f1" / "sgd_many.png").is_file() and (d / "f2" / "sgd_many.png").is_file()
+
+
+def test_compare_command_equals_compare(trained, capsys):
+    d = trained
+    (d / "res" / "sgd").mkdir(parents=True)
+    res = transitions.analyse(str(d / "train"), out=str(d / "res" / "sgd" / "x"), figures=None, llc=False)
+    # an observed 5 -> 6 transition at steps 100 and 300, so the comparison has a row to show
+    res.antecedents = [transitions._antecedent(zoo.critical_point(6, "5"), zoo.critical_point(6, "6"), [100, 300],
+                                               {}, True, 1.0)]
+    res.save(d / "res" / "sgd" / "train_transitions")
+    rows = comparison.compare(d / "res")
+    assert [(r.src, r.dst, r.sgd_count, r.median_step) for r in rows] == [("5", "6", 2, 200.0)]
+    assert rows[0].n_c == pytest.approx(zoo.critical_sample_size(zoo.critical_point(6, "5"), zoo.critical_point(6, "6")))
+    assert rows[0].posterior_crossing == "-"  # no posterior sweep in these results
+    capsys.readouterr()
+    assert main(["compare", "--results", str(d / "res")]) == 0
+    text = capsys.readouterr().out
+    for r in rows:  # every row printed with its numbers
+        assert f"{r.src} -> {r.dst}" in text and f"{r.dL:9.5f}" in text and f"{r.n_c:.0f}" in text
+
+
+def test_free_energy_command_equals_run(tmp_path, capsys):
+    flags = ["--c", "6", "--n", "300,500", "--seeds", "2", "--replicas", "2", "--temps", "4", "--warmup", "8",
+             "--draws", "12", "--max-steps", "8", "--lambda-n", "400", "--lambda-seeds", "1", "--lambda-replicas", "2",
+             "--lambda-temps", "3", "--lambda-warmup", "8", "--lambda-draws", "12", "--labels", "6,5",
+             "--sgld-chains", "2", "--sgld-burnin", "10", "--sgld-draws", "20", "--mc-draws", "5000", "--no-progress"]
+    assert main(["free-energy", *flags, "--out", str(tmp_path / "a"), "--figure", str(tmp_path / "a.png")]) == 0
+    capsys.readouterr()
+    api = free_energy_run.run(6, [300, 500], sweep=dict(seeds=2, replicas=2, n_temps=4, n_warmup=8, n_draws=12,
+                                                        max_steps=8),
+                              lam=dict(n=400, seeds=1, replicas=2, n_temps=3, n_warmup=8, n_draws=12), labels=["6", "5"],
+                              sgld_chains=2, sgld_burnin=10, sgld_draws=20, mc_draws=5000, out=str(tmp_path / "b"),
+                              figure=str(tmp_path / "b.png"), progress=False)
+    cmd = json.loads((tmp_path / "a" / "c6_quick_b1_s0" / "summary_c6.json").read_text())
+    for key in ("readings", "lambda_table", "lam_used", "o1"):
+        assert cmd[key] == json.loads(json.dumps(api[key])), key

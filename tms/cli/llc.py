@@ -1,0 +1,109 @@
+"""`tms llc`: LLC estimates (SPEC 5) with standard errors and diagnostics (tms.experiments.llc.run_llc).
+
+    tms llc --c 6 --point 5+                 a zoo point (exact population loss by default)
+    tms llc --checkpoints run.npz            every checkpoint of a saved trajectory (tms train),
+                                             full batch on the run's own training set
+Defaults: tms.llc.estimator.PROTOCOL (eps 1e-3, gamma 1, 8 chains, 4000 burn-in + 4000 draws), nbeta =
+n / log n; its measured bias against theory at the zoo points 6, 5+, 5 is in tms.llc.estimator's
+docstring (reproduce: python benchmarks/bench_llc.py --bias). --out saves the result
+(tms.core.io format, and the draws as ArviZ InferenceData in PATH.nc), --plot draws the loss
+traces from the saved result.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tms.core import checks
+from tms.llc.estimator import PROTOCOL
+from tms.experiments.llc import run_llc
+from tms.report.plots.llc import plot_llc_checkpoints, plot_traces
+
+NAME = "llc"
+HELP = "estimate local learning coefficients (SGLD) at zoo points or saved checkpoints"
+
+
+def add_arguments(p) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--point", help="zoo label at --c, e.g. 5+, 6, 4++ (see tms zoo)")
+    src.add_argument("--checkpoints", help="saved trajectory (.npz/.json from tms train): arrays W (..., r, c), "
+                                           "b (..., c) and optionally X, the training set")
+    p.add_argument("--c", type=int, default=6, help="number of features for --point (default 6)")
+    p.add_argument("--loss", choices=["population", "empirical"],
+                   help="population (exact L; default for --point) or empirical (L_n; default for --checkpoints)")
+    p.add_argument("--n", type=float, default=1000,
+                   help=f"sample size: sets nbeta = n/log n, and the data set size when one is drawn "
+                        f"(default 1000, at most {checks.MAX_N})")
+    p.add_argument("--nbeta", type=float, help="override nbeta (default n / log n)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of a drawn data set (empirical loss, no X given)")
+    p.add_argument("--eps", type=float, default=PROTOCOL["eps"],
+                   help=f"SGLD step size (default {PROTOCOL['eps']:g}, at most {checks.MAX_EPS:g})")
+    p.add_argument("--gamma", type=float, default=PROTOCOL["gamma"], help="localisation strength (default 1)")
+    p.add_argument("--n-chains", type=int, default=PROTOCOL["n_chains"],
+                   help=f"chains per centre (default {PROTOCOL['n_chains']}, at most {checks.MAX_CHAINS})")
+    p.add_argument("--n-burnin", type=int, default=PROTOCOL["n_burnin"],
+                   help=f"SGLD steps discarded first (default {PROTOCOL['n_burnin']})")
+    p.add_argument("--n-draws", type=int, default=PROTOCOL["n_draws"],
+                   help=f"SGLD steps kept after the burn-in (default {PROTOCOL['n_draws']}, at least 8)")
+    p.add_argument("--batch-size", type=int, help="minibatch size (default: full batch)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    p.add_argument("--every", type=int, default=1, help="--checkpoints: use every k-th checkpoint (default 1)")
+    p.add_argument("--threads", type=int, help="torch threads, 1..1024 (default: torch's choice)")
+    p.add_argument("--rows", type=int, default=30, help="centres printed in the table (default 30)")
+    p.add_argument("--out", help="save the result here (tms.core.io: PATH.npz + PATH.json; the draws as ArviZ "
+                                 "InferenceData: PATH.nc)")
+    p.add_argument("--plot", help="draw the loss traces to this image file (from the saved result)")
+
+
+def _validate(args) -> list[str]:
+    """The options run_llc does not see, checked before any work; returns warnings."""
+    checks.threads(args.threads)
+    checks.positive_int(args.rows, "--rows")
+    checks.positive_int(args.n_chains, "--n-chains", maximum=checks.MAX_CHAINS)
+    checks.positive_int(args.n_burnin + args.n_draws, "--n-burnin + --n-draws", maximum=checks.MAX_STEPS)
+    if args.out:
+        checks.output_stem(args.out, "--out")
+    if args.plot:
+        checks.output_file(args.plot, "--plot", suffixes=checks.FIGURE_SUFFIXES)
+        if not args.out:
+            checks.output_stem(str(Path(args.plot).with_suffix("")) + "_llc", "--plot (its result)")
+    return checks.sgld_hyper(args.eps, args.gamma)
+
+
+def _print_theory(rec: dict) -> None:
+    theory = rec["zoo_llc"]
+    print(f"zoo point {rec['point']} (c = {rec['c']}): L = {rec['zoo_loss']:.10g}, Hessian rank "
+          f"{rec['hessian_rank']}, theory lambda = rank/2 = {theory if theory is not None else 'n/a (not C^2)'}"
+          f"; nbeta = {rec['nbeta']:.6g}" + (f" (= n/log n, n = {rec['n']:g})" if rec["nbeta_default"] else ""))
+
+
+def _plot(args, out: str, run) -> None:
+    plot_traces(out, args.plot)
+    print(f"plot: {args.plot}")
+    if args.checkpoints is not None and run.result.llc.dim() >= 1:
+        along = str(Path(args.plot).with_suffix("")) + "_vs_checkpoint" + Path(args.plot).suffix
+        plot_llc_checkpoints(out, along, steps=run.record.get("steps"))
+        print(f"plot: {along}")
+
+
+def run(args) -> int:
+    for note in _validate(args):
+        checks.warn(note)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_llc(point=args.point, checkpoints=args.checkpoints, c=args.c, loss=args.loss, n=args.n,
+                     nbeta=args.nbeta, data_seed=args.data_seed, eps=args.eps, gamma=args.gamma,
+                     n_chains=args.n_chains, n_burnin=args.n_burnin, n_draws=args.n_draws,
+                     batch_size=args.batch_size, seed=args.seed, every=args.every,
+                     device=checks.device(args.device), progress=True)
+    print(result.result.summary(max_rows=args.rows, labels=result.labels))
+    if "zoo_llc" in result.record:
+        _print_theory(result.record)
+    out = args.out or (str(Path(args.plot).with_suffix("")) + "_llc" if args.plot else None)
+    if out:
+        result.save(out)
+        print(f"saved {out}.npz / .json / .nc (ArviZ InferenceData of the draws)")
+    if args.plot:
+        _plot(args, out, result)
+    return 0

@@ -1,0 +1,113 @@
+"""What `tms llc` computes, as one Python function: LLC estimates (SPEC 5) at a zoo point or at
+every checkpoint of a saved trajectory, with the record saved beside them.
+
+    run = llc_run.run_llc(point="5+", c=6)            # exact population loss, nbeta = n / log n
+    print(run.result.summary(labels=run.labels)); run.save("results/p5")
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tms.core import checks, io
+from tms.theory import zoo
+from tms.theory.data import sample_inputs
+from tms.llc.estimator import PROTOCOL, LLCResult, check_sgld_args, default_nbeta, estimate_llc
+
+
+@dataclass
+class LLCRun:
+    """result: the LLCResult; labels: one name per centre; record: the source (zoo point or
+    checkpoints file), n and nbeta used, and for a zoo point its loss, Hessian rank and theory."""
+
+    result: LLCResult
+    labels: list[str]
+    record: dict = field(default_factory=dict)
+
+    def save(self, out) -> None:
+        """PATH.npz + PATH.json (tms.core.io): every array of the result, settings and record; and
+        PATH.nc, the kept draws as ArviZ InferenceData (LLCResult.to_inference_data, <= 1000
+        draws per chain), loadable with arviz.from_netcdf."""
+        rec = dict(self.result.settings, labels=self.labels, **self.record, shape=list(self.result.llc.shape))
+        io.save_result(out, self.result.arrays(), rec)
+        nc = Path(f"{out}.nc")
+        tmp = nc.with_name(nc.name + ".tmp")
+        self.result.to_inference_data().to_netcdf(str(tmp))
+        os.replace(tmp, nc)  # atomic: a reader sees the old file or the whole new one
+
+
+def _zoo_centre(point: str, c: int, loss: str, n: float, data_seed: int):
+    zoo.parse_label(point)  # a malformed label fails before the zoo is solved
+    checks.positive_int(c, "c", minimum=3, maximum=16)
+    zoo.critical_points(c, progress=True)  # solved once (seconds at large c), then cached
+    q = zoo.critical_point(c, point)
+    X = sample_inputs(int(n), c, data_seed) if loss == "empirical" else None
+    rec = dict(point=q.label, c=c, zoo_loss=q.loss, zoo_llc=q.llc, hessian_rank=q.hessian_rank)
+    return q.W, q.b, X, [q.label], rec
+
+
+def _checkpoint_labels(shape, steps) -> list[str]:
+    idx = torch.cartesian_prod(*[torch.arange(s) for s in shape]).reshape(-1, len(shape)).tolist() if shape else [[]]
+    if steps is None or not shape or len(steps) != shape[0]:
+        return [str(tuple(i)) for i in idx]
+    return [f"t={int(steps[i[0]])}" + (f",r{i[1]}" if len(i) > 1 else "") for i in idx]
+
+
+def _checkpoint_centres(path, every: int, loss: str, n: float, data_seed: int):
+    arrays, record = checks.checkpoints_result(Path(path), "checkpoints")
+    W = torch.from_numpy(arrays["W"]).to(torch.float64)
+    b = torch.from_numpy(arrays["b"]).to(torch.float64)
+    steps = arrays.get("steps")
+    if W.dim() > 2 and every > 1:
+        W, b = W[::every], b[::every]
+        steps = None if steps is None else steps[::every]
+    X = None
+    if loss == "empirical":
+        X = torch.from_numpy(arrays["X"]).to(torch.float64) if "X" in arrays else sample_inputs(int(n), W.shape[-1],
+                                                                                                 data_seed)
+    shape = tuple(W.shape[:-2])
+    steps_list = [int(s) for s in steps] if steps is not None and shape and len(steps) == shape[0] else None
+    rec = dict(checkpoints=str(path), train_record=record, steps=steps_list)
+    return W, b, X, _checkpoint_labels(shape, steps), rec
+
+
+def run_llc(*, point: str | None = None, checkpoints: str | Path | None = None, c: int = 6, loss: str | None = None,
+            n: float = 1000, nbeta: float | None = None, data_seed: int = 0, eps: float = PROTOCOL["eps"],
+            gamma: float = PROTOCOL["gamma"], n_chains: int = PROTOCOL["n_chains"],
+            n_burnin: int = PROTOCOL["n_burnin"], n_draws: int = PROTOCOL["n_draws"],
+            batch_size: int | None = None, seed: int = 0, every: int = 1, device="cpu",
+            progress: bool = False) -> LLCRun:
+    """LLC at the zoo point `point` of c features, or at every checkpoint of a saved trajectory.
+
+    loss: "population" (exact L; default for a point) or "empirical" (L_n: a drawn data set of
+    size n and seed data_seed for a point; the trajectory's own training set X if it has one,
+    default for checkpoints). nbeta: default n / log n (n the data set's size when there is
+    one). every: use every k-th checkpoint. Sampler arguments as tms.llc.estimator.estimate_llc
+    (defaults: tms.llc.estimator.PROTOCOL, whose measured bias is in tms.llc.estimator's docstring).
+    """
+    if (point is None) == (checkpoints is None):
+        raise ValueError("give exactly one of point (a zoo label) or checkpoints (a saved trajectory)")
+    check_sgld_args(1.0 if nbeta is None else nbeta, eps, gamma, n_chains, n_burnin, n_draws, batch_size)
+    checks.seed(seed, "seed")
+    checks.seed(data_seed, "data_seed")
+    checks.positive_int(every, "every")
+    if checks.positive_float(n, "n", maximum=checks.MAX_N) < 2:
+        raise ValueError(f"n must be >= 2 (nbeta = n / log n), got {n!r}")
+    loss = loss or ("population" if point is not None else "empirical")
+    if point is not None:
+        W, b, X, labels, rec = _zoo_centre(point, c, loss, n, data_seed)
+    else:
+        W, b, X, labels, rec = _checkpoint_centres(checkpoints, every, loss, n, data_seed)
+    if batch_size is not None and X is not None and batch_size > X.shape[-2]:
+        raise ValueError(f"batch_size {batch_size} exceeds the data set size n = {X.shape[-2]}; "
+                         "use at most n, or None for full batch")
+    n_used = X.shape[-2] if X is not None else n
+    nbeta_used = default_nbeta(n_used) if nbeta is None else checks.positive_float(nbeta, "nbeta")
+    dev = torch.device(device)
+    res = estimate_llc(W.to(dev), b.to(dev), None if X is None else X.to(dev), nbeta=nbeta_used, eps=eps, gamma=gamma,
+                       n_chains=n_chains, n_burnin=n_burnin, n_draws=n_draws, loss=loss, batch_size=batch_size,
+                       seed=seed, progress=progress)
+    return LLCRun(res, labels, dict(rec, n=n_used, nbeta=nbeta_used, nbeta_default=nbeta is None))

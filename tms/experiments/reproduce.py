@@ -1,0 +1,441 @@
+"""The staged pipeline behind `tms reproduce`: every result of the lab, its figures and REPORT.md.
+
+    tms.experiments.reproduce.run(scale="quick", seed=0, out="results/reproduce", figures="results/figures")
+
+Stages (docs/SPEC.md sections in brackets):
+  zoo           critical points of c = 4, 5, 6 and their figures (SPEC 2)
+  zoo_llc       SGLD estimates of lambda at the zoo points where L is only C^1 (SPEC 5)
+  posterior_cC  posterior phase mass against n for c = 4, 5, 6 (SPEC 3), saved per n
+  train, transitions               SGD from the 4-gon start and its analysis (SPEC 4)
+  train_random, transitions_random the same from random starts, W ~ N(0, 1) (SPEC 4)
+  free_energy   measured free-energy differences at c = 6 (SPEC 3)
+  report        REPORT.md beside the figures, from the saved results (always rewritten)
+
+Reuse. A stage's marker OUT/stages/NAME.json holds its identity: the settings that change its
+numbers (scale settings, seed, grid, the inputs it takes from earlier stages, the package
+version), never a path, so a moved or copied results folder, or a relative instead of an
+absolute path, is reused as it is. A finished stage is reused only after every result file it
+listed passes tms.core.io.check_result and still has the checksum it had when the stage ended; a
+missing or damaged file is reported and its piece recomputed (one n of a posterior stage,
+the other n kept). A stage interrupted mid-way (marker "running") resumes over its saved
+pieces; changed settings or force=True clear the stage's results first. Figures are drawn
+from the saved results after the stage, and redrawn when reused if a figure is missing or
+differs from the one the stage drew (another figures folder).
+"""
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+
+from tms.core import checks, cluster, io
+from tms.bayes import tasks as bayes_tasks
+from tms.dynamics import tasks as dynamics_tasks
+from tms.bayes import free_energy, posterior
+from tms.dynamics import train
+from tms.experiments import transitions
+from tms.theory import zoo
+from tms.llc import zoo as llc_zoo
+from tms.llc.estimator import PROTOCOL
+from tms.report.plots.free_energy import plot_free_energy
+from tms.report.plots.posterior import plot_phase_sweep
+from tms.report.plots.sgd import sgd_many, sgd_trajectory
+from tms.report.plots.zoo import plot_zoo
+from tms.report.markdown import write_report
+
+CS = (4, 5, 6)
+SCALE_NAMES = ("tiny", "quick", "full")  # tiny: a smoke test of the pipeline (tests; numbers meaningless)
+
+# n-grids of the posterior sweep per scale (SPEC 3): c = 6 up to 2000, smaller c up to 600
+GRIDS = dict(quick={6: [100, 200, 300, 450, 600, 800, 1100, 1500, 2000], 0: [100, 150, 200, 300, 400, 600]},
+             full={6: list(range(100, 2001, 100)), 0: list(range(100, 601, 50))})
+
+_TINY_POSTERIOR = dict(seeds=1, n_chains=4, replicas=2, n_temps=3, n_warmup=8, n_draws=6, max_steps=4, plain_draws=4,
+                       min_draws=4)
+_TINY_FREE_ENERGY = dict(ns=[200, 500], sweep=dict(seeds=1, replicas=2, n_temps=3, n_warmup=6, n_draws=6, max_steps=4),
+                         lam=dict(seeds=1, replicas=2, n_temps=2, n_warmup=6, n_draws=6),
+                         sgld=dict(n_chains=2, n_burnin=8, n_draws=32), n_mc=2000)
+
+# Per-scale settings of every stage: quick, a few minutes on 2 cores; full, the paper's scale.
+SCALES = {
+    "tiny": dict(zoo_llc=dict(n_chains=2, n_burnin=8, n_draws=32, n_ref=600),
+                 posterior=dict(scale="quick", cfg=_TINY_POSTERIOR, ns={4: [100, 300], 5: [100, 300], 6: [100, 600]}),
+                 train=dict(runs=2, epochs=5), train_random=dict(runs=2, epochs=5),
+                 transitions=dict(llc_points=2, n_chains=2, n_draws=20), free_energy=_TINY_FREE_ENERGY),
+    "quick": dict(zoo_llc=dict(n_chains=8, n_burnin=1000, n_draws=2000, n_ref=600), posterior=dict(scale="quick", cfg={}, ns={}),
+                  train=train.SCALES["quick"], train_random=train.SCALES["quick"], transitions={},
+                  free_energy=dict(sweep=dict(seeds=2, n_draws=80), lam=dict(seeds=1, n_draws=60))),
+    # free energy keeps its quick scale here: its paper scale alone takes about an hour
+    "full": dict(zoo_llc=dict(n_chains=16, n_burnin=PROTOCOL["n_burnin"], n_draws=PROTOCOL["n_draws"], n_ref=600), posterior=dict(scale="full", cfg={}, ns={}),
+                 train=train.SCALES["full"], train_random=train.SCALES["full"],
+                 transitions=dict(llc_points=40, n_chains=8), free_energy={}),
+}
+
+
+def posterior_grid(c: int, scale: str = "quick") -> list[int]:
+    """The default n-grid of the posterior sweep at c for scale quick | full (SPEC 3)."""
+    checks.scale(scale, tuple(GRIDS))
+    return list(GRIDS[scale].get(c, GRIDS[scale][0]))
+
+
+def posterior_settings(scale: str = "quick") -> dict:
+    """phase_sweep's sampler settings of scale quick (posterior.QUICK) or full (posterior.PAPER)."""
+    checks.scale(scale, tuple(GRIDS))
+    return dict(posterior.PAPER if scale == "full" else posterior.QUICK)
+
+
+def posterior_run_dir(out: str | Path, c: int, scale: str, beta_lik: float, seed: int) -> Path:
+    """Where posterior_sweep keeps the points and summary of one sweep under `out`."""
+    return Path(out) / f"c{c}_{scale}_b{beta_lik:g}_s{seed}"
+
+
+def _note(res: dict, text: str) -> None:
+    """Append a line to the note the figure prints under the sweep (omitted_transitions)."""
+    res["omitted_transitions"] = (res["omitted_transitions"] + "\n" if res["omitted_transitions"] else "") + text
+
+
+def posterior_sweep(c: int = 6, ns=None, *, scale: str = "quick", beta_lik: float = 1.0, seed: int = 0,
+                    out: str | Path = "results/posterior", figure: str | Path | None = None,
+                    llcs: dict[str, float] | None = None, llc_estimate: bool = False, predict: bool = True,
+                    batch_points: int | None = None, device: str | torch.device = "cpu", progress: bool = False,
+                    scheduler: str | None = None, workers: int | None = None, **overrides) -> dict:
+    """`tms posterior` as a function: tms.bayes.posterior.phase_sweep at scale quick | full (sampler
+    settings posterior_settings(scale) updated by `overrides`, grid ns or posterior_grid(c,
+    scale)), saved point by point under OUT/c{c}_{scale}_b{beta_lik}_s{seed} (resumable), its
+    summary there and the figure at `figure` (None: no figure).
+
+    llcs: lambdas for zoo labels the zoo lacks (said on the figure); llc_estimate: estimate by
+    SGLD the ones still missing among the phases seen. scheduler / workers: the n-grid as
+    Dask tasks (tms.core.bayes_tasks.phase_sweep; the same numbers). Returns phase_sweep's result with
+    'run_dir', 'summary' (paths) and 'notes' (lines said on the figure and printed).
+    """
+    ns = posterior_grid(c, scale) if ns is None else list(ns)
+    cfg = {**posterior_settings(scale), **overrides}
+    run_dir = posterior_run_dir(out, c, scale, beta_lik, seed)
+    llcs = dict(llcs or {})
+    res = bayes_tasks.phase_sweep(c, ns, beta_lik=beta_lik, seed=seed, out_dir=run_dir, progress=progress,
+                              batch_points=batch_points, device=device, predict=predict, llcs=llcs,
+                              scheduler=scheduler, workers=workers, **cfg)
+    notes = []
+    used = sorted({lab for t in res["transitions"] for lab in (t["alpha"], t["beta"])} & set(llcs))
+    if used:
+        notes.append("lambda supplied with --llc (not zoo theory): " + ", ".join(f"{lab} = {llcs[lab]:.2f}" for lab in used))
+    if llc_estimate and predict:
+        todo = [lab for lab in posterior.missing_llc_labels(c, res) if lab not in llcs]
+        est = posterior.estimate_llcs(c, todo, seed=seed)
+        llcs.update({lab: v for lab, (v, _) in est.items() if np.isfinite(v)})
+        posterior.add_predictions(res, c, beta_lik, llcs)
+        if est:
+            notes.append("lambda by SGLD at the zoo point (population loss, nbeta = 1000/log 1000, eps 1e-3, gamma 1): "
+                         + ", ".join(f"lambda({lab}) = {v:.2f} +- {se:.2f}" for lab, (v, se) in est.items()))
+    if cfg["n_temps"] == 1:
+        notes.append("--temps 1: no tempering; the 'posterior mass' shown is chain occupancy of the ladder chains")
+    for line in notes:
+        _note(res, line)
+    summary = run_dir / f"summary_c{c}"
+    posterior.save_summary(summary, res)
+    if figure is not None:
+        plot_phase_sweep(summary, figure)
+    res.update(run_dir=str(run_dir), summary=str(summary), notes=notes)
+    return res
+
+
+# ---- stages: identity, integrity, reuse ----------------------------------------------------------
+
+
+def _result_stems(out: Path, paths: list[Path]) -> list[Path]:
+    """Every result (a .json with its .npz) under the stage's paths, as stems."""
+    found = []
+    for p in paths:
+        jsons = sorted(p.rglob("*.json")) if p.is_dir() else [p.with_suffix(".json")]
+        found += [j.with_suffix("") for j in jsons if j.is_file() and j.with_suffix(".npz").is_file()]
+    return found
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+class _Stage(NamedTuple):
+    """One stage: its name, identity (JSON), the result paths it owns (files or folders),
+    compute() (resumes over what is on disk) and draw() (figures from the saved results;
+    returns the figure paths)."""
+
+    name: str
+    identity: dict
+    paths: list[Path]
+    compute: Callable[[], None]
+    draw: Callable[[], list[Path]] = lambda: []
+
+
+def _clear(paths: list[Path]) -> None:
+    """Remove a stage's results: folders whole, result stems as their .npz and .json."""
+    for p in paths:
+        if p.is_dir():
+            shutil.rmtree(p)
+        for f in (p.with_suffix(".npz"), p.with_suffix(".json")) if not p.is_dir() else ():
+            f.unlink(missing_ok=True)
+
+
+class _Pipeline:
+    """Runs stages over one results folder `out` and figures folder `figs` (see the module
+    docstring); `status` maps each stage to reused | ran | resumed | repaired."""
+
+    def __init__(self, out: Path, figs: Path, force: bool, log: Callable[[str], None]):
+        self.out, self.figs, self.force, self.log = out, figs, force, log
+        self.status: dict[str, str] = {}
+
+    def _marker(self, name: str) -> Path:
+        return self.out / "stages" / f"{name}.json"
+
+    def _load_marker(self, name: str) -> dict:
+        try:
+            rec = io.load_json(self._marker(name)) if self._marker(name).exists() else {}
+        except ValueError:  # a damaged marker is not trusted: the stage runs again
+            rec = {}
+        return rec if isinstance(rec, dict) else {}
+
+    def problems(self, rec: dict) -> list[tuple[Path, str]]:
+        """(stem, what is wrong) for each result a finished stage listed that is missing,
+        damaged (tms.core.io.check_result) or not the one the stage wrote (checksum)."""
+        bad = []
+        for rel, sha in sorted(rec.get("files", {}).items()):
+            stem = self.out / rel
+            why = io.check_result(stem)
+            if why is None and io.json_digest(stem) != sha:
+                why = f"{stem}.json is not the result this stage wrote (checksum differs)"
+            if why is not None:
+                bad.append((stem, why))
+        return bad
+
+    def _figures_stale(self, rec: dict) -> bool:
+        figs = rec.get("figures")
+        return not isinstance(figs, dict) or any(_digest(self.figs / f) != sha for f, sha in figs.items())
+
+    def _finish(self, st: _Stage, ident: dict, seconds: float | None, rec: dict | None = None) -> None:
+        """Draw the figures and write the marker "done" with the files and figures' checksums."""
+        figures = {str(Path(f).resolve().relative_to(self.figs.resolve())): _digest(Path(f)) for f in st.draw()}
+        if rec is None:
+            files = {str(s.relative_to(self.out)): io.json_digest(s) for s in _result_stems(self.out, st.paths)}
+            rec = dict(files=files, seconds=round(seconds, 1), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+        io.save_json(self._marker(st.name), dict(rec, settings=ident, status="done", figures=figures))
+
+    def _start(self, st: _Stage) -> tuple[dict, str] | None:
+        """Reuse the stage (None) or prepare it to compute: (identity, mode)."""
+        ident = io.jsonable(dict(st.identity, package_version=io.package_version()))
+        rec = self._load_marker(st.name)
+        same = not self.force and rec.get("settings") == ident
+        if same and rec.get("status") == "done":
+            bad = self.problems(rec)
+            if not bad:
+                redraw = self._figures_stale(rec)
+                if redraw:
+                    self._finish(st, ident, None, rec)
+                self.log(f"[{st.name}] reused (settings unchanged, files intact{'; figures redrawn' if redraw else ''})")
+                self.status[st.name] = "reused"
+                return None
+            for stem, why in bad:
+                self.log(f"[{st.name}] {why}; recomputing {stem.name}")
+                _clear([stem])
+            mode = "repaired"
+        elif same and rec.get("status") == "running":
+            mode = "resumed"
+        else:
+            _clear(st.paths)  # new, changed or forced: start clean so nothing old is mixed in
+            mode = "ran"
+        io.save_json(self._marker(st.name), dict(settings=ident, status="running"))
+        self.log(f"[{st.name}] {dict(ran='running', resumed='resuming', repaired='repairing')[mode]} ...")
+        return ident, mode
+
+    def _end(self, st: _Stage, ident: dict, mode: str, t0: float) -> None:
+        self._finish(st, ident, time.perf_counter() - t0)
+        self.status[st.name] = mode
+        self.log(f"[{st.name}] done in {time.perf_counter() - t0:.0f} s")
+
+    def run(self, st: _Stage) -> None:
+        started = self._start(st)
+        if started is not None:
+            t0 = time.perf_counter()
+            st.compute()
+            self._end(st, *started, t0)
+
+    def run_together(self, stages: list[_Stage]) -> None:
+        """Stages that do not depend on each other, computed at once: each in a thread that
+        mostly waits on its Dask tasks (a cluster is attached); then, here, their figures and
+        markers one by one (pyplot is not thread-safe). A failure stops the group."""
+        todo = [(st, s) for st in stages if (s := self._start(st)) is not None]
+        errors: list[BaseException] = []
+
+        def work(st: _Stage) -> None:
+            try:
+                st.compute()
+            except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
+                errors.append(err)
+
+        t0 = time.perf_counter()
+        # not daemons: after Ctrl-C the cluster closes, their waits fail and they end cleanly
+        threads = [threading.Thread(target=contextvars.copy_context().run, args=(work, st)) for st, _ in todo]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():  # short joins: Ctrl-C reaches this thread meanwhile
+                t.join(0.2)
+        if errors:
+            raise errors[0]
+        for st, (ident, mode) in todo:
+            self._end(st, ident, mode, t0)
+
+
+class _Ctx(NamedTuple):
+    """What the stage builders need: folders, this scale's settings, seed, device, progress."""
+
+    out: Path
+    figs: Path
+    cfg: dict
+    seed: int
+    device: str
+    progress: bool
+    where: dict | None = None  # scheduler= / workers= of tms.core.cluster (None: in-process)
+
+
+def _zoo_stages(x: _Ctx) -> list[_Stage]:
+    """The zoo of c = 4, 5, 6 (SPEC 2), and SGLD lambdas where the zoo has none (SPEC 5)."""
+    def zoo_compute():
+        for c in CS:
+            if not io.result_exists(x.out / "zoo" / f"zoo_c{c}"):  # resumed stage: the c already done are kept
+                rows = zoo.as_numpy_table(zoo.critical_points(c))
+                io.save_result(x.out / "zoo" / f"zoo_c{c}", {}, dict(c=c, r=2, points=rows))
+
+    def zoo_draw():
+        return [plot_zoo(io.load_json(x.out / "zoo" / f"zoo_c{c}.json")["points"], x.figs / f"zoo_c{c}.png", c)
+                for c in CS]
+
+    zl = x.cfg["zoo_llc"]
+
+    def zoo_llc_compute():
+        for c in CS:
+            path = x.out / "zoo_llc" / f"zoo_llc_c{c}"
+            if not io.result_exists(path):  # resumed stage: the c already done are kept
+                io.save_result(path, {}, llc_zoo.zoo_llc_estimates(c, seed=x.seed, **zl))
+
+    return [_Stage("zoo", dict(cs=CS), [x.out / "zoo"], zoo_compute, zoo_draw),
+            _Stage("zoo_llc", dict(zl, seed=x.seed, cs=CS), [x.out / "zoo_llc"], zoo_llc_compute)]
+
+
+def _posterior_stage(x: _Ctx, c: int) -> _Stage:
+    """Posterior phase mass against n at c (SPEC 3), with the zoo_llc lambdas for the 4-gons."""
+    pc = x.cfg["posterior"]
+    usable = io.load_json(x.out / "zoo_llc" / f"zoo_llc_c{c}.json")["usable"]
+    llcs = {lab: round(float(v), 4) for lab, v in sorted(usable.items())}
+    ns = list(pc["ns"].get(c, posterior_grid(c, pc["scale"])))
+    folder = x.out / f"posterior_c{c}"
+    run_dir = posterior_run_dir(folder, c, pc["scale"], 1.0, x.seed)
+
+    def compute():
+        posterior_sweep(c, ns, scale=pc["scale"], seed=x.seed, out=folder, figure=None, llcs=llcs,
+                        device=x.device, progress=x.progress, **(x.where or {}), **pc["cfg"])
+
+    def draw():
+        return [plot_phase_sweep(run_dir / f"summary_c{c}", x.figs / f"posterior_c{c}.png")]
+
+    ident = dict(c=c, ns=ns, scale=pc["scale"], cfg=pc["cfg"], seed=x.seed, llcs=llcs)
+    return _Stage(f"posterior_c{c}", ident, [folder], compute, draw)
+
+
+def _sgd_stages(x: _Ctx, init: str, sub: str) -> list[_Stage]:
+    """SGD runs from one start and their transition analysis (SPEC 4)."""
+    tc, trc = x.cfg[f"train{sub}"], x.cfg["transitions"]
+    train_path = x.out / f"sgd{sub}" / "train"
+    tr_path = train_path.with_name("train_transitions")
+    fig_dir = x.figs / "random" if sub else x.figs
+
+    def train_compute():
+        dynamics_tasks.train_sgd(tc["runs"], seed=x.seed, epochs=tc["epochs"], init=init, path=train_path,
+                          device=x.device, progress=x.progress, **(x.where or {}))
+
+    def tr_compute():
+        transitions.analyse(str(train_path), out=str(tr_path), figures=None, seed=x.seed, device=x.device,
+                            progress=x.progress, **(x.where or {}), **trc)
+
+    def tr_draw():
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        shown = io.load_json(tr_path.with_suffix(".json"))["figure_run"]
+        sgd_trajectory(str(train_path), str(tr_path), fig_dir / "sgd_trajectory.png", run=shown)
+        sgd_many(str(train_path), str(tr_path), fig_dir / "sgd_many.png")
+        return [fig_dir / "sgd_trajectory.png", fig_dir / "sgd_many.png"]
+
+    t_ident = dict(tc, init=init, seed=x.seed)
+    train_paths = [train_path, train_path.with_name("train_partial"), train_path.with_name("train_blocks")]
+    return [_Stage(f"train{sub}", t_ident, train_paths, train_compute),
+            _Stage(f"transitions{sub}", dict(trc, seed=x.seed, train=t_ident),
+                   [tr_path, tr_path.with_name("train_transitions_llc"),
+                    tr_path.with_name("train_transitions_llc_blocks")], tr_compute, tr_draw)]
+
+
+def _free_energy_stage(x: _Ctx) -> _Stage:
+    """Measured free energies of the c = 6 phases and the terms that move n_c (SPEC 3)."""
+    fc = x.cfg["free_energy"]
+    run_dir = x.out / "free_energy" / f"c6_quick_b1_s{x.seed}"
+    summary = run_dir / "summary_c6"
+
+    def compute():
+        res = free_energy.measure(6, fc.get("ns"), seed=x.seed, out_dir=run_dir, progress=x.progress,
+                                  sweep=fc.get("sweep"), lam=fc.get("lam"), sgld=fc.get("sgld"),
+                                  n_mc=fc.get("n_mc", 200_000), device=x.device)
+        res["settings"]["reading"] = "zoo"
+        free_energy.save_summary(summary, res)
+
+    def draw():
+        return [plot_free_energy(summary, x.figs / "free_energy_c6.png", reading="zoo")]
+
+    return _Stage("free_energy", dict(fc, c=6, seed=x.seed), [x.out / "free_energy"], compute, draw)
+
+
+def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/reproduce",
+        figures: str | Path = "results/figures", device: str | torch.device = "cpu", force: bool = False,
+        threads: int | None = 1, progress: bool = False, log: Callable[[str], None] | None = print,
+        scheduler: str | None = None, workers: int | None = None) -> dict:
+    """Every stage of the lab at scale tiny | quick | full (SCALES), results under `out`,
+    figures and REPORT.md in `figures`; finished stages are reused (module docstring).
+
+    threads: torch threads while it runs (1 is fastest at these sizes; None: unchanged); the
+    caller's setting is restored at the end.
+    log: where the one-line stage messages go (None: nowhere). scheduler / workers: the
+    stages' sweeps as Dask tasks on one cluster for the whole run (tms.core.cluster.session), and
+    the stages that do not depend on each other (the three posterior sweeps and both
+    trainings, then both transition analyses) at once. Returns dict(scale, seed, out,
+    figures, report (REPORT.md's path), stages {name: reused | ran | resumed | repaired}).
+    """
+    checks.scale(scale, SCALE_NAMES)
+    seed, threads = checks.seed(seed, "seed"), checks.threads(threads, "threads")
+    out, figs = checks.output_dir(out, "out"), checks.output_dir(figures, "figures")
+    dev = str(checks.device(device))
+    out.mkdir(parents=True, exist_ok=True)
+    figs.mkdir(parents=True, exist_ok=True)
+    cluster.check_cluster(scheduler, workers)
+    pipe = _Pipeline(out, figs, force, log or (lambda _: None))
+    with io.recording_device(dev), checks.torch_threads(threads), cluster.session(scheduler, workers) as where:
+        x = _Ctx(out, figs, SCALES[scale], seed, dev, progress, where)
+        for st in _zoo_stages(x):
+            pipe.run(st)
+        posterior_st = [_posterior_stage(x, c) for c in CS]  # each reads the zoo_llc results
+        (train_st, tr_st), (rtrain_st, rtr_st) = _sgd_stages(x, "4gon", ""), _sgd_stages(x, "random", "_random")
+        if where.get("scheduler") is None:  # in-process: one stage after another
+            for st in posterior_st + [train_st, tr_st, rtrain_st, rtr_st]:
+                pipe.run(st)
+        else:  # on a cluster: independent stages feed it at once
+            pipe.run_together(posterior_st + [train_st, rtrain_st])
+            pipe.run_together([tr_st, rtr_st])
+        pipe.run(_free_energy_stage(x))
+        report = write_report(out, figs, scale=scale, seed=seed, cs=CS)  # cheap: always rewritten
+    return dict(scale=scale, seed=seed, out=out, figures=figs, report=report, stages=dict(pipe.status))

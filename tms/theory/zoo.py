@@ -1,0 +1,589 @@
+"""The k-gon zoo: critical points of the TMS population loss for r = 2 (SPEC 2, 3).
+
+Families (labels: k, then s plus signs, then, if p > 0, a comma and p minus signs):
+  "k"       standard k-gon: k columns of length l* at angles 2*pi*j/k sharing the bias b*;
+            the other c - k columns are zero with a strictly negative bias (flat: any
+            negative value gives the same loss).
+  "k+..+"   s of the zero columns carry the positive bias beta = 1/(2c) that is optimal
+            for a constant output (derived in `plus_bias`).
+  "4+..,-.." (4-gons only) p of the polygon's own vertices are switched off by a bias at or
+            below -l*^2 (default exactly -l*^2, the least-norm point of that flat set).
+
+(l*, b*) is the critical point of L restricted to the regular ansatz. It is found
+numerically from the exact loss (Newton on the 2-D restricted gradient from a grid of
+starts, `kgon_roots`); by symmetric criticality (the dihedral group fixes exactly the
+(l, b) subspace) it is a critical point of the full loss, which `CriticalPoint.grad_norm`
+verifies in all r*c + c coordinates. Nothing about which neighbours interfere is assumed.
+
+Findings the tests pin down: k^{s+} with both + columns and negative-bias zero columns
+(0 < s < c - k) is a saddle (the + output on a zero column's input is (mu W_z.W_z' + beta)^2,
+bilinear in the two columns), so it has no lambda; 3-gons and 4-gons (b* = 0 next to zero
+columns) are only C^1; regular k-gon critical points exist for every k in 3..16 (`kgon_report`),
+local minima of the full loss at c = k for k <= 9 and saddles for k >= 10.
+
+Column layout of every zoo point: polygon vertices 0..k-1 (switched-off vertices are the
+first p of them, adjacent), then s positive-bias zero columns, then negative-bias zeros.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.optimize import brentq
+from tqdm.auto import tqdm
+
+from tms.core import checks
+from tms.theory.loss import batched_grad, batched_hessian, flatten_params, gram, population_loss, unflatten_params
+
+R = 2  # the zoo lives in r = 2
+SEARCH_L, SEARCH_B = 3.0, 3.0  # kgon_roots seeds 0 < l <= 3, -3 <= b <= 1
+DTYPE = torch.float64
+
+
+# ---- the regular k-gon: solve (l*, b*) ---------------------------------------------------
+
+
+def _unit_polygon(k: int) -> torch.Tensor:
+    """Unit vectors at angles 2*pi*j/k: (2, k) float64."""
+    ang = 2 * math.pi * torch.arange(k, dtype=DTYPE) / k
+    return torch.stack([torch.cos(ang), torch.sin(ang)])
+
+
+def _restricted(k: int, lb: torch.Tensor, hessian: bool = True):
+    """Loss (...), gradient (..., 2) and Hessian (..., 2, 2) (or None) of L(l U, b 1) at
+    c = k, batched over lb (..., 2) = (l, b)."""
+    U = _unit_polygon(k)
+    with torch.enable_grad():
+        x = lb.detach().clone().requires_grad_(True)
+        L = population_loss(x[..., 0, None, None] * U, x[..., 1, None] * torch.ones(k, dtype=DTYPE))
+        (g,) = torch.autograd.grad(L.sum(), x, create_graph=hessian)
+        if not hessian:
+            return L.detach(), g.detach(), None
+        rows = [torch.autograd.grad(g[..., i].sum(), x, retain_graph=True)[0] for i in range(2)]
+    return L.detach(), g.detach(), torch.stack(rows, -2)
+
+
+@dataclass(frozen=True)
+class KgonRoot:
+    """One critical point (l, b) of the restricted k-gon loss (at c = k)."""
+
+    k: int
+    l: float
+    b: float
+    loss_per_feature: float  # L at c = k (mean over the k polygon features)
+    grad_norm: float  # restricted gradient norm at (l, b)
+    last_step: float  # size of the last Newton step (convergence)
+    restricted_eigs: tuple[float, float]  # eigenvalues of the 2x2 restricted Hessian
+    full_negative_eigs: int  # negative eigenvalues of the full Hessian at c = k (saddle if > 0)
+    smooth: bool  # is L C^2 at the point (c = k)
+    interfering: int  # neighbour outputs that fire on a vertex's input for some mu in (0, 1]
+
+
+@functools.lru_cache(maxsize=None)
+def kgon_roots(k: int, tol: float = 1e-10) -> tuple[KgonRoot, ...]:
+    """All critical points of the restricted loss L(l U_k, b 1) (c = k) in the search box
+    0 < l <= 3, -3 <= b <= 1 with l^2 + b > 0 (some output fires; where none does L is
+    locally constant and every point is trivially critical). Sorted by loss.
+
+    Starts: the local minima of |grad| on a 64 x 64 grid of the box (one batched gradient
+    evaluation), so minima, saddles and maxima of the restricted loss are all seeded; then
+    damped Newton (exact autograd Hessian) on all starts at once until the last step and
+    the restricted gradient are below `tol` / 100. Nothing about which neighbours
+    interfere is assumed: the exact loss decides.
+    """
+    checks.positive_int(k, "k", minimum=3)
+    x = _newton_roots(k, _grid_starts(k), tol)
+    L, g, H = _restricted(k, x.x)
+    gn = g.norm(dim=-1)
+    good = x.live & (gn < tol / 100) & (x.step_norm < tol)
+    roots: list[torch.Tensor] = []
+    for i in torch.nonzero(good).flatten().tolist():
+        if not any(float((x.x[i] - y).abs().max()) < 1e-7 for y in roots):
+            roots.append(x.x[i])
+    out = []
+    for xr in roots:
+        i = int(((x.x - xr).abs().max(-1).values).argmin())
+        out.append(_root_record(k, xr, float(L[i]), float(gn[i]), float(x.step_norm[i]), H[i]))
+    return tuple(sorted(out, key=lambda r: r.loss_per_feature))
+
+
+def _grid_starts(k: int, n: int = 64) -> torch.Tensor:
+    """(S, 2) starts (l, b): the interior local minima of |grad| of the restricted loss on an
+    n x n grid of the search box, from one batched gradient evaluation."""
+    lg = torch.linspace(3.0 / n, 3.0, n, dtype=DTYPE)
+    bg = torch.linspace(-3.0, 1.0, n, dtype=DTYPE)
+    grid = torch.stack(torch.meshgrid(lg, bg, indexing="ij"), -1)  # (n, n, 2)
+    _, g0, _ = _restricted(k, grid, hessian=False)
+    gn0 = g0.norm(dim=-1)
+    pad = torch.nn.functional.pad(gn0[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    neigh = torch.stack([pad[1 + di : 1 + di + n, 1 + dj : 1 + dj + n]
+                         for di in (-1, 0, 1) for dj in (-1, 0, 1) if di or dj]).amin(0)
+    alive = grid[..., 0] ** 2 + grid[..., 1] > 0
+    interior = torch.zeros(n, n, dtype=torch.bool)
+    interior[1:-1, 1:-1] = True  # a minimum of |grad| on the grid's edge is no seed
+    return grid[(gn0 <= neigh) & alive & interior & (gn0 > 0)]
+
+
+@dataclass
+class _NewtonState:
+    x: torch.Tensor  # (S, 2) current (l, b) of every start
+    step_norm: torch.Tensor  # (S,) last Newton step length (distance to the root when converged)
+    live: torch.Tensor  # (S,) bool: start still converging
+
+
+def _newton_direction(H: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Newton step H^-1 g per start; a gradient step where H is singular."""
+    ok = torch.linalg.det(H).abs() > 1e-300
+    Hs = torch.where(ok[:, None, None], H, torch.eye(2, dtype=DTYPE))
+    step = torch.linalg.solve(Hs, g.unsqueeze(-1)).squeeze(-1)
+    return torch.where(ok[:, None], step, g)
+
+
+def _backtrack(k: int, x, step, gn, live, done) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step length per start halving until |grad| decreases (Armijo on the gradient norm);
+    returns (t, stalled): stalled starts found no decrease along the Newton direction."""
+    t = torch.ones(x.shape[0], dtype=DTYPE)
+    bad = torch.zeros(x.shape[0], dtype=torch.bool)
+    for _ in range(20):
+        _, gnew, _ = _restricted(k, x - t[:, None] * step, hessian=False)
+        bad = (gnew.norm(dim=-1) > (1 - 1e-4 * t) * gn) & live & ~done
+        if not bool(bad.any()):
+            break
+        t = torch.where(bad, t / 2, t)
+    return t, bad
+
+
+def _newton_roots(k: int, x: torch.Tensor, tol: float) -> _NewtonState:
+    """Damped Newton on the restricted gradient from every start at once (<= 40 steps)."""
+    st = _NewtonState(x, torch.full((x.shape[0],), float("inf"), dtype=DTYPE), torch.ones(x.shape[0], dtype=torch.bool))
+    for it in range(40):
+        _, g, H = _restricted(k, st.x)
+        step = _newton_direction(H, g)
+        gn = g.norm(dim=-1)
+        done = gn < tol / 100
+        t, stalled = _backtrack(k, st.x, step, gn, st.live, done)
+        move = st.live & ~done & ~stalled
+        x = torch.where(move[:, None], st.x - t[:, None] * step, st.x)
+        # a converged start's step is its full Newton step there (the distance to the root)
+        st.step_norm = torch.where(move, (t[:, None] * step).norm(dim=-1),
+                                   torch.where(done, step.norm(dim=-1), st.step_norm))
+        x[:, 0] = x[:, 0].clamp(min=1e-6)
+        st.x = x
+        # drop starts that stall, collapse, diverge, or go dead (l^2 + b <= 0: no output ever
+        # fires, L is locally constant there and every such point is a trivial critical point)
+        inside = (x[:, 0] > 1e-3) & (x[:, 0] < 1.2 * SEARCH_L) & (x[:, 1].abs() < 1.2 * SEARCH_B)
+        st.live = st.live & ~stalled & inside & (x[:, 0] ** 2 + x[:, 1] > 1e-9)
+        if it >= 15:  # Newton is quadratic near a root; starts still far after 15 steps are drifting
+            st.live &= gn < 1e-6
+        if bool((done | ~st.live).all()):
+            break
+    return st
+
+
+def _root_record(k: int, xr: torch.Tensor, L: float, gn: float, step_norm: float, H: torch.Tensor) -> "KgonRoot":
+    """The KgonRoot of one converged (l, b): smoothness, full-Hessian index, interference."""
+    l, b = float(xr[0]), float(xr[1])
+    W, bb = l * _unit_polygon(k), torch.full((k,), b, dtype=DTYPE)
+    smooth = is_smooth(W, bb)
+    ev = torch.linalg.eigvalsh(batched_hessian(population_loss, W, bb))
+    neg = int((ev < -1e-8 * max(1.0, float(ev.abs().max()))).sum())
+    cosines = torch.cos(2 * math.pi * torch.arange(1, k, dtype=DTYPE) / k)
+    # neighbour j fires on input i for some mu <= 1 iff l^2 cos + b > 0 (b <= 0 here)
+    interfering = int((l * l * cosines + b > 1e-12).sum()) if b <= 1e-12 else k - 1
+    return KgonRoot(k, l, b, L, gn, step_norm, tuple(float(e) for e in torch.linalg.eigvalsh(H)),
+                    neg if smooth else -1, smooth, interfering)
+
+
+def solve_kgon(k: int) -> tuple[float, float]:
+    """(l*, b*) of the regular k-gon critical point, float64, converged to 1e-10.
+
+    The lowest-loss local minimum of the restricted loss among `kgon_roots(k)` (if none is
+    a restricted minimum, the lowest-loss root). Raises ValueError if none exists.
+    """
+    roots = kgon_roots(k)
+    if not roots:
+        raise ValueError(f"no regular {k}-gon critical point found (k = {k})")
+    mins = [r for r in roots if min(r.restricted_eigs) >= -1e-10]
+    best = (mins or list(roots))[0]
+    return best.l, best.b
+
+
+def _progress(items, desc: str, show: bool):
+    """A tqdm bar (stderr) over items when `show`; the items themselves otherwise."""
+    if not show:
+        return items
+
+    return tqdm(items, desc=desc, leave=False)
+
+
+def kgon_report(ks=range(3, 17), progress: bool = False) -> list[dict]:
+    """For each k: the restricted critical points found, with loss, stability and interference.
+
+    Keys: k, exists, l, b, loss_per_feature, restricted_min, full_saddle (None if not
+    smooth), interfering (neighbours firing on a vertex's input, out of k - 1).
+    Cost grows with k (about 1 s at k = 16, 2.5 s at k = 24 on one core); `progress` shows a bar.
+    """
+    rows = []
+    for k in _progress(list(ks), "k-gon search", progress):
+        roots = kgon_roots(k)
+        if not roots:
+            rows.append(dict(k=k, exists=False))
+        for r in roots:
+            rows.append(dict(k=k, exists=True, l=r.l, b=r.b, loss_per_feature=r.loss_per_feature,
+                             restricted_min=min(r.restricted_eigs) >= -1e-10,
+                             full_saddle=(r.full_negative_eigs > 0) if r.smooth else None,
+                             interfering=r.interfering))
+    return rows
+
+
+# ---- smoothness ---------------------------------------------------------------------------
+
+
+def is_smooth(W: torch.Tensor, b: torch.Tensor, eps: float = 1e-9) -> torch.Tensor | bool:
+    """Is L C^2 at (W, b)? Batched: W (..., r, c), b (..., c) -> bool tensor (...) (bool if unbatched).
+
+    Each (input i, output j) term of the closed form is a smooth function of (g_ij, b_j)
+    except (i) at g_ij = 0 = b_j, where the output switches between never and always
+    active (only C^1), and (ii) on the diagonal at b_j = -g_jj < 0, where the own-output
+    threshold crosses mu = 1 and the active error does not vanish to second order (C^1).
+    Threshold crossings of 0, and of 1 off the diagonal, are C^2 (the term changes by
+    O(dist^3)); tests/test_zoo.py checks this rule against finite differences.
+    """
+    checks.params(W, b)
+    G = gram(W)
+    bj = b.unsqueeze(-2).expand(G.shape)
+    corner = (G.abs() <= eps) & (bj.abs() <= eps)
+    diag_G = torch.diagonal(G, dim1=-2, dim2=-1)
+    edge = (diag_G > eps) & ((b + diag_G).abs() <= eps)
+    out = ~(corner.flatten(-2).any(-1) | edge.any(-1))
+    return bool(out) if out.dim() == 0 else out
+
+
+# ---- families -------------------------------------------------------------------------------
+
+
+def plus_bias(c: int) -> float:
+    """Optimal bias of a zero column with positive bias (SPEC 2).
+
+    Its output is beta on every input: the error is beta^2 on the c - 1 other classes and
+    (mu - beta)^2 on its own, so its part of L is beta^2 - beta/c + 1/(3c) (E mu = 1/2,
+    E mu^2 = 1/3), minimised at beta = 1/(2c) (lowering L by 1/(4c^2) from the dead 1/(3c)).
+    """
+    return 1.0 / (2 * c)
+
+
+def make_label(k: int, s: int = 0, p: int = 0) -> str:
+    """"6", "5+", "4++", "4+,--"."""
+    return f"{k}{'+' * s}" + (f",{'-' * p}" if p else "")
+
+
+def parse_label(label: str) -> tuple[int, int, int]:
+    """Inverse of make_label: "4+,--" -> (4, 1, 2). ValueError on a malformed label."""
+    head, _, tail = str(label).partition(",")
+    digits = head.rstrip("+")
+    s = len(head) - len(digits)
+    if not digits.isdigit() or (tail and set(tail) != {"-"}) or ("," in label and not tail):
+        raise ValueError(f"malformed zoo label {label!r}; expected e.g. '6', '5+', '4++', '4+,--'")
+    return int(digits), s, len(tail)
+
+
+def kgon_params(k: int, c: int, s: int = 0, p: int = 0, *, zero_bias: float = -1.0,
+                off_bias: float | None = None, rotation: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """W (2, c), b (c,) float64 of the zoo point k^{s+, p-} (column layout in the module doc).
+
+    zero_bias: bias of the negative-bias zero columns (any value < 0, SPEC 2).
+    off_bias: bias of switched-off vertices (default -l*^2; any value <= -l*^2).
+    rotation: global angle of the polygon (vertex j at 2 pi j / k + rotation).
+    """
+    checks.positive_int(c, "c")
+    checks.positive_int(k, "k", minimum=3)
+    if k > c or s < 0 or s > c - k or p < 0 or p > k:
+        raise ValueError(f"need 3 <= k <= c, 0 <= s <= c - k, 0 <= p <= k; got k={k}, c={c}, s={s}, p={p}")
+    if p and k != 4:
+        raise ValueError(f"switched-off vertices (p > 0) are defined for 4-gons only, got k = {k}")
+    if not zero_bias < 0:
+        raise ValueError(f"zero_bias must be < 0 (flat negative-bias zero columns), got {zero_bias}")
+    l, bstar = solve_kgon(k)
+    off = -l * l if off_bias is None else float(off_bias)
+    if off > -l * l:
+        raise ValueError(f"off_bias must be <= -l*^2 = {-l * l}, got {off_bias}")
+    W = torch.zeros(R, c, dtype=DTYPE)
+    ang = 2 * math.pi * torch.arange(k, dtype=DTYPE) / k + rotation
+    W[0, :k], W[1, :k] = l * torch.cos(ang), l * torch.sin(ang)
+    b = torch.full((c,), float(zero_bias), dtype=DTYPE)
+    b[:k] = bstar
+    b[:p] = off
+    b[k : k + s] = plus_bias(c)
+    return W, b
+
+
+@dataclass
+class CriticalPoint:
+    """One zoo point k^{s+, p-} at a given c (r = 2), verified.
+
+    W: (2, c) float64, b: (c,) float64. prior = (1/2)||w||^2 with the flat negative biases
+    of zero columns counted as 0 (SPEC 3). hessian_eigs/hessian_rank are None where L is
+    not C^2 (smooth False). llc = rank/2 where the point is a local minimum whose Hessian
+    null space is tangent to a manifold of zero loss increase (minimally singular, checked
+    numerically), else None.
+    """
+
+    label: str
+    k: int
+    s: int
+    p: int
+    c: int
+    W: torch.Tensor
+    b: torch.Tensor
+    loss: float
+    prior: float
+    grad_norm: float
+    smooth: bool
+    hessian_eigs: torch.Tensor | None
+    hessian_rank: int | None
+    rank_tol: float
+    llc: float | None
+    l: float = 0.0
+    bias: float = 0.0
+    minimally_singular: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def d(self) -> int:
+        return R * self.c + self.c
+
+
+def prior_term(W: torch.Tensor, b: torch.Tensor, zero_tol: float = 0.0) -> torch.Tensor:
+    """(1/2)||w||^2 with the bias of zero columns (norm <= zero_tol) that is negative counted as 0.
+
+    W (..., r, c), b (..., c) -> (...). SPEC 3: the flat negative biases do not enter c_alpha.
+    """
+    zero = W.norm(dim=-2) <= zero_tol
+    bb = torch.where(zero & (b < 0), torch.zeros_like(b), b)
+    return 0.5 * ((W**2).sum((-2, -1)) + (bb**2).sum(-1))
+
+
+def _minimally_singular(W: torch.Tensor, b: torch.Tensor, null: torch.Tensor, rng: torch.Generator,
+                        t: float = 0.05, tol: float = 1e-11, loss_fn=population_loss) -> bool:
+    """Do the Hessian's null directions span a manifold of zero loss increase?
+
+    For each null basis vector and two random null combinations v, start at theta* + t v and
+    minimise L over the Hessian's range (Newton, the range block is positive definite near
+    theta*). On a minimally singular point L returns to L(theta*) (the zero set is a graph
+    over the null space); a higher-order direction (e.g. L ~ x^4) leaves an increase ~ t^4.
+    """
+    r, c = W.shape
+    theta0 = flatten_params(W, b)
+    d, m = theta0.shape[-1], null.shape[1]
+    if m == 0:
+        return True
+    V = torch.cat([null.T, (torch.randn(2, m, generator=rng, dtype=DTYPE) @ null.T)], 0)
+    V = V / V.norm(dim=-1, keepdim=True)
+    Q, _ = torch.linalg.qr(torch.cat([null, torch.randn(d, d - m, generator=rng, dtype=DTYPE)], 1))
+    Rg = Q[:, m:]  # orthonormal complement of the null space
+    L0 = float(loss_fn(W, b))
+    theta = theta0 + t * V  # (n_dir, d)
+    for _ in range(15):
+        Wt, bt = unflatten_params(theta, r, c)
+        _, gW, gb = batched_grad(loss_fn, Wt, bt)
+        g = flatten_params(gW, gb) @ Rg
+        H = Rg.T @ batched_hessian(loss_fn, Wt, bt) @ Rg
+        step = torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)
+        theta = theta - step @ Rg.T
+        if float(step.norm(dim=-1).max()) < 1e-12:
+            break
+    Lt = loss_fn(*unflatten_params(theta, r, c))
+    return bool(((Lt - L0).abs() <= tol).all())
+
+
+def _build(k: int, s: int, p: int, c: int, zero_bias: float = -1.0) -> CriticalPoint:
+    W, b = kgon_params(k, c, s, p, zero_bias=zero_bias)
+    l, bstar = solve_kgon(k)
+    L, gW, gb = batched_grad(population_loss, W, b)
+    gnorm = float(flatten_params(gW, gb).norm())
+    smooth = bool(is_smooth(W, b))
+    prior = float(prior_term(W, b))
+    eigs = rank = llc = ms = None
+    notes = []
+    H = batched_hessian(population_loss, W, b)
+    ev, vec = torch.linalg.eigh(H)
+    rank_tol = 1e-8 * max(1.0, float(ev.abs().max()))
+    if smooth:
+        eigs = ev
+        rank = int((ev.abs() > rank_tol).sum())
+        if bool((ev < -rank_tol).any()):
+            notes.append(f"saddle: {int((ev < -rank_tol).sum())} negative Hessian eigenvalues")
+        else:
+            rng = torch.Generator().manual_seed(1234 + 100 * k + 10 * s + p)
+            ms = _minimally_singular(W, b, vec[:, ev.abs() <= rank_tol], rng)
+            if ms:
+                llc = rank / 2
+            else:
+                notes.append("Hessian null space exceeds the zero-loss-increase manifold (not minimally singular)")
+    else:
+        notes.append("L is only C^1 here (some output at g = 0 = b, or a vertex at the b = -|W_i|^2 edge)")
+    return CriticalPoint(make_label(k, s, p), k, s, p, c, W, b, float(L), prior, gnorm, smooth, eigs, rank,
+                         rank_tol, llc, l, bstar, ms, notes)
+
+
+def family_members(c: int, kmin: int = 3) -> list[tuple[int, int, int]]:
+    """(k, s, p) of every family at c: k = kmin..c with a regular critical point, s = 0..c-k,
+    and p = 0..4 for 4-gons."""
+    checks.positive_int(c, "c", minimum=kmin)
+    out = []
+    for k in range(kmin, c + 1):
+        if not kgon_roots(k):
+            continue
+        for s in range(c - k + 1):
+            for p in range(5 if k == 4 else 1):
+                out.append((k, s, p))
+    return out
+
+
+_ZOO: dict[tuple[int, int], tuple[CriticalPoint, ...]] = {}  # cache of _critical_points
+
+
+def _critical_points(c: int, kmin: int, progress: bool = False) -> tuple[CriticalPoint, ...]:
+    if (c, kmin) not in _ZOO:
+        checks.positive_int(c, "c", minimum=kmin)
+        for k in _progress(range(kmin, c + 1), f"k-gon roots (c = {c})", progress):
+            kgon_roots(k)  # cached: the slow part at large c
+        members = family_members(c, kmin)
+        pts = [_build(k, s, p, c) for k, s, p in _progress(members, f"zoo points (c = {c})", progress)]
+        # coincident losses (e.g. 3^{s+} and 4^{s+,-}) are ordered larger k first, deterministically
+        _ZOO[(c, kmin)] = tuple(sorted(pts, key=lambda q: (round(q.loss, 12), -q.k, q.s, q.p)))
+    return _ZOO[(c, kmin)]
+
+
+def _copy(q: CriticalPoint) -> CriticalPoint:
+
+    return dataclasses.replace(q, W=q.W.clone(), b=q.b.clone(),
+                               hessian_eigs=None if q.hessian_eigs is None else q.hessian_eigs.clone(),
+                               notes=list(q.notes))
+
+
+def critical_points(c: int, kmin: int = 3, progress: bool = False) -> list[CriticalPoint]:
+    """Every zoo point at c (r = 2), sorted by loss (ties: larger k first). Cached; copies
+    returned. The first call at a c solves the zoo (seconds; ~9 s at c = 16): `progress` shows bars."""
+    return [_copy(q) for q in _critical_points(c, kmin, progress)]
+
+
+def critical_point(c: int, label: str) -> CriticalPoint:
+    """The zoo point with this label at c; ValueError listing the valid labels otherwise."""
+    for q in _critical_points(c, 3):
+        if q.label == label:
+            return _copy(q)
+    valid = ", ".join(repr(q.label) for q in _critical_points(c, 3))
+    raise ValueError(f"unknown zoo label {label!r} for c = {c}; valid labels: {valid}")
+
+
+def labels(c: int) -> list[str]:
+    """Labels of the zoo at c, sorted by loss."""
+    return [q.label for q in _critical_points(c, 3)]
+
+
+# ---- free energy and critical sample sizes (SPEC 3) --------------------------------------------
+
+
+def critical_sample_size(alpha: CriticalPoint, beta: CriticalPoint, prior: bool = True,
+                         lam_alpha: float | None = None, lam_beta: float | None = None,
+                         beta_lik: float = 1.0) -> float | None:
+    """n_c of the Bayesian transition alpha -> beta (SPEC 3).
+
+    With likelihood exp(-beta_lik n L_n) the local free energy is
+    F_n = m L + lambda log m + c with m = beta_lik * n (the lambda log m term comes from the
+    tempered likelihood), so n_c = m_c / beta_lik where m_c is the root of
+    f(m) = m dL + dlambda log m + dc = 0 (d = beta - alpha) at which the posterior switches
+    from preferring alpha (f > 0) to beta (f < 0), m >= 1. beta_lik = 1 is SPEC 3's convention.
+
+    dc = prior(beta) - prior(alpha) (prior=False: dc = 0). lam_* override the zoo's lambda
+    (needed where it is None, e.g. 4-gons). Returns None when dL >= 0 (no switch to beta
+    at large n), when beta is preferred already at every m >= 1, or a lambda is missing.
+    """
+    checks.positive_float(beta_lik, "beta_lik")
+    la = alpha.llc if lam_alpha is None else float(lam_alpha)
+    lb = beta.llc if lam_beta is None else float(lam_beta)
+    if la is None or lb is None:
+        return None
+    dL = beta.loss - alpha.loss
+    dlam = lb - la
+    dc = (beta.prior - alpha.prior) if prior else 0.0
+    m_c = _root(dL, dlam, dc)
+    return None if m_c is None else m_c / beta_lik
+
+
+def _root(dL: float, dlam: float, dc: float) -> float | None:
+    """Largest n >= 1 with n dL + dlam log n + dc = 0 crossing from + to -; None if none."""
+    if not dL < 0:
+        return None
+    f = lambda n: n * dL + dlam * math.log(n) + dc  # noqa: E731
+    # f' = dL + dlam / n: f rises up to n0 = dlam / |dL| (if dlam > 0), then falls to -inf.
+    lo = max(1.0, dlam / -dL) if dlam > 0 else 1.0
+    if not f(lo) > 0:
+        return None
+    hi = 2 * lo
+    while f(hi) > 0:
+        hi *= 2
+    return float(brentq(f, lo, hi, xtol=1e-12 * hi, rtol=1e-14, maxiter=500))
+
+
+def transition_table(c: int, llcs: dict[str, float] | None = None, prior: bool = True,
+                     beta_lik: float = 1.0) -> list[dict]:
+    """Every ordered pair (alpha, beta) of zoo points at c with dL < 0 and dlambda > 0.
+
+    llcs: lambda per label overriding/supplying the zoo's (e.g. SGLD estimates for 4-gons);
+    labels without a lambda are skipped. Rows: alpha, beta, L_alpha, L_beta, dL,
+    lam_alpha, lam_beta, dlambda, dc, n_c (None if no crossing at n >= 1). Sorted by n_c.
+    """
+    llcs = dict(llcs or {})
+    pts = _critical_points(c, 3)
+    lam = {q.label: llcs.get(q.label, q.llc) for q in pts}
+    rows = []
+    for a in pts:
+        for bq in pts:
+            la, lb = lam[a.label], lam[bq.label]
+            if la is None or lb is None or not (bq.loss < a.loss - 1e-14) or not (lb > la):
+                continue
+            n_c = critical_sample_size(a, bq, prior, la, lb, beta_lik)
+            rows.append(dict(alpha=a.label, beta=bq.label, L_alpha=a.loss, L_beta=bq.loss, dL=bq.loss - a.loss,
+                             lam_alpha=la, lam_beta=lb, dlambda=lb - la,
+                             dc=(bq.prior - a.prior) if prior else 0.0, n_c=n_c))
+    return sorted(rows, key=lambda r: (math.inf if r["n_c"] is None else r["n_c"], r["alpha"], r["beta"]))
+
+
+def as_numpy_table(points: list[CriticalPoint]) -> list[dict]:
+    """JSON-friendly rows: label, k, s, p, loss, llc, prior, hessian_rank, rank_tol, grad_norm, smooth, l, bias."""
+    return [dict(label=q.label, k=q.k, s=q.s, p=q.p, loss=q.loss, llc=q.llc, prior=q.prior,
+                 hessian_rank=q.hessian_rank, rank_tol=q.rank_tol, grad_norm=q.grad_norm, smooth=q.smooth,
+                 minimally_singular=q.minimally_singular, l=q.l, bias=q.bias,
+                 W=np.asarray(q.W).tolist(), b=np.asarray(q.b).tolist(), notes=list(q.notes))
+            for q in points]
+
+
+# ---- orbit multiplicity (an O(1) term of the free energy, SPEC 2-3) ------------------------------
+
+
+def stabilizer_order(label: str, c: int) -> int:
+    """Order of the group of feature permutations that map the zoo point `label` to itself
+    modulo O(2): the dihedral symmetries of the k-gon (order 2k) that keep the set of
+    switched-off vertices (the first p, adjacent), times s! (the + columns) times
+    (c - k - s)! (the flat negative-bias zero columns, whose biases are immaterial)."""
+    k, s, p = parse_label(label)
+    if k > c or s > c - k or p > k:
+        raise ValueError(f"label {label!r} is not a zoo family at c = {c}")
+    off = set(range(p))
+    keep = sum(1 for rot in range(k) for flip in (1, -1) if {(flip * j + rot) % k for j in off} == off)
+    return keep * math.factorial(s) * math.factorial(c - k - s)
+
+
+def orbit_multiplicity(label: str, c: int) -> int:
+    """Distinct copies of the critical set of `label` that the c! feature permutations
+    produce, counted modulo O(2): c! / stabilizer_order (SPEC 2: every critical point is an
+    orbit). The posterior mass of a phase sums over the copies, so its free energy carries
+    -log(orbit_multiplicity), a term the asymptotic formula drops (SPEC 3).
+    E.g. c = 6: 60 for '6', 72 for '5' and '5+', 45 for '4' and '4++', 90 for '4+'."""
+    return math.factorial(c) // stabilizer_order(label, c)

@@ -1,4 +1,4 @@
-"""tms.bayes.free_energy (issue 11): measured free-energy differences, lambda from the ladder, the
+"""tms.bayes.free_energy: measured free-energy differences, lambda from the ladder, the
 O(1) terms, the hull reading, and the command. Known answers: a two-well density whose
 masses are 1-D quadratures (scipy), regular and w^(2k) energies for the WBIC slope, brute
 force over permutations for the orbit multiplicity, scipy's ConvexHull for the hull."""
@@ -12,7 +12,7 @@ from scipy.integrate import quad
 from scipy.optimize import brentq
 from scipy.spatial import ConvexHull
 
-from tms.bayes import free_energy as fe
+from tms.bayes.free_energy import estimators, ladders, measure, terms
 from tms.core import io
 from tms.theory import phases, zoo
 from tms.core import rng
@@ -77,28 +77,28 @@ def test_orbit_multiplicity_by_brute_force(c):
 def test_log_mass_ratio_delta_method_and_pool():
     g = np.random.default_rng(1)
     frac = g.dirichlet([3, 2, 1], size=(2, 50))  # (S, R, P)
-    dF, se = fe.log_mass_ratio(frac, 0, 1)
+    dF, se = estimators.log_mass_ratio(frac, 0, 1)
     P = frac.mean(1)
     assert np.allclose(dF, -np.log(P[:, 0] / P[:, 1]))
     # delta method = the s.e. of the ratio's log by the linearised per-ladder contributions
     lin = frac[..., 0] / P[:, :1] - frac[..., 1] / P[:, 1:2]
     assert np.allclose(se, lin.std(1, ddof=1) / math.sqrt(50))
-    m, s, between, mc = fe.pool(dF, se)
+    m, s, between, mc = estimators.pool(dF, se)
     assert m == pytest.approx(dF.mean()) and s == max(between, mc)
-    assert np.isnan(fe.log_mass_ratio(np.zeros((1, 4, 2)), 0, 1)[0]).all()
+    assert np.isnan(estimators.log_mass_ratio(np.zeros((1, 4, 2)), 0, 1)[0]).all()
 
 
 def test_fit_recovers_an_exact_line_and_crossing():
     ns = np.array([100.0, 200, 400, 800, 1600])
     y = 0.01 * ns - 1.3 * np.log(ns) + 2.0
-    r = fe.fit_free_energy(ns, y, np.full(5, 0.1), 0.01)
+    r = estimators.fit_free_energy(ns, y, np.full(5, 0.1), 0.01)
     assert r["dlam"] == pytest.approx(-1.3, abs=1e-9) and r["dc"] == pytest.approx(2.0, abs=1e-8)
     assert r["chi2"] == pytest.approx(0.0, abs=1e-12) and r["dof"] == 3
-    fixed = fe.fit_free_energy(ns, y, np.full(5, 0.1), 0.01, dlam=-1.3)
+    fixed = estimators.fit_free_energy(ns, y, np.full(5, 0.1), 0.01, dlam=-1.3)
     assert fixed["dc"] == pytest.approx(2.0, abs=1e-9)
     root = brentq(lambda n: 0.01 * n - 1.3 * math.log(n) + 2.0, 200, 1600)
     fine = np.exp(np.linspace(math.log(100), math.log(1600), 3000))
-    assert fe.crossing(fine, 0.01 * fine - 1.3 * np.log(fine) + 2.0) == pytest.approx(root, rel=1e-4)
+    assert estimators.crossing(fine, 0.01 * fine - 1.3 * np.log(fine) + 2.0) == pytest.approx(root, rel=1e-4)
 
 
 A, DELTA = 1.5, 0.003  # two wells at x = -A (regular) and x = +A (quartic in x, higher loss by DELTA)
@@ -135,18 +135,18 @@ def test_two_well_free_energy_matches_quadrature_and_fit_recovers_dlambda():
     betas = tempering.geometric_ladder(K, 2e-4).expand(G, 1, K).clone()
     target = tempering.Target(_two_well(n), lambda t: (0.5 * (t * t).sum(-1), t), 16)
     th0 = rng.normal(keys, 0, 2, torch.float64, rng.START)
-    out = fe.run_ladders(target, th0, keys, betas, dict(n_warmup=150, n_draws=600))
+    out = ladders.run_ladders(target, th0, keys, betas, dict(n_warmup=150, n_draws=600))
     labels = np.where(out["draws"][..., 0].numpy() > x0, "B", "A")  # (T, G, R)
-    frac = fe.ladder_fractions(labels, ["B", "A"])  # (G, R, 2)
+    frac = estimators.ladder_fractions(labels, ["B", "A"])  # (G, R, 2)
     exact = np.array([_quadrature_dF(m, x0) for m in NS])
     got, se = np.empty(G), np.empty(G)
     for i in range(G):
-        d, s = fe.log_mass_ratio(frac[i : i + 1], 0, 1)  # one "data set": the model has no data
-        got[i], se[i] = fe.pool(d, s)[:2]
+        d, s = estimators.log_mass_ratio(frac[i : i + 1], 0, 1)  # one "data set": the model has no data
+        got[i], se[i] = estimators.pool(d, s)[:2]
     assert (out["round_trips"] > 0).all()
     assert np.all(np.abs(got - exact) < 3.5 * se), (got, exact, se)
-    fit = fe.fit_free_energy(NS, got, se, DELTA)
-    ref = fe.fit_free_energy(NS, exact, se, DELTA)  # the same fit of the exact values: its finite-n bias
+    fit = estimators.fit_free_energy(NS, got, se, DELTA)
+    ref = estimators.fit_free_energy(NS, exact, se, DELTA)  # the same fit of the exact values: its finite-n bias
     assert abs(fit["dlam"] - (-0.25)) < 3.5 * fit["dlam_se"] + abs(ref["dlam"] + 0.25)
     assert abs(ref["dlam"] + 0.25) < 0.1  # the grid is asymptotic enough for the fit form
 
@@ -169,10 +169,10 @@ def test_wbic_slope_recovers_d_over_2_and_one_over_2k():
     betas = tempering.geometric_ladder(K, 0.2).expand(G, 1, K).clone()
     target = tempering.Target(energy, lambda t: (0.5 * (t * t).sum(-1), t), 16)
     th0 = 0.01 * rng.normal(keys, 0, 3, torch.float64, rng.START)
-    out = fe.run_ladders(target, th0, keys, betas, dict(n_warmup=150, n_draws=800), all_slots=True)
+    out = ladders.run_ladders(target, th0, keys, betas, dict(n_warmup=150, n_draws=800), all_slots=True)
     E = energy(out["draws"])[0].numpy()  # (T, G, R, K)
     for i, lam in enumerate([1.5, 0.25, 1 / 6]):
-        res = fe.wbic_lambda(E[:, i], np.ones_like(E[:, i], bool), np.repeat(out["betas"][i:i + 1].numpy(), R, 0),
+        res = estimators.wbic_lambda(E[:, i], np.ones_like(E[:, i], bool), np.repeat(out["betas"][i:i + 1].numpy(), R, 0),
                              np.zeros(R, int))
         assert res["slots_used"] == K
         assert abs(res["lam"] - lam) < 3.5 * res["se"], (lam, res["lam"], res["se"])
@@ -183,7 +183,7 @@ def test_wbic_slope_recovers_d_over_2_and_one_over_2k():
 
 
 def test_o1_terms_and_data_term():
-    o1 = fe.o1_terms(6, ["6", "5", "4"], n_mc=40_000)
+    o1 = terms.o1_terms(6, ["6", "5", "4"], n_mc=40_000)
     assert o1["6"]["flat"] == 0.0 and o1["6"]["multiplicity"] == 60 and o1["4"]["laplace"] is None
     assert 0 < o1["5"]["flat"] - 0 and o1["5"]["flat_se"] < 0.1
     # c-gon: every copy has the same L_n, so the data term is -n (L_n(w*) - L) exactly
@@ -192,7 +192,7 @@ def test_o1_terms_and_data_term():
 
     X = [sample_inputs(300, 6, s) for s in range(2)]
     data = stack_sorted([sorted_data(x) for x in X])
-    dt = fe.data_term(data, 6, ["6", "5"])
+    dt = terms.data_term(data, 6, ["6", "5"])
     W6, b6 = zoo.kgon_params(6, 6)
     W5, b5 = zoo.kgon_params(5, 6)
     L6, L5 = float(zoo.population_loss(W6, b6)), float(zoo.population_loss(W5, b5))
@@ -218,20 +218,20 @@ TINY = dict(sweep=dict(seeds=2, replicas=2, n_temps=4, n_warmup=8, n_draws=12, m
 
 
 def test_measure_tiny_saves_resumes_reports_and_plots(tmp_path):
-    res = fe.measure(6, [300, 500], out_dir=tmp_path, labels=["6", "5"], dcurve_sets=3, n_mc=5000, **TINY)
+    res = measure.measure(6, [300, 500], out_dir=tmp_path, labels=["6", "5"], dcurve_sets=3, n_mc=5000, **TINY)
     assert set(res["readings"]) == {"zoo", "hull"}
     for n in (300, 500):
         assert io.result_exists(tmp_path / f"fe_c6_n{n}")
-    again = fe.measure(6, [300, 500], out_dir=tmp_path, labels=["6", "5"], dcurve_sets=3, n_mc=5000, **TINY)
+    again = measure.measure(6, [300, 500], out_dir=tmp_path, labels=["6", "5"], dcurve_sets=3, n_mc=5000, **TINY)
     assert again["readings"]["zoo"]["mass"] == res["readings"]["zoo"]["mass"]
     assert [r["bayes"] for r in again["lambda_table"]] == [r["bayes"] for r in res["lambda_table"]]
-    lines = fe.report_section(fe.load_summary(tmp_path / "summary_c6"))
+    lines = measure.report_section(measure.load_summary(tmp_path / "summary_c6"))
     assert lines[0] == "## Measured free energies (c = 6)" and any("lambda three ways" in ln for ln in lines)
     from tms.report.plots.free_energy import plot_free_energy
 
     assert plot_free_energy(tmp_path / "summary_c6", tmp_path / "fig.png", reading="hull").is_file()
     with pytest.raises(ValueError, match="other settings"):
-        fe.measure(6, [300, 500], out_dir=tmp_path, labels=["6", "5"], dcurve_sets=3, n_mc=5000,
+        measure.measure(6, [300, 500], out_dir=tmp_path, labels=["6", "5"], dcurve_sets=3, n_mc=5000,
                    **dict(TINY, sweep=dict(TINY["sweep"], n_draws=13)))
 
 
@@ -240,15 +240,15 @@ def test_user_data_sets_equal_seeded_ones_and_local_ladders_stay_in_phase():
     from tms.bayes.posterior import data_seed
 
     cfg = TINY["sweep"]
-    seeded = fe.sweep_seeds(6, [300], seed=3, theory=False, **cfg)[0]
+    seeded = ladders.sweep_seeds(6, [300], seed=3, theory=False, **cfg)[0]
     X = [sample_inputs(300, 6, data_seed(3, 300, s)).numpy() for s in range(2)]
-    user = fe.sweep_data(6, [X], seed=3, theory=False, **{k: v for k, v in cfg.items() if k != "seeds"})[0]
+    user = ladders.sweep_data(6, [X], seed=3, theory=False, **{k: v for k, v in cfg.items() if k != "seeds"})[0]
     assert np.array_equal(seeded["frac_zoo"], user["frac_zoo"]) and np.array_equal(seeded["round_trips"],
                                                                                      user["round_trips"])
     assert user["frac_zoo"].shape[:2] == (2, 2) and user["round_trips"].shape == (2, 2)
     with pytest.raises(ValueError, match="one sample size"):
-        fe.sweep_data(6, [[X[0], X[0][:100]]])
-    lam = fe.local_lambda(6, ["5"], seed=1, **TINY["lam"])
+        ladders.sweep_data(6, [[X[0], X[0][:100]]])
+    lam = ladders.local_lambda(6, ["5"], seed=1, **TINY["lam"])
     r = lam["per_label"]["5"]
     assert np.allclose(r["frac"], 1.0)  # the wall keeps every slot's draws in the phase
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from tms.core import checks
 from tms.theory import zoo
-from tms.bayes.free_energy import measure, report_section, save_summary
+from tms.bayes.free_energy.measure import measure, report_section, save_summary
 from tms.report.plots.free_energy import plot_free_energy
 
 SWEEP_KEYS = ("seeds", "replicas", "n_temps", "beta_min", "n_warmup", "n_draws", "max_steps")
@@ -86,10 +86,10 @@ def run(c: int = 6, n: list[int] | None = None, *, data: str | None = None, scal
         sgld_burnin: int | None = None, sgld_draws: int | None = None, reading: str = "zoo", beta_lik: float = 1.0,
         seed: int = 0, out: str = "results/free_energy", figure: str | None = None, threads: int | None = None,
         progress: bool = True, device=None) -> dict:
-    """Measure and save the free energies at c (tms.bayes.free_energy.measure) under
+    """Measure and save the free energies at c (tms.bayes.free_energy.measure.measure) under
     OUT/c{c}_{scale}[_data]_b{beta_lik}_s{seed}, write its summary and the figure (default
     results/figures/free_energy_c{c}.png, `reading` "zoo" or "hull"). n: the n-grid (default
-    free_energy.QUICK_NS[c]); data: a .npz of your own data sets instead of seeds; sweep /
+    tms.bayes.free_energy.measure.QUICK_NS[c]); data: a .npz of your own data sets instead of seeds; sweep /
     lam: overrides of the posterior sweep's and the phase-confined ladders' settings
     (SWEEP_KEYS, LAMBDA_KEYS); sgld_chains / sgld_burnin / sgld_draws: the SGLD lambdas'
     chains, discarded and kept steps. threads: torch threads during the run (default 1: many

@@ -38,7 +38,8 @@ import torch
 from tms.core import checks, cluster, io
 from tms.bayes import tasks as bayes_tasks
 from tms.dynamics import tasks as dynamics_tasks
-from tms.bayes import free_energy, posterior
+from tms.bayes import posterior
+from tms.bayes.free_energy import measure as free_energy
 from tms.dynamics import train
 from tms.experiments import transitions
 from tms.theory import zoo

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tms.bayes import free_energy
+from tms.bayes.free_energy import measure as free_energy
 from tms.core import io
 from tms.report.comparison import compare, load_posterior_summary, mass_crossing
 from tms.core.records import TransitionsResult

@@ -1,6 +1,6 @@
 """Figure of the measured free energies (SPEC 3): F_n(alpha) - F_n(beta) against n beside the
 lab's asymptotic formula and the formula with measured O(1) terms, and lambda three ways;
-drawn from a saved summary (tms.bayes.free_energy.save_summary) only."""
+drawn from a saved summary (tms.bayes.free_energy.measure.save_summary) only."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,0 +1,323 @@
+"""The free-energy sweeps (docs/SPEC.md section 3): replica-exchange ladders over the n-grid on
+seeded or the researcher's own data sets (both readings of the samples), and the local ladders
+confined to one phase that give lambda_Bayes."""
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tms.bayes import posterior
+from tms.bayes.free_energy.estimators import ladder_fractions, wbic_lambda
+from tms.bayes.free_energy.terms import MAX_PERM_C, data_term, zoo_point
+from tms.core import checks, io, rng
+from tms.samplers import tempering
+from tms.theory import zoo
+from tms.theory.data import sample_inputs
+from tms.theory.loss import SortedData, empirical_loss_sorted, flatten_params, sorted_data, stack_sorted, unflatten_params
+from tms.theory.phases import classify, classify_hull
+
+QUICK = dict(seeds=4, replicas=4, n_temps=10, beta_min=0.01, n_warmup=60, n_draws=120, max_steps=32)
+PAPER = dict(seeds=8, replicas=8, n_temps=12, beta_min=0.005, n_warmup=200, n_draws=600, max_steps=48)
+LAMBDA_QUICK = dict(n=1000, seeds=2, replicas=3, n_temps=5, beta_lo=0.25, n_warmup=40, n_draws=80, max_steps=32)
+LAMBDA_PAPER = dict(n=2000, seeds=4, replicas=6, n_temps=8, beta_lo=0.2, n_warmup=150, n_draws=500, max_steps=48)
+
+
+def run_ladders(target: tempering.Target, theta0: torch.Tensor, keys: torch.Tensor, betas: torch.Tensor, cfg: dict,
+                *, all_slots: bool = False, progress: bool = False, desc: str = "ladders") -> dict:
+    """Warm up and sample replica-exchange ladders (tms.samplers.tempering), batched.
+
+    theta0 (G, R, K, d), keys (G, R, K) chain keys, betas (G, 1, K) (one ladder per item G,
+    re-placed in warm-up from the swap rates pooled over its R ladders). cfg: n_warmup,
+    n_draws, max_steps. Returns draws (T, G, R, d) at the coldest slot, or (T, G, R, K, d)
+    with all_slots; betas (G, K) final; swap_rate (G, K-1); round_trips (G, R); accept (G,)
+    mean Metropolis acceptance; divergences (G,) while sampling and divergence_rate (G,)
+    per transition.
+    """
+    state = tempering.init(theta0, keys, target, betas)
+    state, _ = tempering.warmup(state, target, cfg["n_warmup"], progress=progress, desc=f"{desc} warm-up")
+    record = (lambda th: th.clone()) if all_slots else (lambda th: th[..., -1, :].to(torch.float32))
+    state, out = tempering.sample(state, target, cfg["n_draws"], record=record, progress=progress, desc=desc)
+    trans = out["transitions"].sum((1, 2)).clamp(min=1)
+    return dict(draws=out["draws"], betas=state.betas[:, 0], swap_rate=out["swap_rate"].mean(1),
+                round_trips=out["round_trips"], accept=(out["accept_rate"] * out["transitions"]).sum((1, 2)) / trans,
+                divergences=out["divergences"].sum((1, 2)), divergence_rate=out["divergences"].sum((1, 2)) / trans)
+
+
+def _with_dims(data: SortedData, k: int) -> SortedData:
+    """Insert k singleton dims after the leading data dim (to broadcast with chain dims)."""
+    return posterior._with_dims(data, k)
+
+
+def _target(data: SortedData, r: int, c: int, beta_lik: float, max_steps: int) -> tempering.Target:
+    """Tempered part beta_lik n L_n (exact fused loss) and the N(0, I) prior (SPEC 3), data (G,)."""
+    return tempering.Target(posterior.energy_grad_fn(_with_dims(data, 2), r, c, beta_lik), posterior.prior_grad,
+                            max_steps)
+
+
+def _keys(seed: int, items: list[tuple], R: int, K: int, device=None) -> torch.Tensor:
+    """Chain keys (G, R, K): each item's keys from its own tuple (e.g. (seed, n, s, which)),
+    never from its position in a batch."""
+    base = torch.tensor([rng.key(seed, *it) for it in items], dtype=torch.int64, device=device)
+    return rng.keys_from(base, (R, K))
+
+
+def _label_draws(draws: torch.Tensor, r: int, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both readings of draws (..., d): zoo labels and hull labels, numpy str (...)."""
+    W, b = unflatten_params(draws.double().cpu(), r, c)
+    return np.asarray(classify(W, b)), np.asarray(classify_hull(W, b))
+
+
+def _as_X(x, c: int, dtype) -> torch.Tensor:
+    X = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(dtype)
+    if X.dim() != 2 or X.shape[1] != c:
+        raise ValueError(f"every data set must be an array of shape (n, c = {c}), got {tuple(X.shape)}")
+    return X
+
+
+def data_id(X: torch.Tensor) -> str:
+    """SHA-256 of a data set's values (float64): a user data set's identity in saved settings."""
+    return hashlib.sha256(np.ascontiguousarray(X.double().cpu().numpy()).tobytes()).hexdigest()[:16]
+
+
+def _check_cfg(cfg: dict, defaults: dict, what: str) -> dict:
+    unknown = set(cfg) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown {what} settings {sorted(unknown)}; expected some of {sorted(defaults)}")
+    cfg = {**defaults, **cfg}
+    for k, v in cfg.items():
+        if k in ("beta_min", "beta_lo"):
+            if not 0 < checks.positive_float(v, k) < 1:
+                raise ValueError(f"{k} must lie in (0, 1), got {v!r}")
+        else:
+            checks.positive_int(v, k, minimum=4 if k == "n_warmup" else 2 if k in ("replicas", "n_temps", "n") else 1)
+    return cfg
+
+
+def _point(n: int, sl: slice, out: dict, zl: np.ndarray, hl: np.ndarray, dterm, theory: list[str], ids) -> dict:
+    """The sweep result at one n: its data sets are the items sl of the batch (cold-slot
+    labels zl, hl (T, G, R)); phase fractions per data set and ladder (S, R, P) for both
+    readings, round trips per ladder (S, R), final ladders (S, K), swap rates (S, K-1)."""
+    pz = sorted(set(np.unique(zl[:, sl]).tolist()))
+    ph = sorted(set(np.unique(hl[:, sl]).tolist()))
+    fz, fh = ladder_fractions(zl[:, sl], pz), ladder_fractions(hl[:, sl], ph)
+    R = fz.shape[1]
+    return dict(n=n, ids=list(ids), phases_zoo=pz, phases_hull=ph, frac_zoo=fz, frac_hull=fh,
+                mass_seed_zoo=fz.mean(1), mass_se_seed_zoo=fz.std(1, ddof=1) / math.sqrt(R),
+                mass_seed_hull=fh.mean(1), mass_se_seed_hull=fh.std(1, ddof=1) / math.sqrt(R),
+                round_trips=out["round_trips"][sl].cpu().numpy(), betas=out["betas"][sl].cpu().numpy(),
+                swap_rate=out["swap_rate"][sl].cpu().numpy(), accept=out["accept"][sl].cpu().numpy(),
+                divergences=out["divergences"][sl].cpu().numpy(), theory_labels=list(theory),
+                data_term=None if dterm is None else dterm[sl])
+
+
+POINT_ARRAYS = ("frac_zoo", "frac_hull", "mass_seed_zoo", "mass_se_seed_zoo", "mass_seed_hull", "mass_se_seed_hull",
+                "round_trips", "betas", "swap_rate", "accept", "divergences", "data_term")
+POINT_FIELDS = ("n", "ids", "phases_zoo", "phases_hull", "theory_labels")
+
+
+def _run_chunk(c, r, items, beta_lik, seed, cfg, dtype, device, progress, theory) -> list[dict]:
+    """One batched replica-exchange run over every data set of `items` [(n, [X], ids)]."""
+    datas = [sorted_data(X.to(dtype)) for _, Xs, _ in items for X in Xs]
+    data = SortedData(*(t.to(device) for t in stack_sorted(datas)))  # batch (G,)
+    G, R, K, d = len(datas), cfg["replicas"], cfg["n_temps"], r * c + c
+    keys = _keys(seed, [(n, s, rng.FE_SWEEP) for n, Xs, _ in items for s in range(len(Xs))], R, K, device)
+    betas = tempering.geometric_ladder(K, cfg["beta_min"], dtype=dtype).to(device).expand(G, 1, K).clone()
+    out = run_ladders(_target(data, r, c, beta_lik, cfg["max_steps"]), rng.normal(keys, 0, d, dtype, rng.START),
+                      keys, betas, cfg, progress=progress, desc=f"replica exchange ({G} data sets)")
+    zl, hl = _label_draws(out["draws"], r, c)  # (T, G, R)
+    dterm = data_term(SortedData(*(t.cpu() for t in data)), c, theory) if theory else None
+    points, g = [], 0
+    for n, Xs, ids in items:
+        points.append(_point(n, slice(g, g + len(Xs)), out, zl, hl, dterm, theory, ids))
+        g += len(Xs)
+    return points
+
+
+def _save_point(path: Path, pt: dict, settings: dict) -> None:
+    arrays = {k: pt[k] for k in POINT_ARRAYS if pt.get(k) is not None}
+    io.save_result(path, arrays, dict(settings=settings, **{k: pt[k] for k in POINT_FIELDS}))
+
+
+def _load_point(path: Path, settings: dict, ids) -> dict:
+    arrays, rec = io.load_result(path)
+    if rec["settings"] != io.jsonable(settings) or rec["ids"] != io.jsonable(list(ids)):
+        raise ValueError(f"{path} holds a result with other settings or data sets ({rec['settings']}); "
+                         "use another output folder or delete it")
+    return dict({k: rec[k] for k in POINT_FIELDS}, **{k: arrays.get(k) for k in POINT_ARRAYS})
+
+
+def sweep_data(c: int, datasets, *, r: int = 2, beta_lik: float = 1.0, seed: int = 0, ids=None,
+               out_dir: str | Path | None = None, progress: bool = False, batch_points: int | None = None,
+               dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu", theory: bool = True,
+               **overrides) -> list[dict]:
+    """Phase masses per data set and ladder at every n, from replica exchange (SPEC 3), on
+    the researcher's own data sets.
+
+    datasets: a list over the n-grid, item i a list of S_i arrays X (n_i, c) (numpy or torch,
+    high-sparsity rows mu e_j) that share one sample size n_i; the n_i distinct. ids: per
+    item a list of S_i identities saved with the result (default: SHA-256 of the values).
+    Sampler settings: QUICK (replicas, n_temps, beta_min, n_warmup, n_draws, max_steps) or
+    keyword overrides ('seeds' is ignored here). out_dir: each finished n saved there as
+    fe_c{c}_n{n} and skipped when rerun with the same settings and data. theory: add the
+    exact data term of every zoo label (c <= MAX_PERM_C). Returns the points (named fields:
+    frac_zoo / frac_hull (S, R, P) per data set and ladder, mass_seed_*, mass_se_seed_*,
+    round_trips (S, R), betas (S, K), swap_rate, accept, divergences, data_term (S, L)).
+    """
+    checks.positive_int(c, "c", minimum=3)
+    checks.positive_int(r, "r")
+    if r != 2:
+        raise ValueError(f"the phase readings need r = 2, got r = {r}")
+    checks.positive_float(beta_lik, "beta_lik")
+    cfg = _check_cfg({k: v for k, v in overrides.items() if k != "seeds"}, {k: v for k, v in QUICK.items()
+                                                                             if k != "seeds"}, "sampler")
+    items = _items(c, datasets, ids, dtype)
+    settings = dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **cfg)
+    theory_labels = _theory_labels(c) if theory and c <= MAX_PERM_C else []
+    out_dir = Path(out_dir) if out_dir is not None else None
+    done = {}
+    for n, _, i in items:
+        if out_dir is not None and io.result_exists(out_dir / f"fe_c{c}_n{n}"):
+            done[n] = _load_point(out_dir / f"fe_c{c}_n{n}", settings, i)
+    todo = [it for it in items if it[0] not in done]
+    step = batch_points or max(1, len(todo))
+    chunks = [todo[j: j + step] for j in range(0, len(todo), step)]
+    for chunk in tqdm(chunks, desc=f"free energy sweep c={c}", disable=not progress or len(chunks) < 2):
+        for pt in _run_chunk(c, r, chunk, beta_lik, seed, cfg, dtype, device, progress, theory_labels):
+            done[pt["n"]] = pt
+            if out_dir is not None:
+                _save_point(out_dir / f"fe_c{c}_n{pt['n']}", pt, settings)
+    return [done[n] for n, _, _ in items]
+
+
+def _items(c: int, datasets, ids, dtype) -> list[tuple]:
+    """[(n, [X (n, c)], ids)] checked: non-empty, one n per item, distinct n."""
+    if not isinstance(datasets, (list, tuple)) or not datasets:
+        raise ValueError("datasets must be a non-empty list over the n-grid of lists of arrays X (n, c)")
+    items = []
+    for i, group in enumerate(datasets):
+        Xs = [_as_X(x, c, dtype) for x in (group if isinstance(group, (list, tuple)) else [group])]
+        if not Xs or len({X.shape[0] for X in Xs}) != 1:
+            raise ValueError(f"datasets[{i}] must hold one or more arrays of one sample size n")
+        gid = list(ids[i]) if ids is not None else [data_id(X) for X in Xs]
+        if len(gid) != len(Xs):
+            raise ValueError(f"ids[{i}] must name each of the {len(Xs)} data sets of datasets[{i}]")
+        items.append((int(Xs[0].shape[0]), Xs, gid))
+    ns = [it[0] for it in items]
+    if len(set(ns)) != len(ns):
+        raise ValueError(f"the sample sizes of datasets must be distinct, got {ns}")
+    return items
+
+
+def _theory_labels(c: int) -> list[str]:
+    return zoo.labels(c)
+
+
+def sweep_seeds(c: int, ns, *, seed: int = 0, seeds: int | None = None, **kw) -> list[dict]:
+    """sweep_data on synthetic data sets: at each n, `seeds` (default QUICK) data sets drawn
+    from the high-sparsity distribution with the seeds tms.bayes.posterior.data_seed(seed, n, s)
+    (the same data sets as tms.bayes.posterior.phase_sweep); the data seeds are the ids."""
+    S = checks.positive_int(seeds if seeds is not None else QUICK["seeds"], "seeds")
+    ns = [checks.positive_int(int(n), "n", minimum=2) for n in ns]
+    dtype = kw.get("dtype", torch.float64)
+    dsets = [[sample_inputs(n, c, posterior.data_seed(seed, n, s), dtype=dtype) for s in range(S)] for n in ns]
+    ids = [[posterior.data_seed(seed, n, s) for s in range(S)] for n in ns]
+    return sweep_data(c, dsets, seed=seed, ids=ids, **kw)
+
+
+# ---- lambda from local ladders (SPEC 3, 5: independent of SGLD) ---------------------------------------
+
+
+def lambda_labels(c: int) -> list[str]:
+    """Default phases for the three-way lambda table: p = 0 families with k >= max(4, c - 2)
+    (c = 6: 6, 5+, 5, 4++, 4+, 4)."""
+    return [lab for lab in zoo.labels(c) if (k := zoo.parse_label(lab))[2] == 0 and k[0] >= max(4, c - 2)]
+
+
+def _energies(draws: torch.Tensor, data: SortedData, r: int, c: int, beta_lik: float) -> torch.Tensor:
+    """beta_lik n L_n of draws (T, G, R, K, d) on data (G,) -> (T, G, R, K)."""
+    th = draws.permute(1, 0, 2, 3, 4)  # (G, T, R, K, d)
+    W, b = unflatten_params(th.to(data.mu.dtype), r, c)
+    E = beta_lik * _with_dims(data, 3).n * empirical_loss_sorted(W, b, _with_dims(data, 3))
+    return E.permute(1, 0, 2, 3)
+
+
+def restricted(energy_grad, labels: np.ndarray, r: int, c: int):
+    """The energy with a wall: +inf where the zoo reading of theta is not the item's phase.
+
+    energy_grad: theta (G, ..., d) -> (E (G, ...), grad); labels (G,) str: the phase of each
+    item. HMC proposals that leave the phase are then rejected (tms.samplers.rounds treats
+    a non-finite energy as a divergence), so the chains sample the posterior restricted to
+    the phase region, exp(-beta E - |w|^2/2) 1[classify(w) = label] (SPEC 3: a local free
+    energy is the integral over that region)."""
+    codes = {lab: i for i, lab in enumerate(sorted(set(labels.tolist())))}
+    want = torch.tensor([codes[lab] for lab in labels.tolist()])
+
+    def f(theta):
+        E, g = energy_grad(theta)
+        fin = torch.isfinite(theta).all(-1)
+        W, b = unflatten_params(torch.where(fin.unsqueeze(-1), theta, torch.zeros_like(theta)).detach(), r, c)
+        lab = classify(W, b)
+        got = torch.from_numpy(np.vectorize(lambda x: codes.get(x, -1), otypes=[np.int64])(lab)).to(theta.device)
+        ok = fin & (got == want.to(theta.device).reshape((-1,) + (1,) * (got.dim() - 1)))
+        return torch.where(ok, E, torch.full_like(E, math.inf)), g
+
+    return f
+
+
+def local_lambda(c: int, labels=None, *, r: int = 2, beta_lik: float = 1.0, seed: int = 0, data=None,
+                 progress: bool = False, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
+                 **overrides) -> dict:
+    """lambda_Bayes of each phase from local ladders restricted to the phase (SPEC 3).
+
+    For every label and data set, R ladders of K temperatures beta_lo..1 (geometric, then
+    re-placed in warm-up) at one sample size n, every slot started at the zoo point and
+    confined to the phase by a wall (`restricted`): E = beta_lik n L_n at every slot and
+    round, and `wbic_lambda` on them. Settings: LAMBDA_QUICK (n, seeds, replicas, n_temps,
+    beta_lo, n_warmup, n_draws, max_steps) or keyword overrides. data: optional list of S
+    arrays X (n, c) instead of the synthetic data sets data_seed(seed, n, s).
+    Returns {labels, settings, ids, per_label: {label: wbic_lambda result + betas (S, K),
+    round_trips (S, R), accept (S,), wall (S,) fraction of transitions rejected at the wall}}.
+    """
+    cfg = _check_cfg(overrides, LAMBDA_QUICK, "local-ladder")
+    labels = list(labels) if labels is not None else lambda_labels(c)
+    Xs = [_as_X(x, c, dtype) for x in data] if data is not None else \
+        [sample_inputs(cfg["n"], c, posterior.data_seed(seed, cfg["n"], s), dtype=dtype) for s in range(cfg["seeds"])]
+    n, S, R, K, d = int(Xs[0].shape[0]), len(Xs), cfg["replicas"], cfg["n_temps"], r * c + c
+    ids = [data_id(X) for X in Xs] if data is not None else [posterior.data_seed(seed, n, s) for s in range(S)]
+    base = stack_sorted([sorted_data(X) for X in Xs])
+    data_g = SortedData(*(t.repeat((len(labels),) + (1,) * (t.dim() - 1)).to(device) for t in base))  # label-major
+    theta0 = torch.stack([_flat_point(lab, c, dtype) for lab in labels]).repeat_interleave(S, 0).to(device)
+    keys = _keys(seed, [(n, s, rng.FE_LOCAL, _label_code(lab)) for lab in labels for s in range(S)], R, K, device)
+    betas = tempering.geometric_ladder(K, cfg["beta_lo"], dtype=dtype).to(device).expand(len(labels) * S, 1, K).clone()
+    tgt = _target(data_g, r, c, beta_lik, cfg["max_steps"])
+    tgt = tgt._replace(energy_grad=restricted(tgt.energy_grad, np.repeat(labels, S), r, c))
+    out = run_ladders(tgt, theta0[:, None, None].expand(-1, R, K, d).clone(), keys, betas, cfg, all_slots=True,
+                      progress=progress, desc=f"local ladders ({len(labels)} phases)")
+    E = _energies(out["draws"], data_g, r, c, beta_lik).cpu().numpy()  # (T, G, R, K)
+    zl, _ = _label_draws(out["draws"], r, c)
+    per = {}
+    for i, lab in enumerate(labels):
+        g, T = slice(i * S, (i + 1) * S), E.shape[0]
+        bet = out["betas"][g].cpu().numpy()  # (S, K)
+        res = wbic_lambda(E[:, g].reshape(T, S * R, K), (zl[:, g] == lab).reshape(T, S * R, K),
+                          np.repeat(bet, R, 0), np.repeat(np.arange(S), R))
+        res.update(betas=bet, round_trips=out["round_trips"][g].cpu().numpy(), accept=out["accept"][g].cpu().numpy(),
+                   wall=out["divergence_rate"][g].cpu().numpy())
+        per[lab] = res
+    return dict(labels=labels, settings=dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **cfg, n_used=n),
+                ids=ids, per_label=per)
+
+
+def _flat_point(label: str, c: int, dtype) -> torch.Tensor:
+    W, b = zoo_point(label, c)
+    return flatten_params(W, b).to(dtype)
+
+
+def _label_code(label: str) -> int:
+    return int.from_bytes(label.encode(), "little")
+

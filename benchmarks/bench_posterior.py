@@ -112,7 +112,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; c={C}, n={args.n}, {args.n_chains} chains")
-    data = posterior._with_dims(stack_sorted([sorted_data(sample_inputs(args.n, C, 0))]), 1)  # (1, 1)
+    data = posterior.with_dims(stack_sorted([sorted_data(sample_inputs(args.n, C, 0))]), 1)  # (1, 1)
     th0 = torch.randn((1, args.n_chains, R * C + C), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     new = report(f"new (rounds of {args.max_steps}, {args.warmup}+{args.draws} rounds)", *run_new(data, th0, args))
     old = report(f"old (sync, cap {args.old_max_steps}, {args.old_warmup}+{args.old_draws} transitions)",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tms.bayes import posterior
+from tms.bayes import posterior, sweep
 from tms.theory.data import sample_inputs
 from tms.theory.loss import empirical_loss, sorted_data, stack_sorted, unflatten_params
 
@@ -16,7 +16,7 @@ def test_potential_matches_direct_sum_over_a_stacked_n_grid():
     c, r = 5, 2
     ns = [30, 75]
     Xs = [sample_inputs(n, c, posterior.data_seed(0, n, 0)) for n in ns]
-    data = posterior._with_dims(stack_sorted([sorted_data(X) for X in Xs]), 1)
+    data = posterior.with_dims(stack_sorted([sorted_data(X) for X in Xs]), 1)
     theta = torch.randn(2, 7, r * c + c, generator=torch.Generator().manual_seed(0), dtype=D)
     E = posterior.energy_fn(data, r, c, beta_lik=0.5)(theta)
     for g, (n, X) in enumerate(zip(ns, Xs)):
@@ -47,15 +47,19 @@ def test_aggregate_over_seeds():
 def test_sweep_saves_each_point_and_resumes(tmp_path, monkeypatch):
     calls = []
 
-    def fake_chunk(c, r, ns, beta_lik, seed, cfg, dtype, device, progress, on_point):
-        calls.append(list(ns))
-        S = cfg["seeds"]
-        for n in ns:
-            on_point(dict(n=n, phases=["a", "b"], mass_seed=np.full((S, 2), 0.5), mass_se_seed=np.full((S, 2), 0.1),
-                          occupancy_seed=np.tile([1.0, 0.0], (S, 1)), occupancy_se_seed=np.zeros((S, 2)),
-                          round_trips_seed=np.zeros((S, 4)), diag={"n": n}))
+    def fake_chunk(job, items, snap, out_dir, save_every, progress):
+        calls.append([it.n for it in items])
+        points = {}
+        for it in items:
+            S = len(it.data)
+            points[it.n] = dict(n=it.n, phases=["a", "b"], mass_seed=np.full((S, 2), 0.5),
+                                mass_se_seed=np.full((S, 2), 0.1), occupancy_seed=np.tile([1.0, 0.0], (S, 1)),
+                                occupancy_se_seed=np.zeros((S, 2)), round_trips_seed=np.zeros((S, 4)),
+                                diag={"n": it.n})
+            sweep._save_point(job, it, points[it.n], out_dir)
+        return points
 
-    monkeypatch.setattr(posterior, "_run_chunk", fake_chunk)
+    monkeypatch.setattr(sweep, "_run_chunk", fake_chunk)
     kw = dict(out_dir=tmp_path, predict=False, seeds=2)
     posterior.phase_sweep(4, [100, 200], batch_points=1, **kw)
     assert calls == [[100], [200]]  # one batched call per chunk, each point saved after it
@@ -143,7 +147,7 @@ def test_tms_phase_mass_does_not_depend_on_the_start():
     from tms.samplers import tempering
 
     c, r, n, R, K = 6, 2, 450, 10, 10
-    data = posterior._with_dims(stack_sorted([sorted_data(sample_inputs(n, c, posterior.data_seed(0, n, 0)))] * 2), 2)
+    data = posterior.with_dims(stack_sorted([sorted_data(sample_inputs(n, c, posterior.data_seed(0, n, 0)))] * 2), 2)
     pts = {q.label: q for q in zoo.critical_points(c)}
     starts = torch.stack([flatten_params(pts[lab].W, pts[lab].b) for lab in ("5", "6")])  # (2, d)
     g = torch.Generator().manual_seed(0)
@@ -183,7 +187,7 @@ def test_fused_energy_gradient_equals_autograd_of_the_energy():
     from tms.samplers.hmc import with_grad
 
     c, r = 6, 2
-    data = posterior._with_dims(stack_sorted([sorted_data(sample_inputs(n, c, n)) for n in (40, 300)]), 1)
+    data = posterior.with_dims(stack_sorted([sorted_data(sample_inputs(n, c, n)) for n in (40, 300)]), 1)
     theta = torch.randn(2, 9, r * c + c, generator=torch.Generator().manual_seed(1), dtype=D)
     E, g = posterior.energy_grad_fn(data, r, c, beta_lik=0.7)(theta)
     E_ref, g_ref = with_grad(posterior.energy_fn(data, r, c, beta_lik=0.7))(theta)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tms.core import io
-from tms.bayes import posterior
+from tms.bayes import posterior, posterior_point, sweep
 
 # tiny settings: each sweep below takes a fraction of a second at c = 4
 KW = dict(predict=False, n_chains=4, replicas=2, n_temps=4, n_warmup=20, n_draws=24, max_steps=8, plain_draws=12,
@@ -72,7 +72,7 @@ def test_saved_point_is_keyed_by_label_and_carries_the_layout(tmp_path, monkeypa
     def no_sampling(*a, **k):
         raise AssertionError("a saved point was sampled again")
 
-    monkeypatch.setattr(posterior, "_run_chunk", no_sampling)
+    monkeypatch.setattr(sweep, "_run_chunk", no_sampling)
     again = posterior.phase_sweep(C, [100, 200], seeds=2, out_dir=tmp_path, **KW)  # other batching: reused
     for a, b in zip(res["points"], again["points"]):
         assert a["phases"] == b["phases"] and a["layout"] == b["layout"]
@@ -84,9 +84,9 @@ def test_saved_point_is_keyed_by_label_and_carries_the_layout(tmp_path, monkeypa
 def test_missing_draws_file_means_the_point_is_redone(tmp_path):
     posterior.phase_sweep(C, [100], seeds=1, out_dir=tmp_path, **KW)
     (tmp_path / "posterior_c4_n100_draws_s0.nc").unlink()
-    assert not posterior._point_complete(tmp_path / "posterior_c4_n100")
+    assert not posterior_point.point_done(tmp_path, C, 100)
     posterior.phase_sweep(C, [100], seeds=1, out_dir=tmp_path, **KW)
-    assert posterior._point_complete(tmp_path / "posterior_c4_n100")
+    assert posterior_point.point_done(tmp_path, C, 100)
 
 
 def test_damaged_point_is_reported_and_recomputed_to_the_same_numbers(tmp_path, capsys):
@@ -107,7 +107,7 @@ def test_damaged_point_is_reported_and_recomputed_to_the_same_numbers(tmp_path, 
 
 SWEEP = """
 import sys
-from tms.bayes import posterior
+from tms.bayes import posterior, posterior_point, sweep
 posterior.phase_sweep(4, {ns}, out_dir=sys.argv[1], seeds=2, **{kw})
 """
 
@@ -131,7 +131,7 @@ def test_sigint_at_default_batching_keeps_every_finished_point(tmp_path):
     proc.wait(60)
     kept = sorted(p.stem for p in work.glob("posterior_c4_n*.json"))
     assert kept and "posterior_c4_n1100" not in kept, kept
-    assert all(posterior._point_complete(work / stem) for stem in kept)
+    assert all(posterior_point.point_done(work, 4, int(stem.split("_n")[1])) for stem in kept)
     assert not list(work.glob("*.tmp")) and not list(work.glob(".*"))
     full = posterior.phase_sweep(4, ns, seeds=2, out_dir=tmp_path / "ref", **kw)
     resumed = posterior.phase_sweep(4, ns, seeds=2, out_dir=work, **kw)

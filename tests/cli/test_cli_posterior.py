@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tms.core import io
-from tms.bayes import posterior
+from tms.bayes import posterior, sweep
 from tms.cli.main import main
 from tms.cli.posterior import parse_grid, parse_llcs
 
@@ -44,7 +44,7 @@ def test_cli_runs_saves_and_draws(tmp_path, monkeypatch, capsys):
     assert rec["settings"]["beta_lik"] == 1.0 and rec["transitions"][0]["n_c"] == 150.0
     assert "supplied with --llc" not in rec["omitted_transitions"]
     # second call: nothing is sampled again
-    monkeypatch.setattr(posterior, "_run_chunk", lambda *a, **k: pytest.fail("resumed run resampled"))
+    monkeypatch.setattr(sweep, "_run_chunk", lambda *a, **k: pytest.fail("resumed run resampled"))
     assert main(argv) == 0
     # a lambda supplied for a phase of a drawn n_c line is named in the caption; others are not
     # (the mocked n_c row names c = 6 labels, which --llc accepts only if the zoo has them)

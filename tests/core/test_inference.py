@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tms.core import inference
-from tms.bayes import posterior
+from tms.bayes import posterior, posterior_point
 from tms.theory import zoo
 from tms.llc.estimator import default_nbeta, estimate_llc
 
@@ -111,6 +111,6 @@ def test_draw_diagnostics_flag_a_stuck_ladder_and_one_at_4x_the_scale():
     iid = rng.standard_normal((4, 1000))
     recs = [dict(kept=dict(theta=np.zeros((4, 1000, 12)), labels=np.full((4, 1000), "a"), loss=x, energy=iid,
                            thin_stride=1, max_kept=1000)) for x in (stuck, wide, iid)]
-    _, diag = posterior._draw_records(recs, ["a"])
+    _, diag = posterior_point._draw_records(recs, ["a"])
     assert "rhat_loss" in diag["flags"][0] and "ess_tail_loss" in diag["flags"][1]
     assert diag["flags"][2] == [] and diag["rhat_loss"][0] > 1.4 and diag["ess_tail_loss"][1] < 60

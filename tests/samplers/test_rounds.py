@@ -169,7 +169,7 @@ def test_tms_phase_mass_agrees_with_the_previous_sampler():
     from reference import samplers as reference
 
     c, r, n, R, K = 6, 2, 450, 8, 10
-    data = posterior._with_dims(stack_sorted([sorted_data(sample_inputs(n, c, posterior.data_seed(0, n, 0)))]), 2)
+    data = posterior.with_dims(stack_sorted([sorted_data(sample_inputs(n, c, posterior.data_seed(0, n, 0)))]), 2)
     th0 = torch.randn(1, R, K, r * c + c, generator=torch.Generator().manual_seed(4), dtype=D)
     betas = tempering.geometric_ladder(K, 0.01)
     cold = lambda th: th[..., -1, :].clone()  # noqa: E731

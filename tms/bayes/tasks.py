@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tms.core import checks
 from tms.core.cluster import CONNECT_TIMEOUT, Task, check_cluster, run_tasks
-from tms.bayes import posterior
+from tms.bayes import posterior, posterior_point
 
 def posterior_points(c: int, ns: list[int], out_dir: str, kwargs: dict) -> list[int]:
     """Task: phase_sweep over `ns` into out_dir (points on disk are skipped); the n done."""
@@ -39,7 +39,7 @@ def phase_sweep(c: int, ns, *, out_dir: str | Path | None = None, scheduler: str
     points_per_task = points_per_task or kwargs.get("batch_points") or 1
     checks.positive_int(points_per_task, "points_per_task")
     ns = [int(n) for n in ns]
-    todo = [n for n in ns if not posterior.point_done(out_dir, c, n)]
+    todo = [n for n in ns if not posterior_point.point_done(out_dir, c, n)]
     chunks = [todo[i:i + points_per_task] for i in range(0, len(todo), points_per_task)]
     shown = {k: v for k, v in kwargs.items() if k in ("beta_lik", "seed", "r")}
     tasks = [Task(posterior_points, dict(c=c, ns=ch, out_dir=str(out_dir), kwargs=kwargs),

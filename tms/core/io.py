@@ -254,6 +254,15 @@ def result_exists(path: str | os.PathLike) -> bool:
     return check_result(path) is None
 
 
+def remove_result(path: str | os.PathLike) -> None:
+    """Delete the result at `path` (its .json first, so a kill in between leaves no finished
+    result) and forget that this process wrote it (an interrupted command does not name it)."""
+    path = Path(path)
+    for suffix in (".json", ".npz"):
+        path.with_suffix(suffix).unlink(missing_ok=True)
+    _WRITTEN[:] = [p for p in _WRITTEN if Path(p) != path]
+
+
 def load_result(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     """Inverse of save_result: (arrays as numpy, record). ValueError naming the file if the
     result is missing, truncated, damaged or torn (see check_result)."""

@@ -18,7 +18,10 @@ one data set), so each data set gets its own ladder. Round trips (a replica goin
 hottest slot to the coldest and back) are counted per ladder while sampling.
 
 Driver = ``warmup`` then ``sample`` (pure functions over an explicit SamplerState, so a
-caller can sample in blocks, check precision and drop finished items: see tms.bayes.posterior).
+caller can sample in blocks, check precision and drop finished items: see tms.bayes.sweep).
+Both can be split over calls with the same numbers: warm-up as warmup_start, warmup_rounds,
+warmup_end over an explicit Warmup, sampling by passing the previous call's out as `totals`;
+a caller saves the state between calls and resumes from it (tms.bayes.sweep).
 All randomness is counter-based per chain key (tms.core.rng).
 """
 from __future__ import annotations
@@ -188,23 +191,42 @@ def init(theta0: torch.Tensor, keys: torch.Tensor, target: Target, betas: torch.
     return SamplerState(ch, keys, betas, eps, lengths, rep, last, torch.zeros_like(keys), 0)
 
 
-def warmup(state: SamplerState, target: Target, n_warmup: int, *, target_accept: float = 0.8,
-           adapt_ladder: bool = True, progress: bool = False, desc: str = "warm-up") -> tuple[SamplerState, dict]:
-    """n_warmup adaptive rounds (trajectories to the first U-turn).
+class Warmup(NamedTuple):
+    """Warm-up under way, resumable: the sampler state after `done` rounds, the step-size
+    learners, divergences per chain, the swap statistics since the last ladder placement and
+    the U-turn lengths recorded so far (a caller may save it between calls of warmup_rounds)."""
+
+    state: SamplerState
+    da: rounds.DualAverage
+    divergences: torch.Tensor
+    stats: dict
+    recorded: list
+    done: int
+
+
+def warmup_start(state: SamplerState) -> Warmup:
+    """A warm-up of `state` at round 0 (warmup_rounds advances it, warmup_end ends it)."""
+    div = torch.zeros(state.chains.energy.shape, dtype=torch.long, device=state.keys.device)
+    return Warmup(state, rounds.da_init(state.step_size), div, _new_stats(state), [], 0)
+
+
+def warmup_rounds(w: Warmup, target: Target, n_warmup: int, n_rounds: int, *, target_accept: float = 0.8,
+                  adapt_ladder: bool = True, bar=None) -> Warmup:
+    """The next n_rounds of an n_warmup-round warm-up (fewer where fewer are left), as a new
+    Warmup (`w` is left as it was). Rounds split over calls give the numbers of one call.
 
     First 3/4: per-chain dual averaging of the step size; with a ladder of K >= 3 and
     adapt_ladder, the temperatures are re-placed N_PLACE times, evenly through that phase,
-    each time from the swap rates since the last placement (step sizes re-adapted from there). Last 1/4: step sizes fixed, each round's first-trajectory
-    U-turn length recorded per chain (the sampling lengths). Returns (state, info) with
-    divergences per chain and the swap rate of the final ladder.
-    """
+    each time from the swap rates since the last placement (step sizes re-adapted from there).
+    Last 1/4: step sizes fixed, each round's first-trajectory U-turn length recorded per chain
+    (the sampling lengths). bar: a progress bar advanced per round, or None."""
     n_adapt = max(1, (3 * n_warmup) // 4)
+    state, da, recorded = w.state, w.da, list(w.recorded)
     places = ({(k * n_adapt) // (N_PLACE + 1) for k in range(1, N_PLACE + 1)} - {0}
               if adapt_ladder and state.betas is not None else set())
-    da = rounds.da_init(state.step_size)
-    div = torch.zeros(state.chains.energy.shape, dtype=torch.long, device=state.keys.device)
-    stats, recorded = _new_stats(state), []
-    for it in tqdm(range(n_warmup), desc=desc, disable=not progress, leave=False):
+    div, stats = w.divergences.clone(), {k: v.clone() for k, v in w.stats.items()}
+    stop = min(n_warmup, w.done + n_rounds)
+    for it in range(w.done, stop):
         if it in places and state.betas.shape[-1] >= 3:
             state = state._replace(betas=place_ladder(state.betas, _pooled_rate(stats, state.betas)))
             # re-adapt from the averaged step sizes (shrinking towards 2x, not 10x: already tuned)
@@ -217,37 +239,71 @@ def warmup(state: SamplerState, target: Target, n_warmup: int, *, target_accept:
             state, info, _ = _round(state, target, stats, step_size=state.step_size, uturn=True)
             recorded.append(info.uturn.clamp(min=1))
         div += info.divergences
-    if recorded:
-        state = state._replace(lengths=torch.stack(recorded))
+        if bar is not None:
+            bar.update(1)
+    return Warmup(state, da, div, stats, recorded, stop)
+
+
+def warmup_end(w: Warmup) -> tuple[SamplerState, dict]:
+    """The state to sample from after warm-up, and info: divergences per chain and the swap
+    rate of the final ladder."""
+    state = w.state
+    if w.recorded:
+        state = state._replace(lengths=torch.stack(w.recorded))
     if state.last_end is not None:  # round trips are counted from the end of warm-up
         state = state._replace(last_end=torch.zeros_like(state.last_end))
-    swap_rate = _pooled_rate(stats, state.betas) if state.betas is not None else None
-    return state, dict(divergences=div, swap_rate=swap_rate)
+    swap_rate = _pooled_rate(w.stats, state.betas) if state.betas is not None else None
+    return state, dict(divergences=w.divergences, swap_rate=swap_rate)
+
+
+def warmup(state: SamplerState, target: Target, n_warmup: int, *, target_accept: float = 0.8,
+           adapt_ladder: bool = True, progress: bool = False, desc: str = "warm-up") -> tuple[SamplerState, dict]:
+    """n_warmup adaptive rounds (trajectories to the first U-turn; see warmup_rounds).
+    Returns (state, info) with divergences per chain and the swap rate of the final ladder."""
+    with tqdm(total=n_warmup, desc=desc, disable=not progress, leave=False) as bar:
+        w = warmup_rounds(warmup_start(state), target, n_warmup, n_warmup, target_accept=target_accept,
+                          adapt_ladder=adapt_ladder, bar=bar)
+    return warmup_end(w)
+
+
+def _sums(state: SamplerState, totals: dict | None):
+    """The running sums sample() adds to: zeros, or copies of an earlier call's (totals)."""
+    if totals is None:
+        acc = torch.zeros(state.chains.energy.shape, dtype=state.chains.theta.dtype, device=state.keys.device)
+        return acc, torch.zeros_like(acc, dtype=torch.long), torch.zeros_like(acc, dtype=torch.long), \
+            _new_stats(state), 0
+    stats = ({k: totals[k].clone() for k in ("swap_acc", "swap_prop", "round_trips")} if "swap_acc" in totals
+             else _new_stats(state))
+    return (totals["accept_sum"].clone(), totals["divergences"].clone(), totals["transitions"].clone(), stats,
+            totals["rounds"])
 
 
 def sample(state: SamplerState, target: Target, n_draws: int, *, record: Callable | None = None, thin: int = 1,
-           progress: bool = False, desc: str = "sampling") -> tuple[SamplerState, dict]:
+           progress: bool = False, desc: str = "sampling", totals: dict | None = None) -> tuple[SamplerState, dict]:
     """n_draws sampling rounds; a draw is the state at a round end (every `thin`-th kept).
 
-    Returns (state, out): draws (ceil(n_draws / thin), *record shape), and per chain
-    accept_rate (mean Metropolis acceptance probability), divergences, transitions,
-    mean_steps (leapfrog steps per transition); per ladder (tempering) swap_rate (..., K-1)
-    with its counts swap_acc and swap_prop, and round_trips (...).
+    Returns (state, out): draws (ceil(n_draws / thin), *record shape; None if none was kept),
+    and per chain accept_rate (mean Metropolis acceptance probability), divergences,
+    transitions, mean_steps (leapfrog steps per transition); per ladder (tempering) swap_rate
+    (..., K-1) with its counts swap_acc and swap_prop, and round_trips (...); accept_sum and
+    rounds (the sums behind them). totals: the `out` of an earlier call whose sums and round
+    count this one continues, so a run split over calls gives the numbers of one call (its
+    draws are the parts' draws concatenated); it is left as it was.
     """
     record = record or (lambda th: th)
-    shape = state.chains.energy.shape
-    acc = torch.zeros(shape, dtype=state.chains.theta.dtype, device=state.keys.device)
-    div, trans = torch.zeros_like(acc, dtype=torch.long), torch.zeros_like(acc, dtype=torch.long)
-    stats, draws = _new_stats(state), []
+    acc, div, trans, stats, done = _sums(state, totals)
+    draws = []
     for it in tqdm(range(n_draws), desc=desc, disable=not progress, leave=False):
         state, info, _ = _round(state, target, stats, step_size=state.step_size, lengths=state.lengths)
         acc += info.accept_sum
         div += info.divergences
         trans += info.transitions
-        if it % thin == 0:
+        if (done + it) % thin == 0:
             draws.append(record(state.chains.theta).detach().clone())
-    out = dict(draws=torch.stack(draws), accept_rate=acc / trans.clamp(min=1), divergences=div,
-               transitions=trans, mean_steps=(n_draws * target.n_ticks) / trans.clamp(min=1).to(acc.dtype))
+    done += n_draws
+    out = dict(draws=torch.stack(draws) if draws else None, accept_rate=acc / trans.clamp(min=1), divergences=div,
+               transitions=trans, mean_steps=(done * target.n_ticks) / trans.clamp(min=1).to(acc.dtype),
+               accept_sum=acc, rounds=done)
     if state.betas is not None:
         out["swap_rate"] = stats["swap_acc"] / stats["swap_prop"].clamp(min=1)
         out.update(round_trips=stats["round_trips"], swap_acc=stats["swap_acc"], swap_prop=stats["swap_prop"])

@@ -9,16 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from tms.bayes import posterior
+from tms.bayes import sweep
+from tms.bayes.posterior import cold_slot, data_seed, ladder_start, ladder_target, with_dims
 from tms.bayes.free_energy.estimators import ladder_fractions, wbic_lambda
 from tms.bayes.free_energy.terms import MAX_PERM_C, data_term, zoo_point
 from tms.core import checks, io, rng
 from tms.samplers import tempering
 from tms.theory import zoo
 from tms.theory.data import sample_inputs
-from tms.theory.loss import SortedData, empirical_loss_sorted, flatten_params, sorted_data, stack_sorted, unflatten_params
+from tms.theory.loss import (SortedData, empirical_loss_sorted, flatten_params, sorted_data, stack_sorted,
+                             unflatten_params)
 from tms.theory.phases import classify, classify_hull
 
 QUICK = dict(seeds=4, replicas=4, n_temps=10, beta_min=0.01, n_warmup=60, n_draws=120, max_steps=32)
@@ -40,30 +41,17 @@ def run_ladders(target: tempering.Target, theta0: torch.Tensor, keys: torch.Tens
     """
     state = tempering.init(theta0, keys, target, betas)
     state, _ = tempering.warmup(state, target, cfg["n_warmup"], progress=progress, desc=f"{desc} warm-up")
-    record = (lambda th: th.clone()) if all_slots else (lambda th: th[..., -1, :].to(torch.float32))
+    record = (lambda th: th.clone()) if all_slots else cold_slot
     state, out = tempering.sample(state, target, cfg["n_draws"], record=record, progress=progress, desc=desc)
+    return ladder_summary(out, state)
+
+
+def ladder_summary(out: dict, state: tempering.SamplerState) -> dict:
+    """run_ladders' result from tempering.sample's out and the final state (see there)."""
     trans = out["transitions"].sum((1, 2)).clamp(min=1)
     return dict(draws=out["draws"], betas=state.betas[:, 0], swap_rate=out["swap_rate"].mean(1),
                 round_trips=out["round_trips"], accept=(out["accept_rate"] * out["transitions"]).sum((1, 2)) / trans,
                 divergences=out["divergences"].sum((1, 2)), divergence_rate=out["divergences"].sum((1, 2)) / trans)
-
-
-def _with_dims(data: SortedData, k: int) -> SortedData:
-    """Insert k singleton dims after the leading data dim (to broadcast with chain dims)."""
-    return posterior._with_dims(data, k)
-
-
-def _target(data: SortedData, r: int, c: int, beta_lik: float, max_steps: int) -> tempering.Target:
-    """Tempered part beta_lik n L_n (exact fused loss) and the N(0, I) prior (SPEC 3), data (G,)."""
-    return tempering.Target(posterior.energy_grad_fn(_with_dims(data, 2), r, c, beta_lik), posterior.prior_grad,
-                            max_steps)
-
-
-def _keys(seed: int, items: list[tuple], R: int, K: int, device=None) -> torch.Tensor:
-    """Chain keys (G, R, K): each item's keys from its own tuple (e.g. (seed, n, s, which)),
-    never from its position in a batch."""
-    base = torch.tensor([rng.key(seed, *it) for it in items], dtype=torch.int64, device=device)
-    return rng.keys_from(base, (R, K))
 
 
 def _label_draws(draws: torch.Tensor, r: int, c: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +86,8 @@ def _check_cfg(cfg: dict, defaults: dict, what: str) -> dict:
     return cfg
 
 
-def _point(n: int, sl: slice, out: dict, zl: np.ndarray, hl: np.ndarray, dterm, theory: list[str], ids) -> dict:
+def build_point(n: int, sl: slice, out: dict, zl: np.ndarray, hl: np.ndarray, dterm, theory: list[str],
+                ids) -> dict:
     """The sweep result at one n: its data sets are the items sl of the batch (cold-slot
     labels zl, hl (T, G, R)); phase fractions per data set and ladder (S, R, P) for both
     readings, round trips per ladder (S, R), final ladders (S, K), swap rates (S, K-1)."""
@@ -120,41 +109,40 @@ POINT_ARRAYS = ("frac_zoo", "frac_hull", "mass_seed_zoo", "mass_se_seed_zoo", "m
 POINT_FIELDS = ("n", "ids", "phases_zoo", "phases_hull", "theory_labels")
 
 
-def _run_chunk(c, r, items, beta_lik, seed, cfg, dtype, device, progress, theory) -> list[dict]:
-    """One batched replica-exchange run over every data set of `items` [(n, [X], ids)]."""
-    datas = [sorted_data(X.to(dtype)) for _, Xs, _ in items for X in Xs]
-    data = SortedData(*(t.to(device) for t in stack_sorted(datas)))  # batch (G,)
-    G, R, K, d = len(datas), cfg["replicas"], cfg["n_temps"], r * c + c
-    keys = _keys(seed, [(n, s, rng.FE_SWEEP) for n, Xs, _ in items for s in range(len(Xs))], R, K, device)
-    betas = tempering.geometric_ladder(K, cfg["beta_min"], dtype=dtype).to(device).expand(G, 1, K).clone()
-    out = run_ladders(_target(data, r, c, beta_lik, cfg["max_steps"]), rng.normal(keys, 0, d, dtype, rng.START),
-                      keys, betas, cfg, progress=progress, desc=f"replica exchange ({G} data sets)")
-    zl, hl = _label_draws(out["draws"], r, c)  # (T, G, R)
-    dterm = data_term(SortedData(*(t.cpu() for t in data)), c, theory) if theory else None
-    points, g = [], 0
-    for n, Xs, ids in items:
-        points.append(_point(n, slice(g, g + len(Xs)), out, zl, hl, dterm, theory, ids))
-        g += len(Xs)
-    return points
+def _sweep_phase(c: int, r: int, beta_lik: float, seed: int, cfg: dict, theory: list[str]) -> sweep.Phase:
+    """Replica-exchange ladders (G, R, K, d) over every data set of a chunk; at the end the
+    cold-slot draws in both readings, the data term of each data set and a point per n."""
+    def blocked(records, blk: sweep.Block):
+        out, data = ladder_summary(blk.out, blk.state), blk.batch.data
+        zl, hl = _label_draws(out["draws"], r, c)  # (T, G, R)
+        dterm = data_term(SortedData(*(t.cpu() for t in data)), c, theory) if theory else None
+        points, g = [], 0
+        for it in blk.batch.items:
+            points.append((it.n, build_point(it.n, slice(g, g + len(it.data)), out, zl, hl, dterm, theory, it.ids)))
+            g += len(it.data)
+        return records, list(range(len(blk.alive))), points
+
+    return sweep.Phase(ladder_start(seed, rng.FE_SWEEP, cfg, r * c + c),
+                       lambda data: ladder_target(data, r, c, beta_lik, cfg["max_steps"]), cfg["n_warmup"],
+                       cfg["n_draws"], cfg["n_draws"], cold_slot, blocked, desc="replica exchange")
 
 
-def _save_point(path: Path, pt: dict, settings: dict) -> None:
+def save_point(path: Path, pt: dict, settings: dict) -> None:
+    """A sweep point: its arrays (POINT_ARRAYS) and record (settings, POINT_FIELDS)."""
     arrays = {k: pt[k] for k in POINT_ARRAYS if pt.get(k) is not None}
     io.save_result(path, arrays, dict(settings=settings, **{k: pt[k] for k in POINT_FIELDS}))
 
 
-def _load_point(path: Path, settings: dict, ids) -> dict:
+def load_point(path: Path) -> dict:
+    """A point saved by save_point (its settings checked by the sweep, tms.bayes.sweep)."""
     arrays, rec = io.load_result(path)
-    if rec["settings"] != io.jsonable(settings) or rec["ids"] != io.jsonable(list(ids)):
-        raise ValueError(f"{path} holds a result with other settings or data sets ({rec['settings']}); "
-                         "use another output folder or delete it")
     return dict({k: rec[k] for k in POINT_FIELDS}, **{k: arrays.get(k) for k in POINT_ARRAYS})
 
 
 def sweep_data(c: int, datasets, *, r: int = 2, beta_lik: float = 1.0, seed: int = 0, ids=None,
                out_dir: str | Path | None = None, progress: bool = False, batch_points: int | None = None,
-               dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu", theory: bool = True,
-               **overrides) -> list[dict]:
+               save_every: float = 60.0, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
+               theory: bool = True, **overrides) -> list[dict]:
     """Phase masses per data set and ladder at every n, from replica exchange (SPEC 3), on
     the researcher's own data sets.
 
@@ -163,10 +151,12 @@ def sweep_data(c: int, datasets, *, r: int = 2, beta_lik: float = 1.0, seed: int
     item a list of S_i identities saved with the result (default: SHA-256 of the values).
     Sampler settings: QUICK (replicas, n_temps, beta_min, n_warmup, n_draws, max_steps) or
     keyword overrides ('seeds' is ignored here). out_dir: each finished n saved there as
-    fe_c{c}_n{n} and skipped when rerun with the same settings and data. theory: add the
-    exact data term of every zoo label (c <= MAX_PERM_C). Returns the points (named fields:
-    frac_zoo / frac_hull (S, R, P) per data set and ladder, mass_seed_*, mass_se_seed_*,
-    round_trips (S, R), betas (S, K), swap_rate, accept, divergences, data_term (S, L)).
+    fe_c{c}_n{n} and skipped when rerun with the same settings and data; the sampler state
+    checkpointed every save_every seconds and on an interrupt (tms.bayes.sweep). theory: add
+    the exact data term of every zoo label (c <= MAX_PERM_C). Returns the points (named
+    fields: frac_zoo / frac_hull (S, R, P) per data set and ladder, mass_seed_*,
+    mass_se_seed_*, round_trips (S, R), betas (S, K), swap_rate, accept, divergences,
+    data_term (S, L)).
     """
     checks.positive_int(c, "c", minimum=3)
     checks.positive_int(r, "r")
@@ -176,26 +166,17 @@ def sweep_data(c: int, datasets, *, r: int = 2, beta_lik: float = 1.0, seed: int
     cfg = _check_cfg({k: v for k, v in overrides.items() if k != "seeds"}, {k: v for k, v in QUICK.items()
                                                                              if k != "seeds"}, "sampler")
     items = _items(c, datasets, ids, dtype)
-    settings = dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **cfg)
-    theory_labels = _theory_labels(c) if theory and c <= MAX_PERM_C else []
-    out_dir = Path(out_dir) if out_dir is not None else None
-    done = {}
-    for n, _, i in items:
-        if out_dir is not None and io.result_exists(out_dir / f"fe_c{c}_n{n}"):
-            done[n] = _load_point(out_dir / f"fe_c{c}_n{n}", settings, i)
-    todo = [it for it in items if it[0] not in done]
-    step = batch_points or max(1, len(todo))
-    chunks = [todo[j: j + step] for j in range(0, len(todo), step)]
-    for chunk in tqdm(chunks, desc=f"free energy sweep c={c}", disable=not progress or len(chunks) < 2):
-        for pt in _run_chunk(c, r, chunk, beta_lik, seed, cfg, dtype, device, progress, theory_labels):
-            done[pt["n"]] = pt
-            if out_dir is not None:
-                _save_point(out_dir / f"fe_c{c}_n{pt['n']}", pt, settings)
-    return [done[n] for n, _, _ in items]
+    theory_labels = zoo.labels(c) if theory and c <= MAX_PERM_C else []
+    job = sweep.Job(f"fe_c{c}", dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **cfg),
+                    lambda batch: [_sweep_phase(c, r, beta_lik, seed, cfg, theory_labels)], save=save_point,
+                    load=load_point, dtype=dtype, device=device)
+    done = sweep.run(job, items, out_dir=out_dir, batch_points=batch_points, save_every=save_every,
+                     progress=progress, desc=f"free energy sweep c={c}")
+    return [done[it.n] for it in items]
 
 
-def _items(c: int, datasets, ids, dtype) -> list[tuple]:
-    """[(n, [X (n, c)], ids)] checked: non-empty, one n per item, distinct n."""
+def _items(c: int, datasets, ids, dtype) -> list[sweep.Item]:
+    """The sweep's items (n, [X (n, c)], ids) checked: non-empty, one n per item, distinct n."""
     if not isinstance(datasets, (list, tuple)) or not datasets:
         raise ValueError("datasets must be a non-empty list over the n-grid of lists of arrays X (n, c)")
     items = []
@@ -206,26 +187,22 @@ def _items(c: int, datasets, ids, dtype) -> list[tuple]:
         gid = list(ids[i]) if ids is not None else [data_id(X) for X in Xs]
         if len(gid) != len(Xs):
             raise ValueError(f"ids[{i}] must name each of the {len(Xs)} data sets of datasets[{i}]")
-        items.append((int(Xs[0].shape[0]), Xs, gid))
-    ns = [it[0] for it in items]
+        items.append(sweep.Item(int(Xs[0].shape[0]), Xs, gid))
+    ns = [it.n for it in items]
     if len(set(ns)) != len(ns):
         raise ValueError(f"the sample sizes of datasets must be distinct, got {ns}")
     return items
 
 
-def _theory_labels(c: int) -> list[str]:
-    return zoo.labels(c)
-
-
 def sweep_seeds(c: int, ns, *, seed: int = 0, seeds: int | None = None, **kw) -> list[dict]:
     """sweep_data on synthetic data sets: at each n, `seeds` (default QUICK) data sets drawn
-    from the high-sparsity distribution with the seeds tms.bayes.posterior.data_seed(seed, n, s)
+    from the high-sparsity distribution with the seeds tms.bayes.data_seed(seed, n, s)
     (the same data sets as tms.bayes.posterior.phase_sweep); the data seeds are the ids."""
     S = checks.positive_int(seeds if seeds is not None else QUICK["seeds"], "seeds")
     ns = [checks.positive_int(int(n), "n", minimum=2) for n in ns]
     dtype = kw.get("dtype", torch.float64)
-    dsets = [[sample_inputs(n, c, posterior.data_seed(seed, n, s), dtype=dtype) for s in range(S)] for n in ns]
-    ids = [[posterior.data_seed(seed, n, s) for s in range(S)] for n in ns]
+    dsets = [[sample_inputs(n, c, data_seed(seed, n, s), dtype=dtype) for s in range(S)] for n in ns]
+    ids = [[data_seed(seed, n, s) for s in range(S)] for n in ns]
     return sweep_data(c, dsets, seed=seed, ids=ids, **kw)
 
 
@@ -242,7 +219,7 @@ def _energies(draws: torch.Tensor, data: SortedData, r: int, c: int, beta_lik: f
     """beta_lik n L_n of draws (T, G, R, K, d) on data (G,) -> (T, G, R, K)."""
     th = draws.permute(1, 0, 2, 3, 4)  # (G, T, R, K, d)
     W, b = unflatten_params(th.to(data.mu.dtype), r, c)
-    E = beta_lik * _with_dims(data, 3).n * empirical_loss_sorted(W, b, _with_dims(data, 3))
+    E = beta_lik * with_dims(data, 3).n * empirical_loss_sorted(W, b, with_dims(data, 3))
     return E.permute(1, 0, 2, 3)
 
 
@@ -286,15 +263,16 @@ def local_lambda(c: int, labels=None, *, r: int = 2, beta_lik: float = 1.0, seed
     cfg = _check_cfg(overrides, LAMBDA_QUICK, "local-ladder")
     labels = list(labels) if labels is not None else lambda_labels(c)
     Xs = [_as_X(x, c, dtype) for x in data] if data is not None else \
-        [sample_inputs(cfg["n"], c, posterior.data_seed(seed, cfg["n"], s), dtype=dtype) for s in range(cfg["seeds"])]
+        [sample_inputs(cfg["n"], c, data_seed(seed, cfg["n"], s), dtype=dtype) for s in range(cfg["seeds"])]
     n, S, R, K, d = int(Xs[0].shape[0]), len(Xs), cfg["replicas"], cfg["n_temps"], r * c + c
-    ids = [data_id(X) for X in Xs] if data is not None else [posterior.data_seed(seed, n, s) for s in range(S)]
+    ids = [data_id(X) for X in Xs] if data is not None else [data_seed(seed, n, s) for s in range(S)]
     base = stack_sorted([sorted_data(X) for X in Xs])
     data_g = SortedData(*(t.repeat((len(labels),) + (1,) * (t.dim() - 1)).to(device) for t in base))  # label-major
     theta0 = torch.stack([_flat_point(lab, c, dtype) for lab in labels]).repeat_interleave(S, 0).to(device)
-    keys = _keys(seed, [(n, s, rng.FE_LOCAL, _label_code(lab)) for lab in labels for s in range(S)], R, K, device)
+    keys = sweep.chain_keys(seed, [(n, s, rng.FE_LOCAL, _label_code(lab)) for lab in labels for s in range(S)], (R, K),
+                            device)
     betas = tempering.geometric_ladder(K, cfg["beta_lo"], dtype=dtype).to(device).expand(len(labels) * S, 1, K).clone()
-    tgt = _target(data_g, r, c, beta_lik, cfg["max_steps"])
+    tgt = ladder_target(data_g, r, c, beta_lik, cfg["max_steps"])
     tgt = tgt._replace(energy_grad=restricted(tgt.energy_grad, np.repeat(labels, S), r, c))
     out = run_ladders(tgt, theta0[:, None, None].expand(-1, R, K, d).clone(), keys, betas, cfg, all_slots=True,
                       progress=progress, desc=f"local ladders ({len(labels)} phases)")

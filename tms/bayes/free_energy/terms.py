@@ -9,7 +9,7 @@ import math
 import numpy as np
 import torch
 
-from tms.bayes import posterior
+from tms.bayes.posterior import data_seed
 from tms.core import rng
 from tms.theory import zoo
 from tms.theory.data import sample_inputs
@@ -141,7 +141,7 @@ def data_term_curve(c: int, labels, ns, n_sets: int = 32, seed: int = 0) -> tupl
         return None
     means, ses = [], []
     for n in ns:
-        X = [sample_inputs(int(n), c, posterior.data_seed(seed + 7919, int(n), s)) for s in range(n_sets)]
+        X = [sample_inputs(int(n), c, data_seed(seed + 7919, int(n), s)) for s in range(n_sets)]
         t = data_term(stack_sorted([sorted_data(x) for x in X]), c, labels)
         means.append(t.mean(0))
         ses.append(t.std(0, ddof=1) / math.sqrt(n_sets))

@@ -123,6 +123,8 @@ def test_bad_arguments():
         train_sgd(runs=2, run_ids=[2], epochs=1, progress=False)
     with pytest.raises(ValueError, match="unknown setting"):
         train_sgd(runs=1, epochs=1, num_threads=1, progress=False)
+    with pytest.raises(ValueError, match="a run count is runs="):
+        train_sgd(2, epochs=1, progress=False)
 
 
 @pytest.mark.parametrize("bad, words", [

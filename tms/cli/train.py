@@ -15,8 +15,9 @@ HELP = "SGD on the TMS for many runs at once (SPEC 4); quick scale by default, -
 def add_arguments(p) -> None:
     full, quick = experiment.FULL, experiment.QUICK
     p.add_argument("--scale", choices=tuple(experiment.PRESETS), default="quick",
-                   help=f"full: the paper's scale, {full.runs} runs x {full.epochs} epochs ({full.total_steps:,} steps); "
-                        f"quick (default): {quick.runs} runs x {quick.epochs} epochs; the flags below override it")
+                   help=f"full: the paper's scale, {full.runs} runs x {full.epochs} epochs ({full.total_steps:,} "
+                        f"steps); quick (default): {quick.runs} runs x {quick.epochs} epochs; the flags below "
+                        "override it")
     common.add_settings(p, TrainSettings, preset=quick)
     p.add_argument("--threads", type=int, default=1, help="torch threads, 1..1024 (1 is fastest at these sizes)")
     p.add_argument("--save-every", type=float, default=60.0, metavar="SECONDS",

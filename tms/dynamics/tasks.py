@@ -55,7 +55,7 @@ def train_sgd(settings: train.TrainSettings | None = None, *, run_ids: Sequence[
     numbers depend only on (seed, run)) and the block files removed.
     """
     check_cluster(scheduler, workers)
-    settings = (settings or train.TrainSettings()).replace(**changes)
+    settings = train.resolve_settings(settings, changes)
     options = dict(device=device, save_every=save_every, threads=threads)
     if scheduler is None and workers is None:
         return train.train_sgd(settings, run_ids=run_ids, path=path, progress=progress, **options)

@@ -146,6 +146,14 @@ def _gen(seed: int, stream: int, run: int, block: int = 0) -> torch.Generator:
     return g
 
 
+def resolve_settings(settings: TrainSettings | None, changes: dict) -> TrainSettings:
+    """`settings` (default TrainSettings()) with `changes` (field names) applied, validated."""
+    if settings is not None and not isinstance(settings, TrainSettings):
+        raise ValueError(f"settings must be a TrainSettings, got {type(settings).__name__} {settings!r} "
+                         "(a run count is runs=..., run indices run_ids=...)")
+    return (settings or TrainSettings()).replace(**changes)
+
+
 def run_indices(settings: TrainSettings, run_ids: Sequence[int] | None = None) -> list[int]:
     """The runs to train: `run_ids` (distinct, each in 0 .. settings.runs - 1: a block of the
     experiment's runs), by default all of them."""
@@ -284,7 +292,7 @@ def train_sgd(
 
     Returns TrainResult with checkpoints (T, R, ...).
     """
-    settings = (settings or TrainSettings()).replace(**changes)
+    settings = resolve_settings(settings, changes)
     ids = run_indices(settings, run_ids)
     checks.positive_float(save_every, "save_every", allow_zero=True)
     threads = checks.threads(threads, "threads")

@@ -55,8 +55,9 @@ def _check_paths(input, out, figures, settings: TransitionsSettings, n_runs: int
     (result path, figures folder or None). Warnings on the SGLD settings go to stderr."""
     if settings.figure_run is not None and settings.figure_run >= n_runs:
         raise ValueError(f"figure_run must be a run of the input, 0..{n_runs - 1}, got {settings.figure_run}")
-    for note in checks.sgld_hyper(settings.eps, settings.gamma, eps_name="eps", gamma_name="gamma") if settings.llc else []:
-        checks.warn(note)
+    if settings.llc:
+        for note in checks.sgld_hyper(settings.eps, settings.gamma, eps_name="eps", gamma_name="gamma"):
+            checks.warn(note)
     inp = checks.result_stem(input)
     out_path = checks.output_stem(out or inp.with_name(inp.stem + "_transitions"), "out")
     checks.output_stem(out_path.with_name(out_path.stem + "_llc"), "out (its LLC result)")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tms.report import comparison
+from tms.experiments import compare
 from tms.experiments import free_energy as free_energy_run, zoo as zoo_table
 from tms.theory import loss, zoo
 from tms.core import io
@@ -75,7 +75,7 @@ def test_compare_command_equals_compare(trained, capsys):
     # an observed 5 -> 6 transition at steps 100 and 300, so the comparison has a row to show
     res.antecedents = [antecedents.antecedent(zoo.critical_point(6, "5"), zoo.critical_point(6, "6"), [100, 300])]
     res.save(d / "res" / "sgd" / "train_transitions")
-    rows = comparison.compare(d / "res")
+    rows = compare.run(d / "res")
     assert [(r.src, r.dst, r.sgd_count, r.median_step) for r in rows] == [("5", "6", 2, 200.0)]
     assert rows[0].n_c == pytest.approx(zoo.critical_sample_size(zoo.critical_point(6, "5"), zoo.critical_point(6, "6")))
     assert rows[0].posterior_crossing == "-"  # no posterior sweep in these results

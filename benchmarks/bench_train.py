@@ -5,7 +5,7 @@ Protocol: c = 6, r = 2, n = 1000 (one training set per run), batch 20, lr 0.005,
 and population losses of every checkpoint computed at the end, included in the time).
 tms.dynamics.train.train_sgd runs all runs as one batch with an analytic gradient, one torch thread.
 
-Reference, measured in the same process on a subset: tms.dynamics.train.train_sgd_reference, one
+Reference, measured in the same process on a subset: tests/reference/train.py train_sgd_reference, one
 torch.nn.Module and torch.optim.SGD per run with autograd, a Python loop over runs and
 steps (same seeds, same numbers). Its per-run-step time is extrapolated to 32 x 225,000.
 
@@ -46,7 +46,7 @@ def main():
     print(f"protocol: {args.runs} runs x {steps_per_run} steps (n=1000, batch 20, lr 0.005), float64")
 
     t0 = time.perf_counter()
-    res = train_sgd(args.runs, seed=0, epochs=args.epochs, shared_data=False, num_threads=args.threads)
+    res = train_sgd(runs=args.runs, seed=0, epochs=args.epochs, shared_data=False, threads=args.threads)
     wall = time.perf_counter() - t0
     print(f"vectorised: {wall:8.2f} s wall, {steps_per_run / wall:10.0f} vectorised steps/s, "
           f"{1e3 * wall / steps_per_run:.4f} ms per step of all runs, "
@@ -67,8 +67,8 @@ def main():
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            train_sgd(args.runs, seed=0, epochs=40, shared_data=False, steps=[0], progress=False,
-                      num_threads=args.threads)
+            train_sgd(runs=args.runs, seed=0, epochs=40, shared_data=False, steps=[0], progress=False,
+                      threads=args.threads)
         print(f"op profile of 2000 steps with R = {args.runs} (self CPU time; per step = total / 2000):")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
@@ -76,7 +76,7 @@ def main():
         print("per-step time vs number of runs (2000 steps, checkpoint losses excluded):")
         for R in (1, 32, 256, 2048):
             t0 = time.perf_counter()
-            train_sgd(R, seed=0, epochs=40, shared_data=False, steps=[0], progress=False, num_threads=args.threads)
+            train_sgd(runs=R, seed=0, epochs=40, shared_data=False, steps=[0], progress=False, threads=args.threads)
             dt = time.perf_counter() - t0
             print(f"  R = {R:5d}: {1e3 * dt / 2000:.4f} ms per step, {1e6 * dt / 2000 / R:.3f} us per run-step")
 

@@ -35,7 +35,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--runs", "2", "--epochs", "40", "--out", "results/sgd/train"]) == 0
     blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
-    (code,) = [b for b in blocks if "transitions.analyse" in b]
+    (code,) = [b for b in blocks if "transitions.run(" in b]
     exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "results" / "sgd" / "train_transitions.json").is_file()
     assert (tmp_path / "results" / "figures" / "sgd_many.png").is_file()

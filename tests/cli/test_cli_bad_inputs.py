@@ -48,7 +48,7 @@ def data(tmp_path_factory):
     (d / "torn.json").write_text(json.dumps(dict(rec, lr=0.5), indent=2, sort_keys=True))
     (d / "nojson.npz").write_bytes(blob)
     _record(d, "list", arrays, [1, 2, 3])
-    _record(d, "nokey", arrays, {k: v for k, v in rec.items() if k != "c"})
+    _record(d, "nokey", arrays, dict(rec, settings={k: v for k, v in rec["settings"].items() if k != "c"}))
     _record(d, "noarray", {k: v for k, v in arrays.items() if k != "pop_loss"}, rec)
     _record(d, "intW", dict(arrays, W=arrays["W"].astype(np.int64)), rec)
     _record(d, "nanW", dict(arrays, W=np.full_like(arrays["W"], np.nan)), rec)
@@ -190,7 +190,7 @@ CASES = [
     ("trans-shape-mismatch", ["transitions", "--input", "{d}/shape"]),
     ("trans-threads-0", ["transitions", "--input", "{d}/train", "--threads", "0"]),
     ("trans-seed-negative", ["transitions", "--input", "{d}/train", "--seed", "-1"]),
-    ("trans-run-out-of-range", ["transitions", "--input", "{d}/train", "--run", "99"]),
+    ("trans-run-out-of-range", ["transitions", "--input", "{d}/train", "--figure-run", "99"]),
     ("trans-tol-nan", ["transitions", "--input", "{d}/train", "--tol", "nan"]),
     ("trans-min-span", ["transitions", "--input", "{d}/train", "--min-span", "0.5"]),
     ("trans-min-points-0", ["transitions", "--input", "{d}/train", "--min-points", "0"]),

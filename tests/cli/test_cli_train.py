@@ -18,7 +18,8 @@ def trained(tmp_path_factory):
 def test_train_writes_a_resumable_result(trained, capsys):
     d, out = trained
     rec = json.loads(out.with_suffix(".json").read_text())
-    assert rec["runs"] == [0, 1, 2] and rec["total_steps"] == 2000 and rec["init"] == "4gon"
+    assert rec["runs"] == [0, 1, 2] and rec["total_steps"] == 2000 and rec["settings"]["init"] == "4gon"
+    assert rec["settings"]["runs"] == 3 and rec["settings"]["epochs"] == 40  # the quick preset, overridden
     with np.load(out.with_suffix(".npz")) as z:
         assert z["W"].shape[1:] == (3, 2, 6) and z["pop_loss"].shape[1] == 3
         first = z["W"].copy()
@@ -64,10 +65,10 @@ def test_train_command_equals_train_sgd(trained, tmp_path):
     from tms.dynamics.train import train_sgd
 
     _, out = trained  # main(["train", "--runs", "3", "--epochs", "40", ...]): the quick scale's other defaults
-    api = train_sgd(3, epochs=40, seed=0, init="4gon", path=tmp_path / "api", progress=False)
+    api = train_sgd(runs=3, epochs=40, seed=0, init="4gon", path=tmp_path / "api", progress=False)
     arrays, rec = io.load_result(out)
     assert io.identity(rec) == io.identity(io.load_json(tmp_path / "api.json"))
     for key in ("steps", "W", "b", "train_loss", "pop_loss", "X"):
         np.testing.assert_array_equal(arrays[key], getattr(api, key).numpy(), err_msg=key)
-    # --scale names the runs x epochs of tms.dynamics.train.SCALES; a wrong one is a one-line error
+    # --scale names a preset of tms.experiments.train.PRESETS; a wrong one is a one-line error
     assert main(["train", "--scale", "paper", "--out", str(tmp_path / "x")]) == 2

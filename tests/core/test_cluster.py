@@ -69,7 +69,7 @@ def test_bad_cluster_arguments(tmp_path):
     with pytest.raises(ValueError, match="needs out_dir"):
         bayes_tasks.phase_sweep(C, [40], workers=1, **POST)
     with pytest.raises(ValueError, match="needs path"):
-        dynamics_tasks.train_sgd(2, workers=1, **TRAIN)
+        dynamics_tasks.train_sgd(runs=2, workers=1, **TRAIN)
     import argparse
 
     p = argparse.ArgumentParser()
@@ -112,8 +112,8 @@ def test_posterior_sweep_on_the_cluster_equals_in_process(tmp_path, scheduler):
 
 
 def test_sgd_run_blocks_on_local_workers_equal_in_process(tmp_path):
-    ref = train.train_sgd(5, path=tmp_path / "ref", progress=False, **TRAIN)
-    got = dynamics_tasks.train_sgd(5, path=tmp_path / "work", workers=2, runs_per_task=2, progress=False, **TRAIN)
+    ref = train.train_sgd(runs=5, path=tmp_path / "ref", progress=False, **TRAIN)
+    got = dynamics_tasks.train_sgd(runs=5, path=tmp_path / "work", workers=2, runs_per_task=2, progress=False, **TRAIN)
     for k in ("steps", "W", "b", "train_loss", "pop_loss", "X"):
         assert torch.equal(getattr(ref, k), getattr(got, k)), k
     assert ref.W.shape[1] == 5 and not torch.equal(ref.W[-1, 0], ref.W[-1, 1])
@@ -125,7 +125,7 @@ def test_sgd_run_blocks_on_local_workers_equal_in_process(tmp_path):
 
 
 def test_llc_checkpoint_blocks_equal_the_full_run(tmp_path, scheduler):
-    res = train.train_sgd(2, progress=False, **TRAIN)  # W (6, 2, 2, 6), one training set per run
+    res = train.train_sgd(runs=2, progress=False, **TRAIN)  # W (6, 2, 2, 6), one training set per run
     kw = dict(n_chains=2, n_burnin=5, n_draws=30, seed=3)
     ref = dynamics_tasks.trajectory_llc(res.W, res.b, res.X, progress=False, **kw)
     cluster_blocks = tmp_path / "blocks"

@@ -86,7 +86,8 @@ def test_segment_rejects_bad_input():
 from scipy.optimize import brentq  # noqa: E402
 
 from tms.theory import zoo  # noqa: E402
-from tms.dynamics.transitions import antecedent_table, plateau_llc, zoo_levels  # noqa: E402
+from tms.dynamics.antecedents import PlateauLLC, antecedent_table, plateau_llc  # noqa: E402
+from tms.dynamics.transitions import zoo_levels  # noqa: E402
 
 
 def _zoo_runs(levels, paths, seed=0):
@@ -119,10 +120,10 @@ def test_plateau_llc_averages_trustworthy_estimates_per_plateau():
         for p in (p for p in seg.plateaus if p.label == name):
             j = (idx >= p.start) & (idx <= p.end) & ok[:, p.run]
             per.append(llc[j, p.run].mean())
-        assert est[name][0] == pytest.approx(np.mean(per), rel=1e-12)
-        assert est[name][1] == pytest.approx(np.std(per, ddof=1) / np.sqrt(2), rel=1e-12)
-        assert est[name][2] == 2
-    assert abs(est["A"][0] - 3.0) < 0.2 and abs(est["B"][0] - 7.0) < 0.2
+        assert est[name].mean == pytest.approx(np.mean(per), rel=1e-12)
+        assert est[name].se == pytest.approx(np.std(per, ddof=1) / np.sqrt(2), rel=1e-12)
+        assert est[name].n_plateaus == 2
+    assert abs(est["A"].mean - 3.0) < 0.2 and abs(est["B"].mean - 7.0) < 0.2
 
 
 def test_antecedent_table_against_an_independent_root():
@@ -133,7 +134,7 @@ def test_antecedent_table_against_an_independent_root():
     steps, L = _zoo_runs(levels, paths)
     seg = segment(L, steps, levels, tol=1.5e-3)
     assert seg.sequences() == [("4++", "5+"), ("4++", "5+"), ("5", "5+"), ("5+", "4++"), ("4++",)]
-    est = {"4++": (5.0, 0.1, 3, 30)}
+    est = {"4++": PlateauLLC(5.0, 0.1, 3, 30)}
     rows, unseen = antecedent_table(seg, 6, est)
     by = {(r.src, r.dst): r for r in rows}
     assert by[("4++", "5+")].count == 2 and by[("5", "5+")].count == 1
@@ -155,9 +156,9 @@ def test_antecedent_table_against_an_independent_root():
     rows2, _ = antecedent_table(seg, 6, {})
     assert {(r.src, r.dst): r.antecedent for r in rows2}[("4++", "5+")] == "unknown"
     # unseen: Bayesian transitions out of visited phases (4++, 5, 5+) that SGD did not make
-    pairs = {(r["alpha"], r["beta"]) for r in unseen}
+    pairs = {(r.alpha, r.beta) for r in unseen}
     assert ("4++", "6") in pairs and ("4++", "5+") not in pairs and ("5", "5+") not in pairs
-    assert all(r["alpha"] in {"4++", "5", "5+"} and r["n_c"] is not None and r["dL"] < 0 for r in unseen)
+    assert all(r.alpha in {"4++", "5", "5+"} and r.n_c is not None and r.dL < 0 for r in unseen)
 
 
 @pytest.mark.parametrize("c", [4, 5, 6, 7])

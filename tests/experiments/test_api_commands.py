@@ -1,17 +1,19 @@
 """Each command is a shell over one public function: called with the same arguments, the
-command and the function give equal results (zoo, loss, transitions, compare, free-energy)."""
+command and the function give equal results (zoo, loss, train, transitions, compare, free-energy)."""
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from tms.report import comparison
+from tms.experiments import compare
 from tms.experiments import free_energy as free_energy_run, zoo as zoo_table
 from tms.theory import loss, zoo
-from tms.experiments import transitions
+from tms.core import io
+from tms.dynamics import antecedents
+from tms.dynamics.analysis import TransitionsResult, TransitionsSettings
+from tms.experiments import train, transitions
 from tms.cli.main import main
-from tms.core.records import TransitionsResult
 
 
 def test_zoo_command_equals_survey(capsys):
@@ -38,15 +40,29 @@ def trained(tmp_path_factory):
     return d
 
 
-def test_transitions_command_equals_analyse(trained):
+def test_train_command_equals_run(trained, tmp_path):
+    """`tms train --runs 2 --epochs 40` is tms.experiments.train.run(runs=2, epochs=40): equal
+    saved results, the settings whole in the record."""
+    api = train.run(runs=2, epochs=40, out=tmp_path / "api", progress=False)
+    (xa, ra), (xc, rc) = io.load_result(tmp_path / "api"), io.load_result(trained / "train")
+    assert io.identity(ra) == io.identity(rc) and rc["settings"] == train.QUICK.replace(runs=2, epochs=40).as_record()
+    assert sorted(xa) == sorted(xc) and all(np.array_equal(xa[k], xc[k]) for k in xa)
+    assert api.settings == train.QUICK.replace(runs=2, epochs=40)
+    with pytest.raises(ValueError, match="unknown setting"):
+        train.run(n_steps=5, out=tmp_path / "x")
+
+
+def test_transitions_command_equals_run(trained):
     d = trained
     args = dict(llc_points=2, n_chains=2, n_draws=40, seed=3)
     assert main(["transitions", "--input", str(d / "train"), "--out", str(d / "cmd"), "--figures", str(d / "f1"),
                  "--llc-points", "2", "--n-chains", "2", "--n-draws", "40", "--seed", "3"]) == 0
-    api = transitions.analyse(str(d / "train"), out=str(d / "api"), figures=str(d / "f2"), progress=False, **args)
+    api = transitions.run(str(d / "train"), out=str(d / "api"), figures=str(d / "f2"), progress=False, **args)
     cmd = TransitionsResult.load(d / "cmd")
+    assert cmd.settings == api.settings == TransitionsSettings(**args)
     assert cmd.antecedents == api.antecedents and cmd.sequence_counts == api.sequence_counts
     assert cmd.plateau_llc == api.plateau_llc and cmd.figure_run == api.figure_run
+    assert cmd.bayesian_unseen == api.bayesian_unseen and cmd.tol == api.tol
     for k, v in api.arrays.items():
         np.testing.assert_array_equal(cmd.arrays[k], v)
     assert (d / "f1" / "sgd_many.png").is_file() and (d / "f2" / "sgd_many.png").is_file()
@@ -55,12 +71,11 @@ def test_transitions_command_equals_analyse(trained):
 def test_compare_command_equals_compare(trained, capsys):
     d = trained
     (d / "res" / "sgd").mkdir(parents=True)
-    res = transitions.analyse(str(d / "train"), out=str(d / "res" / "sgd" / "x"), figures=None, llc=False)
+    res = transitions.run(str(d / "train"), out=str(d / "res" / "sgd" / "x"), figures=None, llc=False)
     # an observed 5 -> 6 transition at steps 100 and 300, so the comparison has a row to show
-    res.antecedents = [transitions._antecedent(zoo.critical_point(6, "5"), zoo.critical_point(6, "6"), [100, 300],
-                                               {}, True, 1.0)]
+    res.antecedents = [antecedents.antecedent(zoo.critical_point(6, "5"), zoo.critical_point(6, "6"), [100, 300])]
     res.save(d / "res" / "sgd" / "train_transitions")
-    rows = comparison.compare(d / "res")
+    rows = compare.run(d / "res")
     assert [(r.src, r.dst, r.sgd_count, r.median_step) for r in rows] == [("5", "6", 2, 200.0)]
     assert rows[0].n_c == pytest.approx(zoo.critical_sample_size(zoo.critical_point(6, "5"), zoo.critical_point(6, "6")))
     assert rows[0].posterior_crossing == "-"  # no posterior sweep in these results

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from tms.dynamics.train import BLOCK_EPOCHS, _block_order, _runs, init_4gon, init_random, training_data
+from tms.dynamics.train import BLOCK_EPOCHS, _block_order, init_4gon, init_random, training_data
 from tms.theory.model import forward
 
 
@@ -30,7 +30,7 @@ def train_sgd_reference(
     runs and steps, the same seeds and data order as `train_sgd`. Returns the parameters
     after each of `steps` updates (default: only the last step), W (T, R, r, c), b (T, R, c).
     Slow; for tests and benchmarks."""
-    run_ids = _runs(runs)
+    run_ids = list(range(runs)) if isinstance(runs, int) else [int(i) for i in runs]
     spe = n // batch_size
     steps = [epochs * spe] if steps is None else [int(s) for s in steps]
     total = max(steps)

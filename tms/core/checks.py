@@ -279,35 +279,6 @@ def result_file(path, name: str, *, what: str = "result", arrays: dict | None = 
 
 
 _FLOAT, _INT = "f", "iu"
-TRAIN_ARRAYS = dict(steps=((1,), _INT), W=((4,), _FLOAT), b=((3,), _FLOAT), train_loss=((2,), _FLOAT),
-                    pop_loss=((2,), _FLOAT), X=((2, 3), _FLOAT))
-TRAIN_KEYS = ("c", "r", "n", "runs", "total_steps", "epochs", "batch_size", "lr", "init", "seed")
-
-
-def train_result(path, name: str = "--input"):
-    """A `tms train` result: arrays steps (T,), W (T, R, r, c), b (T, R, c), train_loss and
-    pop_loss (T, R), X (n, c) or (R, n, c), and its settings; shapes must agree."""
-    hint = "; run `tms train --out PATH` first"
-    data, rec = result_file(path, name, what="training result", arrays=TRAIN_ARRAYS, keys=TRAIN_KEYS, hint=hint)
-    where = result_stem(path).with_suffix(".npz")
-    T, R, r, c = data["W"].shape
-    want = dict(steps=(T,), b=(T, R, c), train_loss=(T, R), pop_loss=(T, R))
-    for key, shape in want.items():
-        if data[key].shape != shape:
-            raise ValueError(f"{name}: {where}: array {key} has shape {data[key].shape}, expected {shape} "
-                             f"to match W {data['W'].shape}")
-    X = data["X"]
-    if X.shape[-1] != c or (X.ndim == 3 and X.shape[0] != R) or X.shape[-2] < 1:
-        raise ValueError(f"{name}: {where}: array X has shape {X.shape}, expected (n, {c}) or ({R}, n, {c})")
-    if T < 1 or (np.diff(data["steps"]) <= 0).any() or data["steps"][0] < 0:
-        raise ValueError(f"{name}: {where}: steps must be increasing integers >= 0, got {data['steps'].tolist()[:8]}")
-    if not isinstance(rec["c"], int) or rec["c"] != c or rec.get("r") != r:
-        raise ValueError(f"{name}: the record says c = {rec['c']!r}, r = {rec.get('r')!r} but W is {data['W'].shape}")
-    if not isinstance(rec["n"], int) or rec["n"] != X.shape[-2]:
-        raise ValueError(f"{name}: the record says n = {rec['n']!r} but X has shape {X.shape}")
-    return data, rec
-
-
 CHECKPOINT_ARRAYS = dict(W=(None, _FLOAT), b=(None, _FLOAT))
 CHECKPOINT_OPTIONAL = dict(X=(None, _FLOAT), steps=((1,), _INT))
 

@@ -9,7 +9,6 @@ import dataclasses
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from tms.core import checks, io
@@ -18,44 +17,37 @@ from tms.dynamics import train
 from tms.llc import estimator as llc
 
 
-def _run_ids(runs) -> list[int]:
-    if isinstance(runs, (int, np.integer)) and not isinstance(runs, bool):
-        return list(range(checks.positive_int(int(runs), "runs")))
-    ids = [int(i) for i in runs]
-    if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
-        raise ValueError(f"runs must be a count >= 1 or distinct run indices >= 0, got {runs!r}")
-    return ids
-
-
-def _train_block(runs: list[int], path: str, kwargs: dict) -> str:
-    """Task: train_sgd over one block of run indices, saved (and resumed) at `path`."""
-    train.train_sgd(runs, path=path, progress=False, **kwargs)
+def _train_block(settings: train.TrainSettings, run_ids: list[int], path: str, options: dict) -> str:
+    """Task: train_sgd over one block of the experiment's runs, saved (and resumed) at `path`."""
+    train.train_sgd(settings, run_ids=run_ids, path=path, progress=False, **options)
     return path
 
 
 def merge_train(blocks: Sequence[train.TrainResult]) -> train.TrainResult:
     """One TrainResult from run blocks of one experiment: runs in block order, (T, R, ...)."""
     first = blocks[0]
-    settings = lambda rec: {k: v for k, v in rec.items() if k not in ("runs", "provenance")}  # noqa: E731
+    same = lambda rec: {k: v for k, v in rec.items() if k not in ("runs", io.PROVENANCE_KEY)}  # noqa: E731
     for blk in blocks[1:]:
-        if settings(blk.record) != settings(first.record) or not torch.equal(blk.steps, first.steps):
+        if same(blk.record) != same(first.record) or not torch.equal(blk.steps, first.steps):
             raise ValueError("run blocks with different settings or checkpoints cannot be merged")
     cat = lambda name: torch.cat([getattr(blk, name) for blk in blocks], 1)  # noqa: E731  run dim of (T, R, ...)
-    if first.record.get("shared_data"):
+    if first.settings.shared_data:
         if not all(torch.equal(blk.X, first.X) for blk in blocks):
             raise ValueError("run blocks with a shared training set hold different training sets")
         X = first.X
     else:
         X = torch.cat([blk.X for blk in blocks], 0)  # (R, n, c)
-    runs = [i for blk in blocks for i in blk.record["runs"]]
+    runs = [i for blk in blocks for i in blk.run_ids]
     return train.TrainResult(first.steps, cat("W"), cat("b"), cat("train_loss"), cat("pop_loss"), X,
-                             dict(settings(first.record), runs=runs))
+                             dict(same(first.record), runs=runs))
 
 
-def train_sgd(runs=32, *, path: str | Path | None = None, scheduler: str | None = None, workers: int | None = None,
-              runs_per_task: int = 4, timeout: float = CONNECT_TIMEOUT, progress: bool = True,
-              **kwargs) -> train.TrainResult:
-    """tms.dynamics.train.train_sgd, its runs split into tasks of `runs_per_task` runs.
+def train_sgd(settings: train.TrainSettings | None = None, *, run_ids: Sequence[int] | None = None,
+              path: str | Path | None = None, device=None, save_every: float = 60.0, threads: int | None = 1,
+              progress: bool = True, scheduler: str | None = None, workers: int | None = None,
+              runs_per_task: int = 4, timeout: float = CONNECT_TIMEOUT, **changes) -> train.TrainResult:
+    """tms.dynamics.train.train_sgd (the same arguments), its runs split into tasks of
+    `runs_per_task` runs.
 
     Without scheduler/workers: exactly train.train_sgd. On a cluster `path` is required:
     each block trains into block_paths(path, K) (resumable, skipped when finished), the
@@ -63,23 +55,27 @@ def train_sgd(runs=32, *, path: str | Path | None = None, scheduler: str | None 
     numbers depend only on (seed, run)) and the block files removed.
     """
     check_cluster(scheduler, workers)
+    settings = train.resolve_settings(settings, changes)
+    options = dict(device=device, save_every=save_every, threads=threads)
     if scheduler is None and workers is None:
-        return train.train_sgd(runs, path=path, progress=progress, **kwargs)
+        return train.train_sgd(settings, run_ids=run_ids, path=path, progress=progress, **options)
     if path is None:
         raise ValueError("a cluster training run needs path: a result path that every worker can write")
-    ids = _run_ids(runs)
+    ids = train.run_indices(settings, run_ids)
     checks.positive_int(runs_per_task, "runs_per_task")
     if not io.result_exists(path):
         blocks = [ids[i:i + runs_per_task] for i in range(0, len(ids), runs_per_task)]
         paths = block_paths(path, len(blocks))
-        shown = {k: v for k, v in kwargs.items() if k in ("seed", "init", "epochs")}
-        tasks = [Task(_train_block, dict(runs=blk, path=str(p), kwargs=kwargs), name=f"train runs {blk[0]}..{blk[-1]}",
-                      settings=dict(runs=blk, **shown)) for blk, p in zip(blocks, paths) if not io.result_exists(p)]
+        shown = dict(seed=settings.seed, init=settings.init, epochs=settings.epochs)
+        tasks = [Task(_train_block, dict(settings=settings, run_ids=blk, path=str(p), options=options),
+                      name=f"train runs {blk[0]}..{blk[-1]}", settings=dict(runs=blk, **shown))
+                 for blk, p in zip(blocks, paths) if not io.result_exists(p)]
         run_tasks(tasks, scheduler=scheduler, workers=workers, timeout=timeout, progress=progress,
                   desc="SGD run blocks")
-        train.save_train(path, merge_train([train.load_train(p) for p in paths]))
+        train.save_train(path, merge_train([train.load_train(p, "path") for p in paths]))
         remove_blocks(paths)
-    return train.train_sgd(runs, path=path, progress=False, **kwargs)  # loads it; checks it is this run's
+    # loads it and checks it is this run's
+    return train.train_sgd(settings, run_ids=run_ids, path=path, progress=False, **options)
 
 
 # ---- LLC checkpoint blocks ---------------------------------------------------------------
@@ -88,7 +84,7 @@ def train_sgd(runs=32, *, path: str | Path | None = None, scheduler: str | None 
 def _llc_block(W, b, X, keys, path: str, record: dict, kwargs: dict) -> str:
     """Task: estimate_llc of checkpoints W (T', R, r, c) with their per-centre keys (T', R),
     saved at `path` unless a result with the same record is there."""
-    if io.result_exists(path) and io.load_json(Path(path).with_suffix(".json")).get("block") == io.jsonable(record):
+    if io.reuse_problem(path, record, key="block") is None:
         return path
     res = llc.estimate_llc(W, b, X, keys=keys, loss="empirical", **kwargs)
     io.save_result(path, res.arrays(), dict(block=record, settings=res.settings))
@@ -107,7 +103,7 @@ def trajectory_llc(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, *, nbeta: 
                    progress: bool = True) -> llc.LLCResult:
     """LLC at checkpoints W (T, R, r, c), b (T, R, c) of runs with training sets X ((n, c)
     shared or (R, n, c)): localized full-batch SGLD (SPEC 4 defaults; nbeta default n / log n;
-    tms.dynamics.transitions.trajectory_llc is this function), the checkpoints split into tasks.
+    the checkpoints split into tasks.
 
     Without scheduler/workers: one in-process estimate_llc over (T, R) with `seed`. On a
     cluster out_dir is required: each block of `checkpoints_per_task` checkpoints x all runs

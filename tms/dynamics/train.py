@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -24,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tms.core import checks, io
+from tms.core.settings import Settings, setting
 from tms.theory.data import sample_inputs
 from tms.theory.loss import empirical_loss_sorted, population_loss, sorted_data
 
@@ -31,13 +33,76 @@ from tms.theory.loss import empirical_loss_sorted, population_loss, sorted_data
 INIT, DATA, ORDER = 0, 1, 2
 SHARED = 2**31 - 1  # run index used for the one shared training set
 BLOCK_EPOCHS = 50  # epochs whose data order one generator draws (part of the protocol)
-
-PAPER = dict(n=1000, batch_size=20, lr=0.005, epochs=4500, radius=0.9, noise=0.01)
-# runs and epochs per scale (`tms train --scale`, tms.experiments.reproduce); "full" is the paper's protocol (SPEC 4)
-SCALES = dict(quick=dict(runs=16, epochs=1500), full=dict(runs=32, epochs=4500))
+MAX_RUNS, MAX_EPOCHS, MAX_C = 10**4, 10**6, 100
+MAX_TOTAL_STEPS = 10**8  # epochs * (n // batch_size): about a day for 32 runs on one core
 
 
-class TrainResult(NamedTuple):
+@dataclass(frozen=True)
+class TrainSettings(Settings):
+    """Every setting of an SGD experiment (SPEC 4); the defaults are the paper's protocol:
+    32 runs, n = 1000 (one training set per run), batch 20, lr 0.005, 4500 epochs (225,000
+    steps), a start near a 4-gon (radius 0.9, noise 0.01, b = 0), float64, checkpoints at
+    step 0, 100 log-spaced and 100 evenly spaced steps. tms.experiments.train has the scale
+    presets (`tms train --scale`)."""
+
+    runs: int = setting(32, "independent SGD runs, trained at once", minimum=1, maximum=MAX_RUNS)
+    seed: int = setting(0, "seed of every run's start, training set and data order", minimum=0,
+                        maximum=checks.MAX_SEED)
+    n: int = setting(1000, "training set size", minimum=1, maximum=checks.MAX_N)
+    batch_size: int = setting(20, "minibatch size (at most n)", minimum=1)
+    lr: float = setting(0.005, "learning rate of plain SGD (no momentum)", positive=True)
+    epochs: int = setting(4500, "epochs per run", minimum=1, maximum=MAX_EPOCHS)
+    init: str = setting("4gon", "start near a 4-gon, or W ~ N(0, sigma^2)", choices=("4gon", "random"))
+    radius: float = setting(0.9, "4-gon start: column length", positive=True)
+    noise: float = setting(0.01, "4-gon start: std of the noise on every W entry", minimum=0)
+    sigma: float = setting(1.0, "random start: std of the W entries", minimum=0)
+    r: int = setting(2, "hidden dims", minimum=1)
+    c: int = setting(6, "features", minimum=1, maximum=MAX_C)
+    shared_data: bool = setting(False, "one training set for all runs (else one per run)")
+    dtype: str = setting("float64", "floating-point type of parameters and data", choices=("float64", "float32"))
+    log_checkpoints: int = setting(100, "checkpoints spread evenly in log(step)", minimum=0, maximum=10**5)
+    linear_checkpoints: int = setting(100, "checkpoints spread evenly in step", minimum=0, maximum=10**5)
+    steps: tuple[int, ...] | None = setting(None, "explicit checkpoint steps, increasing, in [0, total steps] "
+                                            "(None: step 0 and the log- and evenly spaced ones)",
+                                            minimum=0, optional=True, flag=False)
+
+    def check(self) -> None:
+        if self.batch_size > self.n:
+            raise ValueError(f"batch_size must be <= n = {self.n}, got {self.batch_size}")
+        if self.r > self.c:
+            raise ValueError(f"r must be <= c, got r = {self.r}, c = {self.c}")
+        if self.init == "4gon" and (self.r < 2 or self.c < 4):
+            raise ValueError(f"init 4gon needs r >= 2 and c >= 4, got r = {self.r}, c = {self.c} (use init random)")
+        if self.total_steps > MAX_TOTAL_STEPS:
+            raise ValueError(f"epochs {self.epochs} x {self.steps_per_epoch} steps per epoch exceeds "
+                             f"{MAX_TOTAL_STEPS:.0e} SGD steps; lower epochs or raise batch_size")
+        st = self.steps
+        if st is not None and (not st or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in st)
+                               or any(b <= a for a, b in zip(st, st[1:])) or st[-1] > self.total_steps):
+            raise ValueError(f"steps must be increasing integers in [0, {self.total_steps}] (total steps), "
+                             f"got {list(st)[:8]}")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n // self.batch_size
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return torch.float64 if self.dtype == "float64" else torch.float32
+
+    def checkpoints(self) -> torch.Tensor:
+        """The checkpoint steps (T,) int64: `steps`, or `checkpoint_steps` of the total."""
+        if self.steps is not None:
+            return torch.tensor(self.steps, dtype=torch.int64)
+        return checkpoint_steps(self.total_steps, self.log_checkpoints, self.linear_checkpoints)
+
+
+@dataclass
+class TrainResult:
     """Checkpoints of R runs at T steps.
 
     steps: (T,) int64 step counts (0 = initialisation)
@@ -45,7 +110,8 @@ class TrainResult(NamedTuple):
     train_loss: (T, R) exact L_n on the run's training set
     pop_loss: (T, R) exact population loss L
     X: (n, c) shared training set, or (R, n, c) one per run
-    record: every setting and seed (JSON-able)
+    record: what the saved .json holds: "settings" (TrainSettings.as_record()), "runs" (the R
+      run indices), total_steps, steps_per_epoch, block_epochs, optimizer, loss
     """
 
     steps: torch.Tensor
@@ -55,6 +121,14 @@ class TrainResult(NamedTuple):
     pop_loss: torch.Tensor
     X: torch.Tensor
     record: dict
+
+    @property
+    def settings(self) -> TrainSettings:
+        return TrainSettings.from_record(self.record["settings"])
+
+    @property
+    def run_ids(self) -> list[int]:
+        return [int(i) for i in self.record["runs"]]
 
 
 # ---- seeds, starts, data, schedule -------------------------------------------------------
@@ -72,14 +146,25 @@ def _gen(seed: int, stream: int, run: int, block: int = 0) -> torch.Generator:
     return g
 
 
-def _runs(runs) -> list[int]:
-    if isinstance(runs, int) and not isinstance(runs, bool):
-        checks.positive_int(runs, "runs")
-        return list(range(runs))
-    out = [int(i) for i in runs]
-    if not out or min(out) < 0 or len(set(out)) != len(out):
-        raise ValueError(f"runs must be a count >= 1 or distinct run indices >= 0, got {runs!r}")
-    return out
+def resolve_settings(settings: TrainSettings | None, changes: dict) -> TrainSettings:
+    """`settings` (default TrainSettings()) with `changes` (field names) applied, validated."""
+    if settings is not None and not isinstance(settings, TrainSettings):
+        raise ValueError(f"settings must be a TrainSettings, got {type(settings).__name__} {settings!r} "
+                         "(a run count is runs=..., run indices run_ids=...)")
+    return (settings or TrainSettings()).replace(**changes)
+
+
+def run_indices(settings: TrainSettings, run_ids: Sequence[int] | None = None) -> list[int]:
+    """The runs to train: `run_ids` (distinct, each in 0 .. settings.runs - 1: a block of the
+    experiment's runs), by default all of them."""
+    if run_ids is None:
+        return list(range(settings.runs))
+    ids = list(run_ids)
+    if (not ids or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) for i in ids)
+            or min(ids) < 0 or max(ids) >= settings.runs or len(set(ids)) != len(ids)):
+        raise ValueError(f"run_ids must be distinct run indices in 0..{settings.runs - 1} (settings.runs = "
+                         f"{settings.runs}), got {run_ids!r}")
+    return [int(i) for i in ids]
 
 
 def init_4gon(
@@ -186,60 +271,52 @@ def _sgd_step_(W, b, Xb, scale: float) -> None:
 # ---- the trainer -------------------------------------------------------------------------
 
 
-def _settings(**kw) -> dict:
-    return {k: (str(v) if isinstance(v, torch.dtype) else v) for k, v in kw.items()}
-
-
 def train_sgd(
-    runs: int | Sequence[int] = 32, *, seed: int = 0, n: int = 1000, batch_size: int = 20, lr: float = 0.005,
-    epochs: int = 4500, init: str = "4gon", radius: float = 0.9, noise: float = 0.01, sigma: float = 1.0,
-    r: int = 2, c: int = 6, shared_data: bool = False, steps: Sequence[int] | torch.Tensor | None = None,
-    dtype: torch.dtype = torch.float64, device: torch.device | str | None = None, path: str | Path | None = None,
-    save_every: float = 60.0, progress: bool = True, num_threads: int | None = 1,
+    settings: TrainSettings | None = None, *, run_ids: Sequence[int] | None = None, path: str | Path | None = None,
+    device: torch.device | str | None = None, save_every: float = 60.0, threads: int | None = 1,
+    progress: bool = True, **changes,
 ) -> TrainResult:
     """Plain SGD (no momentum) on the minibatch mean of ||x - f(x)||^2, for many runs at once.
 
-    runs: a count R (runs 0..R-1) or explicit run indices; each run's numbers depend only on
-    (seed, run index), never on which other runs share the batch. Defaults are the paper's
-    protocol (SPEC 4): n = 1000, batch 20, lr 0.005, 4500 epochs, 4-gon start (radius 0.9,
-    noise 0.01, b = 0). init="random": W ~ N(0, sigma^2), b = 0. shared_data: one training set
-    for all runs (seed's shared stream) or, by default, one per run (independent repeats of
-    the experiment). steps: checkpoint steps (default `checkpoint_steps(total)`).
-    path: if given, the result is saved there (tms.core.io); a finished result is loaded instead of
-    retrained, and a partial one (`<path stem>_partial`) is resumed. The partial is written at
-    the first epoch-block boundary after every `save_every` seconds (0: at every block) and
-    when the run is interrupted (KeyboardInterrupt: Ctrl-C, or SIGTERM under `tms`).
-    num_threads: torch threads during training (1 is fastest at these sizes; None leaves the
-    setting alone).
+    settings: a TrainSettings (default TrainSettings(), the paper's protocol, SPEC 4) with
+    `changes` applied (its field names: runs=4, epochs=40, init="random", ...). Each run's
+    numbers depend only on (seed, run index), never on which other runs share the batch;
+    run_ids: train only these of the experiment's runs (default all, 0 .. runs - 1).
+    path: if given, the result is saved there (tms.core.io); a finished result with the same
+    settings is loaded instead of retrained (a different one is a ValueError), and a partial
+    one (`<path stem>_partial`) is resumed; both through tms.core.io.reuse_problem. The
+    partial is written at the first epoch-block boundary after every `save_every` seconds (0:
+    at every block) and when the run is interrupted (KeyboardInterrupt: Ctrl-C, or SIGTERM
+    under `tms`). threads: torch threads during training (1 is fastest at these sizes; None
+    leaves the setting alone). device: where the steps run (default: the CPU).
 
     Returns TrainResult with checkpoints (T, R, ...).
     """
-    run_ids = _runs(runs)
-    spe, total, ck = _check_train(n, batch_size, epochs, r, c, lr, init, steps, save_every)
-    record = _settings(
-        runs=run_ids, seed=seed, n=n, batch_size=batch_size, lr=lr, epochs=epochs, init=init,
-        radius=radius, noise=noise, sigma=sigma, r=r, c=c, shared_data=shared_data,
-        dtype=dtype, block_epochs=BLOCK_EPOCHS, total_steps=total, steps_per_epoch=spe,
-        optimizer="plain SGD, no momentum", loss="batch mean of ||x - f(x)||^2 (unhalved)",
-    )
+    settings = resolve_settings(settings, changes)
+    ids = run_indices(settings, run_ids)
+    checks.positive_float(save_every, "save_every", allow_zero=True)
+    threads = checks.threads(threads, "threads")
+    record = io.jsonable(_record(settings, ids))
     if path is not None and io.result_exists(path):
-        res = load_train(path)
-        if not _same(res.record, record):
-            raise ValueError(f"a different training result already exists at {path} (other settings or another "
-                             "tms version); choose another path")
-        return res
-    X = training_data(run_ids, seed, n=n, c=c, shared=shared_data, dtype=dtype)
-    W, b = (init_4gon(run_ids, seed, r=r, c=c, radius=radius, noise=noise, dtype=dtype) if init == "4gon" else
-            init_random(run_ids, seed, r=r, c=c, sigma=sigma, dtype=dtype))
+        problem = io.reuse_problem(path, record, key=None)
+        if problem is not None:
+            raise ValueError(f"a different training result already exists at {path} ({problem}); "
+                             "choose another path")
+        return load_train(path, "path")
+    s, dtype = settings, settings.torch_dtype
+    X = training_data(ids, s.seed, n=s.n, c=s.c, shared=s.shared_data, dtype=dtype)
+    W, b = (init_4gon(ids, s.seed, r=s.r, c=s.c, radius=s.radius, noise=s.noise, dtype=dtype) if s.init == "4gon"
+            else init_random(ids, s.seed, r=s.r, c=s.c, sigma=s.sigma, dtype=dtype))
+    ck = s.checkpoints()
     partial = None if path is None else partial_path(path)
     state = _start_state(W, b, ck, record, partial)
     dev = torch.device(device) if device is not None else X.device
     Xd = X.to(dev)
-    loop = _Loop(run_ids, seed, n, batch_size, c, epochs, spe, -2.0 * lr / batch_size, ck.tolist(), lr,
-                 None if shared_data else (torch.arange(len(run_ids)) * n).view(1, -1, 1))
-    with checks.torch_threads(num_threads), torch.no_grad():
-        _train_blocks(state, loop, Xd.reshape(-1, c), dev, partial, record, save_every, progress)
-    res = _finish(ck, state.W_ck.to(dev), state.b_ck.to(dev), Xd, shared_data, record)
+    loop = _Loop(ids, s.seed, s.n, s.batch_size, s.c, s.epochs, s.steps_per_epoch, -2.0 * s.lr / s.batch_size,
+                 ck.tolist(), s.lr, None if s.shared_data else (torch.arange(len(ids)) * s.n).view(1, -1, 1))
+    with checks.torch_threads(threads), torch.no_grad():
+        _train_blocks(state, loop, Xd.reshape(-1, s.c), dev, partial, record, save_every, progress)
+    res = _finish(ck, state.W_ck.to(dev), state.b_ck.to(dev), Xd, s.shared_data, record)
     if path is not None:
         save_train(path, res)
         for suf in (".npz", ".json"):
@@ -247,24 +324,11 @@ def train_sgd(
     return res
 
 
-def _check_train(n, batch_size, epochs, r, c, lr, init, steps, save_every) -> tuple[int, int, torch.Tensor]:
-    """train_sgd's settings checked: (steps per epoch, total steps, checkpoint steps (T,))."""
-    for name, v in (("n", n), ("batch_size", batch_size), ("epochs", epochs), ("r", r), ("c", c)):
-        checks.positive_int(v, name)
-    if batch_size > n:
-        raise ValueError(f"batch_size must be <= n = {n}, got {batch_size}")
-    if r > c:
-        raise ValueError(f"r must be <= c, got r = {r}, c = {c}")
-    checks.positive_float(lr, "lr")
-    checks.positive_float(save_every, "save_every", allow_zero=True)
-    if init not in ("4gon", "random"):
-        raise ValueError(f"init must be '4gon' or 'random', got {init!r}")
-    spe = n // batch_size
-    total = epochs * spe
-    ck = checkpoint_steps(total) if steps is None else torch.as_tensor(steps, dtype=torch.int64)
-    if ck.dim() != 1 or len(ck) == 0 or bool((ck[1:] <= ck[:-1]).any()) or int(ck[0]) < 0 or int(ck[-1]) > total:
-        raise ValueError(f"steps must be increasing integers in [0, {total}] (total steps), got {ck.tolist()}")
-    return spe, total, ck
+def _record(settings: TrainSettings, run_ids: list[int]) -> dict:
+    """What a training result's .json holds besides provenance (see TrainResult.record)."""
+    return dict(settings=settings, runs=run_ids, total_steps=settings.total_steps,
+                steps_per_epoch=settings.steps_per_epoch, block_epochs=BLOCK_EPOCHS,
+                optimizer="plain SGD, no momentum", loss="batch mean of ||x - f(x)||^2 (unhalved)")
 
 
 class _State:
@@ -296,25 +360,25 @@ class _Loop(NamedTuple):
 
 
 def _start_state(W, b, ck, record: dict, partial: Path | None) -> _State:
-    """A fresh state at block 0 (checkpoint 0 filled in when step 0 is one), or the partial's."""
+    """A fresh state at block 0 (checkpoint 0 filled in when step 0 is one), or the partial's
+    when it was saved by a run of this record (tms.core.io.reuse_problem)."""
     T = len(ck)
     W_ck = torch.zeros(T, *W.shape, dtype=W.dtype)
     b_ck = torch.zeros(T, *b.shape, dtype=b.dtype)
-    if partial is not None and io.result_exists(partial):
+    if partial is not None and io.reuse_problem(partial, record, key="train") is None:
         arr, rec = io.load_result(partial)
-        if _same(rec["settings"], record) and rec["steps"] == ck.tolist():
-            t = {k: torch.from_numpy(arr[k]).to(W.dtype) for k in ("W", "b", "W_ck", "b_ck")}
-            return _State(t["W"], t["b"], t["W_ck"], t["b_ck"], int(rec["blocks_done"]))
+        t = {k: torch.from_numpy(arr[k]).to(W.dtype) for k in ("W", "b", "W_ck", "b_ck")}
+        return _State(t["W"], t["b"], t["W_ck"], t["b_ck"], int(rec["blocks_done"]))
     if int(ck[0]) == 0:
         W_ck[0], b_ck[0] = W, b
     return _State(W, b, W_ck, b_ck, 0)
 
 
-def _save_partial(partial: Path, state: _State, record: dict, ck: list) -> None:
+def _save_partial(partial: Path, state: _State, record: dict) -> None:
     """The state at the last finished block boundary (checkpoints past it are refilled on resume)."""
     Wp, bp, done = state.boundary
     io.save_result(partial, {"W": Wp, "b": bp, "W_ck": state.W_ck, "b_ck": state.b_ck},
-                   {"settings": record, "steps": ck, "blocks_done": done})
+                   {"train": record, "blocks_done": done})
 
 
 def _train_blocks(state: _State, lp: _Loop, Xflat, dev, partial, record, save_every: float, progress: bool) -> None:
@@ -332,11 +396,11 @@ def _train_blocks(state: _State, lp: _Loop, Xflat, dev, partial, record, save_ev
             bar.update(n_steps_blk)
             state.boundary, state.block = (W.clone(), b.clone(), blk + 1), blk + 1
             if partial is not None and time.monotonic() - t_save >= save_every and blk + 1 < n_blocks:
-                _save_partial(partial, state, record, lp.ck)
+                _save_partial(partial, state, record)
                 t_save = time.monotonic()
     except KeyboardInterrupt:
         if partial is not None and state.boundary[2] > state.start:
-            _save_partial(partial, state, record, lp.ck)
+            _save_partial(partial, state, record)
         raise
     finally:
         bar.close()
@@ -369,14 +433,6 @@ def partial_path(path) -> Path:
     return path.with_name(path.stem + "_partial")
 
 
-def _same(saved: dict, record: dict) -> bool:
-    """Same settings (every key of `record`) and the same package version (tms.core.io provenance)."""
-    prov = saved.get(io.PROVENANCE_KEY)
-    if isinstance(prov, dict) and prov.get("package_version") != io.package_version():
-        return False
-    return {k: saved.get(k) for k in record} == io.jsonable(record)
-
-
 def _finish(ck, W_ck, b_ck, X, shared, record) -> TrainResult:
     """Exact train and population losses at every checkpoint of every run, in one batch."""
     data = sorted_data(X)  # (n, c) or (R, n, c): broadcasts with (T, R)
@@ -390,11 +446,45 @@ def save_train(path: str | Path, res: TrainResult) -> None:
                           "pop_loss": res.pop_loss, "X": res.X}, res.record)
 
 
-def load_train(path: str | Path) -> TrainResult:
-    """Inverse of save_train; ValueError if there is no finished result at `path`."""
-    if not io.result_exists(path):
-        raise ValueError(f"no training result at {path} (expected {Path(path).with_suffix('.npz')} and .json; "
-                         "run `tms train --out PATH` first)")
-    arr, rec = io.load_result(path)
+_FLOAT, _INT = "f", "iu"
+TRAIN_ARRAYS = dict(steps=((1,), _INT), W=((4,), _FLOAT), b=((3,), _FLOAT), train_loss=((2,), _FLOAT),
+                    pop_loss=((2,), _FLOAT), X=((2, 3), _FLOAT))
+
+
+def load_train(path: str | Path, name: str = "--input") -> TrainResult:
+    """Inverse of save_train, checked: the files intact, arrays steps (T,), W (T, R, r, c),
+    b (T, R, c), train_loss and pop_loss (T, R), X (n, c) or (R, n, c) agreeing with each other
+    and with the saved settings. ValueError naming `name` and the file otherwise."""
+    arr, rec = checks.result_file(path, name, what="training result", arrays=TRAIN_ARRAYS, keys=("settings", "runs"),
+                                  hint="; run `tms train --out PATH` first")
+    where = checks.result_stem(path).with_suffix(".json")
+    saved = rec["settings"]
+    missing = [f for f in TrainSettings.__dataclass_fields__ if not isinstance(saved, dict) or f not in saved]
+    try:
+        if missing:
+            raise ValueError(f"its settings lack {', '.join(missing)}")
+        settings = TrainSettings.from_record(saved)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{name}: {where} holds no valid training settings: {err}") from None
+    _check_shapes(arr, settings, rec["runs"], f"{name}: {where.with_suffix('.npz')}")
     t = {k: torch.from_numpy(v) for k, v in arr.items()}
     return TrainResult(t["steps"], t["W"], t["b"], t["train_loss"], t["pop_loss"], t["X"], rec)
+
+
+def _check_shapes(arr: dict, settings: TrainSettings, runs, where: str) -> None:
+    """A training result's arrays agree with each other and with its settings and run list."""
+    T, R, r, c = arr["W"].shape
+    want = dict(steps=(T,), b=(T, R, c), train_loss=(T, R), pop_loss=(T, R))
+    for key, shape in want.items():
+        if arr[key].shape != shape:
+            raise ValueError(f"{where}: array {key} has shape {arr[key].shape}, expected {shape} to match W "
+                             f"{arr['W'].shape}")
+    X = arr["X"]
+    if X.shape[-1] != c or (X.ndim == 3 and X.shape[0] != R) or X.shape[-2] != settings.n:
+        raise ValueError(f"{where}: array X has shape {X.shape}, expected ({settings.n}, {c}) or ({R}, "
+                         f"{settings.n}, {c})")
+    if T < 1 or (np.diff(arr["steps"]) <= 0).any() or arr["steps"][0] < 0:
+        raise ValueError(f"{where}: steps must be increasing integers >= 0, got {arr['steps'].tolist()[:8]}")
+    if (settings.c, settings.r) != (c, r) or not isinstance(runs, list) or len(runs) != R:
+        raise ValueError(f"{where}: W has shape {arr['W'].shape} but the settings say c = {settings.c}, "
+                         f"r = {settings.r} and the record lists runs {runs!r}")

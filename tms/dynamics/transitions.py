@@ -1,4 +1,4 @@
-"""Plateaus and transitions on SGD trajectories, and their Bayesian antecedents (SPEC 4).
+"""Plateaus and transitions on SGD trajectories (SPEC 4).
 
 A trajectory is the loss of R runs at T checkpoints (T, R). Each checkpoint is matched to
 the nearest zoo energy level. Plateaus live on a log step axis, so a checkpoint is *on* a
@@ -16,28 +16,19 @@ The loss level says which energy the run sits at, not which critical point: a pl
 sit within `tol` of a level at parameters that are not that zoo point (seen from random
 starts: 6 features on 5 directions, just above the 5-gon level). `label_checkpoints` adds
 the geometric label of tms.theory.phases.classify as a check; `tms transitions` reports both.
-
-Bayesian antecedent (SPEC 3, 4): a dynamical transition alpha -> beta with dL < 0 has a
-Bayesian counterpart when the posterior also moves alpha -> beta as n grows, i.e. when
-n dL + dlambda log n + dc = 0 has a root n_c (tms.theory.zoo.critical_sample_size; without the
-prior term dc this needs dlambda > e |dL|, in particular dlambda > 0).
+The Bayesian antecedents of the transitions are in tms.dynamics.antecedents.
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 
-from tms.core import checks, io
-from tms.dynamics import tasks
+from tms.core import checks
 from tms.theory import phases, zoo
-from tms.llc.estimator import default_nbeta
-from tms.core.records import Antecedent
 
 
 class Levels(NamedTuple):
@@ -242,7 +233,7 @@ def _transition(L, st, a: Plateau, b: Plateau, levels: Levels) -> Transition:
     return Transition(a.run, a.label, b.label, int(st[mid]), a.end_step, b.start_step, float(lb - la))
 
 
-# ---- zoo levels, labels, LLC along trajectories ------------------------------------------
+# ---- zoo levels, labels, checkpoints for the LLC -----------------------------------------
 
 
 def zoo_levels(c: int, *, max_k: int | None = None) -> Levels:
@@ -289,181 +280,6 @@ def llc_checkpoints(steps, n_points: int) -> np.ndarray:
     target = np.r_[np.geomspace(1.0, st[-1] + 1.0, n_log) - 1.0, np.linspace(0, st[-1], n_points - n_log + 1)[1:]]
     idx = np.abs(st[None, :] - target[:, None]).argmin(-1)
     return np.unique(np.r_[idx, len(st) - 1])
-
-
-# LLC at every checkpoint of every run in one batched call (SPEC 4 defaults: localized
-# full-batch SGLD on the run's training set, eps 1e-3, gamma 1, 500 draws, nbeta = n/log n);
-# with scheduler= or workers= the checkpoints go to Dask tasks (the same numbers).
-
-
-# ---- LLC per plateau and the Bayesian-antecedent table -----------------------------------
-
-
-def plateau_llc(seg: Segmentation, llc_index, llc, llc_se, ok) -> dict:
-    """Estimated LLC of each plateau label from LLC estimates at checkpoints.
-
-    llc_index: (T',) checkpoint indices of the estimates; llc, llc_se, ok: (T', R) estimate,
-    its standard error and whether it is trustworthy (tms.llc.estimator diagnostics). Each plateau's
-    value is the mean of its trustworthy estimates; a label's value is the mean over its
-    plateaus with the standard error across plateaus (or, for one plateau, the propagated
-    error of its mean). Returns {label: (mean, se, n_plateaus, n_estimates)}.
-    """
-    idx = np.asarray(llc_index)
-    llc, llc_se, ok = (np.asarray(a) for a in (llc, llc_se, ok))
-    per: dict[str, list] = {}
-    for p in seg.plateaus:
-        j = np.nonzero((idx >= p.start) & (idx <= p.end) & ok[:, p.run])[0]
-        if len(j):
-            v, s = llc[j, p.run], llc_se[j, p.run]
-            per.setdefault(p.label, []).append((v.mean(), math.sqrt(float((s**2).mean()) / len(j)), len(j)))
-    out = {}
-    for lab, vals in per.items():
-        m = np.array([v[0] for v in vals])
-        se = m.std(ddof=1) / math.sqrt(len(m)) if len(m) > 1 else vals[0][1]
-        out[lab] = (float(m.mean()), float(se), len(m), int(sum(v[2] for v in vals)))
-    return out
-
-
-def _lambda_source(q, llc_est: dict) -> tuple[float | None, float | None, str]:
-    """(lambda, s.e., source) of zoo point q: theory where the zoo has it, else the estimate."""
-    if q.llc is not None:
-        return float(q.llc), 0.0, "theory"
-    if q.label in llc_est:
-        return float(llc_est[q.label][0]), float(llc_est[q.label][1]), "estimate"
-    return None, None, "none"
-
-
-def _antecedent(a, b, steps: list, llc_est: dict, prior: bool, beta_lik: float) -> Antecedent:
-    """The Antecedent row of the observed transitions a -> b at `steps` (SPEC 3-4)."""
-    la, sa, ta = _lambda_source(a, llc_est)
-    lb, sb, tb = _lambda_source(b, llc_est)
-    dL = b.loss - a.loss
-    dlam = None if la is None or lb is None else lb - la
-    dse = None if dlam is None else math.hypot(sa, sb)
-    n_c = None if dlam is None else zoo.critical_sample_size(a, b, prior, la, lb, beta_lik)
-    if dlam is None:
-        verdict = "unknown"
-    elif not dL < 0:
-        verdict = "uphill"
-    else:
-        verdict = ("yes" if n_c is not None else "no") + (" (sign uncertain)" if dse and abs(dlam) < 2 * dse else "")
-    est = {k: tuple(llc_est[k][:2]) if k in llc_est else (None, None) for k in (a.label, b.label)}
-    return Antecedent(src=a.label, dst=b.label, count=len(steps), first_step=int(min(steps)),
-                      median_step=float(np.median(steps)), L_src=a.loss, L_dst=b.loss, dL=dL,
-                      lam_src=la, lam_src_se=sa, lam_src_from=ta, lam_dst=lb, lam_dst_se=sb, lam_dst_from=tb,
-                      lam_src_est=est[a.label][0], lam_src_est_se=est[a.label][1],
-                      lam_dst_est=est[b.label][0], lam_dst_est_se=est[b.label][1],
-                      dlambda=dlam, dlambda_se=dse, dc=(b.prior - a.prior) if prior else 0.0, n_c=n_c, antecedent=verdict)
-
-
-def antecedent_table(seg: Segmentation, c: int, llc_est: dict | None = None, *, prior: bool = True,
-                     beta_lik: float = 1.0) -> tuple[list[Antecedent], list[dict]]:
-    """The Bayesian-antecedent table of the observed SGD transitions (one Antecedent per
-    (src, dst), most frequent first), and the Bayesian transitions out of visited phases
-    that SGD never made (rows of tms.theory.zoo.transition_table).
-
-    llc_est: {label: (mean, se, ...)} estimated LLCs (e.g. `plateau_llc`); the zoo's
-    theoretical lambda is used where it has one (exact, se 0), the estimate otherwise.
-    beta_lik: the likelihood's inverse temperature in n_c (SPEC 3).
-    """
-    llc_est = dict(llc_est or {})
-    pts = {q.label: q for q in zoo.critical_points(c)}
-    groups: dict[tuple, list] = {}
-    for t in seg.transitions:
-        groups.setdefault((t.src, t.dst), []).append(t.step)
-    rows = [_antecedent(pts[src], pts[dst], steps, llc_est, prior, beta_lik)
-            for (src, dst), steps in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
-    visited = {p.label for p in seg.plateaus}
-    llcs = {k: v[0] for k, v in llc_est.items() if pts.get(k) is not None and pts[k].llc is None}
-    unseen = [r for r in zoo.transition_table(c, llcs, prior, beta_lik)
-              if r["alpha"] in visited and (r["alpha"], r["beta"]) not in groups and r["n_c"] is not None]
-    return rows, unseen
-
-
-def _format_row(r: Antecedent) -> str:
-    f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
-
-    def lam(v, se, src):
-        return "-" if v is None else (f"{v:.2f}" if src == "theory" else f"{v:.2f}+-{se:.2f}*")
-
-    dl = "-" if r.dlambda is None else (f"{r.dlambda:.2f}" + (f"+-{r.dlambda_se:.2f}" if r.dlambda_se else ""))
-    geo = (f"   [geometry {100 * r.geometry_src:.0f}% / {100 * r.geometry_dst:.0f}%]"
-           if r.geometry_src is not None and r.geometry_dst is not None else "")
-    return (f"{r.src + ' -> ' + r.dst:>14} {r.count:5d} {r.median_step:11.0f} {r.dL:9.5f} "
-            f"{lam(r.lam_src, r.lam_src_se, r.lam_src_from):>11} {lam(r.lam_dst, r.lam_dst_se, r.lam_dst_from):>11} "
-            f"{dl:>12} {f(r.n_c, '9.1f'):>9}  {r.antecedent}{geo}")
-
-
-def format_antecedents(rows: list[Antecedent], unseen: list[dict], max_unseen: int = 15) -> str:
-    """The antecedent table as text."""
-    out = [f"{'transition':>14} {'count':>5} {'median step':>11} {'dL':>9} {'lam src':>11} {'lam dst':>11} "
-           f"{'dlambda':>12} {'n_c':>9}  antecedent"]
-    out += [_format_row(r) for r in rows] or ["  (no transitions observed)"]
-    out.append("lambda: theory = zoo rank/2 (minimally singular points); * = SGLD estimate on the plateaus")
-    if any(r.geometry_src is not None for r in rows):
-        out.append("geometry: share of src / dst plateau checkpoints that tms.theory.phases.classify gives the level's label "
-                   "(low: the loss sits on the level but the parameters are not that zoo point)")
-    checked = {}
-    for r in rows:
-        for side in ("src", "dst"):
-            if getattr(r, f"lam_{side}_from") == "theory" and getattr(r, f"lam_{side}_est") is not None:
-                checked[getattr(r, side)] = (f"  check: {getattr(r, side)} theory {getattr(r, f'lam_{side}'):.2f}, "
-                                             f"plateau estimate {getattr(r, f'lam_{side}_est'):.2f}"
-                                             f"+-{getattr(r, f'lam_{side}_est_se'):.2f}")
-    out.extend(checked.values())
-    out.append(f"Bayesian transitions out of visited phases never seen in SGD ({len(unseen)}):")
-    for r in unseen[:max_unseen]:
-        out.append(f"{r['alpha'] + ' -> ' + r['beta']:>14} dL {r['dL']:9.5f}  dlambda {r['dlambda']:6.2f}  n_c {r['n_c']:9.1f}")
-    if len(unseen) > max_unseen:
-        out.append(f"  ... {len(unseen) - max_unseen} more (saved in the result)")
-    return "\n".join(out)
-
-
-# ---- the whole analysis of a `tms train` result (`tms transitions`) -------------------------
-
-
-def geometry(seg: Segmentation, cls: np.ndarray) -> tuple[dict, dict]:
-    """Cross-check of the level labels by geometry: per plateau label, the fraction of its
-    checkpoints that tms.theory.phases.classify gives the same label, and what it says otherwise."""
-    agree, other = {}, {}
-    for p in seg.plateaus:
-        got = cls[p.start : p.end + 1, p.run]
-        agree.setdefault(p.label, []).extend((got == p.label).tolist())
-        other.setdefault(p.label, Counter()).update(got[got != p.label].tolist())
-    return {k: float(np.mean(v)) for k, v in agree.items()}, {k: dict(v.most_common(3)) for k, v in other.items()}
-
-
-def segmentation_arrays(seg: Segmentation) -> dict:
-    col = lambda name: np.array([getattr(p, name) for p in seg.plateaus], dtype=np.int64)  # noqa: E731
-    return dict(level_index=seg.level_index, on_level=seg.on_level, plateau_run=col("run"),
-                plateau_level=col("level"), plateau_start=col("start"), plateau_end=col("end"))
-
-
-def checkpoint_llc(res, out: Path, *, llc_points: int, n_chains: int, n_burnin: int, n_draws: int, eps: float,
-                   gamma: float, nbeta: float | None, seed: int, device=None, progress: bool = True,
-                   scheduler: str | None = None, workers: int | None = None) -> tuple[dict, dict]:
-    """LLC at about `llc_points` checkpoints of every run of a TrainResult, saved to OUT_llc
-    and reused from there when its settings match: (arrays llc_index, llc, llc_se, llc_ok;
-    settings). scheduler / workers: checkpoint blocks as Dask tasks (tms.dynamics.tasks.trajectory_llc,
-    blocks in OUT_llc_blocks until merged; same numbers)."""
-    n = int(res.record["n"])
-    idx = llc_checkpoints(res.steps.numpy(), llc_points)
-    nb = float(default_nbeta(n) if nbeta is None else nbeta)
-    settings = dict(nbeta=nb, eps=eps, gamma=gamma, n_chains=n_chains, n_burnin=n_burnin, n_draws=n_draws, seed=seed,
-                    loss="empirical (full batch, training set)", checkpoints=idx.tolist(), train=res.record)
-    llc_path = out.with_name(out.stem + "_llc")
-    if io.result_exists(llc_path) and io.same_settings(io.load_json(llc_path.with_suffix(".json")), settings):
-        la, _ = io.load_result(llc_path)
-    else:
-        ii, dev = torch.from_numpy(idx), checks.device(device)
-        lr = tasks.trajectory_llc(res.W[ii].to(dev), res.b[ii].to(dev), res.X.to(dev), nbeta=nb, eps=eps,
-                                    gamma=gamma, n_chains=n_chains, n_burnin=n_burnin, n_draws=n_draws, seed=seed,
-                                    progress=progress, scheduler=scheduler, workers=workers,
-                                    out_dir=llc_path.with_name(llc_path.name + "_blocks"))
-        la = dict(llc_index=idx, llc=lr.llc, llc_se=lr.llc_se, llc_ok=lr.trustworthy)
-        io.save_result(llc_path, la, settings)
-        la = {k: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for k, v in la.items()}
-    return {k: np.asarray(la[k]) for k in ("llc_index", "llc", "llc_se", "llc_ok")}, settings
 
 
 def choose_run(arr: dict) -> int:

@@ -40,8 +40,9 @@ from tms.bayes import tasks as bayes_tasks
 from tms.dynamics import tasks as dynamics_tasks
 from tms.bayes import posterior
 from tms.bayes.free_energy import measure as free_energy
-from tms.dynamics import train
-from tms.experiments import transitions
+from tms.dynamics.analysis import TransitionsSettings
+from tms.dynamics.train import TrainSettings
+from tms.experiments import train, transitions
 from tms.theory import zoo
 from tms.llc import zoo as llc_zoo
 from tms.llc.estimator import PROTOCOL
@@ -68,15 +69,15 @@ _TINY_FREE_ENERGY = dict(ns=[200, 500], sweep=dict(seeds=1, replicas=2, n_temps=
 SCALES = {
     "tiny": dict(zoo_llc=dict(n_chains=2, n_burnin=8, n_draws=32, n_ref=600),
                  posterior=dict(scale="quick", cfg=_TINY_POSTERIOR, ns={4: [100, 300], 5: [100, 300], 6: [100, 600]}),
-                 train=dict(runs=2, epochs=5), train_random=dict(runs=2, epochs=5),
-                 transitions=dict(llc_points=2, n_chains=2, n_draws=20), free_energy=_TINY_FREE_ENERGY),
+                 train=TrainSettings(runs=2, epochs=5), train_random=TrainSettings(runs=2, epochs=5),
+                 transitions=TransitionsSettings(llc_points=2, n_chains=2, n_draws=20), free_energy=_TINY_FREE_ENERGY),
     "quick": dict(zoo_llc=dict(n_chains=8, n_burnin=1000, n_draws=2000, n_ref=600), posterior=dict(scale="quick", cfg={}, ns={}),
-                  train=train.SCALES["quick"], train_random=train.SCALES["quick"], transitions={},
+                  train=train.QUICK, train_random=train.QUICK, transitions=TransitionsSettings(),
                   free_energy=dict(sweep=dict(seeds=2, n_draws=80), lam=dict(seeds=1, n_draws=60))),
     # free energy keeps its quick scale here: its paper scale alone takes about an hour
     "full": dict(zoo_llc=dict(n_chains=16, n_burnin=PROTOCOL["n_burnin"], n_draws=PROTOCOL["n_draws"], n_ref=600), posterior=dict(scale="full", cfg={}, ns={}),
-                 train=train.SCALES["full"], train_random=train.SCALES["full"],
-                 transitions=dict(llc_points=40, n_chains=8), free_energy={}),
+                 train=train.FULL, train_random=train.FULL,
+                 transitions=TransitionsSettings(llc_points=40, n_chains=8), free_energy={}),
 }
 
 
@@ -355,18 +356,18 @@ def _posterior_stage(x: _Ctx, c: int) -> _Stage:
 
 def _sgd_stages(x: _Ctx, init: str, sub: str) -> list[_Stage]:
     """SGD runs from one start and their transition analysis (SPEC 4)."""
-    tc, trc = x.cfg[f"train{sub}"], x.cfg["transitions"]
+    tc = x.cfg[f"train{sub}"].replace(init=init, seed=x.seed)
+    trc = x.cfg["transitions"].replace(seed=x.seed)
     train_path = x.out / f"sgd{sub}" / "train"
     tr_path = train_path.with_name("train_transitions")
     fig_dir = x.figs / "random" if sub else x.figs
 
     def train_compute():
-        dynamics_tasks.train_sgd(tc["runs"], seed=x.seed, epochs=tc["epochs"], init=init, path=train_path,
-                          device=x.device, progress=x.progress, **(x.where or {}))
+        dynamics_tasks.train_sgd(tc, path=train_path, device=x.device, progress=x.progress, **(x.where or {}))
 
     def tr_compute():
-        transitions.analyse(str(train_path), out=str(tr_path), figures=None, seed=x.seed, device=x.device,
-                            progress=x.progress, **(x.where or {}), **trc)
+        transitions.run(str(train_path), trc, out=str(tr_path), figures=None, device=x.device, progress=x.progress,
+                        **(x.where or {}))
 
     def tr_draw():
         fig_dir.mkdir(parents=True, exist_ok=True)
@@ -375,10 +376,10 @@ def _sgd_stages(x: _Ctx, init: str, sub: str) -> list[_Stage]:
         sgd_many(str(train_path), str(tr_path), fig_dir / "sgd_many.png")
         return [fig_dir / "sgd_trajectory.png", fig_dir / "sgd_many.png"]
 
-    t_ident = dict(tc, init=init, seed=x.seed)
+    t_ident = dict(settings=tc)
     train_paths = [train_path, train_path.with_name("train_partial"), train_path.with_name("train_blocks")]
     return [_Stage(f"train{sub}", t_ident, train_paths, train_compute),
-            _Stage(f"transitions{sub}", dict(trc, seed=x.seed, train=t_ident),
+            _Stage(f"transitions{sub}", dict(settings=trc, train=tc),
                    [tr_path, tr_path.with_name("train_transitions_llc"),
                     tr_path.with_name("train_transitions_llc_blocks")], tr_compute, tr_draw)]
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from tms.core import checks
-from tms.core.records import CompareRow, TransitionsResult
+from tms.core.records import CompareRow
+from tms.dynamics.analysis import TransitionsResult
 
 
 def mass_crossing(ns: np.ndarray, mass: np.ndarray, phases: list[str], alpha: str, beta: str,
@@ -52,9 +53,7 @@ def compare(results: str | Path = "results/reproduce", sgd: str = "sgd") -> list
     tr_path = out / sgd / "train_transitions"
     if not (tr_path.with_suffix(".npz").exists() or tr_path.with_suffix(".json").exists()):
         raise ValueError(f"results: no `tms transitions` result at {tr_path}.npz/.json; run tms reproduce first")
-    tr = TransitionsResult.load(tr_path, "results")
-    if not isinstance(tr.train, dict) or not isinstance(tr.train.get("c"), int):
-        raise ValueError(f"results: {tr_path}.json has no training settings with an integer c")
+    tr = TransitionsResult.load(tr_path, "results")  # checks its training settings too
     post = load_posterior_summary(out, tr.c)
     return [CompareRow(c=tr.c, src=r.src, dst=r.dst, sgd_count=r.count, median_step=r.median_step, dL=r.dL,
                        dlambda=r.dlambda, dlambda_se=r.dlambda_se, n_c=r.n_c, antecedent=r.antecedent,

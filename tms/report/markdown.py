@@ -17,7 +17,7 @@ import numpy as np
 from tms.bayes.free_energy import measure as free_energy
 from tms.core import io
 from tms.report.comparison import compare, load_posterior_summary, mass_crossing
-from tms.core.records import TransitionsResult
+from tms.dynamics.analysis import TransitionsResult
 
 CAVEAT = ("Free energies F_n = n L + lambda log n + |w*|^2/2 (likelihood inverse temperature 1, "
           "i.e. exp(-n L_n) with the unhalved loss); other O(1) terms are dropped.")
@@ -42,15 +42,14 @@ def _sgd_section(out: Path, figs: Path, sgd: str, fig_dir: str) -> list[str]:
     if not io.result_exists(tr_path):
         return ["(no SGD results)", ""]
     tr = TransitionsResult.load(tr_path, "results")
-    t = tr.train
-    L += [f"{len(t['runs']) if isinstance(t.get('runs'), list) else t.get('runs')} runs, "
-          f"{t.get('total_steps')} steps (n = {t.get('n')}, batch {t.get('batch_size')}, lr {t.get('lr')}, "
-          f"init {t.get('init')}). Plateaus: population loss within {_f(tr.tol, '.2g')} of a zoo level.", ""]
+    t = tr.train_settings
+    L += [f"{len(tr.train['runs'])} runs, {t.total_steps} steps (n = {t.n}, batch {t.batch_size}, lr {t.lr}, "
+          f"init {t.init}). Plateaus: population loss within {_f(tr.tol, '.2g')} of a zoo level.", ""]
     L += _table(["plateau sequence", "runs"], [[" → ".join(f"`{x}`" for x in s) or "(none)", k]
                                                for s, k in tr.sequence_counts])
     if tr.plateau_llc:
         L += ["", "Estimated LLC per plateau level (mean ± s.e. over plateaus): " + ", ".join(
-            f"`{k}` {v[0]:.2f} ± {v[1]:.2f}" for k, v in sorted(tr.plateau_llc.items())) + "."]
+            f"`{k}` {v.mean:.2f} ± {v.se:.2f}" for k, v in sorted(tr.plateau_llc.items())) + "."]
     rows = [[f"`{r.src}` → `{r.dst}`", r.sgd_count, _f(r.median_step, ".0f"), _f(r.dL, ".4f"),
              _f(r.dlambda, ".2f") + (f" ± {r.dlambda_se:.2f}" if r.dlambda_se else ""),
              _f(r.n_c, ".0f"), r.posterior_crossing, r.antecedent] for r in compare(out, sgd)]
@@ -62,7 +61,7 @@ def _sgd_section(out: Path, figs: Path, sgd: str, fig_dir: str) -> list[str]:
     unseen = tr.bayesian_unseen
     if unseen:
         L += ["", f"Bayesian transitions out of visited phases never seen along SGD ({len(unseen)}): " + ", ".join(
-            f"`{u['alpha']}` → `{u['beta']}` (n_c {u['n_c']:.0f})" for u in unseen[:12]) + "."]
+            f"`{u.alpha}` → `{u.beta}` (n_c {u.n_c:.0f})" for u in unseen[:12]) + "."]
     for name in ("sgd_trajectory.png", "sgd_many.png"):
         rel = f"{fig_dir}/{name}" if fig_dir else name
         if (figs / rel).exists():

@@ -49,6 +49,7 @@ def sgd_trajectory(train_path, trans_path, out, run: int | None = None) -> int:
     Returns the run drawn."""
     tr, trec = io.load_result(train_path)
     an, rec = io.load_result(trans_path)
+    ts = trec["settings"]  # the TrainSettings record
     if run is None:
         run = choose_run({**an, "pop_loss": tr["pop_loss"]})
     if not 0 <= run < tr["W"].shape[1]:
@@ -68,7 +69,7 @@ def sgd_trajectory(train_path, trans_path, out, run: int | None = None) -> int:
     ax = fig.add_subplot(gs[1, :])
     _draw_loss(ax, tr, rec, run, starts, ends)
     ax.set_title(f"run {run}: {' -> '.join(labs) if len(labs) else 'no plateau'}  "
-                 f"(n={trec['n']}, batch {trec['batch_size']}, lr {trec['lr']}, init {trec['init']}; "
+                 f"(n={ts['n']}, batch {ts['batch_size']}, lr {ts['lr']}, init {ts['init']}; "
                  f"dashed: zoo levels, shaded: plateaus)", fontsize=8)
     _draw_llc(fig.add_subplot(gs[2, :], sharex=ax), tr["steps"].astype(float) + 1, an, rec, run, labs)
     fig.savefig(out, dpi=110, bbox_inches="tight")
@@ -160,7 +161,8 @@ def sgd_many(train_path, trans_path, out) -> None:
     ax.set_ylabel("population loss L")
     counts = rec.get("sequence_counts", [])
     top = "; ".join(f"{' -> '.join(s) or 'none'}: {k}" for s, k in counts[:4])
-    ax.set_title(f"{R} SGD runs (n={trec['n']}, batch {trec['batch_size']}, lr {trec['lr']}, init {trec['init']}); "
+    ts = trec["settings"]
+    ax.set_title(f"{R} SGD runs (n={ts['n']}, batch {ts['batch_size']}, lr {ts['lr']}, init {ts['init']}); "
                  f"dashed: zoo energy levels\nplateau sequences: {top}", fontsize=8)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -1,12 +1,12 @@
-"""Benchmark: a small posterior sweep in-process, on 1 and on 2 local Dask workers (issue 14).
+"""Benchmark: a small posterior sweep in-process, on 1 and on 2 local Dask workers (tms.bayes.tasks).
 
 Protocol: tms.bayes.posterior.phase_sweep at c = 4 over an n-grid of 6 values (default
-100,150,200,300,400,600), 2 data sets per n, the QUICK sampler settings with the budgets cut
-(--draws rounds, --warmup), seed 0, float64, CPU, one torch thread per process.
+100,150,200,300,400,600), 2 data sets per n, the quick sampler settings with the budgets cut
+(--n-draws rounds, --n-warmup), seed 0, float64, CPU, one torch thread per process.
   in-process, one batch:      posterior.phase_sweep over the whole grid in one batched call
                               (today's default path);
   in-process, 1 n per batch:  the same with batch_points = 1 (the tasks' batches);
-  k workers:                  tms.core.bayes_tasks.phase_sweep(workers=k): a LocalCluster of k
+  k workers:                  tms.bayes.tasks.phase_sweep(workers=k): a LocalCluster of k
                               single-threaded processes started and closed by the lab (in
                               the time; the start alone is printed first), one task per n.
 Every variant writes to a fresh folder (nothing reused from disk); the results of all four
@@ -26,7 +26,7 @@ at best halve the time and on a loaded machine do not: the ratio says only rough
 cores would give. One batch over all n is the cheapest way to use one core (the sampler's
 per-round costs are paid once for all n); tasks pay off when there are more cores than one
 batch can use, i.e. on a cluster.
-Run: .venv/bin/python benchmarks/bench_cluster.py [--c 4] [--n 100,150,...] [--repeats 1]
+Run: .venv/bin/python benchmarks/bench_cluster.py [--c 4] [--ns 100,150,...] [--repeats 1]
 """
 import argparse
 import os
@@ -58,16 +58,16 @@ def _sweep(c, ns, kw, where: Path, workers=None, batch_points=None) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--c", type=int, default=4)
-    ap.add_argument("--n", default="100,150,200,300,400,600")
-    ap.add_argument("--draws", type=int, default=60, help="sampling-round budget per data set")
-    ap.add_argument("--warmup", type=int, default=60)
+    ap.add_argument("--ns", default="100,150,200,300,400,600")
+    ap.add_argument("--n-draws", type=int, default=60, help="sampling-round budget per data set")
+    ap.add_argument("--n-warmup", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    ns = [int(v) for v in args.n.split(",")]
-    kw = dict(seed=0, seeds=2, n_warmup=args.warmup, n_draws=args.draws, min_draws=min(args.draws, 40))
+    ns = [int(v) for v in args.ns.split(",")]
+    kw = dict(seed=0, seeds=2, n_warmup=args.n_warmup, n_draws=args.n_draws, min_draws=min(args.n_draws, 40))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus (shared with other jobs); torch {torch.__version__}")
-    print(f"protocol: posterior c={args.c}, n = {ns}, {kw}; QUICK otherwise; one task per n on the workers")
+    print(f"protocol: posterior c={args.c}, n = {ns}, {kw}; quick otherwise; one task per n on the workers")
 
     t_start = min(_timed(lambda: cluster.run_tasks([cluster.Task(os.getpid)], workers=2, progress=False))[0]
                   for _ in range(args.repeats))

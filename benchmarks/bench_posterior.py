@@ -14,7 +14,7 @@ draws at every transition / round end), summed over chains; min and mean over th
 Printed per sampler: wall time (warm-up included), gradient evaluations per chain (calls of
 the energy; a call evaluates every chain), ESS per second, ESS per 1000 gradient
 evaluations per chain, mean leapfrog steps per transition, acceptance, divergences; and the
-ratio new/old of ESS per second (the issue's floor: 4x at 256 chains).
+ratio new/old of ESS per second (the floor asked for: 4x at 256 chains).
 
 Measured (2-core x86_64 machine shared with other jobs, load 2-3; torch 2.13, numba 0.68,
 1 thread; --n-chains 256 --old-warmup 100 --old-draws 200 --warmup 60 --draws 150):

@@ -13,6 +13,7 @@ from scipy.optimize import brentq
 from scipy.spatial import ConvexHull
 
 from tms.bayes.free_energy import estimators, ladders, measure, terms
+from tms.bayes.settings import FreeEnergySettings, FreeEnergySweep, LocalLadders, SgldLambda
 from tms.core import io
 from tms.theory import phases, zoo
 from tms.core import rng
@@ -135,7 +136,7 @@ def test_two_well_free_energy_matches_quadrature_and_fit_recovers_dlambda():
     betas = tempering.geometric_ladder(K, 2e-4).expand(G, 1, K).clone()
     target = tempering.Target(_two_well(n), lambda t: (0.5 * (t * t).sum(-1), t), 16)
     th0 = rng.normal(keys, 0, 2, torch.float64, rng.START)
-    out = ladders.run_ladders(target, th0, keys, betas, dict(n_warmup=150, n_draws=600))
+    out = ladders.run_ladders(target, th0, keys, betas, 150, 600)
     labels = np.where(out["draws"][..., 0].numpy() > x0, "B", "A")  # (T, G, R)
     frac = estimators.ladder_fractions(labels, ["B", "A"])  # (G, R, 2)
     exact = np.array([_quadrature_dF(m, x0) for m in NS])
@@ -169,7 +170,7 @@ def test_wbic_slope_recovers_d_over_2_and_one_over_2k():
     betas = tempering.geometric_ladder(K, 0.2).expand(G, 1, K).clone()
     target = tempering.Target(energy, lambda t: (0.5 * (t * t).sum(-1), t), 16)
     th0 = 0.01 * rng.normal(keys, 0, 3, torch.float64, rng.START)
-    out = ladders.run_ladders(target, th0, keys, betas, dict(n_warmup=150, n_draws=800), all_slots=True)
+    out = ladders.run_ladders(target, th0, keys, betas, 150, 800, all_slots=True)
     E = energy(out["draws"])[0].numpy()  # (T, G, R, K)
     for i, lam in enumerate([1.5, 0.25, 1 / 6]):
         res = estimators.wbic_lambda(E[:, i], np.ones_like(E[:, i], bool), np.repeat(out["betas"][i:i + 1].numpy(), R, 0),
@@ -212,17 +213,18 @@ def test_o1_terms_and_data_term():
 
 # ---- the TMS pipeline ---------------------------------------------------------------------------------
 
-TINY = dict(sweep=dict(seeds=2, replicas=2, n_temps=4, n_warmup=8, n_draws=12, max_steps=8),
-            lam=dict(n=400, seeds=1, replicas=2, n_temps=3, n_warmup=8, n_draws=12, max_steps=8),
-            sgld=dict(n_chains=2, n_burnin=10, n_draws=20))
+TINY = FreeEnergySettings(sweep=FreeEnergySweep(seeds=2, replicas=2, n_temps=4, n_warmup=8, n_draws=12, max_steps=8),
+                          local=LocalLadders(n=400, seeds=1, replicas=2, n_temps=3, n_warmup=8, n_draws=12,
+                                             max_steps=8),
+                          sgld=SgldLambda(n_chains=2, n_burnin=10, n_draws=20), dcurve_sets=3, mc_draws=5000)
 
 
 def test_measure_tiny_saves_resumes_reports_and_plots(tmp_path):
-    res = measure.measure(6, [300, 500], out_dir=tmp_path, labels=["6", "5"], dcurve_sets=3, n_mc=5000, **TINY)
+    res = measure.measure(6, [300, 500], TINY, out_dir=tmp_path, labels=["6", "5"])
     assert set(res["readings"]) == {"zoo", "hull"}
     for n in (300, 500):
         assert io.result_exists(tmp_path / f"fe_c6_n{n}")
-    again = measure.measure(6, [300, 500], out_dir=tmp_path, labels=["6", "5"], dcurve_sets=3, n_mc=5000, **TINY)
+    again = measure.measure(6, [300, 500], TINY, out_dir=tmp_path, labels=["6", "5"])
     assert again["readings"]["zoo"]["mass"] == res["readings"]["zoo"]["mass"]
     assert [r["bayes"] for r in again["lambda_table"]] == [r["bayes"] for r in res["lambda_table"]]
     lines = measure.report_section(measure.load_summary(tmp_path / "summary_c6"))
@@ -231,24 +233,23 @@ def test_measure_tiny_saves_resumes_reports_and_plots(tmp_path):
 
     assert plot_free_energy(tmp_path / "summary_c6", tmp_path / "fig.png", reading="hull").is_file()
     with pytest.raises(ValueError, match="other settings"):
-        measure.measure(6, [300, 500], out_dir=tmp_path, labels=["6", "5"], dcurve_sets=3, n_mc=5000,
-                   **dict(TINY, sweep=dict(TINY["sweep"], n_draws=13)))
+        measure.measure(6, [300, 500], TINY.replace(sweep=TINY.sweep.replace(n_draws=13)), out_dir=tmp_path,
+                        labels=["6", "5"])
 
 
 def test_user_data_sets_equal_seeded_ones_and_local_ladders_stay_in_phase():
     from tms.theory.data import sample_inputs
     from tms.bayes.posterior import data_seed
 
-    cfg = TINY["sweep"]
-    seeded = ladders.sweep_seeds(6, [300], seed=3, theory=False, **cfg)[0]
+    seeded = ladders.sweep_seeds(6, [300], TINY.sweep, seed=3, theory=False)[0]
     X = [sample_inputs(300, 6, data_seed(3, 300, s)).numpy() for s in range(2)]
-    user = ladders.sweep_data(6, [X], seed=3, theory=False, **{k: v for k, v in cfg.items() if k != "seeds"})[0]
+    user = ladders.sweep_data(6, [X], TINY.sweep.replace(seeds=1), seed=3, theory=False)[0]
     assert np.array_equal(seeded["frac_zoo"], user["frac_zoo"]) and np.array_equal(seeded["round_trips"],
                                                                                      user["round_trips"])
     assert user["frac_zoo"].shape[:2] == (2, 2) and user["round_trips"].shape == (2, 2)
     with pytest.raises(ValueError, match="one sample size"):
         ladders.sweep_data(6, [[X[0], X[0][:100]]])
-    lam = ladders.local_lambda(6, ["5"], seed=1, **TINY["lam"])
+    lam = ladders.local_lambda(6, ["5"], TINY.local, seed=1)
     r = lam["per_label"]["5"]
     assert np.allclose(r["frac"], 1.0)  # the wall keeps every slot's draws in the phase
 
@@ -256,10 +257,11 @@ def test_user_data_sets_equal_seeded_ones_and_local_ladders_stay_in_phase():
 def test_cli_free_energy_tiny(tmp_path, capsys):
     from tms.cli.main import main
 
-    argv = ["free-energy", "--c", "6", "--n", "300,500", "--seeds", "2", "--replicas", "2", "--temps", "4",
-            "--warmup", "8", "--draws", "12", "--max-steps", "8", "--lambda-n", "400", "--lambda-seeds", "1",
-            "--lambda-replicas", "2", "--lambda-temps", "3", "--lambda-warmup", "8", "--lambda-draws", "12",
-            "--labels", "6,5", "--sgld-chains", "2", "--sgld-burnin", "20", "--sgld-draws", "20", "--mc-draws", "5000",
+    argv = ["free-energy", "--c", "6", "--ns", "300,500", "--seeds", "2", "--replicas", "2", "--n-temps", "4",
+            "--n-warmup", "8", "--n-draws", "12", "--max-steps", "8", "--local-n", "400", "--local-seeds", "1",
+            "--local-replicas", "2", "--local-n-temps", "3", "--local-n-warmup", "8", "--local-n-draws", "12",
+            "--labels", "6,5", "--sgld-n-chains", "2", "--sgld-n-burnin", "20", "--sgld-n-draws", "20",
+            "--mc-draws", "5000", "--dcurve-sets", "3",
             "--out", str(tmp_path / "r"),
             "--figure", str(tmp_path / "f.png"), "--no-progress"]
     assert main(argv) == 0

@@ -75,7 +75,7 @@ def test_sweep_saves_each_point_and_resumes(tmp_path, monkeypatch):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="distinct"):
         posterior.phase_sweep(6, [100, 100], predict=False)
-    with pytest.raises(ValueError, match="unknown sampler settings"):
+    with pytest.raises(ValueError, match="unknown setting"):
         posterior.phase_sweep(6, [100], predict=False, chainz=3)
     with pytest.raises(ValueError, match="beta_min"):
         posterior.phase_sweep(6, [100], predict=False, beta_min=2.0)

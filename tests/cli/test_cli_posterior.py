@@ -7,7 +7,7 @@ from tms.bayes import posterior, sweep
 from tms.cli.main import main
 from tms.cli.posterior import parse_grid, parse_llcs
 
-TINY = ["--seeds", "1", "--n-chains", "3", "--replicas", "2", "--temps", "3", "--warmup", "8", "--draws", "6",
+TINY = ["--seeds", "1", "--n-chains", "3", "--replicas", "2", "--n-temps", "3", "--n-warmup", "8", "--n-draws", "6",
         "--max-steps", "6", "--no-progress"]
 
 
@@ -15,7 +15,7 @@ def test_parse_grid_and_llcs():
     assert parse_grid("100:400:100") == [100, 200, 300, 400]
     assert parse_grid("100,150") == [100, 150]
     assert parse_llcs(["4=3.5", "4+=4"]) == {"4": 3.5, "4+": 4.0}
-    with pytest.raises(ValueError, match="--n"):
+    with pytest.raises(ValueError, match="--ns"):
         parse_grid("100:50:10")
     with pytest.raises(ValueError, match="--llc"):
         parse_llcs(["4"])
@@ -28,7 +28,7 @@ def test_cli_runs_saves_and_draws(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(posterior, "predicted_transitions", lambda c, beta_lik, llcs=None: [row])
     monkeypatch.setattr(posterior, "_omitted", lambda c, result, llcs: "")
     fig = tmp_path / "f.png"
-    argv = ["posterior", "--c", "3", "--n", "50,100", "--out", str(tmp_path / "res"), "--figure", str(fig), *TINY]
+    argv = ["posterior", "--c", "3", "--ns", "50,100", "--out", str(tmp_path / "res"), "--figure", str(fig), *TINY]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "posterior mass (replica exchange)" in text and "chain occupancy (plain chains, NOT posterior mass)" in text
@@ -56,17 +56,17 @@ def test_cli_runs_saves_and_draws(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_errors_are_one_line(capsys):
-    assert main(["posterior", "--c", "6", "--n", "abc", "--no-predict"]) == 2
+    assert main(["posterior", "--c", "6", "--ns", "abc", "--no-predict"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("tms posterior: error: --n") and err.count("\n") == 1
-    assert main(["posterior", "--c", "6", "--n", "100", "--beta-lik", "-1", "--no-predict"]) == 2
-    assert "--beta-lik" in capsys.readouterr().err
+    assert err.startswith("tms posterior: error: --ns") and err.count("\n") == 1
+    assert main(["posterior", "--c", "6", "--ns", "100", "--beta-lik", "-1", "--no-predict"]) == 2
+    assert "beta_lik must be a finite number > 0" in capsys.readouterr().err
 
 
 def test_posterior_command_equals_phase_sweep(tmp_path):
     """`tms posterior` with sampler options is tms.bayes.posterior.phase_sweep with the same settings
-    (through tms.experiments.reproduce.posterior_sweep): same masses, occupancies and per-n records."""
-    argv = ["posterior", "--c", "3", "--n", "50,100", "--seed", "2", "--no-predict", "--out", str(tmp_path / "res"),
+    (through tms.experiments.posterior.run): same masses, occupancies and per-n records."""
+    argv = ["posterior", "--c", "3", "--ns", "50,100", "--seed", "2", "--no-predict", "--out", str(tmp_path / "res"),
             "--figure", str(tmp_path / "f.png"), *TINY]
     assert main(argv) == 0
     cfg = dict(seeds=1, n_chains=3, replicas=2, n_temps=3, n_warmup=8, n_draws=6, max_steps=6)

@@ -1,4 +1,4 @@
-"""Sweeps as tasks on a Dask LocalCluster of 2 processes (issue 14): the same numbers as the
+"""Sweeps as tasks on a Dask LocalCluster of 2 processes: the same numbers as the
 in-process run, a worker killed mid-sweep, failures reported with their settings."""
 import os
 import signal
@@ -194,8 +194,8 @@ def test_a_worker_killed_mid_sweep_loses_only_its_task(tmp_path, scheduler):
 # ---- the commands: --scheduler / --workers passed through ---------------------------------
 
 TRAIN_ARGS = ["train", "--runs", "3", "--epochs", "5", "--n", "100", "--batch-size", "10", "--seed", "2"]
-POST_ARGS = ["posterior", "--c", "3", "--n", "40,80", "--seeds", "1", "--replicas", "2", "--temps", "2",
-             "--warmup", "30", "--draws", "30", "--max-steps", "10", "--plain-draws", "10", "--min-draws", "30",
+POST_ARGS = ["posterior", "--c", "3", "--ns", "40,80", "--seeds", "1", "--replicas", "2", "--n-temps", "2",
+             "--n-warmup", "30", "--n-draws", "30", "--max-steps", "10", "--plain-draws", "10", "--min-draws", "30",
              "--seed", "5", "--no-predict", "--no-progress", "--threads", "1"]
 
 

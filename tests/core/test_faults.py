@@ -147,8 +147,8 @@ def _same_results(a: Path, b: Path, skip=lambda stem: False) -> int:
 
 # every n in one batch; the precision stop ends n = 40, 160, 80 at different rounds (about a
 # second apart here), so kills land between points being saved
-POSTERIOR = ["posterior", "--c", "3", "--n", "40,80,160", "--seeds", "1", "--n-chains", "2", "--replicas", "4",
-             "--temps", "3", "--warmup", "30", "--draws", "400", "--max-steps", "40", "--plain-draws", "10",
+POSTERIOR = ["posterior", "--c", "3", "--ns", "40,80,160", "--seeds", "1", "--n-chains", "2", "--replicas", "4",
+             "--n-temps", "3", "--n-warmup", "30", "--n-draws", "400", "--max-steps", "40", "--plain-draws", "10",
              "--min-draws", "40", "--target-se", "0.012", "--seed", "5", "--no-predict", "--no-progress",
              "--threads", "1", "--out", "res", "--figure", "figs/post.png"]
 

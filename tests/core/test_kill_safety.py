@@ -228,8 +228,8 @@ def test_sigterm_saves_the_training_partial_and_says_so(tmp_path):
 
 
 # each n takes a good fraction of a second, so a kill after the first point often lands mid-sweep
-POSTERIOR = ["posterior", "--c", "3", "--n", "40,80", "--batch-points", "1", "--seeds", "1", "--n-chains", "2",
-             "--replicas", "2", "--temps", "2", "--warmup", "30", "--draws", "30", "--max-steps", "10",
+POSTERIOR = ["posterior", "--c", "3", "--ns", "40,80", "--batch-points", "1", "--seeds", "1", "--n-chains", "2",
+             "--replicas", "2", "--n-temps", "2", "--n-warmup", "30", "--n-draws", "30", "--max-steps", "10",
              "--plain-draws", "10", "--min-draws", "30", "--seed", "5",
              "--no-predict", "--no-progress", "--threads", "1", "--out", "res", "--figure", "figs/post.png"]
 RUN = "res/c3_quick_b1_s5"

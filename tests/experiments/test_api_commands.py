@@ -87,17 +87,20 @@ def test_compare_command_equals_compare(trained, capsys):
 
 
 def test_free_energy_command_equals_run(tmp_path, capsys):
-    flags = ["--c", "6", "--n", "300,500", "--seeds", "2", "--replicas", "2", "--temps", "4", "--warmup", "8",
-             "--draws", "12", "--max-steps", "8", "--lambda-n", "400", "--lambda-seeds", "1", "--lambda-replicas", "2",
-             "--lambda-temps", "3", "--lambda-warmup", "8", "--lambda-draws", "12", "--labels", "6,5",
-             "--sgld-chains", "2", "--sgld-burnin", "10", "--sgld-draws", "20", "--mc-draws", "5000", "--no-progress"]
+    flags = ["--c", "6", "--ns", "300,500", "--seeds", "2", "--replicas", "2", "--n-temps", "4", "--n-warmup", "8",
+             "--n-draws", "12", "--max-steps", "8", "--local-n", "400", "--local-seeds", "1", "--local-replicas", "2",
+             "--local-n-temps", "3", "--local-n-warmup", "8", "--local-n-draws", "12", "--labels", "6,5",
+             "--sgld-n-chains", "2", "--sgld-n-burnin", "10", "--sgld-n-draws", "20", "--mc-draws", "5000",
+             "--no-progress"]
     assert main(["free-energy", *flags, "--out", str(tmp_path / "a"), "--figure", str(tmp_path / "a.png")]) == 0
     capsys.readouterr()
-    api = free_energy_run.run(6, [300, 500], sweep=dict(seeds=2, replicas=2, n_temps=4, n_warmup=8, n_draws=12,
-                                                        max_steps=8),
-                              lam=dict(n=400, seeds=1, replicas=2, n_temps=3, n_warmup=8, n_draws=12), labels=["6", "5"],
-                              sgld_chains=2, sgld_burnin=10, sgld_draws=20, mc_draws=5000, out=str(tmp_path / "b"),
-                              figure=str(tmp_path / "b.png"), progress=False)
+    q = free_energy_run.QUICK
+    api = free_energy_run.run(6, [300, 500], sweep=q.sweep.replace(seeds=2, replicas=2, n_temps=4, n_warmup=8,
+                                                                   n_draws=12, max_steps=8),
+                              local=q.local.replace(n=400, seeds=1, replicas=2, n_temps=3, n_warmup=8, n_draws=12),
+                              sgld=q.sgld.replace(n_chains=2, n_burnin=10, n_draws=20), mc_draws=5000,
+                              labels=["6", "5"], out=str(tmp_path / "b"), figure=str(tmp_path / "b.png"),
+                              progress=False)
     cmd = json.loads((tmp_path / "a" / "c6_quick_b1_s0" / "summary_c6.json").read_text())
-    for key in ("readings", "lambda_table", "lam_used", "o1"):
+    for key in ("readings", "lambda_table", "lam_used", "o1", "settings"):
         assert cmd[key] == json.loads(json.dumps(api[key])), key

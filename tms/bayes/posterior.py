@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from tms.bayes import sweep
+from tms.bayes.settings import PosteriorSettings, SweepLadders, identity
 from tms.bayes.posterior_point import (MAX_KEPT, build_point, classify_draws, ladders_done, load_point,
                                        point_problem, save_point, summaries)
 from tms.core import checks, io, rng
@@ -44,15 +45,6 @@ from tms.samplers import tempering
 from tms.theory import zoo
 from tms.theory.data import sample_inputs
 from tms.theory.loss import SortedData, empirical_loss_sorted, loss_and_grad_flat, unflatten_params
-
-QUICK = dict(seeds=2, n_chains=16, replicas=4, n_temps=10, beta_min=0.01, n_warmup=100, n_draws=120, max_steps=40,
-             plain_draws=60, target_se=0.02, block=40, min_draws=80)
-# paper scale: grids of SPEC 3 (set by the command), 4 data sets per n, 12 ladders each; rounds of 40
-# leapfrog ticks (a trajectory is at most 40 steps: the measured U-turn lengths are ~25), at most
-# 400 sampling rounds per data set, fewer where every mass is within target_se
-PAPER = dict(seeds=4, n_chains=64, replicas=12, n_temps=16, beta_min=0.003, n_warmup=200, n_draws=400, max_steps=40,
-             plain_draws=200, target_se=0.02, block=50, min_draws=150)
-
 
 def data_seed(seed: int, n: int, s: int) -> int:
     """Seed of data set s at sample size n: independent of the grid and of the batching."""
@@ -114,15 +106,15 @@ def plain_target(data: SortedData, r: int, c: int, beta_lik: float, max_steps: i
     return tempering.Target(energy_grad_fn(with_dims(data, 1), r, c, beta_lik), prior_grad, max_steps)
 
 
-def ladder_start(seed: int, family: int, cfg: dict, d: int):
+def ladder_start(seed: int, family: int, ladders: SweepLadders, d: int):
     """start(batch) of replica ladders (G, R, K, d) (a sweep.Phase's): chains from prior
-    draws, keys per (seed, n, s, family), geometric temperatures from cfg['beta_min'] to 1."""
-    R, K = cfg["replicas"], cfg["n_temps"]
+    draws, keys per (seed, n, s, family), geometric temperatures from beta_min to 1."""
+    R, K = ladders.replicas, ladders.n_temps
 
     def start(batch):
         dev, dt, G = batch.data.mu.device, batch.data.mu.dtype, len(batch.owner)
         keys = sweep.chain_keys(seed, sweep.dataset_ids(batch, family), (R, K), dev)
-        betas = tempering.geometric_ladder(K, cfg["beta_min"], dtype=dt).to(dev).expand(G, 1, K).clone()
+        betas = tempering.geometric_ladder(K, ladders.beta_min, dtype=dt).to(dev).expand(G, 1, K).clone()
         return rng.normal(keys, 0, d, dt, rng.START), keys, betas
 
     return start
@@ -148,14 +140,14 @@ def kept_draws(rec: dict, data: SortedData, r: int, c: int, beta_lik: float) -> 
                 thin_stride=stride, max_kept=MAX_KEPT["ladder"])
 
 
-def _plain_phase(c: int, r: int, beta_lik: float, seed: int, cfg: dict) -> sweep.Phase:
+def _plain_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSettings) -> sweep.Phase:
     """Plain chains at beta = 1 from prior draws (chain occupancy), (G, C, d): their labels,
     invariant summaries (tms.bayes.posterior_point.summaries) and statistics go to
     records['plain']."""
     d = r * c + c
 
     def start(batch):
-        keys = sweep.chain_keys(seed, sweep.dataset_ids(batch, rng.POSTERIOR_PLAIN), (cfg["n_chains"],),
+        keys = sweep.chain_keys(seed, sweep.dataset_ids(batch, rng.POSTERIOR_PLAIN), (st.n_chains,),
                                 batch.data.mu.device)
         return rng.normal(keys, 0, d, batch.data.mu.dtype, rng.START), keys, None
 
@@ -167,9 +159,9 @@ def _plain_phase(c: int, r: int, beta_lik: float, seed: int, cfg: dict) -> sweep
                      **{k: blk.out[k] for k in ("accept_rate", "divergences", "mean_steps")})
         return dict(records, plain=plain), list(range(len(blk.alive))), []
 
-    return sweep.Phase(start, lambda data: plain_target(data, r, c, beta_lik, cfg["max_steps"]), cfg["n_warmup"],
-                       cfg["plain_draws"], cfg["plain_draws"], lambda th: th.to(torch.float32), blocked,
-                       thin=math.ceil(cfg["plain_draws"] / MAX_KEPT["plain"]), desc="plain chains")
+    return sweep.Phase(start, lambda data: plain_target(data, r, c, beta_lik, st.max_steps), st.n_warmup,
+                       st.plain_draws, st.plain_draws, lambda th: th.to(torch.float32), blocked,
+                       thin=math.ceil(st.plain_draws / MAX_KEPT["plain"]), desc="plain chains")
 
 
 def _ladder_record(out: dict, i: int) -> dict:
@@ -188,13 +180,13 @@ def _merged(rec: dict, labels: np.ndarray, draws: np.ndarray, sums: dict) -> dic
     return new
 
 
-def _ladder_phase(c: int, r: int, beta_lik: float, seed: int, cfg: dict) -> sweep.Phase:
+def _ladder_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSettings) -> sweep.Phase:
     """Replica exchange for every data set of a chunk, (G, R, K, d) with data (G, 1, 1).
 
     After warm-up (temperatures re-placed per data set), sampling runs in blocks of
-    cfg['block'] rounds; a data set stops once, after at least cfg['min_draws'] rounds, every
-    phase mass has a standard error below cfg['target_se'] (across its R ladders), or after
-    cfg['n_draws'] rounds (the budget), and leaves the batch; a point is built as soon as its
+    `block` rounds; a data set stops once, after at least `min_draws` rounds, every
+    phase mass has a standard error below `target_se` (across its R ladders), or after
+    `n_draws` rounds (the budget), and leaves the batch; a point is built as soon as its
     S data sets have stopped (records: 'recs' of the data sets sampled, 'finished' of those
     waiting for the others of their n)."""
     def warmed(records, state, info):
@@ -208,8 +200,8 @@ def _ladder_phase(c: int, r: int, beta_lik: float, seed: int, cfg: dict) -> swee
         recs, finished, leaving, points = dict(records["recs"]), dict(records["finished"]), [], []
         for i, g in enumerate(blk.alive):  # bookkeeping per data set, once per block
             rec = _merged(recs.pop(g), labels[:, i], blk.out["draws"][:, i].cpu().numpy(), _ladder_record(blk.out, i))
-            if blk.rounds >= cfg["n_draws"] or (blk.rounds >= cfg["min_draws"]
-                                                and ladders_done(rec["labels"], cfg["target_se"])):
+            if blk.rounds >= st.n_draws or (blk.rounds >= st.min_draws
+                                                and ladders_done(rec["labels"], st.target_se)):
                 leaving.append(i)
                 finished[g] = _finished(rec, blk, g, r, c, beta_lik)
                 point = _complete_point(records["plain"], finished, blk.batch, blk.batch.owner[g])
@@ -219,9 +211,9 @@ def _ladder_phase(c: int, r: int, beta_lik: float, seed: int, cfg: dict) -> swee
                 recs[g] = rec
         return dict(records, recs=recs, finished=finished), leaving, points
 
-    return sweep.Phase(ladder_start(seed, rng.POSTERIOR_LADDERS, cfg, r * c + c),
-                       lambda data: ladder_target(data, r, c, beta_lik, cfg["max_steps"]), cfg["n_warmup"],
-                       cfg["n_draws"], cfg["block"], cold_slot, blocked, warmed=warmed, desc="replica exchange")
+    return sweep.Phase(ladder_start(seed, rng.POSTERIOR_LADDERS, st, r * c + c),
+                       lambda data: ladder_target(data, r, c, beta_lik, st.max_steps), st.n_warmup,
+                       st.n_draws, st.block, cold_slot, blocked, warmed=warmed, desc="replica exchange")
 
 
 def _finished(rec: dict, blk: sweep.Block, g: int, r: int, c: int, beta_lik: float) -> dict:
@@ -241,8 +233,8 @@ def _complete_point(plain: dict, finished: dict, batch: sweep.Batch, item: int) 
                        plain["summ"], layout)
 
 
-def _check_sweep(c, r, beta_lik, seed, ns, overrides) -> tuple[list[int], dict]:
-    """phase_sweep's arguments checked: (the n-grid as ints, QUICK updated by overrides)."""
+def _check_args(c: int, r: int, beta_lik: float, seed: int, ns) -> list[int]:
+    """phase_sweep's arguments beside its settings, checked: the n-grid as ints."""
     checks.positive_int(c, "c", minimum=2)
     checks.positive_int(r, "r")
     if r > c:
@@ -252,70 +244,45 @@ def _check_sweep(c, r, beta_lik, seed, ns, overrides) -> tuple[list[int], dict]:
     ns = [checks.positive_int(int(n), "n") for n in ns]
     if not ns or len(set(ns)) != len(ns):
         raise ValueError(f"ns must be a non-empty list of distinct sample sizes, got {ns}")
-    unknown = set(overrides) - set(QUICK)
-    if unknown:
-        raise ValueError(f"unknown sampler settings {sorted(unknown)}; expected some of {sorted(QUICK)}")
-    cfg = {**QUICK, **overrides}
-    for k in ("seeds", "n_chains", "replicas", "n_temps", "n_draws", "max_steps", "plain_draws", "block", "min_draws"):
-        checks.positive_int(cfg[k], k)
-    checks.positive_float(cfg["target_se"], "target_se")
-    checks.positive_int(cfg["n_warmup"], "n_warmup", minimum=4)
-    if not 0 < cfg["beta_min"] < 1:
-        raise ValueError(f"beta_min must lie in (0, 1), got {cfg['beta_min']!r}")
-    return ns, cfg
+    return ns
 
 
-def phase_sweep(
-    c: int,
-    ns,
-    *,
-    r: int = 2,
-    beta_lik: float = 1.0,
-    seed: int = 0,
-    out_dir: str | Path | None = None,
-    progress: bool = False,
-    batch_points: int | None = None,
-    save_every: float = 60.0,
-    dtype: torch.dtype = torch.float64,
-    device: str | torch.device = "cpu",
-    predict: bool = True,
-    llcs: dict[str, float] | None = None,
-    **overrides,
-) -> dict:
+def phase_sweep(c: int, ns, settings: PosteriorSettings | None = None, *, r: int = 2, beta_lik: float = 1.0,
+                seed: int = 0, out_dir: str | Path | None = None, progress: bool = False,
+                batch_points: int | None = None, dtype: torch.dtype = torch.float64,
+                device: str | torch.device = "cpu", predict: bool = True, llcs: dict[str, float] | None = None,
+                **changes) -> dict:
     """Posterior phase mass and chain occupancy at every n of `ns` (SPEC 3).
 
-    Sampler settings default to QUICK (seeds, n_chains, replicas, n_temps, beta_min, n_warmup,
-    n_draws (the budget of sampling rounds), max_steps (ticks per round), plain_draws,
-    target_se, block, min_draws: see _ladder_phase); pass any as keyword arguments (or
-    **PAPER).
+    settings: the sampler's (tms.bayes.settings.PosteriorSettings, default its quick scale)
+    with `changes` applied (field names: seeds=1, n_draws=200, ...; see _ladder_phase).
     out_dir: save each finished n there and skip n already saved (resumable); the sampler
-    state of unfinished n is checkpointed there every save_every seconds and on an interrupt
-    (tms.bayes.sweep), so a rerun resumes it.
+    state of unfinished n is checkpointed there every settings.save_every seconds and on an
+    interrupt (tms.bayes.sweep), so a rerun resumes it.
     batch_points: how many n to sample in one batched call (default all); each n is saved as
     soon as its data sets are finished, whatever the batching.
     device: where the sampling runs (data, chains and keys live there; results come back to
     the CPU).
     predict: add the predicted n_c of the zoo (predicted_transitions; llcs supplies lambdas
     the zoo lacks, e.g. SGLD estimates at 4-gons).
-    Returns aggregate(...) plus 'points' (per-n dicts), 'settings', 'transitions' (predicted
-    n_c, or [] with 'transitions_error' when the zoo cannot provide them) and
-    'omitted_transitions' (a sentence naming phases seen without a lambda).
+    Returns aggregate(...) plus 'points' (per-n dicts), 'settings' (the record each point
+    saves: c, r, beta_lik, seed and the sampler's), 'transitions' (predicted n_c, or [] with
+    'transitions_error' when the zoo cannot provide them) and 'omitted_transitions' (a
+    sentence naming phases seen without a lambda).
     """
-    ns, cfg = _check_sweep(c, r, beta_lik, seed, ns, overrides)
-    checks.positive_float(save_every, "save_every", allow_zero=True)
-    settings = dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **cfg)
-    S = cfg["seeds"]
-    items = [sweep.Item(n, [sample_inputs(n, c, data_seed(seed, n, s), dtype=dtype) for s in range(S)],
-                        [data_seed(seed, n, s) for s in range(S)]) for n in ns]
-    job = sweep.Job(f"posterior_c{c}", settings,
-                    lambda batch: [_plain_phase(c, r, beta_lik, seed, cfg), _ladder_phase(c, r, beta_lik, seed, cfg)],
-                    save=save_point, load=load_point,
-                    problem=point_problem, dtype=dtype, device=device, records={})
-    done = sweep.run(job, items, out_dir=out_dir, batch_points=batch_points, save_every=save_every,
+    st = (settings if settings is not None else PosteriorSettings()).replace(**changes)
+    ns = _check_args(c, r, beta_lik, seed, ns)
+    record = dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **identity(st))
+    items = [sweep.Item(n, [sample_inputs(n, c, data_seed(seed, n, s), dtype=dtype) for s in range(st.seeds)],
+                        [data_seed(seed, n, s) for s in range(st.seeds)]) for n in ns]
+    job = sweep.Job(f"posterior_c{c}", record,
+                    lambda batch: [_plain_phase(c, r, beta_lik, seed, st), _ladder_phase(c, r, beta_lik, seed, st)],
+                    save=save_point, load=load_point, problem=point_problem, dtype=dtype, device=device, records={})
+    done = sweep.run(job, items, out_dir=out_dir, batch_points=batch_points, save_every=st.save_every,
                      progress=progress, desc=f"posterior c={c}")
     points = [done[n] for n in ns]
     result = aggregate(points)
-    result.update(points=points, settings=settings)
+    result.update(points=points, settings=record)
     result["transitions"], result["omitted_transitions"] = [], ""
     if predict:
         add_predictions(result, c, beta_lik, llcs)

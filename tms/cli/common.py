@@ -34,16 +34,16 @@ def parse_grid(text: str) -> list[int]:
             if s <= 0 or b < a:
                 raise ValueError
             if (b - a) // s + 1 > MAX_GRID:
-                raise ValueError(f"--n {text!r} has {(b - a) // s + 1} values; at most {MAX_GRID}")
+                raise ValueError(f"--ns {text!r} has {(b - a) // s + 1} values; at most {MAX_GRID}")
             ns = list(range(a, b + 1, s))
         else:
             ns = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as err:
         if "at most" in str(err):
             raise
-        raise ValueError(f"--n must be start:stop:step or a comma list of integers, got {text!r}") from None
+        raise ValueError(f"--ns must be start:stop:step or a comma list of integers, got {text!r}") from None
     if not ns or len(ns) > MAX_GRID or len(set(ns)) != len(ns) or min(ns) < 1 or max(ns) > MAX_N:
-        raise ValueError(f"--n must give 1 to {MAX_GRID} distinct sample sizes between 1 and {MAX_N}, got {text!r}")
+        raise ValueError(f"--ns must give 1 to {MAX_GRID} distinct sample sizes between 1 and {MAX_N}, got {text!r}")
     return ns
 
 
@@ -58,28 +58,33 @@ def _grid(text: str) -> tuple:
             raise ValueError(f"expected start:stop:step or a comma list of numbers, got {text!r}") from None
 
 
-def add_settings(parser, cls, *, preset=None, skip: tuple = ()) -> None:
+def add_settings(parser, cls, *, preset=None, skip: tuple = (), prefix: str = "") -> None:
     """One flag per field of the settings class `cls` (flag --n-draws is field n_draws), its
     help the field's with the default of `preset` (an instance; else the field's default).
-    Flags default to None, so `settings_from` can tell the given ones apart."""
+    prefix: flags --PREFIX-NAME for the fields of a settings object nested in another under
+    the name PREFIX (--local-n-draws is local.n_draws). Flags default to None, so
+    `settings_from` can tell the given ones apart."""
     for name, kind, default, meta in settings.flags(cls):
         if name in skip:
             continue
         shown = getattr(preset, name) if preset is not None else default
         shown = ",".join(map(str, shown)) if isinstance(shown, tuple) else shown
         text = f"{meta['help']} (default {shown})"
-        flag = "--" + name.replace("_", "-")
+        dest = f"{prefix}_{name}" if prefix else name
+        flag = "--" + dest.replace("_", "-")
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text, dest=dest)
         elif kind is tuple:
-            parser.add_argument(flag, type=_grid, default=None, metavar="GRID", help=text)
+            parser.add_argument(flag, type=_grid, default=None, metavar="GRID", help=text, dest=dest)
         else:
-            parser.add_argument(flag, type=kind, default=None, help=text,
+            parser.add_argument(flag, type=kind, default=None, help=text, dest=dest,
                                 choices=meta["choices"] if kind is str else None)
 
 
-def settings_from(args, preset):
-    """`preset` (a settings instance) with every flag of its fields that the user gave."""
-    given = {name: getattr(args, name) for name, *_ in settings.flags(type(preset))
-             if getattr(args, name, None) is not None}
+def settings_from(args, preset, prefix: str = ""):
+    """`preset` (a settings instance) with every flag of its fields that the user gave
+    (flags made by add_settings with the same prefix)."""
+    dest = (lambda name: f"{prefix}_{name}") if prefix else (lambda name: name)
+    given = {name: getattr(args, dest(name)) for name, *_ in settings.flags(type(preset))
+             if getattr(args, dest(name), None) is not None}
     return preset.replace(**given)

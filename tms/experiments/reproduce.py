@@ -32,16 +32,16 @@ import time
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-import numpy as np
 import torch
 
 from tms.core import checks, cluster, io
-from tms.bayes import tasks as bayes_tasks
 from tms.dynamics import tasks as dynamics_tasks
-from tms.bayes import posterior
 from tms.bayes.free_energy import measure as free_energy
+from tms.bayes.settings import identity
 from tms.dynamics.analysis import TransitionsSettings
 from tms.dynamics.train import TrainSettings
+from tms.experiments import free_energy as free_energy_run
+from tms.experiments import posterior as posterior_run
 from tms.experiments import train, transitions
 from tms.theory import zoo
 from tms.llc import zoo as llc_zoo
@@ -55,98 +55,32 @@ from tms.report.markdown import write_report
 CS = (4, 5, 6)
 SCALE_NAMES = ("tiny", "quick", "full")  # tiny: a smoke test of the pipeline (tests; numbers meaningless)
 
-# n-grids of the posterior sweep per scale (SPEC 3): c = 6 up to 2000, smaller c up to 600
-GRIDS = dict(quick={6: [100, 200, 300, 450, 600, 800, 1100, 1500, 2000], 0: [100, 150, 200, 300, 400, 600]},
-             full={6: list(range(100, 2001, 100)), 0: list(range(100, 601, 50))})
-
-_TINY_POSTERIOR = dict(seeds=1, n_chains=4, replicas=2, n_temps=3, n_warmup=8, n_draws=6, max_steps=4, plain_draws=4,
-                       min_draws=4)
-_TINY_FREE_ENERGY = dict(ns=[200, 500], sweep=dict(seeds=1, replicas=2, n_temps=3, n_warmup=6, n_draws=6, max_steps=4),
-                         lam=dict(seeds=1, replicas=2, n_temps=2, n_warmup=6, n_draws=6),
-                         sgld=dict(n_chains=2, n_burnin=8, n_draws=32), n_mc=2000)
+_FE = free_energy_run.QUICK
+_TINY_FREE_ENERGY = dict(ns=(200, 500), settings=_FE.replace(
+    sweep=_FE.sweep.replace(seeds=1, replicas=2, n_temps=3, n_warmup=6, n_draws=6, max_steps=4),
+    local=_FE.local.replace(seeds=1, replicas=2, n_temps=2, n_warmup=6, n_draws=6),
+    sgld=_FE.sgld.replace(n_chains=2, n_burnin=8, n_draws=32), mc_draws=2000))
 
 # Per-scale settings of every stage: quick, a few minutes on 2 cores; full, the paper's scale.
 SCALES = {
     "tiny": dict(zoo_llc=dict(n_chains=2, n_burnin=8, n_draws=32, n_ref=600),
-                 posterior=dict(scale="quick", cfg=_TINY_POSTERIOR, ns={4: [100, 300], 5: [100, 300], 6: [100, 600]}),
+                 posterior=dict(scale="quick", ns={4: [100, 300], 5: [100, 300], 6: [100, 600]},
+                                settings=posterior_run.QUICK.replace(seeds=1, n_chains=4, replicas=2, n_temps=3,
+                                                                     n_warmup=8, n_draws=6, max_steps=4, plain_draws=4,
+                                                                     min_draws=4)),
                  train=TrainSettings(runs=2, epochs=5), train_random=TrainSettings(runs=2, epochs=5),
                  transitions=TransitionsSettings(llc_points=2, n_chains=2, n_draws=20), free_energy=_TINY_FREE_ENERGY),
-    "quick": dict(zoo_llc=dict(n_chains=8, n_burnin=1000, n_draws=2000, n_ref=600), posterior=dict(scale="quick", cfg={}, ns={}),
+    "quick": dict(zoo_llc=dict(n_chains=8, n_burnin=1000, n_draws=2000, n_ref=600),
+                  posterior=dict(scale="quick", ns={}, settings=posterior_run.QUICK),
                   train=train.QUICK, train_random=train.QUICK, transitions=TransitionsSettings(),
-                  free_energy=dict(sweep=dict(seeds=2, n_draws=80), lam=dict(seeds=1, n_draws=60))),
+                  free_energy=dict(settings=_FE.replace(sweep=_FE.sweep.replace(seeds=2, n_draws=80),
+                                                        local=_FE.local.replace(seeds=1, n_draws=60)))),
     # free energy keeps its quick scale here: its paper scale alone takes about an hour
-    "full": dict(zoo_llc=dict(n_chains=16, n_burnin=PROTOCOL["n_burnin"], n_draws=PROTOCOL["n_draws"], n_ref=600), posterior=dict(scale="full", cfg={}, ns={}),
+    "full": dict(zoo_llc=dict(n_chains=16, n_burnin=PROTOCOL["n_burnin"], n_draws=PROTOCOL["n_draws"], n_ref=600),
+                 posterior=dict(scale="full", ns={}, settings=posterior_run.FULL),
                  train=train.FULL, train_random=train.FULL,
-                 transitions=TransitionsSettings(llc_points=40, n_chains=8), free_energy={}),
+                 transitions=TransitionsSettings(llc_points=40, n_chains=8), free_energy=dict(settings=_FE)),
 }
-
-
-def posterior_grid(c: int, scale: str = "quick") -> list[int]:
-    """The default n-grid of the posterior sweep at c for scale quick | full (SPEC 3)."""
-    checks.scale(scale, tuple(GRIDS))
-    return list(GRIDS[scale].get(c, GRIDS[scale][0]))
-
-
-def posterior_settings(scale: str = "quick") -> dict:
-    """phase_sweep's sampler settings of scale quick (posterior.QUICK) or full (posterior.PAPER)."""
-    checks.scale(scale, tuple(GRIDS))
-    return dict(posterior.PAPER if scale == "full" else posterior.QUICK)
-
-
-def posterior_run_dir(out: str | Path, c: int, scale: str, beta_lik: float, seed: int) -> Path:
-    """Where posterior_sweep keeps the points and summary of one sweep under `out`."""
-    return Path(out) / f"c{c}_{scale}_b{beta_lik:g}_s{seed}"
-
-
-def _note(res: dict, text: str) -> None:
-    """Append a line to the note the figure prints under the sweep (omitted_transitions)."""
-    res["omitted_transitions"] = (res["omitted_transitions"] + "\n" if res["omitted_transitions"] else "") + text
-
-
-def posterior_sweep(c: int = 6, ns=None, *, scale: str = "quick", beta_lik: float = 1.0, seed: int = 0,
-                    out: str | Path = "results/posterior", figure: str | Path | None = None,
-                    llcs: dict[str, float] | None = None, llc_estimate: bool = False, predict: bool = True,
-                    batch_points: int | None = None, device: str | torch.device = "cpu", progress: bool = False,
-                    scheduler: str | None = None, workers: int | None = None, **overrides) -> dict:
-    """`tms posterior` as a function: tms.bayes.posterior.phase_sweep at scale quick | full (sampler
-    settings posterior_settings(scale) updated by `overrides`, grid ns or posterior_grid(c,
-    scale)), saved point by point under OUT/c{c}_{scale}_b{beta_lik}_s{seed} (resumable), its
-    summary there and the figure at `figure` (None: no figure).
-
-    llcs: lambdas for zoo labels the zoo lacks (said on the figure); llc_estimate: estimate by
-    SGLD the ones still missing among the phases seen. scheduler / workers: the n-grid as
-    Dask tasks (tms.core.bayes_tasks.phase_sweep; the same numbers). Returns phase_sweep's result with
-    'run_dir', 'summary' (paths) and 'notes' (lines said on the figure and printed).
-    """
-    ns = posterior_grid(c, scale) if ns is None else list(ns)
-    cfg = {**posterior_settings(scale), **overrides}
-    run_dir = posterior_run_dir(out, c, scale, beta_lik, seed)
-    llcs = dict(llcs or {})
-    res = bayes_tasks.phase_sweep(c, ns, beta_lik=beta_lik, seed=seed, out_dir=run_dir, progress=progress,
-                              batch_points=batch_points, device=device, predict=predict, llcs=llcs,
-                              scheduler=scheduler, workers=workers, **cfg)
-    notes = []
-    used = sorted({lab for t in res["transitions"] for lab in (t["alpha"], t["beta"])} & set(llcs))
-    if used:
-        notes.append("lambda supplied with --llc (not zoo theory): " + ", ".join(f"{lab} = {llcs[lab]:.2f}" for lab in used))
-    if llc_estimate and predict:
-        todo = [lab for lab in posterior.missing_llc_labels(c, res) if lab not in llcs]
-        est = posterior.estimate_llcs(c, todo, seed=seed)
-        llcs.update({lab: v for lab, (v, _) in est.items() if np.isfinite(v)})
-        posterior.add_predictions(res, c, beta_lik, llcs)
-        if est:
-            notes.append("lambda by SGLD at the zoo point (population loss, nbeta = 1000/log 1000, eps 1e-3, gamma 1): "
-                         + ", ".join(f"lambda({lab}) = {v:.2f} +- {se:.2f}" for lab, (v, se) in est.items()))
-    if cfg["n_temps"] == 1:
-        notes.append("--temps 1: no tempering; the 'posterior mass' shown is chain occupancy of the ladder chains")
-    for line in notes:
-        _note(res, line)
-    summary = run_dir / f"summary_c{c}"
-    posterior.save_summary(summary, res)
-    if figure is not None:
-        plot_phase_sweep(summary, figure)
-    res.update(run_dir=str(run_dir), summary=str(summary), notes=notes)
-    return res
 
 
 # ---- stages: identity, integrity, reuse ----------------------------------------------------------
@@ -339,18 +273,18 @@ def _posterior_stage(x: _Ctx, c: int) -> _Stage:
     pc = x.cfg["posterior"]
     usable = io.load_json(x.out / "zoo_llc" / f"zoo_llc_c{c}.json")["usable"]
     llcs = {lab: round(float(v), 4) for lab, v in sorted(usable.items())}
-    ns = list(pc["ns"].get(c, posterior_grid(c, pc["scale"])))
+    ns = list(pc["ns"].get(c, posterior_run.posterior_grid(c, pc["scale"])))
     folder = x.out / f"posterior_c{c}"
-    run_dir = posterior_run_dir(folder, c, pc["scale"], 1.0, x.seed)
+    run_dir = posterior_run.posterior_run_dir(folder, c, pc["scale"], 1.0, x.seed)
 
     def compute():
-        posterior_sweep(c, ns, scale=pc["scale"], seed=x.seed, out=folder, figure=None, llcs=llcs,
-                        device=x.device, progress=x.progress, **(x.where or {}), **pc["cfg"])
+        posterior_run.run(c, ns, pc["settings"], scale=pc["scale"], seed=x.seed, out=folder, figure=None, llcs=llcs,
+                          device=x.device, progress=x.progress, **(x.where or {}))
 
     def draw():
         return [plot_phase_sweep(run_dir / f"summary_c{c}", x.figs / f"posterior_c{c}.png")]
 
-    ident = dict(c=c, ns=ns, scale=pc["scale"], cfg=pc["cfg"], seed=x.seed, llcs=llcs)
+    ident = dict(c=c, ns=ns, scale=pc["scale"], settings=identity(pc["settings"]), seed=x.seed, llcs=llcs)
     return _Stage(f"posterior_c{c}", ident, [folder], compute, draw)
 
 
@@ -391,16 +325,16 @@ def _free_energy_stage(x: _Ctx) -> _Stage:
     summary = run_dir / "summary_c6"
 
     def compute():
-        res = free_energy.measure(6, fc.get("ns"), seed=x.seed, out_dir=run_dir, progress=x.progress,
-                                  sweep=fc.get("sweep"), lam=fc.get("lam"), sgld=fc.get("sgld"),
-                                  n_mc=fc.get("n_mc", 200_000), device=x.device)
+        res = free_energy.measure(6, fc.get("ns"), fc["settings"], seed=x.seed, out_dir=run_dir, progress=x.progress,
+                                  device=x.device)
         res["settings"]["reading"] = "zoo"
         free_energy.save_summary(summary, res)
 
     def draw():
         return [plot_free_energy(summary, x.figs / "free_energy_c6.png", reading="zoo")]
 
-    return _Stage("free_energy", dict(fc, c=6, seed=x.seed), [x.out / "free_energy"], compute, draw)
+    ident = dict(ns=fc.get("ns"), settings=identity(fc["settings"]), c=6, seed=x.seed)
+    return _Stage("free_energy", ident, [x.out / "free_energy"], compute, draw)
 
 
 def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/reproduce",

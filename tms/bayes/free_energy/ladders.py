@@ -3,6 +3,7 @@ seeded or the researcher's own data sets (both readings of the samples), and the
 confined to one phase that give lambda_Bayes."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 
 from tms.bayes import sweep
 from tms.bayes.posterior import cold_slot, data_seed, ladder_start, ladder_target, with_dims
+from tms.bayes.settings import FreeEnergySettings, FreeEnergySweep, LocalLadders, identity
 from tms.bayes.free_energy.estimators import ladder_fractions, wbic_lambda
 from tms.bayes.free_energy.terms import MAX_PERM_C, data_term, zoo_point
 from tms.core import checks, io, rng
@@ -22,27 +24,22 @@ from tms.theory.loss import (SortedData, empirical_loss_sorted, flatten_params, 
                              unflatten_params)
 from tms.theory.phases import classify, classify_hull
 
-QUICK = dict(seeds=4, replicas=4, n_temps=10, beta_min=0.01, n_warmup=60, n_draws=120, max_steps=32)
-PAPER = dict(seeds=8, replicas=8, n_temps=12, beta_min=0.005, n_warmup=200, n_draws=600, max_steps=48)
-LAMBDA_QUICK = dict(n=1000, seeds=2, replicas=3, n_temps=5, beta_lo=0.25, n_warmup=40, n_draws=80, max_steps=32)
-LAMBDA_PAPER = dict(n=2000, seeds=4, replicas=6, n_temps=8, beta_lo=0.2, n_warmup=150, n_draws=500, max_steps=48)
-
-
-def run_ladders(target: tempering.Target, theta0: torch.Tensor, keys: torch.Tensor, betas: torch.Tensor, cfg: dict,
-                *, all_slots: bool = False, progress: bool = False, desc: str = "ladders") -> dict:
+def run_ladders(target: tempering.Target, theta0: torch.Tensor, keys: torch.Tensor, betas: torch.Tensor,
+                n_warmup: int, n_draws: int, *, all_slots: bool = False, progress: bool = False,
+                desc: str = "ladders") -> dict:
     """Warm up and sample replica-exchange ladders (tms.samplers.tempering), batched.
 
     theta0 (G, R, K, d), keys (G, R, K) chain keys, betas (G, 1, K) (one ladder per item G,
-    re-placed in warm-up from the swap rates pooled over its R ladders). cfg: n_warmup,
-    n_draws, max_steps. Returns draws (T, G, R, d) at the coldest slot, or (T, G, R, K, d)
-    with all_slots; betas (G, K) final; swap_rate (G, K-1); round_trips (G, R); accept (G,)
-    mean Metropolis acceptance; divergences (G,) while sampling and divergence_rate (G,)
-    per transition.
+    re-placed in warm-up from the swap rates pooled over its R ladders); n_warmup rounds of
+    warm-up, n_draws of sampling (target.n_ticks leapfrog ticks a round). Returns draws
+    (T, G, R, d) at the coldest slot, or (T, G, R, K, d) with all_slots; betas (G, K) final;
+    swap_rate (G, K-1); round_trips (G, R); accept (G,) mean Metropolis acceptance;
+    divergences (G,) while sampling and divergence_rate (G,) per transition.
     """
     state = tempering.init(theta0, keys, target, betas)
-    state, _ = tempering.warmup(state, target, cfg["n_warmup"], progress=progress, desc=f"{desc} warm-up")
+    state, _ = tempering.warmup(state, target, n_warmup, progress=progress, desc=f"{desc} warm-up")
     record = (lambda th: th.clone()) if all_slots else cold_slot
-    state, out = tempering.sample(state, target, cfg["n_draws"], record=record, progress=progress, desc=desc)
+    state, out = tempering.sample(state, target, n_draws, record=record, progress=progress, desc=desc)
     return ladder_summary(out, state)
 
 
@@ -72,20 +69,6 @@ def data_id(X: torch.Tensor) -> str:
     return hashlib.sha256(np.ascontiguousarray(X.double().cpu().numpy()).tobytes()).hexdigest()[:16]
 
 
-def _check_cfg(cfg: dict, defaults: dict, what: str) -> dict:
-    unknown = set(cfg) - set(defaults)
-    if unknown:
-        raise ValueError(f"unknown {what} settings {sorted(unknown)}; expected some of {sorted(defaults)}")
-    cfg = {**defaults, **cfg}
-    for k, v in cfg.items():
-        if k in ("beta_min", "beta_lo"):
-            if not 0 < checks.positive_float(v, k) < 1:
-                raise ValueError(f"{k} must lie in (0, 1), got {v!r}")
-        else:
-            checks.positive_int(v, k, minimum=4 if k == "n_warmup" else 2 if k in ("replicas", "n_temps", "n") else 1)
-    return cfg
-
-
 def build_point(n: int, sl: slice, out: dict, zl: np.ndarray, hl: np.ndarray, dterm, theory: list[str],
                 ids) -> dict:
     """The sweep result at one n: its data sets are the items sl of the batch (cold-slot
@@ -109,7 +92,8 @@ POINT_ARRAYS = ("frac_zoo", "frac_hull", "mass_seed_zoo", "mass_se_seed_zoo", "m
 POINT_FIELDS = ("n", "ids", "phases_zoo", "phases_hull", "theory_labels")
 
 
-def _sweep_phase(c: int, r: int, beta_lik: float, seed: int, cfg: dict, theory: list[str]) -> sweep.Phase:
+def _sweep_phase(c: int, r: int, beta_lik: float, seed: int, st: FreeEnergySweep,
+                 theory: list[str]) -> sweep.Phase:
     """Replica-exchange ladders (G, R, K, d) over every data set of a chunk; at the end the
     cold-slot draws in both readings, the data term of each data set and a point per n."""
     def blocked(records, blk: sweep.Block):
@@ -122,9 +106,9 @@ def _sweep_phase(c: int, r: int, beta_lik: float, seed: int, cfg: dict, theory: 
             g += len(it.data)
         return records, list(range(len(blk.alive))), points
 
-    return sweep.Phase(ladder_start(seed, rng.FE_SWEEP, cfg, r * c + c),
-                       lambda data: ladder_target(data, r, c, beta_lik, cfg["max_steps"]), cfg["n_warmup"],
-                       cfg["n_draws"], cfg["n_draws"], cold_slot, blocked, desc="replica exchange")
+    return sweep.Phase(ladder_start(seed, rng.FE_SWEEP, st, r * c + c),
+                       lambda data: ladder_target(data, r, c, beta_lik, st.max_steps), st.n_warmup, st.n_draws,
+                       st.n_draws, cold_slot, blocked, desc="replica exchange")
 
 
 def save_point(path: Path, pt: dict, settings: dict) -> None:
@@ -139,18 +123,18 @@ def load_point(path: Path) -> dict:
     return dict({k: rec[k] for k in POINT_FIELDS}, **{k: arrays.get(k) for k in POINT_ARRAYS})
 
 
-def sweep_data(c: int, datasets, *, r: int = 2, beta_lik: float = 1.0, seed: int = 0, ids=None,
-               out_dir: str | Path | None = None, progress: bool = False, batch_points: int | None = None,
-               save_every: float = 60.0, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
-               theory: bool = True, **overrides) -> list[dict]:
+def sweep_data(c: int, datasets, settings: FreeEnergySweep | None = None, *, r: int = 2, beta_lik: float = 1.0,
+               seed: int = 0, ids=None, out_dir: str | Path | None = None, progress: bool = False,
+               batch_points: int | None = None, save_every: float = 60.0, dtype: torch.dtype = torch.float64,
+               device: str | torch.device = "cpu", theory: bool = True, **changes) -> list[dict]:
     """Phase masses per data set and ladder at every n, from replica exchange (SPEC 3), on
     the researcher's own data sets.
 
     datasets: a list over the n-grid, item i a list of S_i arrays X (n_i, c) (numpy or torch,
     high-sparsity rows mu e_j) that share one sample size n_i; the n_i distinct. ids: per
     item a list of S_i identities saved with the result (default: SHA-256 of the values).
-    Sampler settings: QUICK (replicas, n_temps, beta_min, n_warmup, n_draws, max_steps) or
-    keyword overrides ('seeds' is ignored here). out_dir: each finished n saved there as
+    settings: the ladders' (default tms.bayes.settings.FreeEnergySettings().sweep; its `seeds`
+    is not used here) with `changes` applied. out_dir: each finished n saved there as
     fe_c{c}_n{n} and skipped when rerun with the same settings and data; the sampler state
     checkpointed every save_every seconds and on an interrupt (tms.bayes.sweep). theory: add
     the exact data term of every zoo label (c <= MAX_PERM_C). Returns the points (named
@@ -158,18 +142,19 @@ def sweep_data(c: int, datasets, *, r: int = 2, beta_lik: float = 1.0, seed: int
     mass_se_seed_*, round_trips (S, R), betas (S, K), swap_rate, accept, divergences,
     data_term (S, L)).
     """
+    st = (settings if settings is not None else FreeEnergySettings().sweep).replace(**changes)
     checks.positive_int(c, "c", minimum=3)
     checks.positive_int(r, "r")
     if r != 2:
         raise ValueError(f"the phase readings need r = 2, got r = {r}")
     checks.positive_float(beta_lik, "beta_lik")
-    cfg = _check_cfg({k: v for k, v in overrides.items() if k != "seeds"}, {k: v for k, v in QUICK.items()
-                                                                             if k != "seeds"}, "sampler")
+    checks.positive_float(save_every, "save_every", allow_zero=True)
     items = _items(c, datasets, ids, dtype)
     theory_labels = zoo.labels(c) if theory and c <= MAX_PERM_C else []
-    job = sweep.Job(f"fe_c{c}", dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **cfg),
-                    lambda batch: [_sweep_phase(c, r, beta_lik, seed, cfg, theory_labels)], save=save_point,
-                    load=load_point, dtype=dtype, device=device)
+    record = dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **{k: v for k, v in identity(st).items()
+                                                                      if k != "seeds"})
+    job = sweep.Job(f"fe_c{c}", record, lambda batch: [_sweep_phase(c, r, beta_lik, seed, st, theory_labels)],
+                    save=save_point, load=load_point, dtype=dtype, device=device)
     done = sweep.run(job, items, out_dir=out_dir, batch_points=batch_points, save_every=save_every,
                      progress=progress, desc=f"free energy sweep c={c}")
     return [done[it.n] for it in items]
@@ -194,16 +179,19 @@ def _items(c: int, datasets, ids, dtype) -> list[sweep.Item]:
     return items
 
 
-def sweep_seeds(c: int, ns, *, seed: int = 0, seeds: int | None = None, **kw) -> list[dict]:
-    """sweep_data on synthetic data sets: at each n, `seeds` (default QUICK) data sets drawn
-    from the high-sparsity distribution with the seeds tms.bayes.data_seed(seed, n, s)
-    (the same data sets as tms.bayes.posterior.phase_sweep); the data seeds are the ids."""
-    S = checks.positive_int(seeds if seeds is not None else QUICK["seeds"], "seeds")
+def sweep_seeds(c: int, ns, settings: FreeEnergySweep | None = None, *, seed: int = 0, **kw) -> list[dict]:
+    """sweep_data on synthetic data sets: at each n, settings.seeds data sets drawn from the
+    high-sparsity distribution with the seeds tms.bayes.posterior.data_seed(seed, n, s) (the
+    same data sets as tms.bayes.posterior.phase_sweep); the data seeds are the ids. kw: those
+    of sweep_data, and field changes of the settings (seeds=2, ...)."""
+    names = {f.name for f in dataclasses.fields(FreeEnergySweep)}
+    st = (settings if settings is not None else FreeEnergySettings().sweep).replace(
+        **{k: kw.pop(k) for k in list(kw) if k in names})
     ns = [checks.positive_int(int(n), "n", minimum=2) for n in ns]
     dtype = kw.get("dtype", torch.float64)
-    dsets = [[sample_inputs(n, c, data_seed(seed, n, s), dtype=dtype) for s in range(S)] for n in ns]
-    ids = [[data_seed(seed, n, s) for s in range(S)] for n in ns]
-    return sweep_data(c, dsets, seed=seed, ids=ids, **kw)
+    dsets = [[sample_inputs(n, c, data_seed(seed, n, s), dtype=dtype) for s in range(st.seeds)] for n in ns]
+    ids = [[data_seed(seed, n, s) for s in range(st.seeds)] for n in ns]
+    return sweep_data(c, dsets, st, seed=seed, ids=ids, **kw)
 
 
 # ---- lambda from local ladders (SPEC 3, 5: independent of SGLD) ---------------------------------------
@@ -246,36 +234,36 @@ def restricted(energy_grad, labels: np.ndarray, r: int, c: int):
     return f
 
 
-def local_lambda(c: int, labels=None, *, r: int = 2, beta_lik: float = 1.0, seed: int = 0, data=None,
-                 progress: bool = False, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
-                 **overrides) -> dict:
+def local_lambda(c: int, labels=None, settings: LocalLadders | None = None, *, r: int = 2, beta_lik: float = 1.0,
+                 seed: int = 0, data=None, progress: bool = False, dtype: torch.dtype = torch.float64,
+                 device: str | torch.device = "cpu", **changes) -> dict:
     """lambda_Bayes of each phase from local ladders restricted to the phase (SPEC 3).
 
     For every label and data set, R ladders of K temperatures beta_lo..1 (geometric, then
     re-placed in warm-up) at one sample size n, every slot started at the zoo point and
     confined to the phase by a wall (`restricted`): E = beta_lik n L_n at every slot and
-    round, and `wbic_lambda` on them. Settings: LAMBDA_QUICK (n, seeds, replicas, n_temps,
-    beta_lo, n_warmup, n_draws, max_steps) or keyword overrides. data: optional list of S
-    arrays X (n, c) instead of the synthetic data sets data_seed(seed, n, s).
+    round, and `wbic_lambda` on them. settings: default tms.bayes.settings.
+    FreeEnergySettings().local, with `changes` applied. data: optional list of S arrays
+    X (n, c) instead of the synthetic data sets data_seed(seed, n, s).
     Returns {labels, settings, ids, per_label: {label: wbic_lambda result + betas (S, K),
     round_trips (S, R), accept (S,), wall (S,) fraction of transitions rejected at the wall}}.
     """
-    cfg = _check_cfg(overrides, LAMBDA_QUICK, "local-ladder")
+    st = (settings if settings is not None else FreeEnergySettings().local).replace(**changes)
     labels = list(labels) if labels is not None else lambda_labels(c)
     Xs = [_as_X(x, c, dtype) for x in data] if data is not None else \
-        [sample_inputs(cfg["n"], c, data_seed(seed, cfg["n"], s), dtype=dtype) for s in range(cfg["seeds"])]
-    n, S, R, K, d = int(Xs[0].shape[0]), len(Xs), cfg["replicas"], cfg["n_temps"], r * c + c
+        [sample_inputs(st.n, c, data_seed(seed, st.n, s), dtype=dtype) for s in range(st.seeds)]
+    n, S, R, K, d = int(Xs[0].shape[0]), len(Xs), st.replicas, st.n_temps, r * c + c
     ids = [data_id(X) for X in Xs] if data is not None else [data_seed(seed, n, s) for s in range(S)]
     base = stack_sorted([sorted_data(X) for X in Xs])
     data_g = SortedData(*(t.repeat((len(labels),) + (1,) * (t.dim() - 1)).to(device) for t in base))  # label-major
     theta0 = torch.stack([_flat_point(lab, c, dtype) for lab in labels]).repeat_interleave(S, 0).to(device)
     keys = sweep.chain_keys(seed, [(n, s, rng.FE_LOCAL, _label_code(lab)) for lab in labels for s in range(S)], (R, K),
                             device)
-    betas = tempering.geometric_ladder(K, cfg["beta_lo"], dtype=dtype).to(device).expand(len(labels) * S, 1, K).clone()
-    tgt = ladder_target(data_g, r, c, beta_lik, cfg["max_steps"])
+    betas = tempering.geometric_ladder(K, st.beta_lo, dtype=dtype).to(device).expand(len(labels) * S, 1, K).clone()
+    tgt = ladder_target(data_g, r, c, beta_lik, st.max_steps)
     tgt = tgt._replace(energy_grad=restricted(tgt.energy_grad, np.repeat(labels, S), r, c))
-    out = run_ladders(tgt, theta0[:, None, None].expand(-1, R, K, d).clone(), keys, betas, cfg, all_slots=True,
-                      progress=progress, desc=f"local ladders ({len(labels)} phases)")
+    out = run_ladders(tgt, theta0[:, None, None].expand(-1, R, K, d).clone(), keys, betas, st.n_warmup, st.n_draws,
+                      all_slots=True, progress=progress, desc=f"local ladders ({len(labels)} phases)")
     E = _energies(out["draws"], data_g, r, c, beta_lik).cpu().numpy()  # (T, G, R, K)
     zl, _ = _label_draws(out["draws"], r, c)
     per = {}
@@ -287,7 +275,7 @@ def local_lambda(c: int, labels=None, *, r: int = 2, beta_lik: float = 1.0, seed
         res.update(betas=bet, round_trips=out["round_trips"][g].cpu().numpy(), accept=out["accept"][g].cpu().numpy(),
                    wall=out["divergence_rate"][g].cpu().numpy())
         per[lab] = res
-    return dict(labels=labels, settings=dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **cfg, n_used=n),
+    return dict(labels=labels, settings=dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **st.as_record(), n_used=n),
                 ids=ids, per_label=per)
 
 

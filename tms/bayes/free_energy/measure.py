@@ -9,89 +9,83 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tms.bayes import posterior
+from tms.bayes import posterior, sweep
 from tms.bayes.free_energy.analysis import analyse, lambda_table
-from tms.bayes.free_energy.ladders import (LAMBDA_PAPER, LAMBDA_QUICK, PAPER, QUICK, lambda_labels, local_lambda,
-                                           sweep_data, sweep_seeds)
+from tms.bayes.free_energy.ladders import lambda_labels, local_lambda, sweep_data, sweep_seeds
 from tms.bayes.free_energy.terms import MAX_PERM_C, data_term_curve, flat_volume, o1_terms
+from tms.bayes.settings import FreeEnergySettings, SgldLambda, identity
 from tms.core import checks, io
 from tms.theory import zoo
 
-SGLD_QUICK = dict(n=1000, n_chains=8, n_burnin=4000, n_draws=4000)
-QUICK_NS = {6: [200, 300, 400, 500, 650], 5: [100, 150, 200, 300, 400], 4: [100, 150, 200, 300, 400]}
+# the default n-grid per c (quick scale: around the 5 -> 6 crossing at c = 6)
+QUICK_NS = {6: (200, 300, 400, 500, 650), 5: (100, 150, 200, 300, 400), 4: (100, 150, 200, 300, 400)}
 
 
-def _cached(path: Path | None, settings: dict, compute):
-    """Load the record at path if it was made with these settings, else compute(), save, return."""
-    if path is not None and io.result_exists(path):
-        _, rec = io.load_result(path)
-        if rec.get("settings") == io.jsonable(settings):
-            return rec["value"]
-        raise ValueError(f"{path} holds a result with other settings ({rec.get('settings')}); "
-                         "use another output folder or delete it")
+def _saved_or_computed(path: Path | None, settings: dict, compute):
+    """The value saved at path when it may be reused for `settings` (tms.bayes.sweep.reusable,
+    the one rule), else compute()'s, saved there."""
+    if path is not None and sweep.reusable(path, settings, what="it"):
+        return io.load_result(path)[1]["value"]
     value = io.jsonable(compute())
     if path is not None:
         io.save_result(path, {}, dict(settings=settings, value=value))
     return value
 
 
-def _sgld(c: int, labels, cfg: dict, seed: int) -> dict:
+def _sgld(c: int, labels, st: SgldLambda, seed: int) -> dict:
     """SGLD estimates at the zoo points (tms.bayes.posterior.estimate_llcs), {label: [value, se]};
     NaN with the error recorded if the estimator fails."""
     try:
-        est = posterior.estimate_llcs(c, list(labels), n=cfg["n"], n_chains=cfg["n_chains"],
-                                      n_burnin=cfg["n_burnin"], n_draws=cfg["n_draws"], seed=seed)
+        est = posterior.estimate_llcs(c, list(labels), n=st.n, n_chains=st.n_chains, n_burnin=st.n_burnin,
+                                      n_draws=st.n_draws, seed=seed)
         return {lab: [float(v), float(s)] for lab, (v, s) in est.items()}
     except (ValueError, RuntimeError) as err:  # the estimator refused or failed: recorded, the rest goes on
         return {lab: [math.nan, math.nan] for lab in labels} | {"_error": f"{type(err).__name__}: {err}"}
 
 
-def measure(c: int = 6, ns=None, *, seed: int = 0, scale: str = "quick", out_dir: str | Path | None = None,
-            datasets=None, beta_lik: float = 1.0, progress: bool = False, sweep: dict | None = None,
-            lam: dict | None = None, sgld: dict | None = None, labels=None, dcurve_sets: int = 24,
-            batch_points: int | None = None, n_mc: int = 200_000, dtype: torch.dtype = torch.float64,
+def measure(c: int = 6, ns=None, settings: FreeEnergySettings | None = None, *, seed: int = 0, scale: str = "quick",
+            out_dir: str | Path | None = None, datasets=None, beta_lik: float = 1.0, progress: bool = False,
+            labels=None, batch_points: int | None = None, dtype: torch.dtype = torch.float64,
             device: str | torch.device = "cpu") -> dict:
     """The whole free-energy measurement at one c: the sweep (seeds, or `datasets` as in
-    sweep_data), the local-ladder lambdas, SGLD lambdas, the O(1) terms, the data-term curve and `analyse`.
+    sweep_data), the local-ladder lambdas, SGLD lambdas, the O(1) terms, the data-term curve
+    and `analyse`.
 
-    Settings: QUICK / LAMBDA_QUICK / SGLD_QUICK (PAPER, LAMBDA_PAPER with scale="full"),
-    overridden by the dicts sweep, lam, sgld. ns: the n-grid (default QUICK_NS[c]; ignored
-    with datasets). out_dir: every piece saved there and reused when rerun (resumable; with
-    batch_points, n values are sampled and saved that many at a time); the summary
-    `summary_c{c}` is rewritten. n_mc: prior draws for the zero-column volumes; dcurve_sets:
-    synthetic data sets per n for the mean data term. Returns the summary record.
+    settings: tms.bayes.settings.FreeEnergySettings (default: the quick scale; the presets are
+    tms.experiments.free_energy's); scale: the preset's name, recorded. ns: the n-grid
+    (default QUICK_NS[c]; ignored with datasets). out_dir: every piece saved there and reused
+    when rerun (resumable; with batch_points, n values are sampled and saved that many at a
+    time; the sweep's sampler state checkpointed every settings.save_every seconds); the
+    summary `summary_c{c}` is rewritten. Returns the summary record.
     """
-    full = checks.scale(scale) == "full"
+    st = settings if settings is not None else FreeEnergySettings()
+    checks.scale(scale)
     out = Path(out_dir) if out_dir is not None else None
-    scfg = {**(PAPER if full else QUICK), **(sweep or {})}
-    lcfg = {**(LAMBDA_PAPER if full else LAMBDA_QUICK), **(lam or {})}
-    unknown = sorted(set(sgld or {}) - set(SGLD_QUICK))
-    if unknown:
-        raise ValueError(f"sgld: unknown setting(s) {', '.join(unknown)}; known: {', '.join(SGLD_QUICK)}")
-    gcfg = {**SGLD_QUICK, **(sgld or {})}
     zoo.critical_points(c, progress=progress)
     common = dict(seed=seed, beta_lik=beta_lik, out_dir=out, progress=progress, batch_points=batch_points,
-                  dtype=dtype, device=device)
+                  save_every=st.save_every, dtype=dtype, device=device)
     if datasets is None:
-        ns = list(ns if ns is not None else QUICK_NS.get(c, QUICK_NS[5]))
-        points = sweep_seeds(c, ns, **common, **scfg)
+        points = sweep_seeds(c, list(ns if ns is not None else QUICK_NS.get(c, QUICK_NS[5])), st.sweep, **common)
     else:
-        points = sweep_data(c, datasets, **common, **{k: v for k, v in scfg.items() if k != "seeds"})
+        points = sweep_data(c, datasets, st.sweep, **common)
     labels = list(labels) if labels is not None else lambda_labels(c)
-    lam_res = _cached(None if out is None else out / f"lambda_c{c}", dict(labels=labels, seed=seed, beta_lik=beta_lik,
-                      **lcfg), lambda: local_lambda(c, labels, seed=seed, beta_lik=beta_lik, progress=progress,
-                                                    dtype=dtype, device=device, **lcfg))
-    sg = _cached(None if out is None else out / f"sgld_c{c}", dict(labels=labels, seed=seed, **gcfg),
-                 lambda: _sgld(c, labels, gcfg, seed))
-    o1 = o1_terms(c, zoo.labels(c), n_mc=n_mc, seed=seed)
+    lam_res = _saved_or_computed(None if out is None else out / f"lambda_c{c}",
+                                 dict(labels=labels, seed=seed, beta_lik=beta_lik, **st.local.as_record()),
+                                 lambda: local_lambda(c, labels, st.local, seed=seed, beta_lik=beta_lik,
+                                                      progress=progress, dtype=dtype, device=device))
+    sg = _saved_or_computed(None if out is None else out / f"sgld_c{c}",
+                            dict(labels=labels, seed=seed, **st.sgld.as_record()),
+                            lambda: _sgld(c, labels, st.sgld, seed))
+    o1 = o1_terms(c, zoo.labels(c), n_mc=st.mc_draws, seed=seed)
     bayes = {lab: r["lam"] for lab, r in lam_res["per_label"].items()}
     lam_used = {lab: t["llc"] if t["llc"] is not None else bayes.get(lab) for lab, t in o1.items()}
-    dcurve = _dcurve(c, o1, [pt["n"] for pt in points], dcurve_sets, seed, beta_lik, n_mc)
+    dcurve = _dcurve(c, o1, [pt["n"] for pt in points], st.dcurve_sets, seed, beta_lik, st.mc_draws)
     res = analyse(points, c, o1, lam_used, dcurve=dcurve, beta_lik=beta_lik)
     res.update(c=c, o1=o1, lam_used=lam_used, dcurve=dcurve, lambda_table=lambda_table(c, lam_res, sg, o1),
-               sgld_error=sg.get("_error"), settings=dict(c=c, r=2, seed=seed, beta_lik=beta_lik, scale=scale,
-               sweep=scfg, lam=lcfg, sgld=gcfg, data="user" if datasets is not None else "seeds",
-               ids={str(pt["n"]): pt["ids"] for pt in points}), diagnostics=_diagnostics(points))
+               sgld_error=sg.get("_error"), diagnostics=_diagnostics(points),
+               settings=dict(c=c, r=2, seed=seed, beta_lik=beta_lik, scale=scale, **identity(st),
+                             data="user" if datasets is not None else "seeds",
+                             ids={str(pt["n"]): pt["ids"] for pt in points}))
     res = io.jsonable(res)
     if out is not None:
         save_summary(out / f"summary_c{c}", res)
@@ -235,6 +229,6 @@ def report_section(result: dict) -> list[str]:
         lines += [f"### F_n({key[0]}) − F_n({key[1]})", ""] + _measured_table(pr, hull_p.get(key), ns) + [""]
         lines += _fit_rows(pr) + [""] + _which_term(pr) + [""]
     lines += ["### lambda three ways", "", "Bayes: slope of E_beta[n L_n | phase] against 1/beta on ladders confined "
-              f"to the phase (n = {st['lam']['n']}, jackknife over ladders); SGLD: at the zoo point, population loss, "
-              f"n beta = n / log n, n = {st['sgld']['n']}.", ""] + _lambda_rows(result["lambda_table"]) + [""]
+              f"to the phase (n = {st['local']['n']}, jackknife over ladders); SGLD: at the zoo point, population "
+              f"loss, n beta = n / log n, n = {st['sgld']['n']}.", ""] + _lambda_rows(result["lambda_table"]) + [""]
     return lines

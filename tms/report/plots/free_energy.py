@@ -72,7 +72,7 @@ def plot_free_energy(summary_path, fig_path, *, reading: str | None = None, pair
         axes[0].text(0.5, 0.5, "no pair with theory held mass in this sweep", ha="center", transform=axes[0].transAxes)
     _lambda_panel(axes[1], rec["lambda_table"])
     st = rec["settings"]
-    lam = st["lam"]
+    lam = st["local"]
     fig.text(0.01, 0.01, (
         f"c = {st['c']}, r = 2, p(w|D_n) \u221d N(0,I) exp(-\u03b2_lik n L_n). Masses by replica exchange "
         f"(K={st['sweep']['n_temps']} temperatures, R={st['sweep']['replicas']} ladders, S={st['sweep']['seeds']} "

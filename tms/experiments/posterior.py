@@ -1,0 +1,134 @@
+"""`tms posterior` as one function (SPEC 3): posterior phase mass against n at one c, saved
+point by point and resumable, its summary and figure (tms.bayes.posterior.phase_sweep, on a
+Dask cluster with scheduler= / workers=: tms.bayes.tasks.phase_sweep).
+
+    run(6)                                         # tms posterior --c 6
+    run(6, ns=[100, 300, 600], n_draws=200)        # tms posterior --ns 100,300,600 --n-draws 200
+    run(6, scale="full", figure="post.png")        # tms posterior --scale full --figure post.png
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tms.bayes import posterior
+from tms.bayes import tasks as bayes_tasks
+from tms.bayes.settings import PosteriorSettings
+from tms.core import checks
+from tms.report.plots.posterior import plot_phase_sweep
+from tms.theory import zoo
+
+QUICK = PosteriorSettings()  # minutes on 2 CPU cores
+# paper scale: grids of SPEC 3, 4 data sets per n, 12 ladders each; rounds of 40 leapfrog ticks (a
+# trajectory is at most 40 steps: the measured U-turn lengths are ~25), at most 400 sampling rounds
+# per data set, fewer where every mass is within target_se
+FULL = PosteriorSettings(seeds=4, n_chains=64, replicas=12, n_temps=16, beta_min=0.003, n_warmup=200, n_draws=400,
+                         max_steps=40, plain_draws=200, target_se=0.02, block=50, min_draws=150)
+PRESETS = dict(quick=QUICK, full=FULL)
+# n-grids per scale (SPEC 3): c = 6 up to 2000, other c (key 0) up to 600
+GRIDS = dict(quick={6: (100, 200, 300, 450, 600, 800, 1100, 1500, 2000), 0: (100, 150, 200, 300, 400, 600)},
+             full={6: tuple(range(100, 2001, 100)), 0: tuple(range(100, 601, 50))})
+
+
+def posterior_grid(c: int, scale: str = "quick") -> list[int]:
+    """The default n-grid of the posterior sweep at c for scale quick | full (SPEC 3)."""
+    checks.scale(scale, tuple(GRIDS))
+    return list(GRIDS[scale].get(c, GRIDS[scale][0]))
+
+
+def posterior_settings(scale: str = "quick") -> PosteriorSettings:
+    """The sampler settings of scale quick | full (QUICK, FULL)."""
+    return PRESETS[checks.scale(scale, tuple(PRESETS))]
+
+
+def posterior_run_dir(out: str | Path, c: int, scale: str, beta_lik: float, seed: int) -> Path:
+    """Where run keeps the points and summary of one sweep under `out`."""
+    return Path(out) / f"c{c}_{scale}_b{beta_lik:g}_s{seed}"
+
+
+def _check(c, beta_lik, seed, threads, batch_points, llcs, out, figure) -> Path | None:
+    """run's arguments beside its settings, checked before any sampling; the figure path."""
+    checks.positive_int(c, "c", minimum=3, maximum=16)
+    checks.seed(seed, "seed")
+    checks.threads(threads, "threads")
+    checks.positive_float(beta_lik, "beta_lik")
+    if batch_points is not None:
+        checks.positive_int(batch_points, "batch_points")
+    for label, value in llcs.items():
+        checks.positive_float(value, f"llcs[{label!r}]", allow_zero=True)
+    if llcs:
+        zoo.critical_points(c)  # solved once (seconds at large c), then cached
+        unknown = sorted(set(llcs) - set(zoo.labels(c)))
+        if unknown:
+            raise ValueError(f"llcs: unknown zoo label(s) {', '.join(unknown)} at c = {c}; "
+                             f"valid: {', '.join(zoo.labels(c))}")
+    checks.output_dir(out, "out")
+    return None if figure is None else checks.output_file(figure, "figure", suffixes=checks.FIGURE_SUFFIXES)
+
+
+def _note(res: dict, text: str) -> None:
+    """Append a line to the note the figure prints under the sweep (omitted_transitions)."""
+    res["omitted_transitions"] = (res["omitted_transitions"] + "\n" if res["omitted_transitions"] else "") + text
+
+
+def _lambda_notes(res: dict, c: int, beta_lik: float, seed: int, llcs: dict, estimate: bool) -> list[str]:
+    """Lines naming the lambdas not from zoo theory behind the predicted n_c: supplied ones,
+    and (estimate) SGLD estimates of those still missing among the phases seen."""
+    notes = []
+    used = sorted({lab for t in res["transitions"] for lab in (t["alpha"], t["beta"])} & set(llcs))
+    if used:
+        notes.append("lambda supplied with --llc (not zoo theory): "
+                     + ", ".join(f"{lab} = {llcs[lab]:.2f}" for lab in used))
+    if estimate:
+        todo = [lab for lab in posterior.missing_llc_labels(c, res) if lab not in llcs]
+        est = posterior.estimate_llcs(c, todo, seed=seed)
+        llcs.update({lab: v for lab, (v, _) in est.items() if np.isfinite(v)})
+        posterior.add_predictions(res, c, beta_lik, llcs)
+        if est:
+            notes.append("lambda by SGLD at the zoo point (population loss, nbeta = 1000/log 1000, eps 1e-3, "
+                         "gamma 1): " + ", ".join(f"lambda({lab}) = {v:.2f} +- {se:.2f}"
+                                                  for lab, (v, se) in est.items()))
+    return notes
+
+
+def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale: str = "quick",
+        beta_lik: float = 1.0, seed: int = 0, out: str | Path = "results/posterior", figure: str | Path | None = None,
+        llcs: dict[str, float] | None = None, llc_estimate: bool = False, predict: bool = True,
+        batch_points: int | None = None, device: str | torch.device = "cpu", threads: int | None = None,
+        progress: bool = False, scheduler: str | None = None, workers: int | None = None, **changes) -> dict:
+    """The posterior sweep of `tms posterior` at c: settings (default the preset of `scale`,
+    quick | full) with `changes` applied (fields of tms.bayes.settings.PosteriorSettings, the
+    command's flags: n_draws=200, ...), over ns (default posterior_grid(c, scale)), saved
+    point by point under OUT/c{c}_{scale}_b{beta_lik}_s{seed} (resumable, checkpointed every
+    save_every seconds), its summary there and the figure at `figure` (None: no figure).
+
+    llcs: lambdas for zoo labels the zoo lacks (said on the figure); llc_estimate: estimate by
+    SGLD the ones still missing among the phases seen. threads: torch threads while it runs
+    (None: unchanged). scheduler / workers: the n-grid as Dask tasks (the same numbers).
+    Returns phase_sweep's result with 'run_dir', 'summary' (paths) and 'notes' (lines said on
+    the figure and printed)."""
+    settings = (posterior_settings(scale) if settings is None else settings).replace(**changes)
+    ns = posterior_grid(c, scale) if ns is None else list(ns)
+    llcs = dict(llcs or {})
+    fig = _check(c, beta_lik, seed, threads, batch_points, llcs, out, figure)
+    run_dir = posterior_run_dir(out, c, scale, beta_lik, seed)
+    if settings.n_temps == 1:
+        checks.warn("n_temps 1: no tempering, so replica exchange is plain HMC and its 'posterior mass' is chain "
+                    "occupancy (basins of the start), not posterior mass; labelled so on the figure")
+    with checks.torch_threads(threads):
+        res = bayes_tasks.phase_sweep(c, ns, settings, beta_lik=beta_lik, seed=seed, out_dir=run_dir,
+                                      progress=progress, batch_points=batch_points, device=checks.device(device),
+                                      predict=predict, llcs=llcs, scheduler=scheduler, workers=workers)
+        notes = _lambda_notes(res, c, beta_lik, seed, llcs, llc_estimate and predict)
+    if settings.n_temps == 1:
+        notes.append("n_temps 1: no tempering; the 'posterior mass' shown is chain occupancy of the ladder chains")
+    for line in notes:
+        _note(res, line)
+    summary = run_dir / f"summary_c{c}"
+    posterior.save_summary(summary, res)
+    if fig is not None:
+        plot_phase_sweep(summary, fig)
+    res.update(run_dir=str(run_dir), summary=str(summary), notes=notes)
+    return res

@@ -14,7 +14,7 @@ steps). Then the split of one step of ours into loss+gradient, noise, and the re
 --bias: the default protocol (tms.llc.estimator.PROTOCOL, i.e. `tms llc --point P` with its defaults,
 seed 0) at the zoo points 6, 5+, 5 against theory rank/2, beside a long run (16 chains x
 (5000 + 40000) steps) at the same nbeta = 1000 / log 1000: the numbers in tms.llc.estimator's docstring
-and tests/test_llc_converge.py. Only --bias (no throughput): add --no-throughput.
+and tests/llc/test_llc_converge.py. Only --bias (no throughput): add --no-throughput.
 
 --bias-study: lambda_hat at the zoo points 5, 5+, 6 (c = 6, exact population loss) for
 n = 5e3, 5e4, 5e5 (nbeta = n / log n), against rank(H)/2 and the finite-n Laplace value.
@@ -179,7 +179,7 @@ def bias_study(args):
 
     labels, pts, eigs = ["5", "5+", "6"], [], []
     for label in labels:
-        q = zoo.critical_point(6, label)  # verified by tests/test_zoo.py and tests/test_llc_known.py
+        q = zoo.critical_point(6, label)  # verified by tests/theory/test_zoo.py and tests/llc/test_llc_known.py
         W, b = q.W, q.b
         _, gW, gb = batched_grad(population_loss, W, b)
         assert torch.cat([gW.flatten(), gb.flatten()]).norm() < 1e-10

@@ -9,7 +9,8 @@ import torch
 from scipy import stats
 
 from tms.theory import zoo
-from tms.llc.estimator import P_TREND, PROTOCOL, default_nbeta, estimate_llc
+from tms.llc.estimator import PROTOCOL, default_nbeta, estimate_llc
+from tms.llc.result import P_TREND
 from tms.experiments.llc import run_llc
 
 # The default protocol (tms.llc.estimator.PROTOCOL; `tms llc --point P`, seed 0, nbeta = 1000 / log 1000,

@@ -15,7 +15,8 @@ import torch
 from tms.core import checks, io
 from tms.theory import zoo
 from tms.theory.data import sample_inputs
-from tms.llc.estimator import PROTOCOL, LLCResult, check_sgld_args, default_nbeta, estimate_llc
+from tms.llc.estimator import PROTOCOL, check_sgld_args, default_nbeta, estimate_llc
+from tms.llc.result import LLCResult
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tms.core import checks
-from tms.theory import zoo
+from tms.theory import kgon, zoo
 from tms.report.plots.zoo import plot_zoo
 
 MAX_C = 16  # the zoo's search box and cost are validated up to here (~9 s at c = 16)
@@ -19,7 +19,7 @@ MAX_KGONS = 32  # the k-gon search costs ~k/10 s per k on one core: 3..32 is abo
 @dataclass
 class ZooSurvey:
     """c; points: tms.theory.zoo.CriticalPoint list sorted by loss; rows: the same as plain numbers
-    (zoo.as_numpy_table); kgons: zoo.kgon_report rows for k = 3..KMAX (None if not asked);
+    (zoo.as_numpy_table); kgons: tms.theory.kgon.kgon_report rows for k = 3..KMAX (None if not asked);
     figure: the figure path (None if not drawn)."""
 
     c: int
@@ -44,6 +44,6 @@ def survey(c: int = 6, *, kgons: int = 0, out: str | None = None, plot: bool = T
     fig = checks.output_file(out or f"results/figures/zoo_c{c}.png", "out", suffixes=checks.FIGURE_SUFFIXES) if plot else None
     pts = zoo.critical_points(c, progress=progress)
     rows = zoo.as_numpy_table(pts)
-    report = zoo.kgon_report(range(3, kgons + 1), progress=progress) if kgons else None
+    report = kgon.kgon_report(range(3, kgons + 1), progress=progress) if kgons else None
     drawn = plot_zoo(rows, fig, c) if fig is not None else None
     return ZooSurvey(c, pts, rows, report, str(drawn) if drawn else None)

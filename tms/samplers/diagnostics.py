@@ -12,7 +12,7 @@ Vehtari et al. (2021), written from the formulas:
 
 Rank-normalised diagnostics (Vehtari, Gelman, Simpson, Carpenter, Buerkner 2021), equal to
 ArviZ 0.23 (``az.rhat``, ``az.ess(method="bulk"|"tail")``, ``az.mcse``) to rounding, but
-vectorised over any leading batch dims (tests/test_diagnostics.py compares them):
+vectorised over any leading batch dims (tests/samplers/test_diagnostics.py compares them):
 - ``rhat``: split the chains, replace every draw by the normal score of its rank over all
   draws (Blom's offset 3/8), take the classic R-hat of those z-scores and of the z-scores of
   |x - median|, and report the larger (bulk and tail). Catches a stuck chain whose mean

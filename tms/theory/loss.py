@@ -427,3 +427,23 @@ def point_loss(W: torch.Tensor, b: torch.Tensor | None = None, device=None) -> t
     dev = checks.device(device)
     L, gW, gb = batched_grad(population_loss, W.to(dev), b.to(dev))
     return L.item(), torch.cat([gW.flatten(), gb.flatten()]).norm().item()
+
+
+def is_smooth(W: torch.Tensor, b: torch.Tensor, eps: float = 1e-9) -> torch.Tensor | bool:
+    """Is L C^2 at (W, b)? Batched: W (..., r, c), b (..., c) -> bool tensor (...) (bool if unbatched).
+
+    Each (input i, output j) term of the closed form is a smooth function of (g_ij, b_j)
+    except (i) at g_ij = 0 = b_j, where the output switches between never and always
+    active (only C^1), and (ii) on the diagonal at b_j = -g_jj < 0, where the own-output
+    threshold crosses mu = 1 and the active error does not vanish to second order (C^1).
+    Threshold crossings of 0, and of 1 off the diagonal, are C^2 (the term changes by
+    O(dist^3)); tests/theory/test_zoo.py checks this rule against finite differences.
+    """
+    checks.params(W, b)
+    G = gram(W)
+    bj = b.unsqueeze(-2).expand(G.shape)
+    corner = (G.abs() <= eps) & (bj.abs() <= eps)
+    diag_G = torch.diagonal(G, dim1=-2, dim2=-1)
+    edge = (diag_G > eps) & ((b + diag_G).abs() <= eps)
+    out = ~(corner.flatten(-2).any(-1) | edge.any(-1))
+    return bool(out) if out.dim() == 0 else out

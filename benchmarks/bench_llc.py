@@ -32,7 +32,7 @@ import torch
 
 from tms.theory.data import sample_inputs
 from tms.llc.estimator import PROTOCOL, default_nbeta, estimate_llc
-from tms.experiments.llc import run_llc
+from tms.experiments import llc
 from tms.theory.loss import (batched_grad, batched_hessian, empirical_loss_sorted, flatten_params, population_loss,
                       sorted_data)
 from tms.core import rng
@@ -220,10 +220,10 @@ def default_protocol_bias(args):
           f"long run (16 chains x {args.long_steps} draws)")
     pts = [zoo.critical_point(6, lab) for lab in labels]
     long = estimate_llc(torch.stack([q.W for q in pts]), torch.stack([q.b for q in pts]), loss="population",
-                        nbeta=default_nbeta(1000), eps=PROTOCOL["eps"], gamma=PROTOCOL["gamma"], n_chains=16,
+                        nbeta=default_nbeta(1000), eps=PROTOCOL.eps, gamma=PROTOCOL.gamma, n_chains=16,
                         n_burnin=5000, n_draws=args.long_steps, seed=1)
     for i, (lab, q) in enumerate(zip(labels, pts)):
-        res = run_llc(point=lab, c=6).result
+        res = llc.run(point=lab, c=6).result
         m, se = res.llc.item(), res.llc_se.item()
         print(f"{lab:>5} {q.llc:6.1f} {m:9.4f} {se:6.4f} {m - q.llc:+7.4f} {res.trend_p.item():8.3g} "
               f"{res.rhat.item():6.3f}  {long.llc[i].item():.3f} +- {long.llc_se[i].item():.3f}"

@@ -22,8 +22,9 @@ alone or batched with other centres (pass ``keys=centre_keys(seed, shape)[i]`` a
 
 The result record, its diagnostics and flags: ``tms.llc.result`` (``LLCResult``).
 
-Default protocol (``PROTOCOL``, what ``tms llc`` runs): eps 1e-3, gamma 1, 8 chains, 4000
-burn-in + 4000 draws. The old 500 steps without burn-in is not converged at the zoo points
+Default protocol (``PROTOCOL``, an ``LLCSettings``: what ``tms llc`` runs, and every zoo-point
+estimate of ``tms.llc.zoo``): eps 1e-3, gamma 1, 8 chains, 4000 burn-in + 4000 draws, nbeta =
+n / log n with n = 1000. The old 500 steps without burn-in is not converged at the zoo points
 (the draws still rise: flagged UNCONVERGED). Measured at c = 6, exact population loss,
 nbeta = 1000 / log 1000 = 144.8 (``tms llc --point P``, seed 0; tests/llc/test_llc_converge.py
 pins these; reproduce with ``python benchmarks/bench_llc.py --bias``):
@@ -42,12 +43,14 @@ shows the approach to rank/2 at nbeta = n / log n, n = 5e4).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from tms.core import checks, rng
+from tms.core.settings import Settings, setting
 from tms.llc.result import MIN_DRAWS, LLCResult, reduce_trace
 from tms.theory.loss import (
     SortedData,
@@ -63,7 +66,6 @@ from tms.theory.loss import (
 from tms.samplers import sgld
 
 PROBE_EVERY = 10  # minibatch mode: a full-batch MALA probe every this many steps
-PROTOCOL = dict(eps=1e-3, gamma=1.0, n_chains=8, n_burnin=4000, n_draws=4000)  # tms llc's defaults
 
 
 def default_nbeta(n) -> float:
@@ -72,6 +74,35 @@ def default_nbeta(n) -> float:
     if not n > 1:
         raise ValueError(f"n must be > 1 for nbeta = n / log n, got {n!r}")
     return n / math.log(n)
+
+
+@dataclass(frozen=True)
+class LLCSettings(Settings):
+    """How an LLC estimate samples (SPEC 5): the SGLD protocol, nbeta, minibatches and the seed.
+    Flags of `tms llc` (--n-draws is n_draws); PROTOCOL holds the lab's defaults."""
+
+    n_chains: int = setting(8, "chains per centre", minimum=1, maximum=checks.MAX_CHAINS)
+    n_burnin: int = setting(4000, "SGLD steps discarded first", minimum=0, maximum=checks.MAX_STEPS)
+    n_draws: int = setting(4000, "SGLD steps kept after the burn-in", minimum=MIN_DRAWS, maximum=checks.MAX_STEPS)
+    eps: float = setting(1e-3, "SGLD step size", positive=True, maximum=checks.MAX_EPS)
+    gamma: float = setting(1.0, "localisation strength (0: none)", minimum=0.0)
+    n: float = setting(1000.0, "sample size: sets nbeta = n / log n, and the size of a drawn data set",
+                       minimum=2, maximum=checks.MAX_N)
+    nbeta: float | None = setting(None, "override nbeta (default n / log n)", positive=True, optional=True)
+    batch_size: int | None = setting(None, "minibatch size (default: full batch)", minimum=1, optional=True)
+    seed: int = setting(0, "sampler seed", minimum=0, maximum=checks.MAX_SEED)
+
+    def check(self) -> None:
+        if self.n_burnin + self.n_draws > checks.MAX_STEPS:
+            raise ValueError(f"n_burnin + n_draws must be <= {checks.MAX_STEPS}, got {self.n_burnin + self.n_draws}")
+
+    def nbeta_for(self, n) -> float:
+        """The nbeta of a run on a data set of size n (or the population loss at sample size n):
+        the `nbeta` setting if given, else n / log n."""
+        return default_nbeta(n) if self.nbeta is None else self.nbeta
+
+
+PROTOCOL = LLCSettings()  # the lab's default protocol (module docstring); tms llc's defaults
 
 
 # ---- the core --------------------------------------------------------------------------------

@@ -36,9 +36,10 @@ makes ``trustworthy`` False:
   freedom, so no ESS estimate is needed, which at ESS ~ 5 per half is too noisy to trust);
   with one chain, its z. Flagged when the two-sided p-value ``trend_p`` < P_TREND. Mixing:
   ``rhat`` is the rank-normalised split R-hat (tms.samplers.diagnostics.rhat, = ArviZ's) of the draws
-  across chains (one chain: its two halves), NaN when a chain was excluded; flagged when rhat > RHAT_MAX. At eps = 1e-3
+  across chains (one chain: its two halves), NaN when a chain was excluded; flagged when rhat > RHAT_GROSS. At eps = 1e-3
   the loss's autocorrelation time at the zoo points is ~10^3 steps, so even converged
-  default runs have rhat 1.02-1.3 (measured); RHAT_MAX marks gross disagreement only.
+  default runs have rhat 1.02-1.3 (measured); RHAT_GROSS marks gross disagreement only, not
+  the 1.01 convergence test of tms.samplers.diagnostics.RHAT_MAX.
   Suggestion printed: more steps (a longer burn-in first), then a smaller eps if the drift
   stays. Limit (measured at the zoo points, 16 x 3 centres): a chain with no burn-in is flagged
   at 94-100% of centres with 100 draws, 62-81% with 500, but burn-in 100 + 400 draws, still ~2.5 below the
@@ -53,18 +54,22 @@ import json
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import arviz
 import numpy as np
 import torch
 from scipy import stats
 
-from tms.core import checks
+from tms.core import checks, io
 from tms.samplers import diagnostics
 
 REJECT_PER_SQRT_D = 0.02  # step flagged when 1 - acceptance > this * sqrt(d) (~10% bias)
 P_TREND = 1e-3  # trend p-value below this: the draws still drift
-RHAT_MAX = 1.3  # rank-normalised split R-hat of the draws above this: the chains disagree
+# rank-normalised split R-hat of the draws above this: the chains grossly disagree. Not the
+# convergence test of tms.samplers.diagnostics.RHAT_MAX (1.01): converged default runs here sit at
+# 1.02-1.3, the loss's autocorrelation time being ~10^3 SGLD steps (module docstring)
+RHAT_GROSS = 1.3
 MIN_DRAWS = 8  # two halves of at least 4 draws for the trend test and R-hat
 
 ADVICE = {
@@ -74,6 +79,35 @@ ADVICE = {
     "UNCONVERGED": "raise n_burnin and n_draws (x4); if the drift stays, lower eps",
     "FEW-CHAINS": "use n_chains >= 2 for a standard error",
 }
+
+
+@dataclass(frozen=True)
+class LLCFlags:
+    """The diagnostics' flags of every centre, each (C...,) bool (module docstring); a raised
+    flag makes the centre's estimate untrustworthy."""
+
+    nonfinite: torch.Tensor  # some chain produced NaN/inf (excluded)
+    escaped: torch.Tensor  # some chain fell below L(w*): the centre is not a local minimum
+    step_too_large: torch.Tensor  # mean MALA acceptance below LLCResult.accept_min
+    unconverged: torch.Tensor  # the draws drift (trend_p < P_TREND) or rhat > RHAT_GROSS
+    few_chains: torch.Tensor  # fewer than two included chains: no standard error
+    NAMES: ClassVar[dict[str, str]] = {"nonfinite": "NON-FINITE", "escaped": "ESCAPED",
+                                       "step_too_large": "STEP-TOO-LARGE", "unconverged": "UNCONVERGED",
+                                       "few_chains": "FEW-CHAINS"}  # field -> the name printed
+
+    def named(self) -> list[tuple[str, torch.Tensor]]:
+        """(printed name, (C...,) bool) of every flag, in the order the summary prints them."""
+        return [(name, getattr(self, f)) for f, name in self.NAMES.items()]
+
+    @property
+    def any_raised(self) -> torch.Tensor:
+        """(C...,) some flag raised."""
+        return torch.stack([on for _, on in self.named()]).any(0)
+
+    def raised(self, centre: int) -> list[str]:
+        """The printed names of the flags raised at centre `centre` (an index into the
+        flattened centres C...)."""
+        return [name for name, on in self.named() if bool(on.reshape(-1)[centre])]
 
 
 @dataclass
@@ -112,6 +146,9 @@ class LLCResult:
     trend_p: torch.Tensor
     rhat: torch.Tensor
     settings: dict = field(default_factory=dict)
+    ARRAYS: ClassVar[tuple[str, ...]] = (  # every tensor field: what `save` writes
+        "llc", "llc_se", "llc_chains", "loss_trace", "centre_loss", "included", "escaped", "nonfinite",
+        "frac_below", "acceptance", "trend_z", "trend", "trend_p", "rhat")
 
     @property
     def draws(self) -> torch.Tensor:
@@ -156,24 +193,24 @@ class LLCResult:
 
     @property
     def flag_unconverged(self) -> torch.Tensor:
-        """(C...,) the draws drift (trend_p < P_TREND) or the chains disagree (rhat > RHAT_MAX)."""
-        return (self.trend_p < P_TREND) | (self.rhat > RHAT_MAX)
+        """(C...,) the draws drift (trend_p < P_TREND) or the chains disagree (rhat > RHAT_GROSS)."""
+        return (self.trend_p < P_TREND) | (self.rhat > RHAT_GROSS)
 
     @property
-    def flags(self) -> dict[str, torch.Tensor]:
-        """{flag name: (C...,) bool}; the rows, the counts and ``trustworthy`` all read this."""
-        return {"NON-FINITE": self.flag_nonfinite, "ESCAPED": self.flag_escape, "STEP-TOO-LARGE": self.flag_step,
-                "UNCONVERGED": self.flag_unconverged, "FEW-CHAINS": self.n_included < 2}
+    def flags(self) -> LLCFlags:
+        """Every flag (C...,); the rows, the counts and ``trustworthy`` all read this."""
+        return LLCFlags(nonfinite=self.flag_nonfinite, escaped=self.flag_escape, step_too_large=self.flag_step,
+                        unconverged=self.flag_unconverged, few_chains=self.n_included < 2)
 
     @property
     def trustworthy(self) -> torch.Tensor:
         """(C...,) no flag raised."""
-        return ~torch.stack(list(self.flags.values())).any(0)
+        return ~self.flags.any_raised
 
     def advice(self) -> list[str]:
         """One line per raised flag: how many centres, and what to change."""
         return [f"{name}: {int(on.sum())} of {on.numel()} centres; {ADVICE[name]}"
-                for name, on in self.flags.items() if bool(on.any())]
+                for name, on in self.flags.named() if bool(on.any())]
 
     def as_devinterp(self) -> dict:
         """devinterp's result keys (module docstring): llc/mean, llc/std, llc/means, loss/trace."""
@@ -203,11 +240,16 @@ class LLCResult:
         idata.posterior.attrs.update(settings=json.dumps(self.settings), thin_stride=stride)
         return idata
 
-    def arrays(self) -> dict[str, torch.Tensor]:
-        """Every tensor, for tms.core.io.save_result."""
-        return {k: getattr(self, k) for k in (
-            "llc", "llc_se", "llc_chains", "loss_trace", "centre_loss", "included", "escaped", "nonfinite",
-            "frac_below", "acceptance", "trend_z", "trend", "trend_p", "rhat")}
+    def save(self, path, **record) -> None:
+        """PATH.npz + PATH.json (tms.core.io): every tensor of ARRAYS, and `record` with the
+        result's settings under "settings"; `LLCResult.load(path)` reads it back."""
+        io.save_result(path, {k: getattr(self, k) for k in self.ARRAYS}, dict(record, settings=self.settings))
+
+    @classmethod
+    def load(cls, path) -> "LLCResult":
+        """The LLCResult saved at PATH by `save` (tensors on the CPU)."""
+        arrays, record = io.load_result(path)
+        return cls(**{k: torch.from_numpy(arrays[k]) for k in cls.ARRAYS}, settings=record["settings"])
 
     def summary(self, max_rows: int = 20, labels: list[str] | None = None) -> str:
         """Human-readable table: one line per centre (at most max_rows), flag counts, advice."""
@@ -227,12 +269,12 @@ def _rows(res: LLCResult, max_rows: int, labels) -> list[str]:
     flat = lambda x: x.reshape(-1)  # noqa: E731
     cols = [flat(v) for v in (res.llc, res.llc_se, res.centre_loss, res.n_included, res.n_escaped,
                               res.n_nonfinite, res.frac_below, res.acceptance, res.trend, res.rhat)]
-    flags = {k: flat(v) for k, v in res.flags.items()}
+    flags = [(name, flat(on)) for name, on in res.flags.named()]
     idx = list(np.ndindex(*res.llc.shape)) if nd else [()]
     lines = []
     for row in range(min(len(idx), max_rows)):
         m, se, L0, used, esc, nan, below, acc, tr, rh = (c[row].item() for c in cols)
-        raised = ",".join(k for k, v in flags.items() if v[row])
+        raised = ",".join(name for name, on in flags if on[row])
         name = labels[row] if labels else (str(tuple(idx[row])) if idx[row] else "-")
         lines.append(f"{name:>10} {m:10.4f} {se:8.4f} {L0:11.6g} {used:5d} {esc:4d} {nan:4d} "
                      f"{below:6.3f} {acc:7.3f} {tr:6.2f} {rh:6.3f}  {raised or 'ok'}")
@@ -242,12 +284,12 @@ def _rows(res: LLCResult, max_rows: int, labels) -> list[str]:
 
 
 def _footer(res: LLCResult) -> list[str]:
-    counts = ", ".join(f"{k} {int(v.sum())}" for k, v in res.flags.items())
+    counts = ", ".join(f"{name} {int(on.sum())}" for name, on in res.flags.named())
     bad = int((~res.trustworthy).sum())
     return [f"flagged: {bad} of {res.llc.numel()} centres ({counts})"] + res.advice() + [
         "rules: escaped = second-half mean loss < L(w*) (excluded); non-finite chains excluded; "
         f"step flagged when acceptance < {res.accept_min:.3f}; unconverged when trend p < {P_TREND:g} "
-        f"or rhat > {RHAT_MAX:g}"]
+        f"or rhat > {RHAT_GROSS:g}"]
 
 
 # ---- reduction of the traces ---------------------------------------------------------------

@@ -176,11 +176,11 @@ def test_transition_table_rows():
     rows = zoo.transition_table(6, llcs={"4": 5.0, "4+": 5.5, "4++": 6.0})
     assert rows
     for r in rows:
-        assert r["dL"] < 0 and r["dlambda"] > 0
-        if r["n_c"] is not None:
-            n = r["n_c"]
-            assert abs(n * r["dL"] + r["dlambda"] * math.log(n) + r["dc"]) < 1e-8
-    pairs = {(r["alpha"], r["beta"]) for r in rows}
+        assert r.dL < 0 and r.dlambda > 0 and r.dL == r.L_beta - r.L_alpha and r.dlambda == r.lam_beta - r.lam_alpha
+        if r.n_c is not None:
+            n = r.n_c
+            assert abs(n * r.dL + r.dlambda * math.log(n) + r.dc) < 1e-8
+    pairs = {(r.alpha, r.beta) for r in rows}
     assert ("5", "6") in pairs and ("4", "5") in pairs
 
 

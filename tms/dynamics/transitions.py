@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -375,8 +375,8 @@ def antecedent_table(seg: Segmentation, c: int, llc_est: dict | None = None, *, 
             for (src, dst), steps in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
     visited = {p.label for p in seg.plateaus}
     llcs = {k: v[0] for k, v in llc_est.items() if pts.get(k) is not None and pts[k].llc is None}
-    unseen = [r for r in zoo.transition_table(c, llcs, prior, beta_lik)
-              if r["alpha"] in visited and (r["alpha"], r["beta"]) not in groups and r["n_c"] is not None]
+    unseen = [asdict(r) for r in zoo.transition_table(c, llcs, prior, beta_lik)
+              if r.alpha in visited and (r.alpha, r.beta) not in groups and r.n_c is not None]
     return rows, unseen
 
 

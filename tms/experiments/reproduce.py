@@ -313,7 +313,7 @@ def _zoo_stages(x: _Ctx) -> list[_Stage]:
     def zoo_compute():
         for c in CS:
             if not io.result_exists(x.out / "zoo" / f"zoo_c{c}"):  # resumed stage: the c already done are kept
-                rows = zoo.as_numpy_table(zoo.critical_points(c))
+                rows = [q.as_record() for q in zoo.critical_points(c)]
                 io.save_result(x.out / "zoo" / f"zoo_c{c}", {}, dict(c=c, r=2, points=rows))
 
     def zoo_draw():

@@ -13,6 +13,7 @@ The zoo built on them (families, labels, Hessians, lambda): tms.theory.zoo.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -192,21 +193,40 @@ def solve_kgon(k: int) -> tuple[float, float]:
     return best.l, best.b
 
 
-def kgon_report(ks=range(3, 17), progress: bool = False) -> list[dict]:
+@dataclass(frozen=True)
+class KgonReportRow:
+    """One restricted critical point of the k-gon (exists True), or the note that none was
+    found at k (exists False, every other field None). full_saddle: a saddle of the full loss
+    at c = k (None where L is not C^2 there); interfering: neighbours firing on a vertex's
+    input, out of k - 1."""
+
+    k: int
+    exists: bool
+    l: float | None = None
+    b: float | None = None
+    loss_per_feature: float | None = None
+    restricted_min: bool | None = None
+    full_saddle: bool | None = None
+    interfering: int | None = None
+
+    def as_record(self) -> dict:
+        """JSON-ready: every field; only k and exists where no point was found."""
+        return dataclasses.asdict(self) if self.exists else dict(k=self.k, exists=False)
+
+
+def kgon_report(ks=range(3, 17), progress: bool = False) -> list[KgonReportRow]:
     """For each k: the restricted critical points found, with loss, stability and interference.
 
-    Keys: k, exists, l, b, loss_per_feature, restricted_min, full_saddle (None if not
-    smooth), interfering (neighbours firing on a vertex's input, out of k - 1).
     Cost grows with k (about 1 s at k = 16, 2.5 s at k = 24 on one core); `progress` shows a bar.
     """
     rows = []
     for k in tqdm(list(ks), desc="k-gon search", leave=False, disable=not progress):
         roots = kgon_roots(k)
         if not roots:
-            rows.append(dict(k=k, exists=False))
+            rows.append(KgonReportRow(k, exists=False))
         for r in roots:
-            rows.append(dict(k=k, exists=True, l=r.l, b=r.b, loss_per_feature=r.loss_per_feature,
-                             restricted_min=min(r.restricted_eigs) >= -1e-10,
-                             full_saddle=(r.full_negative_eigs > 0) if r.smooth else None,
-                             interfering=r.interfering))
+            rows.append(KgonReportRow(k, True, l=r.l, b=r.b, loss_per_feature=r.loss_per_feature,
+                                      restricted_min=min(r.restricted_eigs) >= -1e-10,
+                                      full_saddle=(r.full_negative_eigs > 0) if r.smooth else None,
+                                      interfering=r.interfering))
     return rows

@@ -406,29 +406,6 @@ def batched_hessian(loss_fn: LossFn, W: torch.Tensor, b: torch.Tensor) -> torch.
     return rearrange(H, "k ... d -> ... k d")
 
 
-MAX_POINT_C = 1000  # `point_loss` features: the closed form is O(c^2) terms, instant up to here
-
-
-def point_loss(W: torch.Tensor, b: torch.Tensor | None = None, device=None) -> tuple[float, float]:
-    """(L(W, b), |grad L|) of one point: the exact population loss (SPEC 1) and the norm of its
-    full gradient. W: (r, c) with r <= c <= MAX_POINT_C; b: (c,) (default zeros)."""
-    W = torch.as_tensor(W, dtype=torch.float64)
-    if W.dim() != 2 or 0 in W.shape:
-        raise ValueError(f"W must be 2-D (r >= 1 rows of c >= 1 entries), got shape {tuple(W.shape)}")
-    r, c = W.shape
-    if r > c:
-        raise ValueError(f"W has r = {r} rows and c = {c} columns; the TMS needs r <= c (r hidden dims, c features)")
-    if c > MAX_POINT_C:
-        raise ValueError(f"W has c = {c} columns; at most {MAX_POINT_C} supported")
-    b = torch.zeros(c, dtype=torch.float64) if b is None else torch.as_tensor(b, dtype=torch.float64)
-    if b.dim() != 1:
-        raise ValueError(f"b must be a flat list of c = {c} biases, got shape {tuple(b.shape)}")
-    checks.params(W, b)
-    dev = checks.device(device)
-    L, gW, gb = batched_grad(population_loss, W.to(dev), b.to(dev))
-    return L.item(), torch.cat([gW.flatten(), gb.flatten()]).norm().item()
-
-
 def is_smooth(W: torch.Tensor, b: torch.Tensor, eps: float = 1e-9) -> torch.Tensor | bool:
     """Is L C^2 at (W, b)? Batched: W (..., r, c), b (..., c) -> bool tensor (...) (bool if unbatched).
 

@@ -129,6 +129,15 @@ class CriticalPoint:
     def d(self) -> int:
         return R * self.c + self.c
 
+    def as_record(self) -> dict:
+        """JSON-ready: label, k, s, p, loss, llc, prior, hessian_rank, rank_tol, grad_norm, smooth,
+        minimally_singular, l, bias, W and b (nested lists), notes (what `tms zoo --json` prints
+        and the zoo stage of `tms reproduce` saves)."""
+        return dict(label=self.label, k=self.k, s=self.s, p=self.p, loss=self.loss, llc=self.llc, prior=self.prior,
+                    hessian_rank=self.hessian_rank, rank_tol=self.rank_tol, grad_norm=self.grad_norm,
+                    smooth=self.smooth, minimally_singular=self.minimally_singular, l=self.l, bias=self.bias,
+                    W=np.asarray(self.W).tolist(), b=np.asarray(self.b).tolist(), notes=list(self.notes))
+
 
 def prior_term(W: torch.Tensor, b: torch.Tensor, zero_tol: float = 0.0) -> torch.Tensor:
     """(1/2)||w||^2 with the bias of zero columns (norm <= zero_tol) that is negative counted as 0.
@@ -305,13 +314,31 @@ def _root(dL: float, dlam: float, dc: float) -> float | None:
     return float(brentq(f, lo, hi, xtol=1e-12 * hi, rtol=1e-14, maxiter=500))
 
 
+@dataclass(frozen=True)
+class TransitionRow:
+    """A Bayesian transition alpha -> beta between zoo points (SPEC 3): losses, lambdas, the
+    differences dL = L_beta - L_alpha < 0, dlambda > 0, dc (prior terms; 0 without prior) and
+    n_c, the critical sample size (None: no crossing at n >= 1)."""
+
+    alpha: str
+    beta: str
+    L_alpha: float
+    L_beta: float
+    dL: float
+    lam_alpha: float
+    lam_beta: float
+    dlambda: float
+    dc: float
+    n_c: float | None
+
+
 def transition_table(c: int, llcs: dict[str, float] | None = None, prior: bool = True,
-                     beta_lik: float = 1.0) -> list[dict]:
-    """Every ordered pair (alpha, beta) of zoo points at c with dL < 0 and dlambda > 0.
+                     beta_lik: float = 1.0) -> list[TransitionRow]:
+    """Every ordered pair (alpha, beta) of zoo points at c with dL < 0 and dlambda > 0, sorted
+    by n_c (no crossing last).
 
     llcs: lambda per label overriding/supplying the zoo's (e.g. SGLD estimates for 4-gons);
-    labels without a lambda are skipped. Rows: alpha, beta, L_alpha, L_beta, dL,
-    lam_alpha, lam_beta, dlambda, dc, n_c (None if no crossing at n >= 1). Sorted by n_c.
+    labels without a lambda are skipped. `dataclasses.asdict(row)` gives a row as JSON.
     """
     llcs = dict(llcs or {})
     pts = _critical_points(c, 3)
@@ -323,19 +350,10 @@ def transition_table(c: int, llcs: dict[str, float] | None = None, prior: bool =
             if la is None or lb is None or not (bq.loss < a.loss - 1e-14) or not (lb > la):
                 continue
             n_c = critical_sample_size(a, bq, prior, la, lb, beta_lik)
-            rows.append(dict(alpha=a.label, beta=bq.label, L_alpha=a.loss, L_beta=bq.loss, dL=bq.loss - a.loss,
-                             lam_alpha=la, lam_beta=lb, dlambda=lb - la,
-                             dc=(bq.prior - a.prior) if prior else 0.0, n_c=n_c))
-    return sorted(rows, key=lambda r: (math.inf if r["n_c"] is None else r["n_c"], r["alpha"], r["beta"]))
-
-
-def as_numpy_table(points: list[CriticalPoint]) -> list[dict]:
-    """JSON-friendly rows: label, k, s, p, loss, llc, prior, hessian_rank, rank_tol, grad_norm, smooth, l, bias."""
-    return [dict(label=q.label, k=q.k, s=q.s, p=q.p, loss=q.loss, llc=q.llc, prior=q.prior,
-                 hessian_rank=q.hessian_rank, rank_tol=q.rank_tol, grad_norm=q.grad_norm, smooth=q.smooth,
-                 minimally_singular=q.minimally_singular, l=q.l, bias=q.bias,
-                 W=np.asarray(q.W).tolist(), b=np.asarray(q.b).tolist(), notes=list(q.notes))
-            for q in points]
+            rows.append(TransitionRow(alpha=a.label, beta=bq.label, L_alpha=a.loss, L_beta=bq.loss,
+                                      dL=bq.loss - a.loss, lam_alpha=la, lam_beta=lb, dlambda=lb - la,
+                                      dc=(bq.prior - a.prior) if prior else 0.0, n_c=n_c))
+    return sorted(rows, key=lambda r: (math.inf if r.n_c is None else r.n_c, r.alpha, r.beta))
 
 
 # ---- orbit multiplicity (an O(1) term of the free energy, SPEC 2-3) ------------------------------

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tms.report import comparison
+from tms.experiments import compare
+from tms.dynamics import transitions as dynamics_transitions
 from tms.experiments import free_energy as free_energy_run, loss as loss_command, zoo as zoo_command
 from tms.theory import zoo
 from tms.experiments import transitions
@@ -62,10 +63,10 @@ def test_compare_command_equals_compare(trained, capsys):
     (d / "res" / "sgd").mkdir(parents=True)
     res = transitions.analyse(str(d / "train"), out=str(d / "res" / "sgd" / "x"), figures=None, llc=False)
     # an observed 5 -> 6 transition at steps 100 and 300, so the comparison has a row to show
-    res.antecedents = [transitions._antecedent(zoo.critical_point(6, "5"), zoo.critical_point(6, "6"), [100, 300],
+    res.antecedents = [dynamics_transitions._antecedent(zoo.critical_point(6, "5"), zoo.critical_point(6, "6"), [100, 300],
                                                {}, True, 1.0)]
     res.save(d / "res" / "sgd" / "train_transitions")
-    rows = comparison.compare(d / "res")
+    rows = compare.run(d / "res")
     assert [(r.src, r.dst, r.sgd_count, r.median_step) for r in rows] == [("5", "6", 2, 200.0)]
     assert rows[0].n_c == pytest.approx(zoo.critical_sample_size(zoo.critical_point(6, "5"), zoo.critical_point(6, "6")))
     assert rows[0].posterior_crossing == "-"  # no posterior sweep in these results

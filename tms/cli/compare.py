@@ -1,9 +1,9 @@
 """`tms compare`: dynamical (SGD) transitions beside Bayesian ones, from saved results: a
-shell over tms.report.comparison.compare."""
+shell over tms.experiments.compare.run."""
 from __future__ import annotations
 
 from tms.core import checks
-from tms.report.comparison import compare
+from tms.experiments import compare
 
 DEVICE_HELP = "checked and accepted so one --device can go to every command; compare reads saved results only"
 NAME = "compare"
@@ -12,12 +12,12 @@ HELP = "SGD transitions beside their Bayesian counterparts (predicted n_c, poste
 
 def add_arguments(p) -> None:
     p.add_argument("--results", default="results/reproduce", help="a `tms reproduce --out` directory")
-    p.add_argument("--sgd", default="sgd", choices=("sgd", "sgd_random"), help="which SGD start: 4-gon or random")
+    p.add_argument("--sgd", default="sgd", choices=compare.SGD_STARTS, help="which SGD start: 4-gon or random")
 
 
 def run(args) -> int:
     checks.device(args.device)
-    rows = compare(results=args.results, sgd=args.sgd)
+    rows = compare.run(results=args.results, sgd=args.sgd)
     if not rows:
         print("no SGD transition observed in these results")
         return 0

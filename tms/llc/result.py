@@ -56,7 +56,6 @@ import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import arviz
 import numpy as np
 import torch
 from scipy import stats
@@ -227,6 +226,8 @@ class LLCResult:
         posterior: ``loss`` (chain, draw, centre dims...) and ``llc`` = nbeta (L - L(w*)) per
         draw (its mean over draws is llc/means), thinned to at most max_draws evenly spaced
         draws per chain (the attrs say the stride); attrs: every setting as JSON."""
+        import arviz  # here only: its import costs ~1 s (tests/test_architecture.py LAZY)
+
         checks.positive_int(max_draws, "max_draws", minimum=4)
         draws = self.draws
         stride = -(-draws.shape[-1] // max_draws)

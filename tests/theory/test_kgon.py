@@ -62,3 +62,16 @@ def test_regular_kgons_beyond_eight_are_critical(k):
         assert root.full_negative_eigs == 0  # a local minimum of the full loss at c = 9
     else:
         assert root.full_negative_eigs > 0  # a saddle of the full loss at c = 11
+
+
+def test_kgon_report_rows():
+    rows = kgon.kgon_report(range(5, 7))
+    for k in (5, 6):
+        l, b = kgon.solve_kgon(k)
+        (row,) = [r for r in rows if r.k == k and r.l == l]
+        (root,) = [r for r in kgon.kgon_roots(k) if r.l == l]
+        assert row.exists and row.b == b and row.loss_per_feature == root.loss_per_feature
+        assert row.restricted_min and row.full_saddle is False  # local minima of the full loss at c = k <= 9
+        assert 0 <= row.interfering <= k - 1
+        assert row.as_record()["l"] == l and set(row.as_record()) == set(vars(row))
+    assert kgon.KgonReportRow(2, exists=False).as_record() == {"k": 2, "exists": False}

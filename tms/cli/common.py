@@ -60,14 +60,15 @@ def _grid(text: str) -> tuple:
 
 def add_settings(parser, cls, *, preset=None, skip: tuple = ()) -> None:
     """One flag per field of the settings class `cls` (flag --n-draws is field n_draws), its
-    help the field's with the default of `preset` (an instance; else the field's default).
+    help the field's with the default of `preset` (an instance; else the field's default;
+    a default of None is not shown: the help says what None means).
     Flags default to None, so `settings_from` can tell the given ones apart."""
     for name, kind, default, meta in settings.flags(cls):
         if name in skip:
             continue
         shown = getattr(preset, name) if preset is not None else default
         shown = ",".join(map(str, shown)) if isinstance(shown, tuple) else shown
-        text = f"{meta['help']} (default {shown})"
+        text = meta["help"] if shown is None else f"{meta['help']} (default {shown})"
         flag = "--" + name.replace("_", "-")
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)

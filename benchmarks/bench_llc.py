@@ -1,4 +1,4 @@
-"""Benchmark of the batched LLC estimator (issue 4). Run on demand, not collected by pytest:
+"""Benchmark of the batched LLC estimator. Run on demand, not collected by pytest:
 
     .venv/bin/python benchmarks/bench_llc.py [--threads 2] [--bias] [--bias-study]
 
@@ -14,7 +14,7 @@ steps). Then the split of one step of ours into loss+gradient, noise, and the re
 --bias: the default protocol (tms.llc.estimator.PROTOCOL, i.e. `tms llc --point P` with its defaults,
 seed 0) at the zoo points 6, 5+, 5 against theory rank/2, beside a long run (16 chains x
 (5000 + 40000) steps) at the same nbeta = 1000 / log 1000: the numbers in tms.llc.estimator's docstring
-and tests/test_llc_converge.py. Only --bias (no throughput): add --no-throughput.
+and tests/llc/test_llc_converge.py. Only --bias (no throughput): add --no-throughput.
 
 --bias-study: lambda_hat at the zoo points 5, 5+, 6 (c = 6, exact population loss) for
 n = 5e3, 5e4, 5e5 (nbeta = n / log n), against rank(H)/2 and the finite-n Laplace value.
@@ -32,7 +32,7 @@ import torch
 
 from tms.theory.data import sample_inputs
 from tms.llc.estimator import PROTOCOL, default_nbeta, estimate_llc
-from tms.experiments.llc import run_llc
+from tms.experiments import llc
 from tms.theory.loss import (batched_grad, batched_hessian, empirical_loss_sorted, flatten_params, population_loss,
                       sorted_data)
 from tms.core import rng
@@ -179,7 +179,7 @@ def bias_study(args):
 
     labels, pts, eigs = ["5", "5+", "6"], [], []
     for label in labels:
-        q = zoo.critical_point(6, label)  # verified by tests/test_zoo.py and tests/test_llc_known.py
+        q = zoo.critical_point(6, label)  # verified by tests/theory/test_zoo.py and tests/llc/test_llc_known.py
         W, b = q.W, q.b
         _, gW, gb = batched_grad(population_loss, W, b)
         assert torch.cat([gW.flatten(), gb.flatten()]).norm() < 1e-10
@@ -220,10 +220,10 @@ def default_protocol_bias(args):
           f"long run (16 chains x {args.long_steps} draws)")
     pts = [zoo.critical_point(6, lab) for lab in labels]
     long = estimate_llc(torch.stack([q.W for q in pts]), torch.stack([q.b for q in pts]), loss="population",
-                        nbeta=default_nbeta(1000), eps=PROTOCOL["eps"], gamma=PROTOCOL["gamma"], n_chains=16,
+                        nbeta=default_nbeta(1000), eps=PROTOCOL.eps, gamma=PROTOCOL.gamma, n_chains=16,
                         n_burnin=5000, n_draws=args.long_steps, seed=1)
     for i, (lab, q) in enumerate(zip(labels, pts)):
-        res = run_llc(point=lab, c=6).result
+        res = llc.run(point=lab, c=6).result
         m, se = res.llc.item(), res.llc_se.item()
         print(f"{lab:>5} {q.llc:6.1f} {m:9.4f} {se:6.4f} {m - q.llc:+7.4f} {res.trend_p.item():8.3g} "
               f"{res.rhat.item():6.3f}  {long.llc[i].item():.3f} +- {long.llc_se[i].item():.3f}"

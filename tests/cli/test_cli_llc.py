@@ -1,4 +1,4 @@
-"""`tms llc` end to end: the command equals its public function (tms.experiments.llc.run_llc) with the
+"""`tms llc` end to end: the command equals its public function (tms.experiments.llc.run) with the
 same arguments, and both equal the estimator; zoo point, saved checkpoints, plot, errors."""
 import math
 
@@ -11,12 +11,13 @@ from tms.core import io
 from tms.cli.main import main
 from tms.theory.data import sample_inputs
 from tms.llc.estimator import default_nbeta, estimate_llc
-from tms.experiments.llc import run_llc
+from tms.experiments import llc
 
 
 def assert_same_arrays(saved: dict, run) -> None:
-    for key, value in run.result.arrays().items():
-        assert np.array_equal(saved[key], value.numpy(), equal_nan=True), key
+    assert set(saved) >= set(run.result.ARRAYS) and len(run.result.ARRAYS) == 14
+    for key in run.result.ARRAYS:
+        assert np.array_equal(saved[key], getattr(run.result, key).numpy(), equal_nan=True), key
 
 
 def test_zoo_point_prints_saves_and_plots(tmp_path, capsys):
@@ -34,7 +35,7 @@ def test_zoo_point_prints_saves_and_plots(tmp_path, capsys):
     assert f"Hessian rank {q.hessian_rank}" in text
     assert png.exists() and png.stat().st_size > 10_000
     arr, rec = io.load_result(out)
-    assert_same_arrays(arr, run_llc(point="5+", c=6, n_chains=3, n_burnin=10, n_draws=30, seed=4))
+    assert_same_arrays(arr, llc.run(point="5+", c=6, n_chains=3, n_burnin=10, n_draws=30, seed=4))
     idata = arviz.from_netcdf(str(out) + ".nc")  # the draws, for the ecosystem's tools
     assert np.array_equal(idata.posterior["loss"].values, arr["loss_trace"][:, 10:])  # (chain, draw)
     direct = estimate_llc(q.W, q.b, loss="population", nbeta=default_nbeta(1000), eps=1e-3, gamma=1.0,
@@ -47,7 +48,7 @@ def test_zoo_point_prints_saves_and_plots(tmp_path, capsys):
                "--n-burnin", "0", "--n-draws", "20", "--batch-size", "50", "--out", str(tmp_path / "e")])
     assert rc == 0
     arr, rec = io.load_result(tmp_path / "e")
-    assert_same_arrays(arr, run_llc(point="5+", c=6, loss="empirical", n=300, n_chains=2, n_burnin=0, n_draws=20,
+    assert_same_arrays(arr, llc.run(point="5+", c=6, loss="empirical", n=300, n_chains=2, n_burnin=0, n_draws=20,
                                     batch_size=50))
     direct = estimate_llc(q.W, q.b, sample_inputs(300, 6, 0), nbeta=default_nbeta(300), eps=1e-3, gamma=1.0,
                           n_chains=2, n_burnin=0, n_draws=20, batch_size=50, seed=0)
@@ -69,7 +70,7 @@ def test_checkpoints_file_uses_its_training_sets(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "t=20,r1" in text and "loss=empirical" in text
     arr, rec = io.load_result(tmp_path / "res")
-    assert_same_arrays(arr, run_llc(checkpoints=str(path) + ".npz", n_chains=2, n_burnin=0, n_draws=20))
+    assert_same_arrays(arr, llc.run(checkpoints=str(path) + ".npz", n_chains=2, n_burnin=0, n_draws=20))
     direct = estimate_llc(W, b, X, nbeta=default_nbeta(150), eps=1e-3, gamma=1.0, n_chains=2, n_burnin=0, n_draws=20,
                           seed=0)
     assert arr["llc"].shape == (3, 2)

@@ -134,8 +134,8 @@ def test_llc_checkpoint_blocks_equal_the_full_run(tmp_path, scheduler):
     assert not cluster_blocks.exists()  # blocks of 4 + 2 checkpoints merged, then removed
     here = dynamics_tasks.trajectory_llc(res.W, res.b, res.X, progress=False, **kw)  # no cluster: one in-process call
     np.testing.assert_array_equal(here.llc.numpy(), ref.llc.numpy())
-    for k, v in ref.arrays().items():
-        np.testing.assert_array_equal(v.numpy(), getattr(got, k).numpy(), err_msg=k)  # NaN where NaN
+    for k in ref.ARRAYS:
+        np.testing.assert_array_equal(getattr(ref, k).numpy(), getattr(got, k).numpy(), err_msg=k)  # NaN where NaN
     assert io.jsonable(got.settings) == io.jsonable(ref.settings)
     assert torch.isfinite(ref.llc).all() and ref.llc.std() > 0  # real, distinct estimates
 

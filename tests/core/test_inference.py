@@ -1,7 +1,10 @@
 """ArviZ round trip: saved posterior draws and LLC traces load with arviz.from_netcdf, and
-ArviZ's own diagnostics on them equal the ones the results report."""
+ArviZ's own diagnostics on them equal the ones the results report; the `tms` command does not
+import ArviZ (nor print its warnings) until it writes InferenceData."""
 import json
 import math
+import subprocess
+import sys
 
 import arviz as az
 import numpy as np
@@ -103,7 +106,7 @@ def test_llc_trace_inference_data_round_trip(tmp_path):
 
 
 def test_draw_diagnostics_flag_a_stuck_ladder_and_one_at_4x_the_scale():
-    # issue 12's cases in the posterior's own report (diag['draws']): loss of 4 ladders x 1000 draws
+    # the stuck-chain cases in the posterior's own report (diag['draws']): loss of 4 ladders x 1000 draws
     rng = np.random.default_rng(1)
     stuck, wide = rng.standard_normal((4, 1000)), rng.standard_normal((4, 1000))
     stuck[0] *= 0.01
@@ -114,3 +117,14 @@ def test_draw_diagnostics_flag_a_stuck_ladder_and_one_at_4x_the_scale():
     _, diag = posterior_point._draw_records(recs, ["a"])
     assert "rhat_loss" in diag["flags"][0] and "ess_tail_loss" in diag["flags"][1]
     assert diag["flags"][2] == [] and diag["rhat_loss"][0] > 1.4 and diag["ess_tail_loss"][1] < 60
+
+
+def test_tms_starts_without_arviz_and_without_warnings():
+    code = "import sys, tms.cli.main as m; m.build_parser(); print('arviz' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    proc = subprocess.run([sys.executable, "-W", "default", "-m", "tms", "loss", "--W", "[[1,0],[0,1]]"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "population loss L" in proc.stdout
+    assert "Warning" not in proc.stderr, proc.stderr
+

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from tms.experiments import compare
-from tms.experiments import free_energy as free_energy_run, zoo as zoo_table
-from tms.theory import loss, zoo
+from tms.experiments import free_energy as free_energy_run, loss as loss_command, zoo as zoo_command
+from tms.theory import zoo
+from tms.theory.loss import population_loss
 from tms.core import io
 from tms.dynamics import antecedents
 from tms.dynamics.analysis import TransitionsResult, TransitionsSettings
@@ -16,21 +17,25 @@ from tms.experiments import train, transitions
 from tms.cli.main import main
 
 
-def test_zoo_command_equals_survey(capsys):
-    assert main(["zoo", "--c", "5", "--json", "--no-plot"]) == 0
+def test_zoo_command_equals_run(capsys):
+    assert main(["zoo", "--c", "5", "--json", "--no-plot", "--kgons", "4"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    api = zoo_table.survey(5, plot=False, progress=False)
-    assert printed == json.loads(json.dumps(api.as_dict()))
+    api = zoo_command.run(5, kgons=4, plot=False, progress=False)
+    assert printed == json.loads(json.dumps(api.as_record()))
     assert [r["label"] for r in printed["points"]] == [q.label for q in api.points]
+    assert [(r["k"], r["l"]) for r in printed["kgons"]] == [(r.k, r.l) for r in api.kgons] and len(api.kgons) >= 2
 
 
-def test_loss_command_equals_point_loss(capsys):
+def test_loss_command_equals_run(capsys):
     W, b = [[1.0, 0.0, -0.5], [0.0, 1.0, 0.5]], [0.1, -0.2, 0.0]
     assert main(["loss", "--W", json.dumps(W), "--b", json.dumps(b)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    L, g = loss.point_loss(torch.tensor(W), torch.tensor(b))
-    assert float(lines[0].split("=")[1]) == pytest.approx(L, rel=1e-14)
-    assert float(lines[1].split("=")[1]) == pytest.approx(g, rel=1e-3)  # printed to 4 digits
+    res = loss_command.run(torch.tensor(W), torch.tensor(b))
+    assert float(lines[0].split("=")[1]) == pytest.approx(res.loss, rel=1e-14)
+    assert float(lines[1].split("=")[1]) == pytest.approx(res.grad_norm, rel=1e-3)  # printed to 4 digits
+    assert res.loss == pytest.approx(float(population_loss(torch.tensor(W, dtype=torch.float64),
+                                                           torch.tensor(b, dtype=torch.float64))), rel=1e-15)
+    assert (res.r, res.c) == (2, 3)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """The batched TMS LLC estimator: brute-force reference, batch invariance, diagnostics, errors."""
+import dataclasses
 import math
 
 import pytest
@@ -196,3 +197,17 @@ def test_input_errors():
         estimate_llc(W, b, X, batch_size=0, **kw)
     with pytest.raises(ValueError, match="W contains NaN"):
         estimate_llc(W * float("nan"), b, X, **kw)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    W, b = kgon(5, 6)
+    res = estimate_llc(torch.stack([W, W]), torch.stack([b, b]), loss="population", nbeta=50.0, eps=1e-3, gamma=1.0,
+                       n_chains=3, n_burnin=4, n_draws=16, seed=1)
+    res.save(tmp_path / "r", label="five")
+    back = type(res).load(tmp_path / "r")
+    assert back.settings == res.settings and len(res.ARRAYS) == 14
+    for name in res.ARRAYS:  # every tensor field, exactly (NaN where NaN)
+        assert torch.equal(getattr(back, name), getattr(res, name)) or torch.allclose(
+            getattr(back, name), getattr(res, name), equal_nan=True, rtol=0, atol=0), name
+    assert set(res.ARRAYS) == {f.name for f in dataclasses.fields(res) if f.name != "settings"}
+    assert back.summary() == res.summary() and bool((back.trustworthy == res.trustworthy).all())

@@ -1,4 +1,4 @@
-"""LLC convergence diagnostics (issue 15) and the default protocol's bias against theory."""
+"""LLC convergence diagnostics and the default protocol's bias against theory."""
 import json
 import math
 
@@ -9,8 +9,9 @@ import torch
 from scipy import stats
 
 from tms.theory import zoo
-from tms.llc.estimator import P_TREND, PROTOCOL, default_nbeta, estimate_llc
-from tms.experiments.llc import run_llc
+from tms.llc.estimator import PROTOCOL, default_nbeta, estimate_llc
+from tms.llc.result import P_TREND, RHAT_GROSS
+from tms.experiments import llc
 
 # The default protocol (tms.llc.estimator.PROTOCOL; `tms llc --point P`, seed 0, nbeta = 1000 / log 1000,
 # exact population loss) at the c = 6 zoo points, measured when the protocol was set:
@@ -24,9 +25,10 @@ BIAS_TOL = {"6": 2.25, "5+": 0.65, "5": 1.0}
 
 @pytest.mark.parametrize("label", ["6", "5+", "5"])
 def test_default_protocol_bias_against_theory(label):
-    run = run_llc(point=label, c=6)
+    run = llc.run(point=label, c=6)
     res, theory = run.result, zoo.critical_point(6, label).llc
-    assert run.result.settings["n_burnin"] == PROTOCOL["n_burnin"] and res.settings["n_draws"] == PROTOCOL["n_draws"]
+    assert run.result.settings["n_burnin"] == PROTOCOL.n_burnin and res.settings["n_draws"] == PROTOCOL.n_draws
+    assert run.settings == PROTOCOL and PROTOCOL.n_chains == 8 and PROTOCOL.eps == 1e-3 and PROTOCOL.n == 1000
     m, se = res.llc.item(), res.llc_se.item()
     print(f"{label}: {m:.4f} +- {se:.4f}, theory {theory}, bias {m - theory:+.4f}")
     assert res.trustworthy.item(), res.summary()
@@ -38,7 +40,7 @@ def test_default_protocol_bias_against_theory(label):
 def test_a_short_chain_at_a_zoo_point_is_flagged_unconverged():
     # no burn-in, 100 draws: the draws still rise towards the stationary level. Power measured
     # over 16 seeds: flagged at 94-100% of centres with 100 draws, 62-81% with 500 (tms.llc.estimator).
-    runs = {lab: run_llc(point=lab, n_burnin=0, n_draws=100) for lab in ("6", "5+", "5")}
+    runs = {lab: llc.run(point=lab, n_burnin=0, n_draws=100) for lab in ("6", "5+", "5")}
     for lab, run in runs.items():
         res = run.result
         assert res.flag_unconverged.item() and not res.trustworthy.item(), (lab, res.summary())
@@ -61,7 +63,7 @@ def test_trend_and_rhat_equal_independent_computations():
         assert res.trend[i].item() == pytest.approx(t.statistic, rel=1e-9)
         assert res.trend_p[i].item() == pytest.approx(t.pvalue, rel=1e-6)
         assert res.rhat[i].item() == pytest.approx(float(arviz.rhat(draws[i])), rel=1e-9)
-    assert torch.equal(res.flag_unconverged, (res.trend_p < P_TREND) | (res.rhat > 1.3))
+    assert RHAT_GROSS == 1.3 and torch.equal(res.flag_unconverged, (res.trend_p < P_TREND) | (res.rhat > 1.3))
 
 
 def test_every_flag_in_a_row_is_counted_in_the_summary():
@@ -78,7 +80,7 @@ def test_every_flag_in_a_row_is_counted_in_the_summary():
                        n_burnin=0, n_draws=400, seed=0)
     lines = res.summary(labels=["6", "4"]).splitlines()
     rows = [line.split()[-1].split(",") for line in lines[2:4]]
-    for name, on in res.flags.items():
+    for name, on in res.flags.named():
         assert [name in r for r in rows] == on.tolist()
         assert f"{name} {int(on.sum())}" in lines[4]
     assert "ESCAPED" in rows[1]

@@ -66,9 +66,18 @@ def test_phase_diagnostics_groups_pure_chains():
     vals = rng.standard_normal((6, 200, 3))
     labels = np.array([["a"] * 200] * 3 + [["b"] * 190 + ["a"] * 10] + [["b"] * 200] + [["a"] * 100 + ["b"] * 100])
     out = diagnostics.phase_diagnostics(vals, labels)
-    assert out["_mixed"]["chains"] == 1  # the 50/50 chain; the 95% 'b' chain counts as 'b'
-    assert out["a"]["chains"] == 3 and out["b"]["chains"] == 2
-    assert out["a"]["max_rhat"] < 1.05 and out["a"]["min_ess"] > 300
+    assert out.mixed == 1  # the 50/50 chain; the 95% 'b' chain counts as 'b'
+    assert out.phases["a"].chains == 3 and out.phases["b"].chains == 2
+    assert out.phases["a"].max_rhat < 1.05 and out.phases["a"].min_ess_bulk > 300
+    a = vals[:3].transpose(2, 0, 1)  # (p, chains, draws) of the three 'a' chains
+    assert out.phases["a"].max_rhat == float(diagnostics.rhat(a).max())
+    assert out.phases["a"].min_ess_tail == float(diagnostics.ess_tail(a).min())
+    rec = out.as_record()  # the layout the posterior's saved records hold
+    assert list(rec) == ["_mixed", "a", "b"] and rec["_mixed"] == {"chains": 1}
+    assert rec["a"]["min_ess"] == rec["a"]["min_ess_bulk"] == out.phases["a"].min_ess_bulk
+    assert rec["a"]["flags"] == list(out.phases["a"].flags)
+    one = diagnostics.phase_diagnostics(vals[:2], np.array([["a"] * 200, ["b"] * 200]))
+    assert one.as_record() == {"_mixed": {"chains": 0}, "a": {"chains": 1}, "b": {"chains": 1}}
 
 
 def test_bad_input():
@@ -116,7 +125,7 @@ def test_rank_diagnostics_accept_torch_and_single_chain():
 
 
 def test_stuck_chain_and_unequal_scale_are_flagged():
-    # issue 12's cases: classic split R-hat ~1.0 misses both; the rank diagnostics do not
+    # the stuck-chain cases: classic split R-hat ~1.0 misses both; the rank diagnostics do not
     rng = np.random.default_rng(1)
     stuck = rng.standard_normal((4, 1000))
     stuck[0] *= 0.01  # one chain frozen at the right mean
@@ -126,8 +135,8 @@ def test_stuck_chain_and_unequal_scale_are_flagged():
     assert diagnostics.rhat(stuck) > 1.4
     assert diagnostics.ess_tail(wide) < 60 < 3000 < diagnostics.ess_bulk(wide)
     labels = np.zeros((4, 1000), int)
-    d_stuck = diagnostics.phase_diagnostics(stuck[..., None], labels)["0"]
-    d_wide = diagnostics.phase_diagnostics(wide[..., None], labels)["0"]
-    assert "rhat" in d_stuck["flags"] and "ess_tail" in d_wide["flags"]
-    iid = diagnostics.phase_diagnostics(rng.standard_normal((4, 1000, 2)), labels)["0"]
-    assert iid["flags"] == [] and iid["max_rhat"] < 1.01
+    d_stuck = diagnostics.phase_diagnostics(stuck[..., None], labels).phases["0"]
+    d_wide = diagnostics.phase_diagnostics(wide[..., None], labels).phases["0"]
+    assert "rhat" in d_stuck.flags and "ess_tail" in d_wide.flags
+    iid = diagnostics.phase_diagnostics(rng.standard_normal((4, 1000, 2)), labels).phases["0"]
+    assert iid.flags == () and iid.max_rhat < 1.01

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from tms.theory import zoo
-from tms.theory.loss import batched_grad, flatten_params, population_loss
+from tms.theory import kgon, zoo
+from tms.theory.loss import batched_grad, batched_hessian, flatten_params, population_loss
 
 
 @pytest.mark.parametrize("c", [4, 5, 6, 7, 8])
@@ -22,46 +22,6 @@ def test_full_gradient_vanishes(c):
         assert g <= 1e-8, (c, q.label, g)
         assert q.grad_norm <= 1e-8
         assert q.W.dtype == torch.float64 and q.W.shape == (2, c) and q.b.shape == (c,)
-
-
-def _restricted_loss_quad(k, l, b):
-    """L(l U_k, b 1) at c = k by scipy quadrature of the definition (independent of the closed form)."""
-    from scipy.integrate import quad
-
-    ang = 2 * math.pi * torch.arange(k, dtype=torch.float64) / k
-    g = (l * l) * torch.cos(ang[:, None] - ang[None, :])
-    total = 0.0
-    for i in range(k):
-        for j in range(k):
-            d = 1.0 if i == j else 0.0
-            gij = float(g[i, j])
-            f = lambda mu: (d * mu - max(mu * gij + b, 0.0)) ** 2  # noqa: E731
-            pts = [t for t in ([-b / gij] if gij != 0 else []) if 0 < t < 1]
-            total += quad(f, 0, 1, points=pts or None, epsabs=1e-14, epsrel=1e-13)[0]
-    return total / k
-
-
-@pytest.mark.parametrize("k", [4, 5, 6, 8])
-def test_solve_kgon_is_a_critical_point_of_the_quadrature_loss(k):
-    l, b = zoo.solve_kgon(k)
-    h = 1e-5
-    dl = (_restricted_loss_quad(k, l + h, b) - _restricted_loss_quad(k, l - h, b)) / (2 * h)
-    db = (_restricted_loss_quad(k, l, b + h) - _restricted_loss_quad(k, l, b - h)) / (2 * h)
-    # at the 4-gon L is only C^1 (one side ~ b^2): the central difference is then O(h)
-    tol = 10 * h if k == 4 else 1e-7
-    assert abs(dl) < tol and abs(db) < tol, (k, dl, db)
-    if k == 4:  # SPEC 2: the 4-gon is (1, 0)
-        assert abs(l - 1) < 1e-10 and abs(b) < 1e-10
-
-
-@pytest.mark.parametrize("k", [3, 5, 6, 7, 8])
-def test_solve_kgon_converged_to_1e10(k):
-    # distance to the root <= |g| / (smallest restricted-Hessian eigenvalue)
-    l, b = zoo.solve_kgon(k)
-    _, g, H = zoo._restricted(k, torch.tensor([l, b], dtype=torch.float64))
-    m = torch.linalg.eigvalsh(H).min().item()
-    assert m > 0
-    assert g.norm().item() / m < 1e-10
 
 
 def test_family_losses_match_hand_derivation():
@@ -129,7 +89,7 @@ def test_hessian_at_smooth_points(c):
             assert not q.smooth and q.llc is None and q.hessian_rank is None
             continue
         assert q.smooth
-        H = zoo.batched_hessian(population_loss, q.W, q.b)
+        H = batched_hessian(population_loss, q.W, q.b)
         Hfd = _fd_hessian(q.W, q.b)
         assert (H - Hfd).abs().max().item() < 1e-5, q.label
         ev, vec = torch.linalg.eigh(H)
@@ -216,11 +176,11 @@ def test_transition_table_rows():
     rows = zoo.transition_table(6, llcs={"4": 5.0, "4+": 5.5, "4++": 6.0})
     assert rows
     for r in rows:
-        assert r["dL"] < 0 and r["dlambda"] > 0
-        if r["n_c"] is not None:
-            n = r["n_c"]
-            assert abs(n * r["dL"] + r["dlambda"] * math.log(n) + r["dc"]) < 1e-8
-    pairs = {(r["alpha"], r["beta"]) for r in rows}
+        assert r.dL < 0 and r.dlambda > 0 and r.dL == r.L_beta - r.L_alpha and r.dlambda == r.lam_beta - r.lam_alpha
+        if r.n_c is not None:
+            n = r.n_c
+            assert abs(n * r.dL + r.dlambda * math.log(n) + r.dc) < 1e-8
+    pairs = {(r.alpha, r.beta) for r in rows}
     assert ("5", "6") in pairs and ("4", "5") in pairs
 
 
@@ -248,27 +208,12 @@ def test_minimal_singularity_check_tells_manifold_from_higher_order():
     assert zoo._minimally_singular(W0, b0, null, rng, loss_fn=curved_valley)
 
 
-@pytest.mark.parametrize("k", [9, 11])
-def test_regular_kgons_beyond_eight_are_critical(k):
-    # SPEC 2 last bullet: regular k-gon critical points beyond the paper's ansatz
-    l, b = zoo.solve_kgon(k)
-    W = l * torch.stack([torch.cos(2 * math.pi * torch.arange(k) / k), torch.sin(2 * math.pi * torch.arange(k) / k)])
-    _, gW, gb = batched_grad(population_loss, W.double(), torch.full((k,), b, dtype=torch.float64))
-    assert flatten_params(gW, gb).norm().item() < 1e-8
-    (root,) = [r for r in zoo.kgon_roots(k) if r.l == l]
-    assert root.smooth
-    if k == 9:
-        assert root.full_negative_eigs == 0  # a local minimum of the full loss at c = 9
-    else:
-        assert root.full_negative_eigs > 0  # a saddle of the full loss at c = 11
-
-
 def test_prior_term_by_hand():
     # SPEC 3: (1/2)|w|^2 with the flat negative biases of zero columns counted as 0;
     # + columns count beta^2, switched-off vertices their bias -l^2
     c = 6
     for q in zoo.critical_points(c):
-        l, bstar = zoo.solve_kgon(q.k)
+        l, bstar = kgon.solve_kgon(q.k)
         on = q.k - q.p
         want = 0.5 * (q.k * l * l + on * bstar**2 + q.p * l**4 + q.s * zoo.plus_bias(c) ** 2)
         assert abs(q.prior - want) < 1e-12, q.label

@@ -60,7 +60,8 @@ def _grid(text: str) -> tuple:
 
 def add_settings(parser, cls, *, preset=None, skip: tuple = (), prefix: str = "") -> None:
     """One flag per field of the settings class `cls` (flag --n-draws is field n_draws), its
-    help the field's with the default of `preset` (an instance; else the field's default).
+    help the field's with the default of `preset` (an instance; else the field's default;
+    a default of None is not shown: the help says what None means).
     prefix: flags --PREFIX-NAME for the fields of a settings object nested in another under
     the name PREFIX (--local-n-draws is local.n_draws). Flags default to None, so
     `settings_from` can tell the given ones apart."""
@@ -69,7 +70,7 @@ def add_settings(parser, cls, *, preset=None, skip: tuple = (), prefix: str = ""
             continue
         shown = getattr(preset, name) if preset is not None else default
         shown = ",".join(map(str, shown)) if isinstance(shown, tuple) else shown
-        text = f"{meta['help']} (default {shown})"
+        text = meta["help"] if shown is None else f"{meta['help']} (default {shown})"
         dest = f"{prefix}_{name}" if prefix else name
         flag = "--" + dest.replace("_", "-")
         if kind is bool:

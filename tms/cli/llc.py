@@ -1,10 +1,10 @@
-"""`tms llc`: LLC estimates (SPEC 5) with standard errors and diagnostics (tms.experiments.llc.run_llc).
+"""`tms llc`: LLC estimates (SPEC 5) with standard errors and diagnostics (tms.experiments.llc.run).
 
     tms llc --c 6 --point 5+                 a zoo point (exact population loss by default)
     tms llc --checkpoints run.npz            every checkpoint of a saved trajectory (tms train),
                                              full batch on the run's own training set
-Defaults: tms.llc.estimator.PROTOCOL (eps 1e-3, gamma 1, 8 chains, 4000 burn-in + 4000 draws), nbeta =
-n / log n; its measured bias against theory at the zoo points 6, 5+, 5 is in tms.llc.estimator's
+Sampler flags: the fields of tms.llc.estimator.LLCSettings (--n-draws is n_draws), defaults
+PROTOCOL (eps 1e-3, gamma 1, 8 chains, 4000 burn-in + 4000 draws, nbeta = n / log n, n = 1000); its measured bias against theory at the zoo points 6, 5+, 5 is in tms.llc.estimator's
 docstring (reproduce: python benchmarks/bench_llc.py --bias). --out saves the result
 (tms.core.io format, and the draws as ArviZ InferenceData in PATH.nc), --plot draws the loss
 traces from the saved result.
@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
+from tms.cli import common
 from tms.core import checks
-from tms.llc.estimator import PROTOCOL
-from tms.experiments.llc import run_llc
+from tms.llc.estimator import PROTOCOL, LLCSettings
+from tms.experiments import llc
 from tms.report.plots.llc import plot_llc_checkpoints, plot_traces
 
 NAME = "llc"
@@ -32,22 +33,8 @@ def add_arguments(p) -> None:
     p.add_argument("--c", type=int, default=6, help="number of features for --point (default 6)")
     p.add_argument("--loss", choices=["population", "empirical"],
                    help="population (exact L; default for --point) or empirical (L_n; default for --checkpoints)")
-    p.add_argument("--n", type=float, default=1000,
-                   help=f"sample size: sets nbeta = n/log n, and the data set size when one is drawn "
-                        f"(default 1000, at most {checks.MAX_N})")
-    p.add_argument("--nbeta", type=float, help="override nbeta (default n / log n)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of a drawn data set (empirical loss, no X given)")
-    p.add_argument("--eps", type=float, default=PROTOCOL["eps"],
-                   help=f"SGLD step size (default {PROTOCOL['eps']:g}, at most {checks.MAX_EPS:g})")
-    p.add_argument("--gamma", type=float, default=PROTOCOL["gamma"], help="localisation strength (default 1)")
-    p.add_argument("--n-chains", type=int, default=PROTOCOL["n_chains"],
-                   help=f"chains per centre (default {PROTOCOL['n_chains']}, at most {checks.MAX_CHAINS})")
-    p.add_argument("--n-burnin", type=int, default=PROTOCOL["n_burnin"],
-                   help=f"SGLD steps discarded first (default {PROTOCOL['n_burnin']})")
-    p.add_argument("--n-draws", type=int, default=PROTOCOL["n_draws"],
-                   help=f"SGLD steps kept after the burn-in (default {PROTOCOL['n_draws']}, at least 8)")
-    p.add_argument("--batch-size", type=int, help="minibatch size (default: full batch)")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    common.add_settings(p, LLCSettings, preset=PROTOCOL)
     p.add_argument("--every", type=int, default=1, help="--checkpoints: use every k-th checkpoint (default 1)")
     p.add_argument("--threads", type=int, help="torch threads, 1..1024 (default: torch's choice)")
     p.add_argument("--rows", type=int, default=30, help="centres printed in the table (default 30)")
@@ -56,19 +43,17 @@ def add_arguments(p) -> None:
     p.add_argument("--plot", help="draw the loss traces to this image file (from the saved result)")
 
 
-def _validate(args) -> list[str]:
-    """The options run_llc does not see, checked before any work; returns warnings."""
+def _validate(args, settings: LLCSettings) -> list[str]:
+    """The options llc.run does not see, checked before any work; returns warnings."""
     checks.threads(args.threads)
     checks.positive_int(args.rows, "--rows")
-    checks.positive_int(args.n_chains, "--n-chains", maximum=checks.MAX_CHAINS)
-    checks.positive_int(args.n_burnin + args.n_draws, "--n-burnin + --n-draws", maximum=checks.MAX_STEPS)
     if args.out:
         checks.output_stem(args.out, "--out")
     if args.plot:
         checks.output_file(args.plot, "--plot", suffixes=checks.FIGURE_SUFFIXES)
         if not args.out:
             checks.output_stem(str(Path(args.plot).with_suffix("")) + "_llc", "--plot (its result)")
-    return checks.sgld_hyper(args.eps, args.gamma)
+    return checks.sgld_hyper(settings.eps, settings.gamma)
 
 
 def _print_theory(rec: dict) -> None:
@@ -88,15 +73,13 @@ def _plot(args, out: str, run) -> None:
 
 
 def run(args) -> int:
-    for note in _validate(args):
+    settings = common.settings_from(args, PROTOCOL)
+    for note in _validate(args, settings):
         checks.warn(note)
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run_llc(point=args.point, checkpoints=args.checkpoints, c=args.c, loss=args.loss, n=args.n,
-                     nbeta=args.nbeta, data_seed=args.data_seed, eps=args.eps, gamma=args.gamma,
-                     n_chains=args.n_chains, n_burnin=args.n_burnin, n_draws=args.n_draws,
-                     batch_size=args.batch_size, seed=args.seed, every=args.every,
-                     device=checks.device(args.device), progress=True)
+    result = llc.run(point=args.point, checkpoints=args.checkpoints, c=args.c, loss=args.loss, data_seed=args.data_seed,
+                     every=args.every, settings=settings, device=checks.device(args.device), progress=True)
     print(result.result.summary(max_rows=args.rows, labels=result.labels))
     if "zoo_llc" in result.record:
         _print_theory(result.record)

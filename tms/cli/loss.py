@@ -1,12 +1,12 @@
 """`tms loss`: the exact population loss (and gradient norm) of a given point: a shell over
-tms.theory.loss.point_loss."""
+tms.experiments.loss.run."""
 from __future__ import annotations
 
 import json
 
 import torch
 
-from tms.theory.loss import point_loss
+from tms.experiments import loss
 
 NAME = "loss"
 HELP = "exact population loss of a point W (r x c) and b (c)"
@@ -36,8 +36,7 @@ def _parse(text: str, name: str) -> torch.Tensor:
 
 
 def run(args) -> int:
-    W = _parse(args.W, "W")
-    L, gnorm = point_loss(W, _parse(args.b, "b") if args.b else None, device=args.device)
-    print(f"population loss L = {L:.15g}")
-    print(f"|grad L|          = {gnorm:.3e}")
+    res = loss.run(_parse(args.W, "W"), _parse(args.b, "b") if args.b else None, device=args.device)
+    print(f"population loss L = {res.loss:.15g}")
+    print(f"|grad L|          = {res.grad_norm:.3e}")
     return 0

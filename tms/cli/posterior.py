@@ -7,7 +7,7 @@ import numpy as np
 from tms.bayes.settings import PosteriorSettings
 from tms.cli import common
 from tms.cli.common import MAX_GRID, MAX_N, parse_grid
-from tms.core import checks
+from tms.core import checks, io
 from tms.experiments import posterior as experiment
 
 NAME = "posterior"
@@ -90,7 +90,8 @@ def _print_tables(res: dict, tempered: bool) -> None:
         d = pt["diag"]
         ess = [v for vals in d["mass_indicator_ess"].values() for v in vals if v is not None]
         ph = "; ".join(f"{k}: {v.get('max_rhat', float('nan')):.2f}/{v.get('min_ess', float('nan')):.0f} ({v['chains']})"
-                       for s in d["plain_phase_diagnostics"] for k, v in s.items() if k != "_mixed" and v["chains"] >= 2)
+                       for s in map(io.jsonable, d["plain_phase_diagnostics"])  # typed when fresh, dicts when loaded
+                       for k, v in s.items() if k != "_mixed" and v["chains"] >= 2)
         trips = np.mean(d.get("round_trips_seed", [[np.nan]]))
         print(f"n={pt['n']:<5d} accept {np.mean(d['pt_accept']):.2f}, div {int(np.sum(d['pt_divergences']))}, "
               f"swap {min(d['swap_rate'], default=float('nan')):.2f}, trips {trips:.1f}, "

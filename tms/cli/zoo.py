@@ -1,12 +1,13 @@
 """`tms zoo`: the k-gon critical points of a given c, their losses, LLCs and a figure: a shell
-over tms.experiments.zoo.survey."""
+over tms.experiments.zoo.run."""
 from __future__ import annotations
 
 import json
 import sys
 
 from tms.theory import zoo
-from tms.experiments.zoo import MAX_KGONS, survey
+from tms.experiments import zoo as zoo_command
+from tms.experiments.zoo import MAX_KGONS
 
 DEVICE_HELP = ("checked and accepted so one --device can go to every command; the zoo's Newton solves are "
                "a few tiny problems and always run on the CPU")
@@ -25,9 +26,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    res = survey(args.c, kgons=args.kgons, out=args.out, plot=args.plot, device=args.device)
+    res = zoo_command.run(args.c, kgons=args.kgons, out=args.out, plot=args.plot, device=args.device)
     if args.json:
-        json.dump(res.as_dict(), sys.stdout, indent=1)
+        json.dump(res.as_record(), sys.stdout, indent=1)
         print()
         return 0
     c, pts, report, out = res.c, res.points, res.kgons, res.figure
@@ -47,12 +48,12 @@ def run(args) -> int:
     if report:
         print("\nregular k-gon critical points (restricted to the ansatz, c = k):")
         for r in report:
-            if not r["exists"]:
-                print(f"  k={r['k']:2d}: none found")
+            if not r.exists:
+                print(f"  k={r.k:2d}: none found")
                 continue
-            kind = "local min" if r["full_saddle"] is False else ("saddle" if r["full_saddle"] else "C^1 point")
-            print(f"  k={r['k']:2d}: l*={r['l']:.10f} b*={r['b']:+.10f} L/feature={r['loss_per_feature']:.8f} "
-                  f"{kind}, {r['interfering']} of {r['k'] - 1} neighbours interfere")
+            kind = "local min" if r.full_saddle is False else ("saddle" if r.full_saddle else "C^1 point")
+            print(f"  k={r.k:2d}: l*={r.l:.10f} b*={r.b:+.10f} L/feature={r.loss_per_feature:.8f} "
+                  f"{kind}, {r.interfering} of {r.k - 1} neighbours interfere")
     if out:
         print(f"figure: {out}")
     return 0

@@ -8,7 +8,9 @@ A posterior point (one data set at one n, tms.bayes.posterior) is saved as one n
     sample_stats  energy (chain, draw) = beta_lik n L_n + |w|^2 / 2 (the potential, SPEC 3),
                   phase (chain, draw) int codes into the attribute `phase_labels`
     attrs         settings (JSON), phase_labels (JSON list), n, dataset, thin_stride, max_kept
-Writes are atomic (a temporary file in the same folder, then a rename).
+Writes are atomic (a temporary file in the same folder, then a rename). ArviZ is imported only
+inside the functions that build or read InferenceData: its import costs about a second, which
+no `tms` command that writes none should pay.
 """
 from __future__ import annotations
 
@@ -16,16 +18,21 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import arviz
 import numpy as np
 
 from tms.core import io
+
+if TYPE_CHECKING:
+    import arviz
 
 
 def point_inference_data(draws: dict, *, r: int, c: int, n: int, dataset: int, settings: dict) -> arviz.InferenceData:
     """draws: theta (chain, draw, d), loss, energy, phase (chain, draw), phase_labels, thin_stride,
     max_kept (tms.bayes.posterior's per-data-set draw record) -> InferenceData (module docstring)."""
+    import arviz  # here only (module docstring)
+
     theta = np.asarray(draws["theta"])
     K, T = theta.shape[:2]
     W = theta[..., : r * c].reshape(K, T, r, c)
@@ -62,6 +69,8 @@ def save_netcdf(idata: arviz.InferenceData, path: str | os.PathLike) -> Path:
 def load_point_draws(path: str | os.PathLike) -> dict:
     """The per-data-set draw record back from a point's netCDF file (inverse of
     point_inference_data): theta (chain, draw, d), loss, energy, phase, phase_labels, ..."""
+    import arviz  # here only (module docstring)
+
     idata = arviz.from_netcdf(path)
     post, stats = idata.posterior, idata.sample_stats
     W, b = post["W"].values, post["b"].values

@@ -22,11 +22,12 @@ import torch
 from tms.core import checks, io
 from tms.core.settings import Settings, setting
 from tms.dynamics import tasks
-from tms.dynamics.antecedents import Antecedent, BayesianTransition, PlateauLLC, antecedent_table, plateau_llc
+from tms.dynamics.antecedents import Antecedent, PlateauLLC, antecedent_table, plateau_llc
 from tms.dynamics.train import TrainResult, TrainSettings
 from tms.dynamics.transitions import (Segmentation, choose_run, default_tol, label_checkpoints, llc_checkpoints,
                                       segment, zoo_levels)
 from tms.llc.estimator import default_nbeta
+from tms.theory.zoo import TransitionRow
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class TransitionsResult:
     classify_agreement: dict[str, float]
     classify_other: dict[str, dict[str, int]]
     antecedents: list[Antecedent]
-    bayesian_unseen: list[BayesianTransition]
+    bayesian_unseen: list[TransitionRow]
     llc_settings: dict | None = None
     plateau_llc: dict[str, PlateauLLC] = field(default_factory=dict)
     segmented_on: str = "population loss"
@@ -186,7 +187,7 @@ class TransitionsResult:
         kw = {k: v for k, v in record.items() if k in known}
         try:
             kw["antecedents"] = [Antecedent(**r) for r in record["antecedents"]]
-            kw["bayesian_unseen"] = [BayesianTransition(**r) for r in record["bayesian_unseen"]]
+            kw["bayesian_unseen"] = [TransitionRow(**r) for r in record["bayesian_unseen"]]
             kw["plateau_llc"] = {k: PlateauLLC(**v) for k, v in record.get("plateau_llc", {}).items()}
             kw["settings"] = TransitionsSettings.from_record(record["settings"])
             TrainSettings.from_record(record["train"]["settings"])

@@ -93,23 +93,6 @@ class Antecedent:
     geometry_dst: float | None = None
 
 
-@dataclass(frozen=True)
-class BayesianTransition:
-    """A Bayesian transition alpha -> beta of the zoo (a row of tms.theory.zoo.transition_table):
-    losses, lambdas, their differences, the prior term dc and the critical sample size n_c."""
-
-    alpha: str
-    beta: str
-    L_alpha: float
-    L_beta: float
-    dL: float
-    lam_alpha: float
-    lam_beta: float
-    dlambda: float
-    dc: float
-    n_c: float | None
-
-
 def _lambda_source(q, llc_est: dict[str, PlateauLLC]) -> tuple[float | None, float | None, str]:
     """(lambda, s.e., source) of zoo point q: theory where the zoo has it, else the estimate."""
     if q.llc is not None:
@@ -147,7 +130,7 @@ def antecedent(a: zoo.CriticalPoint, b: zoo.CriticalPoint, steps: list[int],
 
 
 def antecedent_table(seg: Segmentation, c: int, llc_est: dict[str, PlateauLLC] | None = None, *, prior: bool = True,
-                     beta_lik: float = 1.0) -> tuple[list[Antecedent], list[BayesianTransition]]:
+                     beta_lik: float = 1.0) -> tuple[list[Antecedent], list[zoo.TransitionRow]]:
     """The Bayesian-antecedent table of the observed SGD transitions (one Antecedent per
     (src, dst), most frequent first), and the Bayesian transitions out of visited phases
     that SGD never made (with a finite n_c).
@@ -165,8 +148,8 @@ def antecedent_table(seg: Segmentation, c: int, llc_est: dict[str, PlateauLLC] |
             for (src, dst), steps in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
     visited = {p.label for p in seg.plateaus}
     llcs = {k: v.mean for k, v in llc_est.items() if pts.get(k) is not None and pts[k].llc is None}
-    unseen = [BayesianTransition(**r) for r in zoo.transition_table(c, llcs, prior, beta_lik)
-              if r["alpha"] in visited and (r["alpha"], r["beta"]) not in groups and r["n_c"] is not None]
+    unseen = [r for r in zoo.transition_table(c, llcs, prior, beta_lik)
+              if r.alpha in visited and (r.alpha, r.beta) not in groups and r.n_c is not None]
     return rows, unseen
 
 
@@ -184,7 +167,7 @@ def _format_row(r: Antecedent) -> str:
             f"{dl:>12} {f(r.n_c, '9.1f'):>9}  {r.antecedent}{geo}")
 
 
-def format_antecedents(rows: list[Antecedent], unseen: list[BayesianTransition], max_unseen: int = 15) -> str:
+def format_antecedents(rows: list[Antecedent], unseen: list[zoo.TransitionRow], max_unseen: int = 15) -> str:
     """The antecedent table as text."""
     out = [f"{'transition':>14} {'count':>5} {'median step':>11} {'dL':>9} {'lam src':>11} {'lam dst':>11} "
            f"{'dlambda':>12} {'n_c':>9}  antecedent"]

@@ -87,13 +87,12 @@ def _llc_block(W, b, X, keys, path: str, record: dict, kwargs: dict) -> str:
     if io.reuse_problem(path, record, key="block") is None:
         return path
     res = llc.estimate_llc(W, b, X, keys=keys, loss="empirical", **kwargs)
-    io.save_result(path, res.arrays(), dict(block=record, settings=res.settings))
+    res.save(path, block=record)
     return path
 
 
 def _load_llc(path: Path) -> llc.LLCResult:
-    arrays, rec = io.load_result(path)
-    return llc.LLCResult(**{k: torch.from_numpy(v) for k, v in arrays.items()}, settings=rec["settings"])
+    return llc.LLCResult.load(path)
 
 
 def trajectory_llc(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, *, nbeta: float | None = None,

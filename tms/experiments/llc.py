@@ -1,8 +1,10 @@
 """What `tms llc` computes, as one Python function: LLC estimates (SPEC 5) at a zoo point or at
 every checkpoint of a saved trajectory, with the record saved beside them.
 
-    run = llc_run.run_llc(point="5+", c=6)            # exact population loss, nbeta = n / log n
-    print(run.result.summary(labels=run.labels)); run.save("results/p5")
+    from tms.experiments import llc
+    res = llc.run(point="5+", c=6)                 # exact population loss, PROTOCOL, nbeta = n / log n
+    res = llc.run(point="5+", n_chains=4)          # PROTOCOL with 4 chains (settings=, **changes)
+    print(res.result.summary(labels=res.labels)); res.save("results/p5")
 """
 from __future__ import annotations
 
@@ -12,27 +14,30 @@ from pathlib import Path
 
 import torch
 
-from tms.core import checks, io
+from tms.core import checks
 from tms.theory import zoo
 from tms.theory.data import sample_inputs
-from tms.llc.estimator import PROTOCOL, LLCResult, check_sgld_args, default_nbeta, estimate_llc
+from tms.llc.estimator import PROTOCOL, LLCSettings, estimate_llc
+from tms.llc.result import LLCResult
 
 
 @dataclass
 class LLCRun:
-    """result: the LLCResult; labels: one name per centre; record: the source (zoo point or
-    checkpoints file), n and nbeta used, and for a zoo point its loss, Hessian rank and theory."""
+    """result: the LLCResult; labels: one name per centre; settings: the sampler settings it ran
+    with; record: the source (zoo point or checkpoints file), n and nbeta used, and for a zoo
+    point its loss, Hessian rank and theory."""
 
     result: LLCResult
     labels: list[str]
+    settings: LLCSettings = PROTOCOL
     record: dict = field(default_factory=dict)
 
     def save(self, out) -> None:
-        """PATH.npz + PATH.json (tms.core.io): every array of the result, settings and record; and
-        PATH.nc, the kept draws as ArviZ InferenceData (LLCResult.to_inference_data, <= 1000
-        draws per chain), loadable with arviz.from_netcdf."""
+        """PATH.npz + PATH.json (tms.core.io, LLCResult.save): every array of the result, its
+        settings and the record; and PATH.nc, the kept draws as ArviZ InferenceData
+        (LLCResult.to_inference_data, <= 1000 draws per chain), loadable with arviz.from_netcdf."""
         rec = dict(self.result.settings, labels=self.labels, **self.record, shape=list(self.result.llc.shape))
-        io.save_result(out, self.result.arrays(), rec)
+        self.result.save(out, **rec)
         nc = Path(f"{out}.nc")
         tmp = nc.with_name(nc.name + ".tmp")
         self.result.to_inference_data().to_netcdf(str(tmp))
@@ -74,40 +79,41 @@ def _checkpoint_centres(path, every: int, loss: str, n: float, data_seed: int):
     return W, b, X, _checkpoint_labels(shape, steps), rec
 
 
-def run_llc(*, point: str | None = None, checkpoints: str | Path | None = None, c: int = 6, loss: str | None = None,
-            n: float = 1000, nbeta: float | None = None, data_seed: int = 0, eps: float = PROTOCOL["eps"],
-            gamma: float = PROTOCOL["gamma"], n_chains: int = PROTOCOL["n_chains"],
-            n_burnin: int = PROTOCOL["n_burnin"], n_draws: int = PROTOCOL["n_draws"],
-            batch_size: int | None = None, seed: int = 0, every: int = 1, device="cpu",
-            progress: bool = False) -> LLCRun:
-    """LLC at the zoo point `point` of c features, or at every checkpoint of a saved trajectory.
-
-    loss: "population" (exact L; default for a point) or "empirical" (L_n: a drawn data set of
-    size n and seed data_seed for a point; the trajectory's own training set X if it has one,
-    default for checkpoints). nbeta: default n / log n (n the data set's size when there is
-    one). every: use every k-th checkpoint. Sampler arguments as tms.llc.estimator.estimate_llc
-    (defaults: tms.llc.estimator.PROTOCOL, whose measured bias is in tms.llc.estimator's docstring).
-    """
+def _check_sources(point, checkpoints, data_seed: int, every: int) -> None:
     if (point is None) == (checkpoints is None):
         raise ValueError("give exactly one of point (a zoo label) or checkpoints (a saved trajectory)")
-    check_sgld_args(1.0 if nbeta is None else nbeta, eps, gamma, n_chains, n_burnin, n_draws, batch_size)
-    checks.seed(seed, "seed")
     checks.seed(data_seed, "data_seed")
     checks.positive_int(every, "every")
-    if checks.positive_float(n, "n", maximum=checks.MAX_N) < 2:
-        raise ValueError(f"n must be >= 2 (nbeta = n / log n), got {n!r}")
+
+
+def run(*, point: str | None = None, checkpoints: str | Path | None = None, c: int = 6, loss: str | None = None,
+        data_seed: int = 0, every: int = 1, settings: LLCSettings = PROTOCOL, device="cpu", progress: bool = False,
+        **changes) -> LLCRun:
+    """`tms llc`: the LLC at the zoo point `point` of c features, or at every checkpoint of a
+    saved trajectory (SPEC 5).
+
+    loss: "population" (exact L; default for a point) or "empirical" (L_n: a drawn data set of
+    size settings.n and seed data_seed for a point; the trajectory's own training set X if it
+    has one, default for checkpoints). every: use every k-th checkpoint. settings: the sampler
+    settings (default PROTOCOL, whose measured bias is in tms.llc.estimator's docstring) with
+    `changes` applied (n_chains=4, ...); nbeta = settings.nbeta_for(n), n the data set's size
+    when there is one, else settings.n.
+    """
+    settings = settings.replace(**changes) if changes else settings
+    _check_sources(point, checkpoints, data_seed, every)
     loss = loss or ("population" if point is not None else "empirical")
     if point is not None:
-        W, b, X, labels, rec = _zoo_centre(point, c, loss, n, data_seed)
+        W, b, X, labels, rec = _zoo_centre(point, c, loss, settings.n, data_seed)
     else:
-        W, b, X, labels, rec = _checkpoint_centres(checkpoints, every, loss, n, data_seed)
-    if batch_size is not None and X is not None and batch_size > X.shape[-2]:
-        raise ValueError(f"batch_size {batch_size} exceeds the data set size n = {X.shape[-2]}; "
+        W, b, X, labels, rec = _checkpoint_centres(checkpoints, every, loss, settings.n, data_seed)
+    if settings.batch_size is not None and X is not None and settings.batch_size > X.shape[-2]:
+        raise ValueError(f"batch_size {settings.batch_size} exceeds the data set size n = {X.shape[-2]}; "
                          "use at most n, or None for full batch")
-    n_used = X.shape[-2] if X is not None else n
-    nbeta_used = default_nbeta(n_used) if nbeta is None else checks.positive_float(nbeta, "nbeta")
+    n_used = X.shape[-2] if X is not None else settings.n
+    nbeta_used = settings.nbeta_for(n_used)
     dev = torch.device(device)
-    res = estimate_llc(W.to(dev), b.to(dev), None if X is None else X.to(dev), nbeta=nbeta_used, eps=eps, gamma=gamma,
-                       n_chains=n_chains, n_burnin=n_burnin, n_draws=n_draws, loss=loss, batch_size=batch_size,
-                       seed=seed, progress=progress)
-    return LLCRun(res, labels, dict(rec, n=n_used, nbeta=nbeta_used, nbeta_default=nbeta is None))
+    res = estimate_llc(W.to(dev), b.to(dev), None if X is None else X.to(dev), nbeta=nbeta_used, eps=settings.eps,
+                       gamma=settings.gamma, n_chains=settings.n_chains, n_burnin=settings.n_burnin,
+                       n_draws=settings.n_draws, loss=loss, batch_size=settings.batch_size, seed=settings.seed,
+                       progress=progress)
+    return LLCRun(res, labels, settings, dict(rec, n=n_used, nbeta=nbeta_used, nbeta_default=settings.nbeta is None))

@@ -63,20 +63,20 @@ _TINY_FREE_ENERGY = dict(ns=(200, 500), settings=_FE.replace(
 
 # Per-scale settings of every stage: quick, a few minutes on 2 cores; full, the paper's scale.
 SCALES = {
-    "tiny": dict(zoo_llc=dict(n_chains=2, n_burnin=8, n_draws=32, n_ref=600),
+    "tiny": dict(zoo_llc=dict(n_chains=2, n_burnin=8, n_draws=32, n=600),
                  posterior=dict(scale="quick", ns={4: [100, 300], 5: [100, 300], 6: [100, 600]},
                                 settings=posterior_run.QUICK.replace(seeds=1, n_chains=4, replicas=2, n_temps=3,
                                                                      n_warmup=8, n_draws=6, max_steps=4, plain_draws=4,
                                                                      min_draws=4)),
                  train=TrainSettings(runs=2, epochs=5), train_random=TrainSettings(runs=2, epochs=5),
                  transitions=TransitionsSettings(llc_points=2, n_chains=2, n_draws=20), free_energy=_TINY_FREE_ENERGY),
-    "quick": dict(zoo_llc=dict(n_chains=8, n_burnin=1000, n_draws=2000, n_ref=600),
+    "quick": dict(zoo_llc=dict(n_chains=8, n_burnin=1000, n_draws=2000, n=600),
                   posterior=dict(scale="quick", ns={}, settings=posterior_run.QUICK),
                   train=train.QUICK, train_random=train.QUICK, transitions=TransitionsSettings(),
                   free_energy=dict(settings=_FE.replace(sweep=_FE.sweep.replace(seeds=2, n_draws=80),
                                                         local=_FE.local.replace(seeds=1, n_draws=60)))),
     # free energy keeps its quick scale here: its paper scale alone takes about an hour
-    "full": dict(zoo_llc=dict(n_chains=16, n_burnin=PROTOCOL["n_burnin"], n_draws=PROTOCOL["n_draws"], n_ref=600),
+    "full": dict(zoo_llc=dict(n_chains=16, n_burnin=PROTOCOL.n_burnin, n_draws=PROTOCOL.n_draws, n=600),
                  posterior=dict(scale="full", ns={}, settings=posterior_run.FULL),
                  train=train.FULL, train_random=train.FULL,
                  transitions=TransitionsSettings(llc_points=40, n_chains=8), free_energy=dict(settings=_FE)),
@@ -249,7 +249,7 @@ def _zoo_stages(x: _Ctx) -> list[_Stage]:
     def zoo_compute():
         for c in CS:
             if not io.result_exists(x.out / "zoo" / f"zoo_c{c}"):  # resumed stage: the c already done are kept
-                rows = zoo.as_numpy_table(zoo.critical_points(c))
+                rows = [q.as_record() for q in zoo.critical_points(c)]
                 io.save_result(x.out / "zoo" / f"zoo_c{c}", {}, dict(c=c, r=2, points=rows))
 
     def zoo_draw():
@@ -262,7 +262,7 @@ def _zoo_stages(x: _Ctx) -> list[_Stage]:
         for c in CS:
             path = x.out / "zoo_llc" / f"zoo_llc_c{c}"
             if not io.result_exists(path):  # resumed stage: the c already done are kept
-                io.save_result(path, {}, llc_zoo.zoo_llc_estimates(c, seed=x.seed, **zl))
+                io.save_result(path, {}, llc_zoo.zoo_llc(c, seed=x.seed, **zl).as_record())
 
     return [_Stage("zoo", dict(cs=CS), [x.out / "zoo"], zoo_compute, zoo_draw),
             _Stage("zoo_llc", dict(zl, seed=x.seed, cs=CS), [x.out / "zoo_llc"], zoo_llc_compute)]

@@ -15,7 +15,7 @@ and never modified. What it handles:
   a ValueError.
 - parameters, buffers, inputs and targets must share one device, and float inputs and
   targets the parameters' dtype: any mismatch is one ValueError listing them all.
-The result keys devinterp users expect are ``LLCResult.as_devinterp()`` (see tms.llc.estimator).
+The result keys devinterp users expect are ``LLCResult.as_devinterp()`` (see tms.llc.result).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from tms.llc import estimator as llc
+from tms.llc.result import LLCResult
 
 
 def _check_data(data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +107,7 @@ def estimate_llc_model(model: torch.nn.Module, loss_fn: Callable[[torch.Tensor, 
                        n_chains: int, n_burnin: int, n_draws: int, batch_size: int | None = None,
                        seed: int = 0, keys: torch.Tensor | None = None,
                        centre: dict[str, torch.Tensor] | None = None, eval_mode: bool = True,
-                       progress: bool = False) -> llc.LLCResult:
+                       progress: bool = False) -> LLCResult:
     """LLC of a torch model at one centre, the chains batched with torch.func.vmap (module docstring).
 
     loss_fn(prediction, target) -> scalar mean loss over the rows: the L_n of SPEC 5.

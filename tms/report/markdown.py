@@ -117,7 +117,7 @@ def _zoo_section(out: Path, figs: Path, cs) -> list[str]:
                          _f(p["prior"], ".4f"), _f(p["hessian_rank"], "d"), _f(p["grad_norm"], ".1e")])
         s = est.get("settings", {})
         L += [f"### c = {c}", "",
-              f"SGLD: nbeta = {_f(s.get('nbeta'), '.1f')} (n = {s.get('n_ref')}), eps {s.get('eps')}, "
+              f"SGLD: nbeta = {_f(est.get('nbeta'), '.1f')} (n = {_f(s.get('n'), 'g')}), eps {s.get('eps')}, "
               f"gamma {s.get('gamma')}, {s.get('n_chains')} chains x {s.get('n_burnin')} + {s.get('n_draws')} steps, seed {s.get('seed')}.", ""]
         L += _table(["label", "loss", "lambda (theory)", "lambda (SGLD)", "prior ‖w‖²/2", "Hessian rank", "‖grad L‖"], rows)
         fig = figs / f"zoo_c{c}.png"

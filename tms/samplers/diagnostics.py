@@ -12,7 +12,7 @@ Vehtari et al. (2021), written from the formulas:
 
 Rank-normalised diagnostics (Vehtari, Gelman, Simpson, Carpenter, Buerkner 2021), equal to
 ArviZ 0.23 (``az.rhat``, ``az.ess(method="bulk"|"tail")``, ``az.mcse``) to rounding, but
-vectorised over any leading batch dims (tests/test_diagnostics.py compares them):
+vectorised over any leading batch dims (tests/samplers/test_diagnostics.py compares them):
 - ``rhat``: split the chains, replace every draw by the normal score of its rank over all
   draws (Blom's offset 3/8), take the classic R-hat of those z-scores and of the z-scores of
   |x - median|, and report the larger (bulk and tail). Catches a stuck chain whose mean
@@ -26,6 +26,8 @@ last pair's treatment from ``ess`` above (about 2% on short chains).
 Arrays are numpy (or torch, converted) of shape (..., chains, draws).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
@@ -197,7 +199,10 @@ def mean_and_se(x) -> tuple[np.ndarray, np.ndarray]:
     return flat.mean(-1), flat.std(-1, ddof=1) / np.sqrt(ess(x))
 
 
-RHAT_MAX = 1.01  # Vehtari et al. (2021): rank-normalised R-hat above this means the chains disagree
+# Vehtari et al. (2021): rank-normalised R-hat above this means the chains have not converged. The one
+# convergence threshold of the lab; the LLC's coarser flag on its SGLD loss traces is
+# tms.llc.result.RHAT_GROSS (gross disagreement), a different test.
+RHAT_MAX = 1.01
 ESS_MIN = 100  # bulk or tail ESS below this: too few effective draws for a reliable mean or quantile
 
 
@@ -209,17 +214,47 @@ def failing(values: dict) -> list[str]:
     return [name for name, v in values.items() if bad(name, v)]
 
 
-def phase_diagnostics(values, labels, min_share: float = 0.8) -> dict[str, dict]:
+@dataclass(frozen=True)
+class ChainGroupDiagnostics:
+    """The rank diagnostics of the chains that hold one phase, worst over the summary
+    parameters: max R-hat, min bulk and tail ESS, and which of 'rhat' (> RHAT_MAX), 'ess_bulk',
+    'ess_tail' (< ESS_MIN) fail. With one chain only `chains` is known (the rest None)."""
+
+    chains: int
+    max_rhat: float | None = None
+    min_ess_bulk: float | None = None
+    min_ess_tail: float | None = None
+    flags: tuple[str, ...] = ()
+
+    def as_record(self) -> dict:
+        """JSON-ready: chains, max_rhat, min_ess (= min_ess_bulk), min_ess_bulk, min_ess_tail,
+        flags; only chains with one chain."""
+        if self.chains < 2:
+            return {"chains": self.chains}
+        return {"chains": self.chains, "max_rhat": self.max_rhat, "min_ess": self.min_ess_bulk,
+                "min_ess_bulk": self.min_ess_bulk, "min_ess_tail": self.min_ess_tail, "flags": list(self.flags)}
+
+
+@dataclass(frozen=True)
+class PhaseDiagnostics:
+    """Per phase label, the diagnostics of the chains that stay in it; `mixed`: the chains
+    that belong to no phase."""
+
+    phases: dict[str, ChainGroupDiagnostics] = field(default_factory=dict)
+    mixed: int = 0
+
+    def as_record(self) -> dict:
+        """JSON-ready: {'_mixed': {'chains': mixed}, label: ChainGroupDiagnostics.as_record(), ...}."""
+        return {"_mixed": {"chains": self.mixed}, **{lab: g.as_record() for lab, g in self.phases.items()}}
+
+
+def phase_diagnostics(values, labels, min_share: float = 0.8) -> PhaseDiagnostics:
     """Diagnostics per phase for chains that stay in one phase.
 
     values (chains, draws, p) summary parameters; labels (chains, draws) phase labels.
     A chain belongs to phase P when at least `min_share` of its draws are labelled P (a
-    classifier flickers at the edge of a phase); its draws are then used whole. For each
-    phase held by >= 2 chains: {'chains': k, 'max_rhat': max over parameters of the
-    rank-normalised R-hat, 'min_ess' (= 'min_ess_bulk'), 'min_ess_tail': minima over
-    parameters, 'flags': which of 'rhat' (> RHAT_MAX), 'ess_bulk', 'ess_tail' (< ESS_MIN)
-    fail}; with 1 chain only {'chains': 1}. Under key '_mixed', the number of chains that
-    belong to no phase.
+    classifier flickers at the edge of a phase); its draws are then used whole. Every phase
+    some chain holds gets a ChainGroupDiagnostics (its numbers with >= 2 chains).
     """
     v = _as_np(np.moveaxis(np.asarray(values, dtype=np.float64), -1, 0))  # (p, chains, draws)
     labels = np.asarray(labels)
@@ -229,22 +264,21 @@ def phase_diagnostics(values, labels, min_share: float = 0.8) -> dict[str, dict]
     share = np.stack([(labels == p).mean(-1) for p in phases], -1)  # (chains, P)
     best = share.argmax(-1)
     pure = share.max(-1) >= min_share
-    out: dict[str, dict] = {"_mixed": {"chains": int((~pure).sum())}}
+    groups = {}
     for i, lab in enumerate(phases):
         sel = pure & (best == i)
         k = int(sel.sum())
         if k == 0:
             continue
-        out[str(lab)] = _chain_group_diagnostics(v[:, sel]) if k >= 2 else {"chains": 1}
-    return out
+        groups[str(lab)] = _chain_group_diagnostics(v[:, sel]) if k >= 2 else ChainGroupDiagnostics(1)
+    return PhaseDiagnostics(groups, int((~pure).sum()))
 
 
-def _chain_group_diagnostics(v: np.ndarray) -> dict:
+def _chain_group_diagnostics(v: np.ndarray) -> ChainGroupDiagnostics:
     """rank R-hat, bulk and tail ESS of (p, k, draws), worst over the p parameters, and flags."""
     def worst(a, fn):
         return float(fn(a)) if np.isfinite(a).any() else float("nan")
     rh = worst(rhat(v), np.nanmax)
     bulk, tail = worst(ess_bulk(v), np.nanmin), worst(ess_tail(v), np.nanmin)
     flags = failing({"rhat": rh, "ess_bulk": bulk, "ess_tail": tail})
-    return {"chains": v.shape[1], "max_rhat": rh, "min_ess": bulk, "min_ess_bulk": bulk, "min_ess_tail": tail,
-            "flags": flags}
+    return ChainGroupDiagnostics(v.shape[1], rh, bulk, tail, tuple(flags))

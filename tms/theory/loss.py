@@ -406,24 +406,21 @@ def batched_hessian(loss_fn: LossFn, W: torch.Tensor, b: torch.Tensor) -> torch.
     return rearrange(H, "k ... d -> ... k d")
 
 
-MAX_POINT_C = 1000  # `point_loss` features: the closed form is O(c^2) terms, instant up to here
+def is_smooth(W: torch.Tensor, b: torch.Tensor, eps: float = 1e-9) -> torch.Tensor | bool:
+    """Is L C^2 at (W, b)? Batched: W (..., r, c), b (..., c) -> bool tensor (...) (bool if unbatched).
 
-
-def point_loss(W: torch.Tensor, b: torch.Tensor | None = None, device=None) -> tuple[float, float]:
-    """(L(W, b), |grad L|) of one point: the exact population loss (SPEC 1) and the norm of its
-    full gradient. W: (r, c) with r <= c <= MAX_POINT_C; b: (c,) (default zeros)."""
-    W = torch.as_tensor(W, dtype=torch.float64)
-    if W.dim() != 2 or 0 in W.shape:
-        raise ValueError(f"W must be 2-D (r >= 1 rows of c >= 1 entries), got shape {tuple(W.shape)}")
-    r, c = W.shape
-    if r > c:
-        raise ValueError(f"W has r = {r} rows and c = {c} columns; the TMS needs r <= c (r hidden dims, c features)")
-    if c > MAX_POINT_C:
-        raise ValueError(f"W has c = {c} columns; at most {MAX_POINT_C} supported")
-    b = torch.zeros(c, dtype=torch.float64) if b is None else torch.as_tensor(b, dtype=torch.float64)
-    if b.dim() != 1:
-        raise ValueError(f"b must be a flat list of c = {c} biases, got shape {tuple(b.shape)}")
+    Each (input i, output j) term of the closed form is a smooth function of (g_ij, b_j)
+    except (i) at g_ij = 0 = b_j, where the output switches between never and always
+    active (only C^1), and (ii) on the diagonal at b_j = -g_jj < 0, where the own-output
+    threshold crosses mu = 1 and the active error does not vanish to second order (C^1).
+    Threshold crossings of 0, and of 1 off the diagonal, are C^2 (the term changes by
+    O(dist^3)); tests/theory/test_zoo.py checks this rule against finite differences.
+    """
     checks.params(W, b)
-    dev = checks.device(device)
-    L, gW, gb = batched_grad(population_loss, W.to(dev), b.to(dev))
-    return L.item(), torch.cat([gW.flatten(), gb.flatten()]).norm().item()
+    G = gram(W)
+    bj = b.unsqueeze(-2).expand(G.shape)
+    corner = (G.abs() <= eps) & (bj.abs() <= eps)
+    diag_G = torch.diagonal(G, dim1=-2, dim2=-1)
+    edge = (diag_G > eps) & ((b + diag_G).abs() <= eps)
+    out = ~(corner.flatten(-2).any(-1) | edge.any(-1))
+    return bool(out) if out.dim() == 0 else out

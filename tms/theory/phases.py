@@ -28,6 +28,7 @@ import torch
 
 from tms.core import checks
 from tms.theory import zoo
+from tms.theory.loss import population_loss
 
 OTHER = "other"
 
@@ -120,7 +121,7 @@ def _levels(c: int) -> tuple[np.ndarray, tuple[tuple[str, ...], ...]]:
     pts = []
     for k, s, p in zoo.family_members(c):
         W, bb = zoo.kgon_params(k, c, s, p)
-        pts.append((float(zoo.population_loss(W, bb)), k, s, p))
+        pts.append((float(population_loss(W, bb)), k, s, p))
     pts.sort(key=lambda t: t[0])
     groups: list[list[tuple]] = []
     for q in pts:  # levels closer than 1e-12 coincide (e.g. 3^{s+} and 4^{s+,-})
@@ -162,7 +163,7 @@ def level_loss(label: str, c: int) -> float:
     """Population loss of the zoo family `label` at c (cheap: no Hessian)."""
     k, s, p = zoo.parse_label(label)
     W, bb = zoo.kgon_params(k, c, s, p)
-    return float(zoo.population_loss(W, bb))
+    return float(population_loss(W, bb))
 
 
 # ---- the paper's geometric reading: convex-hull vertices ----------------------------------------

@@ -10,7 +10,7 @@ from matplotlib import cm, colors
 
 
 def plot_zoo(rows: list[dict], path: str | Path, c: int, dpi: int = 72) -> Path:
-    """Draw `rows` (tms.theory.zoo.as_numpy_table output: label, loss, llc, W, b, smooth, notes) to `path`.
+    """Draw `rows` (tms.theory.zoo.CriticalPoint.as_record rows: label, loss, llc, W, b, smooth, notes) to `path`.
 
     Each panel: the c columns of W as arrows from the origin, coloured by their bias (zero
     columns as a dot at the origin, ringed if the bias is positive); title: label, loss, lambda.

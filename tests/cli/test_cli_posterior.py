@@ -61,6 +61,10 @@ def test_cli_errors_are_one_line(capsys):
     assert err.startswith("tms posterior: error: --ns") and err.count("\n") == 1
     assert main(["posterior", "--c", "6", "--ns", "100", "--beta-lik", "-1", "--no-predict"]) == 2
     assert "beta_lik must be a finite number > 0" in capsys.readouterr().err
+    assert main(["posterior", "--c", "6", "--ns", "100", "--save-every", "-1", "--no-predict"]) == 2
+    assert "save_every must be" in capsys.readouterr().err
+    assert main(["posterior", "--c", "6", "--ns", "100", "--n-warmup", "3", "--no-predict"]) == 2
+    assert "n_warmup must be >= 4" in capsys.readouterr().err
 
 
 def test_posterior_command_equals_phase_sweep(tmp_path):

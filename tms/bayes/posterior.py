@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from tms.bayes import sweep
-from tms.bayes.settings import PosteriorSettings, SweepLadders, identity
+from tms.bayes.settings import PosteriorSettings, SweepLadders
 from tms.bayes.posterior_point import (MAX_KEPT, build_point, classify_draws, ladders_done, load_point,
                                        point_problem, save_point, summaries)
 from tms.core import checks, io, rng
@@ -249,7 +249,7 @@ def _check_args(c: int, r: int, beta_lik: float, seed: int, ns) -> list[int]:
 
 def phase_sweep(c: int, ns, settings: PosteriorSettings | None = None, *, r: int = 2, beta_lik: float = 1.0,
                 seed: int = 0, out_dir: str | Path | None = None, progress: bool = False,
-                batch_points: int | None = None, dtype: torch.dtype = torch.float64,
+                batch_points: int | None = None, save_every: float = 60.0, dtype: torch.dtype = torch.float64,
                 device: str | torch.device = "cpu", predict: bool = True, llcs: dict[str, float] | None = None,
                 **changes) -> dict:
     """Posterior phase mass and chain occupancy at every n of `ns` (SPEC 3).
@@ -257,7 +257,7 @@ def phase_sweep(c: int, ns, settings: PosteriorSettings | None = None, *, r: int
     settings: the sampler's (tms.bayes.settings.PosteriorSettings, default its quick scale)
     with `changes` applied (field names: seeds=1, n_draws=200, ...; see _ladder_phase).
     out_dir: save each finished n there and skip n already saved (resumable); the sampler
-    state of unfinished n is checkpointed there every settings.save_every seconds and on an
+    state of unfinished n is checkpointed there every save_every seconds and on an
     interrupt (tms.bayes.sweep), so a rerun resumes it.
     batch_points: how many n to sample in one batched call (default all); each n is saved as
     soon as its data sets are finished, whatever the batching.
@@ -272,13 +272,14 @@ def phase_sweep(c: int, ns, settings: PosteriorSettings | None = None, *, r: int
     """
     st = (settings if settings is not None else PosteriorSettings()).replace(**changes)
     ns = _check_args(c, r, beta_lik, seed, ns)
-    record = dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **identity(st))
+    checks.positive_float(save_every, "save_every", allow_zero=True)
+    record = dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **st.as_record())
     items = [sweep.Item(n, [sample_inputs(n, c, data_seed(seed, n, s), dtype=dtype) for s in range(st.seeds)],
                         [data_seed(seed, n, s) for s in range(st.seeds)]) for n in ns]
     job = sweep.Job(f"posterior_c{c}", record,
                     lambda batch: [_plain_phase(c, r, beta_lik, seed, st), _ladder_phase(c, r, beta_lik, seed, st)],
                     save=save_point, load=load_point, problem=point_problem, dtype=dtype, device=device, records={})
-    done = sweep.run(job, items, out_dir=out_dir, batch_points=batch_points, save_every=st.save_every,
+    done = sweep.run(job, items, out_dir=out_dir, batch_points=batch_points, save_every=save_every,
                      progress=progress, desc=f"posterior c={c}")
     points = [done[n] for n in ns]
     result = aggregate(points)

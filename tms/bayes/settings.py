@@ -3,32 +3,22 @@
     Ladders              replica-exchange ladders: data sets, ladders, temperatures, rounds
     +- SweepLadders      ... over the n-grid, temperatures from beta_min to 1
     |  +- PosteriorSettings   the posterior phase sweep (`tms posterior`): plain chains, the
-    |  |                      precision stop, save_every
+    |  |                      precision stop
     |  +- FreeEnergySweep     the free-energy sweep (two ladders and temperatures at least)
     +- LocalLadders      ladders confined to one phase at one n (lambda_Bayes)
     SgldLambda           SGLD lambdas at the zoo points
     FreeEnergySettings   the whole free-energy measurement (`tms free-energy`): the three above,
-                         Monte Carlo sizes, save_every
+                         Monte Carlo sizes
 
-The class defaults are the quick scale; tms.experiments holds the presets. `identity(s)` is
-what a saved result records and is compared with for reuse: every field but save_every, which
-says how often a run checkpoints, not what it computes.
+The class defaults are the quick scale; tms.experiments holds the presets. A saved result
+records `as_record()` and reuse compares it; how a run goes (save_every, device, threads,
+progress) is an argument of the functions, not a setting (docs/ARCHITECTURE.md).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from tms.core.settings import Settings, setting
-
-RUN_ONLY = ("save_every",)  # how a run goes, not what it computes: never in a result's identity
-SAVE_EVERY_HELP = ("seconds between checkpoints of the unfinished points' sampler state (and one on Ctrl-C or "
-                   "SIGTERM), so a killed run resumes there; 0: after every step of 10 rounds")
-
-
-def identity(settings: Settings) -> dict:
-    """The settings record a result saves and reuse compares: every field but RUN_ONLY."""
-    return {k: v for k, v in settings.as_record().items() if k not in RUN_ONLY}
-
 
 def _below_one(**values: float) -> None:
     for name, v in values.items():
@@ -75,7 +65,6 @@ class PosteriorSettings(SweepLadders):
     block: int = setting(40, "sampling rounds between two precision checks", minimum=1, maximum=10**6)
     min_draws: int = setting(80, "fewest sampling rounds before the precision target may stop a data set",
                              minimum=1, maximum=10**6)
-    save_every: float = setting(60.0, SAVE_EVERY_HELP, minimum=0)
 
     def check(self) -> None:
         _below_one(beta_min=self.beta_min, target_se=self.target_se)
@@ -134,7 +123,6 @@ class FreeEnergySettings(Settings):
                             minimum=1000, maximum=10**7)
     dcurve_sets: int = setting(24, "synthetic data sets per n of the mean data-term curve", minimum=2,
                                maximum=10**4)
-    save_every: float = setting(60.0, SAVE_EVERY_HELP, minimum=0)
 
     def __post_init__(self):
         for name, cls in (("sweep", FreeEnergySweep), ("local", LocalLadders), ("sgld", SgldLambda)):

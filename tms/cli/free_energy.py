@@ -37,6 +37,9 @@ def add_arguments(p) -> None:
     p.add_argument("--figure", help="figure path (default results/figures/free_energy_c{c}.png)")
     p.add_argument("--threads", type=int, help="torch threads (default 1: the work is many small tensor ops, "
                                                "which extra threads slow down)")
+    p.add_argument("--save-every", type=float, default=60.0, metavar="SECONDS",
+                   help="save the unfinished points' sampler state (NAME_partial_nN) every this many seconds, and "
+                        "on Ctrl-C or SIGTERM, so a killed run resumes there (default 60; 0 = after every step)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
@@ -53,7 +56,7 @@ def run(args) -> int:
     res = experiment.run(args.c, parse_grid(args.ns) if args.ns else None, settings_from(args), scale=args.scale,
                          data=args.data, labels=labels, batch_points=args.batch_points, reading=args.reading,
                          beta_lik=args.beta_lik, seed=args.seed, out=args.out, figure=args.figure,
-                         threads=args.threads, progress=args.progress, device=args.device)
+                         save_every=args.save_every, threads=args.threads, progress=args.progress, device=args.device)
     print("\n".join(report_section(res)))
     if res.get("sgld_error"):
         print(f"SGLD estimates failed: {res['sgld_error']}")

@@ -36,6 +36,9 @@ def add_arguments(p) -> None:
                    help="estimate by SGLD (population loss) the lambda of phases seen that the zoo lacks (4-gons)")
     p.add_argument("--no-predict", action="store_true", help="skip the predicted n_c (no zoo)")
     p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--save-every", type=float, default=60.0, metavar="SECONDS",
+                   help="save the unfinished points' sampler state (NAME_partial_nN) every this many seconds, and "
+                        "on Ctrl-C or SIGTERM, so a killed run resumes there (default 60; 0 = after every step)")
     p.add_argument("--no-progress", action="store_true")
     common.add_arguments(p)
 
@@ -61,7 +64,8 @@ def run(args) -> int:
     figure = args.figure or f"results/figures/posterior_c{args.c}.png"
     res = experiment.run(args.c, ns, settings, scale=args.scale, beta_lik=args.beta_lik, seed=args.seed,
                          out=args.out, figure=figure, llcs=parse_llcs(args.llc), llc_estimate=args.llc_estimate,
-                         predict=not args.no_predict, batch_points=args.batch_points, device=args.device,
+                         predict=not args.no_predict, batch_points=args.batch_points, save_every=args.save_every,
+                         device=args.device,
                          threads=args.threads, progress=not args.no_progress, **where)
     for note in res["notes"]:
         if note.startswith("lambda by SGLD"):

@@ -41,7 +41,7 @@ def load_datasets(path: str, c: int) -> list[list[np.ndarray]]:
     return [groups[n] for n in sorted(groups)]
 
 
-def _check(c, ns, data, labels, batch_points, beta_lik, seed, threads, out, figure, reading) -> Path:
+def _check(c, ns, data, labels, batch_points, save_every, beta_lik, seed, threads, out, figure, reading) -> Path:
     """run's arguments beside its settings, checked before any work; the figure path."""
     checks.positive_int(c, "c", minimum=4, maximum=8)
     checks.seed(seed, "seed")
@@ -49,6 +49,7 @@ def _check(c, ns, data, labels, batch_points, beta_lik, seed, threads, out, figu
     checks.positive_float(beta_lik, "beta_lik")
     if batch_points is not None:
         checks.positive_int(batch_points, "batch_points", maximum=1000)
+    checks.positive_float(save_every, "save_every", allow_zero=True)
     if ns is not None and data is not None:
         raise ValueError("give ns (synthetic data sets) or data (your own), not both")
     if reading not in ("zoo", "hull"):
@@ -65,26 +66,28 @@ def _check(c, ns, data, labels, batch_points, beta_lik, seed, threads, out, figu
 def run(c: int = 6, ns: list[int] | None = None, settings: FreeEnergySettings | None = None, *, scale: str = "quick",
         data: str | None = None, labels: list[str] | None = None, batch_points: int | None = None,
         reading: str = "zoo", beta_lik: float = 1.0, seed: int = 0, out: str = "results/free_energy",
-        figure: str | None = None, threads: int | None = None, progress: bool = True, device=None,
-        **changes) -> dict:
+        figure: str | None = None, save_every: float = 60.0, threads: int | None = None, progress: bool = True,
+        device=None, **changes) -> dict:
     """Measure and save the free energies at c (tms.bayes.free_energy.measure.measure) under
     OUT/c{c}_{scale}[_data]_b{beta_lik}_s{seed}, write its summary and the figure (default
     results/figures/free_energy_c{c}.png, `reading` "zoo" or "hull"). settings: the
     measurement's (default the preset of `scale`, quick | full) with `changes` applied (field
-    names of tms.bayes.settings.FreeEnergySettings: mc_draws=, save_every=, sweep=, local=,
-    sgld=; the flags of `tms free-energy`). ns: the n-grid (default
+    names of tms.bayes.settings.FreeEnergySettings: mc_draws=, sweep=, local=, sgld=; the
+    flags of `tms free-energy`). save_every: seconds between checkpoints of the sweep's
+    sampler state. ns: the n-grid (default
     tms.bayes.free_energy.measure.QUICK_NS[c]); data: a .npz of your own data sets instead of
     seeds. threads: torch threads during the run (default 1: many small tensor ops; the
     caller's count is restored). Returns the summary record, with `figure` and `out` added."""
     checks.scale(scale, tuple(PRESETS))
     settings = (PRESETS[scale] if settings is None else settings).replace(**changes)
-    fig_path = _check(c, ns, data, labels, batch_points, beta_lik, seed, threads, out, figure, reading)
+    fig_path = _check(c, ns, data, labels, batch_points, save_every, beta_lik, seed, threads, out, figure, reading)
     datasets = load_datasets(data, c) if data is not None else None
     device = checks.device(device)
     run_dir = Path(out) / f"c{c}_{scale}{'_data' if datasets is not None else ''}_b{beta_lik:g}_s{seed}"
     with checks.torch_threads(threads or 1):
         res = measure(c, ns, settings, seed=seed, scale=scale, out_dir=run_dir, datasets=datasets, beta_lik=beta_lik,
-                      progress=progress, labels=labels, batch_points=batch_points, device=device)
+                      progress=progress, labels=labels, batch_points=batch_points, save_every=save_every,
+                      device=device)
     res["settings"]["reading"] = reading
     save_summary(run_dir / f"summary_c{c}", res)
     res["figure"] = str(plot_free_energy(run_dir / f"summary_c{c}", fig_path, reading=reading))

@@ -48,7 +48,7 @@ def posterior_run_dir(out: str | Path, c: int, scale: str, beta_lik: float, seed
     return Path(out) / f"c{c}_{scale}_b{beta_lik:g}_s{seed}"
 
 
-def _check(c, beta_lik, seed, threads, batch_points, llcs, out, figure) -> Path | None:
+def _check(c, beta_lik, seed, threads, batch_points, save_every, llcs, out, figure) -> Path | None:
     """run's arguments beside its settings, checked before any sampling; the figure path."""
     checks.positive_int(c, "c", minimum=3, maximum=16)
     checks.seed(seed, "seed")
@@ -56,6 +56,7 @@ def _check(c, beta_lik, seed, threads, batch_points, llcs, out, figure) -> Path 
     checks.positive_float(beta_lik, "beta_lik")
     if batch_points is not None:
         checks.positive_int(batch_points, "batch_points")
+    checks.positive_float(save_every, "save_every", allow_zero=True)
     for label, value in llcs.items():
         checks.positive_float(value, f"llcs[{label!r}]", allow_zero=True)
     if llcs:
@@ -96,8 +97,9 @@ def _lambda_notes(res: dict, c: int, beta_lik: float, seed: int, llcs: dict, est
 def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale: str = "quick",
         beta_lik: float = 1.0, seed: int = 0, out: str | Path = "results/posterior", figure: str | Path | None = None,
         llcs: dict[str, float] | None = None, llc_estimate: bool = False, predict: bool = True,
-        batch_points: int | None = None, device: str | torch.device = "cpu", threads: int | None = None,
-        progress: bool = False, scheduler: str | None = None, workers: int | None = None, **changes) -> dict:
+        batch_points: int | None = None, save_every: float = 60.0, device: str | torch.device = "cpu",
+        threads: int | None = None, progress: bool = False, scheduler: str | None = None, workers: int | None = None,
+        **changes) -> dict:
     """The posterior sweep of `tms posterior` at c: settings (default the preset of `scale`,
     quick | full) with `changes` applied (fields of tms.bayes.settings.PosteriorSettings, the
     command's flags: n_draws=200, ...), over ns (default posterior_grid(c, scale)), saved
@@ -105,21 +107,23 @@ def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale
     save_every seconds), its summary there and the figure at `figure` (None: no figure).
 
     llcs: lambdas for zoo labels the zoo lacks (said on the figure); llc_estimate: estimate by
-    SGLD the ones still missing among the phases seen. threads: torch threads while it runs
+    SGLD the ones still missing among the phases seen. save_every: seconds between
+    checkpoints of the unfinished points' sampler state. threads: torch threads while it runs
     (None: unchanged). scheduler / workers: the n-grid as Dask tasks (the same numbers).
     Returns phase_sweep's result with 'run_dir', 'summary' (paths) and 'notes' (lines said on
     the figure and printed)."""
     settings = (posterior_settings(scale) if settings is None else settings).replace(**changes)
     ns = posterior_grid(c, scale) if ns is None else list(ns)
     llcs = dict(llcs or {})
-    fig = _check(c, beta_lik, seed, threads, batch_points, llcs, out, figure)
+    fig = _check(c, beta_lik, seed, threads, batch_points, save_every, llcs, out, figure)
     run_dir = posterior_run_dir(out, c, scale, beta_lik, seed)
     if settings.n_temps == 1:
         checks.warn("n_temps 1: no tempering, so replica exchange is plain HMC and its 'posterior mass' is chain "
                     "occupancy (basins of the start), not posterior mass; labelled so on the figure")
     with checks.torch_threads(threads):
         res = bayes_tasks.phase_sweep(c, ns, settings, beta_lik=beta_lik, seed=seed, out_dir=run_dir,
-                                      progress=progress, batch_points=batch_points, device=checks.device(device),
+                                      progress=progress, batch_points=batch_points, save_every=save_every,
+                                      device=checks.device(device),
                                       predict=predict, llcs=llcs, scheduler=scheduler, workers=workers)
         notes = _lambda_notes(res, c, beta_lik, seed, llcs, llc_estimate and predict)
     if settings.n_temps == 1:

@@ -37,7 +37,6 @@ import torch
 from tms.core import checks, cluster, io
 from tms.dynamics import tasks as dynamics_tasks
 from tms.bayes.free_energy import measure as free_energy
-from tms.bayes.settings import identity
 from tms.dynamics.analysis import TransitionsSettings
 from tms.dynamics.train import TrainSettings
 from tms.experiments import free_energy as free_energy_run
@@ -284,7 +283,7 @@ def _posterior_stage(x: _Ctx, c: int) -> _Stage:
     def draw():
         return [plot_phase_sweep(run_dir / f"summary_c{c}", x.figs / f"posterior_c{c}.png")]
 
-    ident = dict(c=c, ns=ns, scale=pc["scale"], settings=identity(pc["settings"]), seed=x.seed, llcs=llcs)
+    ident = dict(c=c, ns=ns, scale=pc["scale"], settings=pc["settings"], seed=x.seed, llcs=llcs)
     return _Stage(f"posterior_c{c}", ident, [folder], compute, draw)
 
 
@@ -333,7 +332,7 @@ def _free_energy_stage(x: _Ctx) -> _Stage:
     def draw():
         return [plot_free_energy(summary, x.figs / "free_energy_c6.png", reading="zoo")]
 
-    ident = dict(ns=fc.get("ns"), settings=identity(fc["settings"]), c=6, seed=x.seed)
+    ident = dict(ns=fc.get("ns"), settings=fc["settings"], c=6, seed=x.seed)
     return _Stage("free_energy", ident, [x.out / "free_energy"], compute, draw)
 
 

@@ -13,7 +13,7 @@ import torch
 
 from tms.bayes import sweep
 from tms.bayes.posterior import cold_slot, data_seed, ladder_start, ladder_target, with_dims
-from tms.bayes.settings import FreeEnergySettings, FreeEnergySweep, LocalLadders, identity
+from tms.bayes.settings import FreeEnergySettings, FreeEnergySweep, LocalLadders
 from tms.bayes.free_energy.estimators import ladder_fractions, wbic_lambda
 from tms.bayes.free_energy.terms import MAX_PERM_C, data_term, zoo_point
 from tms.core import checks, io, rng
@@ -151,7 +151,7 @@ def sweep_data(c: int, datasets, settings: FreeEnergySweep | None = None, *, r: 
     checks.positive_float(save_every, "save_every", allow_zero=True)
     items = _items(c, datasets, ids, dtype)
     theory_labels = zoo.labels(c) if theory and c <= MAX_PERM_C else []
-    record = dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **{k: v for k, v in identity(st).items()
+    record = dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **{k: v for k, v in st.as_record().items()
                                                                       if k != "seeds"})
     job = sweep.Job(f"fe_c{c}", record, lambda batch: [_sweep_phase(c, r, beta_lik, seed, st, theory_labels)],
                     save=save_point, load=load_point, dtype=dtype, device=device)

@@ -13,7 +13,7 @@ from tms.bayes import posterior, sweep
 from tms.bayes.free_energy.analysis import analyse, lambda_table
 from tms.bayes.free_energy.ladders import lambda_labels, local_lambda, sweep_data, sweep_seeds
 from tms.bayes.free_energy.terms import MAX_PERM_C, data_term_curve, flat_volume, o1_terms
-from tms.bayes.settings import FreeEnergySettings, SgldLambda, identity
+from tms.bayes.settings import FreeEnergySettings, SgldLambda
 from tms.core import checks, io
 from tms.theory import zoo
 
@@ -45,8 +45,8 @@ def _sgld(c: int, labels, st: SgldLambda, seed: int) -> dict:
 
 def measure(c: int = 6, ns=None, settings: FreeEnergySettings | None = None, *, seed: int = 0, scale: str = "quick",
             out_dir: str | Path | None = None, datasets=None, beta_lik: float = 1.0, progress: bool = False,
-            labels=None, batch_points: int | None = None, dtype: torch.dtype = torch.float64,
-            device: str | torch.device = "cpu") -> dict:
+            labels=None, batch_points: int | None = None, save_every: float = 60.0,
+            dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> dict:
     """The whole free-energy measurement at one c: the sweep (seeds, or `datasets` as in
     sweep_data), the local-ladder lambdas, SGLD lambdas, the O(1) terms, the data-term curve
     and `analyse`.
@@ -55,7 +55,7 @@ def measure(c: int = 6, ns=None, settings: FreeEnergySettings | None = None, *, 
     tms.experiments.free_energy's); scale: the preset's name, recorded. ns: the n-grid
     (default QUICK_NS[c]; ignored with datasets). out_dir: every piece saved there and reused
     when rerun (resumable; with batch_points, n values are sampled and saved that many at a
-    time; the sweep's sampler state checkpointed every settings.save_every seconds); the
+    time; the sweep's sampler state checkpointed every save_every seconds); the
     summary `summary_c{c}` is rewritten. Returns the summary record.
     """
     st = settings if settings is not None else FreeEnergySettings()
@@ -63,7 +63,7 @@ def measure(c: int = 6, ns=None, settings: FreeEnergySettings | None = None, *, 
     out = Path(out_dir) if out_dir is not None else None
     zoo.critical_points(c, progress=progress)
     common = dict(seed=seed, beta_lik=beta_lik, out_dir=out, progress=progress, batch_points=batch_points,
-                  save_every=st.save_every, dtype=dtype, device=device)
+                  save_every=save_every, dtype=dtype, device=device)
     if datasets is None:
         points = sweep_seeds(c, list(ns if ns is not None else QUICK_NS.get(c, QUICK_NS[5])), st.sweep, **common)
     else:
@@ -83,7 +83,7 @@ def measure(c: int = 6, ns=None, settings: FreeEnergySettings | None = None, *, 
     res = analyse(points, c, o1, lam_used, dcurve=dcurve, beta_lik=beta_lik)
     res.update(c=c, o1=o1, lam_used=lam_used, dcurve=dcurve, lambda_table=lambda_table(c, lam_res, sg, o1),
                sgld_error=sg.get("_error"), diagnostics=_diagnostics(points),
-               settings=dict(c=c, r=2, seed=seed, beta_lik=beta_lik, scale=scale, **identity(st),
+               settings=dict(c=c, r=2, seed=seed, beta_lik=beta_lik, scale=scale, **st.as_record(),
                              data="user" if datasets is not None else "seeds",
                              ids={str(pt["n"]): pt["ids"] for pt in points}))
     res = io.jsonable(res)

@@ -84,7 +84,7 @@ def main():
             print(f"{label:>26}: {times[label]:7.2f} s")
     ref = results["in-process, one batch"]
     for label in results:
-        assert all(np.array_equal(ref[k], results[label][k]) for k in ("ns", "mass", "mass_se", "occupancy")), label
+        assert all(np.array_equal(getattr(ref, k), getattr(results[label], k)) for k in ("ns", "mass", "mass_se", "occupancy")), label
     print("results identical in every variant")
     two = times["2 workers"]
     print(f"ratios to 2 workers: in-process one batch {times['in-process, one batch'] / two:.2f}x, in-process "

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from tms.bayes import posterior, sweep
+from tms.bayes import posterior, predictions, sweep
+from tms.bayes.posterior import PhaseMass
+from tms.bayes.posterior_point import PosteriorPoint
 from tms.theory.data import sample_inputs
 from tms.theory.loss import empirical_loss, sorted_data, stack_sorted, unflatten_params
 
@@ -28,20 +30,22 @@ def test_potential_matches_direct_sum_over_a_stacked_n_grid():
 
 def test_aggregate_over_seeds():
     pts = [
-        dict(n=100, phases=["5", "6"], mass_seed=np.array([[0.6, 0.4], [0.8, 0.2]]),
-             mass_se_seed=np.array([[0.03, 0.03], [0.04, 0.04]]), occupancy_seed=np.array([[0.9, 0.1], [0.9, 0.1]]),
-             occupancy_se_seed=np.zeros((2, 2))),
-        dict(n=200, phases=["6", "other"], mass_seed=np.array([[0.9, 0.1], [1.0, 0.0]]),
-             mass_se_seed=np.array([[0.02, 0.02], [0.0, 0.0]]), occupancy_seed=np.array([[0.5, 0.5], [0.5, 0.5]]),
-             occupancy_se_seed=np.zeros((2, 2))),
+        PosteriorPoint(n=100, phases=["5", "6"], mass_seed=np.array([[0.6, 0.4], [0.8, 0.2]]),
+                       mass_se_seed=np.array([[0.03, 0.03], [0.04, 0.04]]),
+                       occupancy_seed=np.array([[0.9, 0.1], [0.9, 0.1]]), occupancy_se_seed=np.zeros((2, 2)),
+                       round_trips_seed=np.zeros((2, 3)), diag={}),
+        PosteriorPoint(n=200, phases=["6", "other"], mass_seed=np.array([[0.9, 0.1], [1.0, 0.0]]),
+                       mass_se_seed=np.array([[0.02, 0.02], [0.0, 0.0]]),
+                       occupancy_seed=np.array([[0.5, 0.5], [0.5, 0.5]]), occupancy_se_seed=np.zeros((2, 2)),
+                       round_trips_seed=np.zeros((2, 3)), diag={}),
     ]
     agg = posterior.aggregate(pts)
-    assert agg["phases"] == ["5", "6", "other"]
-    np.testing.assert_allclose(agg["mass"], [[0.7, 0.3, 0.0], [0.0, 0.95, 0.05]])
+    assert agg.phases == ["5", "6", "other"]
+    np.testing.assert_allclose(agg.mass, [[0.7, 0.3, 0.0], [0.0, 0.95, 0.05]])
     # s.e. over data sets: std(ddof=1)/sqrt(2) = |x1 - x2| / 2
-    np.testing.assert_allclose(agg["mass_se"], [[0.1, 0.1, 0.0], [0.0, 0.05, 0.05]])
-    np.testing.assert_allclose(agg["mass_mc_se"][0], [0.025, 0.025, 0.0])
-    np.testing.assert_allclose(agg["occupancy"][1], [0.0, 0.5, 0.5])
+    np.testing.assert_allclose(agg.mass_se, [[0.1, 0.1, 0.0], [0.0, 0.05, 0.05]])
+    np.testing.assert_allclose(agg.mass_mc_se[0], [0.025, 0.025, 0.0])
+    np.testing.assert_allclose(agg.occupancy[1], [0.0, 0.5, 0.5])
 
 
 def test_sweep_saves_each_point_and_resumes(tmp_path, monkeypatch):
@@ -52,10 +56,10 @@ def test_sweep_saves_each_point_and_resumes(tmp_path, monkeypatch):
         points = {}
         for it in items:
             S = len(it.data)
-            points[it.n] = dict(n=it.n, phases=["a", "b"], mass_seed=np.full((S, 2), 0.5),
-                                mass_se_seed=np.full((S, 2), 0.1), occupancy_seed=np.tile([1.0, 0.0], (S, 1)),
-                                occupancy_se_seed=np.zeros((S, 2)), round_trips_seed=np.zeros((S, 4)),
-                                diag={"n": it.n})
+            points[it.n] = PosteriorPoint(n=it.n, phases=["a", "b"], mass_seed=np.full((S, 2), 0.5),
+                                          mass_se_seed=np.full((S, 2), 0.1), occupancy_seed=np.tile([1.0, 0.0], (S, 1)),
+                                          occupancy_se_seed=np.zeros((S, 2)), round_trips_seed=np.zeros((S, 4)),
+                                          diag={"n": it.n})
             sweep._save_point(job, it, points[it.n], out_dir)
         return points
 
@@ -66,8 +70,8 @@ def test_sweep_saves_each_point_and_resumes(tmp_path, monkeypatch):
     assert posterior.io.result_exists(tmp_path / "posterior_c4_n100")
     res = posterior.phase_sweep(4, [100, 200, 300], **kw)
     assert calls[-1] == [300]  # the saved points are not sampled again
-    np.testing.assert_allclose(res["mass"], 0.5)
-    assert res["points"][0]["diag"] == {"n": 100}
+    np.testing.assert_allclose(res.mass, 0.5)
+    assert res.points[0].diag == {"n": 100}
     with pytest.raises(ValueError, match="other settings"):
         posterior.phase_sweep(4, [100], out_dir=tmp_path, predict=False, seeds=3)
 
@@ -106,34 +110,37 @@ def test_tms_c6_transition_direction():
     pytest.importorskip("tms.theory.phases")
     res = posterior.phase_sweep(6, [300, 1100], seed=1, predict=False, seeds=1, n_chains=4, replicas=5,
                                 n_temps=10, beta_min=0.01, n_warmup=48, n_draws=48, max_steps=24)
-    ph = res["phases"]
+    ph = res.phases
     i6 = ph.index("6")
     five = _family(ph, 5)
-    m, se = res["mass"], res["mass_se"]
+    m, se = res.mass, res.mass_se
     m5, se5 = m[:, five].sum(1), np.sqrt((se[:, five] ** 2).sum(1))
     assert m[1, i6] - m[0, i6] > 3 * math.hypot(se[0, i6], se[1, i6]), (ph, m, se)
     assert m5[0] - m5[1] > 3 * math.hypot(se5[0], se5[1]), (ph, m, se)
     # diagnostics are reported per n
-    d = res["points"][1]["diag"]
+    d = res.points[1].diag
     assert len(d["swap_rate"]) == 9 and min(d["swap_rate"]) > 0.1
     assert all(a > 0.5 for a in d["pt_accept"])
 
 
 def test_llc_estimates_for_missing_zoo_lambdas():
-    # the wrapper runs tms.llc.estimator.estimate_llc at the zoo points with the stated protocol: same
-    # numbers as a direct call; and it names the phases the zoo has no lambda for
+    # `tms posterior --llc-estimate` runs tms.llc.zoo.zoo_llc (tms.llc.estimator.estimate_llc at the
+    # zoo points with the lab's protocol): same numbers as a direct call; and the phases the zoo has
+    # no lambda for are named
     from tms.theory import zoo
-    from tms.llc.estimator import default_nbeta, estimate_llc
+    from tms.llc.estimator import PROTOCOL, default_nbeta, estimate_llc
+    from tms.llc.zoo import zoo_llc
 
-    est = posterior.estimate_llcs(5, ["5", "4"], n_chains=4, n_burnin=60, n_draws=240, seed=3)
+    est = zoo_llc(5, ["5", "4"], PROTOCOL.replace(n_chains=4, n_burnin=60, n_draws=240, seed=3)).estimates()
     pts = {q.label: q for q in zoo.critical_points(5)}
     ref = estimate_llc(torch.stack([pts["5"].W, pts["4"].W]), torch.stack([pts["5"].b, pts["4"].b]), None,
                        nbeta=default_nbeta(1000), eps=1e-3, gamma=1.0, n_chains=4, n_burnin=60, n_draws=240,
                        loss="population", seed=3)
     assert est["5"] == (float(ref.llc[0]), float(ref.llc_se[0])) and est["4"][0] == float(ref.llc[1])
     assert 4.0 < est["5"][0] < 10.0  # zoo: rank/2 = 7 (SGLD at this nbeta and step is biased upward)
-    result = dict(phases=["4", "5", "other"], mass=np.array([[0.1, 0.5, 0.4]]), occupancy=np.zeros((1, 3)))
-    assert posterior.missing_llc_labels(5, result) == ["4"]
+    result = PhaseMass(np.array([100]), ["4", "5", "other"], np.array([[0.1, 0.5, 0.4]]), *np.zeros((2, 1, 3)),
+                       np.zeros((1, 3)), np.zeros((1, 3)))
+    assert predictions.missing_llc_labels(5, result) == ["4"]
 
 
 def test_tms_phase_mass_does_not_depend_on_the_start():
@@ -169,16 +176,16 @@ def test_a_point_is_the_same_alone_chunked_or_dropped_early():
     that reach the target standard error first leave the batch (precision-sized sampling)."""
     kw = dict(seed=1, predict=False, seeds=2, n_chains=3, replicas=3, n_temps=6, beta_min=0.01, n_warmup=16,
               n_draws=32, max_steps=12, block=8, min_draws=8, plain_draws=8, target_se=0.2)
-    alone = posterior.phase_sweep(6, [1100], **kw)["points"][0]
-    both = posterior.phase_sweep(6, [300, 1100], **kw)["points"]
+    alone = posterior.phase_sweep(6, [1100], **kw).points[0]
+    both = posterior.phase_sweep(6, [300, 1100], **kw).points
     # some data sets reach s.e. 0.2 and leave the batch while others (stuck ladders) go on
-    rounds = [k for p in both for k in p["diag"]["pt_rounds"]]
+    rounds = [k for p in both for k in p.diag["pt_rounds"]]
     assert min(rounds) < max(rounds) == 32 and min(rounds) >= 8
-    assert alone["diag"]["pt_rounds"] == both[1]["diag"]["pt_rounds"]
-    assert alone["phases"] == both[1]["phases"]
+    assert alone.diag["pt_rounds"] == both[1].diag["pt_rounds"]
+    assert alone.phases == both[1].phases
     for k in ("mass_seed", "mass_se_seed", "occupancy_seed", "round_trips_seed"):
-        np.testing.assert_array_equal(alone[k], both[1][k])
-    assert alone["diag"]["betas_seed"] == both[1]["diag"]["betas_seed"]
+        np.testing.assert_array_equal(getattr(alone, k), getattr(both[1], k))
+    assert alone.diag["betas_seed"] == both[1].diag["betas_seed"]
 
 
 def test_fused_energy_gradient_equals_autograd_of_the_energy():

@@ -21,11 +21,11 @@ C = 4
 
 
 def _by_label(pt: dict, key: str, s: int) -> dict:
-    return {p: float(np.asarray(pt[key])[s, j]) for j, p in enumerate(pt["phases"])}
+    return {p: float(np.asarray(getattr(pt, key))[s, j]) for j, p in enumerate(pt.phases)}
 
 
 def _draw_labels(pt: dict, s: int) -> np.ndarray:
-    d = pt["draws"][s]
+    d = pt.draws[s]
     return np.asarray(d["phase_labels"])[d["phase"]]
 
 
@@ -35,37 +35,37 @@ def _assert_same_dataset(a: dict, s_a: int, b: dict, s_b: int) -> None:
         x, y = _by_label(a, key, s_a), _by_label(b, key, s_b)
         for p in set(x) | set(y):
             assert x.get(p, 0.0) == y.get(p, 0.0), (key, p, x, y)
-    np.testing.assert_array_equal(a["round_trips_seed"][s_a], b["round_trips_seed"][s_b])
+    np.testing.assert_array_equal(a.round_trips_seed[s_a], b.round_trips_seed[s_b])
     for key in ("theta", "loss", "energy"):
-        np.testing.assert_array_equal(a["draws"][s_a][key], b["draws"][s_b][key], err_msg=key)
+        np.testing.assert_array_equal(a.draws[s_a][key], b.draws[s_b][key], err_msg=key)
     np.testing.assert_array_equal(_draw_labels(a, s_a), _draw_labels(b, s_b))
-    assert a["diag"]["pt_rounds"][s_a] == b["diag"]["pt_rounds"][s_b]
-    assert a["diag"]["betas_seed"][s_a] == b["diag"]["betas_seed"][s_b]
+    assert a.diag["pt_rounds"][s_a] == b.diag["pt_rounds"][s_b]
+    assert a.diag["betas_seed"][s_a] == b.diag["betas_seed"][s_b]
 
 
 def test_point_is_identical_alone_chunked_and_with_8_data_sets():
-    alone = posterior.phase_sweep(C, [100], seeds=1, **KW)["points"][0]
-    chunked = {p["n"]: p for p in posterior.phase_sweep(C, [200, 100, 300], seeds=1, **KW)["points"]}[100]
-    pairs = {p["n"]: p for p in posterior.phase_sweep(C, [300, 100], seeds=1, batch_points=1, **KW)["points"]}[100]
-    eight = posterior.phase_sweep(C, [100], seeds=8, **KW)["points"][0]
-    assert alone["layout"] == dict(batch_ns=[100], datasets_per_batch=1)
-    assert chunked["layout"] == dict(batch_ns=[200, 100, 300], datasets_per_batch=3)
-    assert eight["layout"] == dict(batch_ns=[100], datasets_per_batch=8)
+    alone = posterior.phase_sweep(C, [100], seeds=1, **KW).points[0]
+    chunked = {p.n: p for p in posterior.phase_sweep(C, [200, 100, 300], seeds=1, **KW).points}[100]
+    pairs = {p.n: p for p in posterior.phase_sweep(C, [300, 100], seeds=1, batch_points=1, **KW).points}[100]
+    eight = posterior.phase_sweep(C, [100], seeds=8, **KW).points[0]
+    assert alone.layout == dict(batch_ns=[100], datasets_per_batch=1)
+    assert chunked.layout == dict(batch_ns=[200, 100, 300], datasets_per_batch=3)
+    assert eight.layout == dict(batch_ns=[100], datasets_per_batch=8)
     for other, s in ((chunked, 0), (pairs, 0), (eight, 0)):
         _assert_same_dataset(alone, 0, other, s)
     # and data set 5 of the 8 is the same as data set 5 of an 8-set point batched with another n
-    eight_chunked = {p["n"]: p for p in posterior.phase_sweep(C, [100, 150], seeds=8, **KW)["points"]}[100]
+    eight_chunked = {p.n: p for p in posterior.phase_sweep(C, [100, 150], seeds=8, **KW).points}[100]
     _assert_same_dataset(eight, 5, eight_chunked, 5)
-    assert len(alone["draws"][0]["theta"]) == KW["replicas"]  # (chain = ladder, draw, d)
+    assert len(alone.draws[0]["theta"]) == KW["replicas"]  # (chain = ladder, draw, d)
 
 
 def test_saved_point_is_keyed_by_label_and_carries_the_layout(tmp_path, monkeypatch):
     res = posterior.phase_sweep(C, [100, 200], seeds=2, out_dir=tmp_path, batch_points=1, **KW)
     arrays, rec = io.load_result(tmp_path / "posterior_c4_n200")
-    pt = res["points"][1]
-    assert {k for k in arrays if k.startswith("mass_seed[")} == {f"mass_seed[{p}]" for p in pt["phases"]}
-    for j, p in enumerate(pt["phases"]):
-        np.testing.assert_array_equal(arrays[f"mass_seed[{p}]"], pt["mass_seed"][:, j])
+    pt = res.points[1]
+    assert {k for k in arrays if k.startswith("mass_seed[")} == {f"mass_seed[{p}]" for p in pt.phases}
+    for j, p in enumerate(pt.phases):
+        np.testing.assert_array_equal(arrays[f"mass_seed[{p}]"], pt.mass_seed[:, j])
     assert rec["layout"] == dict(batch_ns=[200], datasets_per_batch=2) and "layout" not in rec["settings"]
     assert rec["draw_files"] == 2 and (tmp_path / "posterior_c4_n200_draws_s1.nc").exists()
 
@@ -74,11 +74,11 @@ def test_saved_point_is_keyed_by_label_and_carries_the_layout(tmp_path, monkeypa
 
     monkeypatch.setattr(sweep, "_run_chunk", no_sampling)
     again = posterior.phase_sweep(C, [100, 200], seeds=2, out_dir=tmp_path, **KW)  # other batching: reused
-    for a, b in zip(res["points"], again["points"]):
-        assert a["phases"] == b["phases"] and a["layout"] == b["layout"]
+    for a, b in zip(res.points, again.points):
+        assert a.phases == b.phases and a.layout == b.layout
         for s in range(2):
             _assert_same_dataset(a, s, b, s)
-    np.testing.assert_array_equal(res["mass"], again["mass"])
+    np.testing.assert_array_equal(res.mass, again.mass)
 
 
 def test_missing_draws_file_means_the_point_is_redone(tmp_path):
@@ -102,7 +102,7 @@ def test_damaged_point_is_reported_and_recomputed_to_the_same_numbers(tmp_path, 
     assert "posterior_c4_n100" in err and "recomputing this point" in err
     assert "posterior_c4_n150" not in err and (tmp_path / "posterior_c4_n150.npz").stat().st_mtime_ns == kept
     assert io.check_result(tmp_path / "posterior_c4_n100") is None
-    np.testing.assert_array_equal(again["mass"], first["mass"])
+    np.testing.assert_array_equal(again.mass, first.mass)
 
 
 SWEEP = """
@@ -135,5 +135,5 @@ def test_sigint_at_default_batching_keeps_every_finished_point(tmp_path):
     assert not list(work.glob("*.tmp")) and not list(work.glob(".*"))
     full = posterior.phase_sweep(4, ns, seeds=2, out_dir=tmp_path / "ref", **kw)
     resumed = posterior.phase_sweep(4, ns, seeds=2, out_dir=work, **kw)
-    np.testing.assert_array_equal(full["mass"], resumed["mass"])
-    np.testing.assert_array_equal(full["occupancy"], resumed["occupancy"])
+    np.testing.assert_array_equal(full.mass, resumed.mass)
+    np.testing.assert_array_equal(full.occupancy, resumed.occupancy)

@@ -38,15 +38,19 @@ def _stop_after(monkeypatch, steps: int, exc) -> list:
     return calls
 
 
+def _get(point, key: str):
+    return point[key] if isinstance(point, dict) else getattr(point, key)
+
+
 def _same_points(a: list, b: list, keys) -> None:
     for pa, pb in zip(a, b):
-        assert pa["n"] == pb["n"]
+        assert _get(pa, "n") == _get(pb, "n")
         for k in keys:
-            va, vb = pa[k], pb[k]
+            va, vb = _get(pa, k), _get(pb, k)
             if isinstance(va, (dict, list)) or va is None:
-                assert io.jsonable(va) == io.jsonable(vb), (pa["n"], k)
+                assert io.jsonable(va) == io.jsonable(vb), k
             else:
-                np.testing.assert_array_equal(va, vb, err_msg=f"n={pa['n']} {k}")
+                np.testing.assert_array_equal(va, vb, err_msg=f"n={_get(pa, 'n')} {k}")
 
 
 POSTERIOR_KEYS = ("phases", "mass_seed", "mass_se_seed", "occupancy_seed", "occupancy_se_seed", "round_trips_seed",
@@ -81,11 +85,11 @@ def test_a_stopped_posterior_sweep_resumes_to_the_same_numbers(posterior_ref, tm
     calls = _stop_after(monkeypatch, 10**9, Killed)
     res = posterior.phase_sweep(4, NS, out_dir=tmp_path, **KW)
     assert len(calls) <= steps - stop + 2  # resumed from the checkpoint, not from the start
-    _same_points(ref["points"], res["points"], POSTERIOR_KEYS)
-    for a, b in zip(ref["points"], res["points"]):
+    _same_points(ref.points, res.points, POSTERIOR_KEYS)
+    for a, b in zip(ref.points, res.points):
         for s in range(KW["seeds"]):
             for k in ("theta", "loss", "energy", "phase"):
-                np.testing.assert_array_equal(a["draws"][s][k], b["draws"][s][k])
+                np.testing.assert_array_equal(a.draws[s][k], b.draws[s][k])
     assert not list(tmp_path.glob("*_partial*")) and not list(tmp_path.glob(".*"))
 
 
@@ -140,5 +144,5 @@ def test_damaged_checkpoint_is_said_and_recomputed_and_other_settings_refused(po
     capsys.readouterr()
     res = posterior.phase_sweep(4, NS, out_dir=tmp_path, **KW)
     assert "recomputing its chunk from the start" in capsys.readouterr().err
-    _same_points(ref["points"], res["points"], POSTERIOR_KEYS[:-1])  # the layout: the rest of the grid
+    _same_points(ref.points, res.points, POSTERIOR_KEYS[:-1])  # the layout: the rest of the grid
     assert not list(tmp_path.glob("*_partial*"))

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from tms.core import io
-from tms.bayes import posterior, sweep
+from tms.bayes import posterior, predictions, sweep
+from tms.theory.zoo import TransitionRow
 from tms.cli.main import main
 from tms.cli.posterior import parse_grid, parse_llcs
 
@@ -24,9 +25,10 @@ def test_parse_grid_and_llcs():
 def test_cli_runs_saves_and_draws(tmp_path, monkeypatch, capsys):
     pytest.importorskip("tms.theory.phases")
     # the zoo's n_c are tested with the zoo; here a fixed row checks that lines reach the figure
-    row = dict(alpha="5", beta="6", n_c=150.0, dL=-0.02, dlambda=1.5, dc=2.7)
-    monkeypatch.setattr(posterior, "predicted_transitions", lambda c, beta_lik, llcs=None: [row])
-    monkeypatch.setattr(posterior, "_omitted", lambda c, result, llcs: "")
+    row = TransitionRow(alpha="5", beta="6", L_alpha=0.1, L_beta=0.08, dL=-0.02, lam_alpha=5.0, lam_beta=6.5,
+                        dlambda=1.5, dc=2.7, n_c=150.0)
+    monkeypatch.setattr(predictions, "predicted_transitions", lambda c, beta_lik, llcs=None: [row])
+    monkeypatch.setattr(predictions, "_omitted", lambda c, result, llcs: "")
     fig = tmp_path / "f.png"
     argv = ["posterior", "--c", "3", "--ns", "50,100", "--out", str(tmp_path / "res"), "--figure", str(fig), *TINY]
     assert main(argv) == 0
@@ -34,7 +36,8 @@ def test_cli_runs_saves_and_draws(tmp_path, monkeypatch, capsys):
     assert "posterior mass (replica exchange)" in text and "chain occupancy (plain chains, NOT posterior mass)" in text
     assert "predicted n_c 5 -> 6: 150" in text
     # these tiny chains fail the rank diagnostics of their saved draws, and the table says so
-    assert "saved draws (rank R-hat, bulk / tail ESS of loss and energy): 2 of 2 data sets flagged: n=50 s0:" in text
+    assert ("saved draws (rank R-hat > 1.01, bulk / tail ESS < 100 of loss and energy): 2 of 2 data sets flagged: "
+            "n=50 s0:") in text
     assert fig.exists() and fig.stat().st_size > 10_000
     run_dir = tmp_path / "res" / "c3_quick_b1_s0"
     arrays, rec = io.load_result(run_dir / "summary_c3")
@@ -76,6 +79,6 @@ def test_posterior_command_equals_phase_sweep(tmp_path):
     cfg = dict(seeds=1, n_chains=3, replicas=2, n_temps=3, n_warmup=8, n_draws=6, max_steps=6)
     api = posterior.phase_sweep(3, [50, 100], seed=2, predict=False, **cfg)
     arrays, rec = io.load_result(tmp_path / "res" / "c3_quick_b1_s2" / "summary_c3")
-    assert rec["settings"] == io.jsonable(api["settings"]) and rec["phases"] == api["phases"]
+    assert rec["settings"] == io.jsonable(api.settings) and rec["phases"] == api.phases
     for key in ("ns", "mass", "mass_se", "occupancy", "occupancy_se"):
-        np.testing.assert_array_equal(arrays[key], api[key], err_msg=key)
+        np.testing.assert_array_equal(arrays[key], getattr(api, key), err_msg=key)

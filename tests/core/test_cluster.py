@@ -52,9 +52,9 @@ def _same_files(a: Path, b: Path, stems, ignore: tuple = ()) -> None:
 
 
 def _same_sweep(ref: dict, got: dict) -> None:
-    assert ref["phases"] == got["phases"]
+    assert ref.phases == got.phases
     for k in ("ns", "mass", "mass_se", "mass_mc_se", "occupancy", "occupancy_se"):
-        np.testing.assert_array_equal(ref[k], got[k], err_msg=k)
+        np.testing.assert_array_equal(getattr(ref, k), getattr(got, k), err_msg=k)
 
 
 def test_bad_cluster_arguments(tmp_path):
@@ -180,7 +180,7 @@ def test_a_worker_killed_mid_sweep_loses_only_its_task(tmp_path, scheduler):
     killer.join()
     assert killed, "no worker was killed mid-sweep"
     got = bayes_tasks.phase_sweep(C, ns, out_dir=work, scheduler=scheduler, predict=False, **POST)
-    assert [p["n"] for p in got["points"]] == ns
+    assert [p.n for p in got.points] == ns
     names = sorted(p.name for p in work.iterdir())
     assert not [f for f in names if f.startswith(".") or f.endswith(".tmp")], names  # no temp file left
     assert sorted(f for f in names if f.endswith(".json")) == sorted(f"posterior_c{C}_n{n}.json" for n in ns)

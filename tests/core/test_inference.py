@@ -34,19 +34,19 @@ def swept(tmp_path_factory):
 
 def test_saved_draws_load_with_named_dims_and_settings(swept):
     out, res = swept
-    pt = res["points"][1]
+    pt = res.points[1]
     idata = az.from_netcdf(out / "posterior_c4_n200_draws_s1.nc")
     W, b = idata.posterior["W"], idata.posterior["b"]
     assert W.dims == ("chain", "draw", "W_row", "W_col") and W.shape == (3, 10, 2, 4)
     assert b.dims == ("chain", "draw", "feature") and idata.sample_stats["phase"].dims == ("chain", "draw")
     attrs = idata.posterior.attrs
-    assert json.loads(attrs["settings"]) == json.loads(json.dumps(res["settings"]))
+    assert json.loads(attrs["settings"]) == json.loads(json.dumps(res.settings))
     assert attrs["n"] == 200 and attrs["dataset"] == 1 and attrs["thin_stride"] == 4 and attrs["max_kept"] == 12
-    d = pt["draws"][1]
+    d = pt.draws[1]
     np.testing.assert_array_equal(W.values.reshape(3, 10, -1), d["theta"][..., :8])
     np.testing.assert_array_equal(b.values, d["theta"][..., 8:])
     labels = np.asarray(json.loads(attrs["phase_labels"]))[idata.sample_stats["phase"].values]
-    assert set(labels.ravel()) <= set(pt["phases"])
+    assert set(labels.ravel()) <= set(pt.phases)
     # independent check of the saved loss and energy: L_n of the saved W, b on the data set
     from tms.theory.data import sample_inputs
     from tms.theory.loss import empirical_loss
@@ -61,10 +61,10 @@ def test_saved_draws_load_with_named_dims_and_settings(swept):
 def test_arviz_diagnostics_on_saved_draws_equal_reported(swept):
     out, res = swept
     compared = 0
-    for pt in res["points"]:
-        rep = pt["diag"]["draws"]
+    for pt in res.points:
+        rep = pt.diag["draws"]
         for s in range(2):
-            idata = az.from_netcdf(out / f"posterior_c4_n{pt['n']}_draws_s{s}.nc")
+            idata = az.from_netcdf(out / f"posterior_c4_n{pt.n}_draws_s{s}.nc")
             for v, group in (("loss", idata.posterior), ("energy", idata.sample_stats)):
                 ds = group[[v]]  # an xarray Dataset, as ArviZ takes it
                 ref = dict(rhat=az.rhat(ds)[v].item(), ess_bulk=az.ess(ds, method="bulk")[v].item(),
@@ -79,8 +79,8 @@ def test_arviz_diagnostics_on_saved_draws_equal_reported(swept):
 def test_loaded_point_draws_round_trip(swept):
     out, res = swept
     again = posterior.phase_sweep(4, [100, 200], seeds=2, out_dir=out, **KW)  # all from disk
-    for a, b in zip(res["points"], again["points"]):
-        for da, db in zip(a["draws"], b["draws"]):
+    for a, b in zip(res.points, again.points):
+        for da, db in zip(a.draws, b.draws):
             for k in ("theta", "loss", "energy", "phase"):
                 np.testing.assert_array_equal(da[k], db[k])
             assert da["phase_labels"] == db["phase_labels"] and da["thin_stride"] == db["thin_stride"]

@@ -8,6 +8,7 @@ import torch
 
 from tms.experiments import compare
 from tms.experiments import free_energy as free_energy_run, loss as loss_command, zoo as zoo_command
+from tms.experiments import posterior as posterior_run
 from tms.theory import zoo
 from tms.theory.loss import population_loss
 from tms.core import io
@@ -89,6 +90,21 @@ def test_compare_command_equals_compare(trained, capsys):
     text = capsys.readouterr().out
     for r in rows:  # every row printed with its numbers
         assert f"{r.src} -> {r.dst}" in text and f"{r.dL:9.5f}" in text and f"{r.n_c:.0f}" in text
+
+
+def test_posterior_command_equals_run(tmp_path, capsys):
+    flags = ["--c", "3", "--ns", "50,100", "--seed", "2", "--seeds", "1", "--n-chains", "3", "--replicas", "2",
+             "--n-temps", "3", "--n-warmup", "8", "--n-draws", "6", "--max-steps", "6", "--no-predict", "--no-progress"]
+    assert main(["posterior", *flags, "--out", str(tmp_path / "a"), "--figure", str(tmp_path / "a.png")]) == 0
+    capsys.readouterr()
+    api = posterior_run.run(3, [50, 100], seed=2, seeds=1, n_chains=3, replicas=2, n_temps=3, n_warmup=8, n_draws=6,
+                            max_steps=6, predict=False, out=tmp_path / "b", figure=tmp_path / "b.png")
+    (xa, ra), (xb, rb) = (io.load_result(d / "c3_quick_b1_s2" / "summary_c3") for d in (tmp_path / "a", tmp_path / "b"))
+    assert io.identity(ra) == io.identity(rb) and ra["settings"] == io.jsonable(api.sweep.settings)
+    for k in xa:
+        np.testing.assert_array_equal(xa[k], xb[k], err_msg=k)
+    np.testing.assert_array_equal(xb["mass"], api.sweep.mass)
+    assert (tmp_path / "a.png").is_file() and api.summary == tmp_path / "b" / "c3_quick_b1_s2" / "summary_c3"
 
 
 def test_free_energy_command_equals_run(tmp_path, capsys):

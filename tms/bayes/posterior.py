@@ -29,20 +29,20 @@ any number of data sets, or resumed (tests/bayes/test_posterior_layout.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tms.bayes import sweep
+from tms.bayes import predictions, sweep
 from tms.bayes.settings import PosteriorSettings, SweepLadders
-from tms.bayes.posterior_point import (MAX_KEPT, build_point, classify_draws, ladders_done, load_point,
-                                       point_problem, save_point, summaries)
+from tms.bayes.posterior_point import (MAX_KEPT, PosteriorPoint, build_point, classify_draws, ladders_done,
+                                       load_point, point_problem, save_point, summaries)
 from tms.core import checks, io, rng
-from tms.llc.estimator import default_nbeta, estimate_llc
 from tms.samplers import tempering
-from tms.theory import zoo
 from tms.theory.data import sample_inputs
 from tms.theory.loss import SortedData, empirical_loss_sorted, loss_and_grad_flat, unflatten_params
 
@@ -206,7 +206,7 @@ def _ladder_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSetti
                 finished[g] = _finished(rec, blk, g, r, c, beta_lik)
                 point = _complete_point(records["plain"], finished, blk.batch, blk.batch.owner[g])
                 if point is not None:
-                    points.append((point["n"], point))
+                    points.append((point.n, point))
             else:
                 recs[g] = rec
         return dict(records, recs=recs, finished=finished), leaving, points
@@ -223,7 +223,7 @@ def _finished(rec: dict, blk: sweep.Block, g: int, r: int, c: int, beta_lik: flo
     return dict(out, rounds=blk.rounds, kept=kept_draws(rec, one, r, c, beta_lik))
 
 
-def _complete_point(plain: dict, finished: dict, batch: sweep.Batch, item: int) -> dict | None:
+def _complete_point(plain: dict, finished: dict, batch: sweep.Batch, item: int) -> PosteriorPoint | None:
     """The point of item (an n) once all its data sets are finished (taken out of `finished`)."""
     rows = [g for g, o in enumerate(batch.owner) if o == item]
     if not all(g in finished for g in rows):
@@ -251,7 +251,7 @@ def phase_sweep(c: int, ns, settings: PosteriorSettings | None = None, *, r: int
                 seed: int = 0, out_dir: str | Path | None = None, progress: bool = False,
                 batch_points: int | None = None, save_every: float = 60.0, dtype: torch.dtype = torch.float64,
                 device: str | torch.device = "cpu", predict: bool = True, llcs: dict[str, float] | None = None,
-                **changes) -> dict:
+                **changes) -> PhaseSweep:
     """Posterior phase mass and chain occupancy at every n of `ns` (SPEC 3).
 
     settings: the sampler's (tms.bayes.settings.PosteriorSettings, default its quick scale)
@@ -263,12 +263,9 @@ def phase_sweep(c: int, ns, settings: PosteriorSettings | None = None, *, r: int
     soon as its data sets are finished, whatever the batching.
     device: where the sampling runs (data, chains and keys live there; results come back to
     the CPU).
-    predict: add the predicted n_c of the zoo (predicted_transitions; llcs supplies lambdas
-    the zoo lacks, e.g. SGLD estimates at 4-gons).
-    Returns aggregate(...) plus 'points' (per-n dicts), 'settings' (the record each point
-    saves: c, r, beta_lik, seed and the sampler's), 'transitions' (predicted n_c, or [] with
-    'transitions_error' when the zoo cannot provide them) and 'omitted_transitions' (a
-    sentence naming phases seen without a lambda).
+    predict: add the predicted n_c of the zoo (tms.bayes.predictions; llcs supplies lambdas
+    the zoo lacks, e.g. SGLD estimates at 4-gons). Returns a PhaseSweep (settings: the record
+    each point saves, c, r, beta_lik, seed and the sampler's).
     """
     st = (settings if settings is not None else PosteriorSettings()).replace(**changes)
     ns = _check_args(c, r, beta_lik, seed, ns)
@@ -282,113 +279,70 @@ def phase_sweep(c: int, ns, settings: PosteriorSettings | None = None, *, r: int
     done = sweep.run(job, items, out_dir=out_dir, batch_points=batch_points, save_every=save_every,
                      progress=progress, desc=f"posterior c={c}")
     points = [done[n] for n in ns]
-    result = aggregate(points)
-    result.update(points=points, settings=record)
-    result["transitions"], result["omitted_transitions"] = [], ""
+    result = PhaseSweep(**vars(aggregate(points)), points=points, settings=record)
     if predict:
-        add_predictions(result, c, beta_lik, llcs)
+        predictions.add_predictions(result, c, beta_lik, llcs)
     return result
 
 
-def aggregate(points: list[dict]) -> dict:
+@dataclass
+class PhaseMass:
+    """Phase mass over an n-grid: ns (N,), phases (P labels, the union over n), and (N, P)
+    mass with mass_se (over data sets, or the Monte Carlo error when S = 1) and mass_mc_se,
+    occupancy of the plain chains with occupancy_se."""
+
+    ns: np.ndarray
+    phases: list
+    mass: np.ndarray
+    mass_se: np.ndarray
+    mass_mc_se: np.ndarray
+    occupancy: np.ndarray
+    occupancy_se: np.ndarray
+
+
+@dataclass
+class PhaseSweep(PhaseMass):
+    """phase_sweep's result: the phase mass, the points (per n), the settings every point
+    saved, the predicted transitions (tms.theory.zoo.TransitionRow, n_c scaled by beta_lik;
+    tms.bayes.predictions), a sentence naming phases seen without a lambda, and why no
+    transition could be predicted (None: they were)."""
+
+    points: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    transitions: list = field(default_factory=list)
+    omitted_transitions: str = ""
+    transitions_error: str | None = None
+
+
+def aggregate(points: list[PosteriorPoint]) -> PhaseMass:
     """Per-n results -> arrays over the n-grid and the union of phases.
 
     mass, mass_se, occupancy, occupancy_se: (N, P). mass_se is the standard error over data
     sets (std / sqrt(S)) when S >= 2, else the within-data-set Monte Carlo error.
     """
-    phases = sorted({p for pt in points for p in pt["phases"]})
+    phases = sorted({p for pt in points for p in pt.phases})
     N, P = len(points), len(phases)
     out = {k: np.zeros((N, P)) for k in ("mass", "mass_se", "mass_mc_se", "occupancy", "occupancy_se")}
     for i, pt in enumerate(points):
-        idx = [phases.index(p) for p in pt["phases"]]
-        ms, ses = np.asarray(pt["mass_seed"]), np.asarray(pt["mass_se_seed"])
-        oc, ocse = np.asarray(pt["occupancy_seed"]), np.asarray(pt["occupancy_se_seed"])
+        idx = [phases.index(p) for p in pt.phases]
+        ms, ses = np.asarray(pt.mass_seed), np.asarray(pt.mass_se_seed)
+        oc, ocse = np.asarray(pt.occupancy_seed), np.asarray(pt.occupancy_se_seed)
         S = ms.shape[0]
         out["mass"][i, idx] = ms.mean(0)
         out["mass_mc_se"][i, idx] = np.sqrt((ses**2).sum(0)) / S
         out["mass_se"][i, idx] = ms.std(0, ddof=1) / math.sqrt(S) if S >= 2 else out["mass_mc_se"][i, idx]
         out["occupancy"][i, idx] = oc.mean(0)
         out["occupancy_se"][i, idx] = oc.std(0, ddof=1) / math.sqrt(S) if S >= 2 else np.sqrt((ocse**2).sum(0)) / S
-    out["ns"] = np.array([pt["n"] for pt in points])
-    out["phases"] = phases
-    return out
+    return PhaseMass(np.array([pt.n for pt in points]), phases, **out)
 
 
-def predicted_transitions(c: int, beta_lik: float = 1.0, llcs: dict | None = None) -> list[dict]:
-    """Predicted critical sample sizes from the zoo's free energies (SPEC 3).
-
-    F_n(alpha) = n beta_lik L_alpha + lambda_alpha log(n beta_lik) + |w*_alpha|^2 / 2 (other
-    O(1) terms dropped), so every n_c of the beta_lik = 1 convention is divided by beta_lik.
-    Rows of tms.theory.zoo.transition_table(c, llcs) with a finite n_c, as dicts with
-    'alpha', 'beta', 'n_c' (scaled), and the table's other fields.
-    """
-    rows = zoo.transition_table(c, llcs=llcs)
-    out = []
-    for row in rows:
-        rec = dict(row) if isinstance(row, dict) else dict(row._asdict()) if hasattr(row, "_asdict") else dict(vars(row))
-        nc = rec.get("n_c")
-        if nc is None or not np.isfinite(nc):
-            continue
-        rec["n_c"] = float(nc) / beta_lik
-        out.append(rec)
-    return out
-
-
-def _omitted(c: int, result: dict, llcs: dict | None, min_mass: float = 0.02) -> str:
-    """Sentence naming the phases seen in the sweep for which the zoo has no lambda."""
-    lam = {q.label: (llcs or {}).get(q.label, q.llc) for q in zoo.critical_points(c)}
-    seen = [p for i, p in enumerate(result["phases"])
-            if max(result["mass"][:, i].max(), result["occupancy"][:, i].max()) >= min_mass]
-    missing = [p for p in seen if p in lam and lam[p] is None]
-    if not missing:
-        return ""
-    return ("n_c lines omitted for transitions involving " + ", ".join(missing)
-            + " (the zoo has no lambda there: L is only C^1 at 4-gons; supply estimates with --llc LABEL=VALUE).")
-
-
-def add_predictions(result: dict, c: int, beta_lik: float, llcs: dict[str, float] | None = None) -> dict:
-    """Fill result['transitions'] and result['omitted_transitions'] from the zoo (in place)."""
-    try:
-        result["transitions"] = predicted_transitions(c, beta_lik, llcs)
-        result["omitted_transitions"] = _omitted(c, result, llcs)
-        result.pop("transitions_error", None)
-    except (ImportError, AttributeError, ValueError, TypeError) as err:
-        result["transitions"], result["omitted_transitions"] = [], ""
-        result["transitions_error"] = f"{type(err).__name__}: {err}"
-    return result
-
-
-def missing_llc_labels(c: int, result: dict, min_mass: float = 0.02) -> list[str]:
-    """Zoo labels seen in a sweep (mass or occupancy >= min_mass) for which the zoo has no lambda."""
-    lam = {q.label: q.llc for q in zoo.critical_points(c)}
-    return [p for i, p in enumerate(result["phases"])
-            if lam.get(p, 0.0) is None and max(result["mass"][:, i].max(), result["occupancy"][:, i].max()) >= min_mass]
-
-
-def estimate_llcs(c: int, labels: list[str], *, n: int = 1000, n_chains: int = 16, n_burnin: int = 4000,
-                  n_draws: int = 4000, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """SGLD estimates (SPEC 5) of lambda at the zoo points `labels` (e.g. 4-gons, where L is
-    only C^1 and the zoo has no lambda): population loss, nbeta = n / log n, eps = 1e-3,
-    gamma = 1, n_burnin + n_draws steps (tms.llc.estimator.PROTOCOL's), all points and chains batched.
-    Returns {label: (lambda_hat, standard error across chains)}; NaN where the estimator
-    excluded every chain (see tms.llc.estimator)."""
-    if not labels:
-        return {}
-    pts = {q.label: q for q in zoo.critical_points(c)}
-    W = torch.stack([pts[lab].W for lab in labels])
-    b = torch.stack([pts[lab].b for lab in labels])
-    res = estimate_llc(W, b, None, nbeta=default_nbeta(n), eps=1e-3, gamma=1.0, n_chains=n_chains,
-                       n_burnin=n_burnin, n_draws=n_draws, loss="population", seed=seed)
-    return {lab: (float(res.llc[i]), float(res.llc_se[i])) for i, lab in enumerate(labels)}
-
-
-def save_summary(path: str | Path, result: dict) -> None:
+def save_summary(path: str | Path, result: PhaseSweep) -> None:
     """Save a phase_sweep result (arrays over the n-grid + settings, phases, transitions and
     per-n diagnostics as JSON) for plotting (tms.report.plots.posterior)."""
-    arrays = {k: result[k] for k in ("ns", "mass", "mass_se", "mass_mc_se", "occupancy", "occupancy_se")}
+    arrays = {k: getattr(result, k) for k in ("ns", "mass", "mass_se", "mass_mc_se", "occupancy", "occupancy_se")}
     record = dict(
-        settings=result["settings"], phases=list(result["phases"]), transitions=result.get("transitions", []),
-        transitions_error=result.get("transitions_error"), omitted_transitions=result.get("omitted_transitions", ""),
-        diagnostics={str(p["n"]): p["diag"] for p in result["points"]},
+        settings=result.settings, phases=list(result.phases),
+        transitions=[dataclasses.asdict(t) for t in result.transitions], transitions_error=result.transitions_error,
+        omitted_transitions=result.omitted_transitions, diagnostics={str(p.n): p.diag for p in result.points},
     )
     io.save_result(path, arrays, record)

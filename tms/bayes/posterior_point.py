@@ -11,6 +11,7 @@ and energy in diag['draws'].
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,27 @@ from tms.theory.phases import classify
 MAX_KEPT = dict(plain=200, ladder=200)  # draws kept (thinned) per chain: plain for classification, ladder saved
 POINT_ARRAYS = ("mass_seed", "mass_se_seed", "occupancy_seed", "occupancy_se_seed")  # (S, P): saved per label
 SEED_ARRAYS = ("round_trips_seed",)
+
+
+@dataclass
+class PosteriorPoint:
+    """The posterior at one sample size n, per data set (S) and phase (P, labels `phases`):
+    mass_seed (S, P), the beta = 1 phase fractions averaged over a data set's ladders, with
+    their Monte Carlo error mass_se_seed (S, P); occupancy_seed (S, P) of the plain chains with
+    occupancy_se_seed (S, P); round_trips_seed (S, R) per ladder; diag, the diagnostics (JSON);
+    layout, the batch it was sampled in (beside, not in, the settings); draws, per data set the
+    kept beta = 1 ladder draws (theta (R, T, d), loss, energy, phase codes, phase_labels)."""
+
+    n: int
+    phases: list
+    mass_seed: np.ndarray
+    mass_se_seed: np.ndarray
+    occupancy_seed: np.ndarray
+    occupancy_se_seed: np.ndarray
+    round_trips_seed: np.ndarray
+    diag: dict
+    layout: dict | None = None
+    draws: list = field(default_factory=list)
 
 
 def summaries(theta: torch.Tensor, data: SortedData, r: int, c: int) -> torch.Tensor:
@@ -95,7 +117,7 @@ def _draw_records(recs: list[dict], phases: list[str]) -> tuple[list[dict], dict
     return draws, diag
 
 
-def build_point(n: int, recs: list[dict], plain: dict, g: slice, summ: np.ndarray, layout: dict) -> dict:
+def build_point(n: int, recs: list[dict], plain: dict, g: slice, summ: np.ndarray, layout: dict) -> PosteriorPoint:
     """The result at one n from its S ladder records and the plain chains' (data sets g of
     the batch; summ (T, G, C, 2c+1) their summaries); layout (which n shared the batch, data
     sets per batch) is recorded beside, not in, the settings."""
@@ -132,9 +154,8 @@ def build_point(n: int, recs: list[dict], plain: dict, g: slice, summ: np.ndarra
         plain_phase_diagnostics=[diagnostics.phase_diagnostics(summ[:, k].transpose(1, 0, 2), ll[:, j].T)
                                  for j, k in enumerate(range(g.start, g.stop))],
     )
-    return dict(n=n, phases=phases, mass_seed=mass_s, mass_se_seed=se_s, occupancy_seed=occ_chain.mean(1),
-                occupancy_se_seed=occ_se_s, round_trips_seed=np.array([rec["round_trips"] for rec in recs]), diag=diag,
-                draws=draws, layout=layout)
+    return PosteriorPoint(n, phases, mass_s, se_s, occ_chain.mean(1), occ_se_s,
+                          np.array([rec["round_trips"] for rec in recs]), diag, layout, draws)
 
 
 def draws_path(path: Path, s: int) -> Path:
@@ -149,31 +170,31 @@ def point_problem(path: Path) -> str | None:
     return f"the draws file {missing[0]} it names is missing" if missing else None
 
 
-def save_point(path: Path, res: dict, settings: dict) -> None:
+def save_point(path: Path, point: PosteriorPoint, settings: dict) -> None:
     """Draws first (one netCDF per data set), then the arrays and record, so a point counts as
     done only when all of it is on disk. Arrays keyed by phase label (`mass_seed[4+]` (S,)):
     a column means the same phase at every n. The batch layout sits beside the settings.
     settings: the sweep's and the data seeds `ids`; a draws file names the sweep's settings
     and its data set s."""
     sweep_settings = {k: v for k, v in settings.items() if k != "ids"}
-    for s, draws in enumerate(res.get("draws") or []):
+    for s, draws in enumerate(point.draws):
         inference.save_netcdf(inference.point_inference_data(
-            draws, r=settings["r"], c=settings["c"], n=res["n"], dataset=s, settings=sweep_settings),
+            draws, r=settings["r"], c=settings["c"], n=point.n, dataset=s, settings=sweep_settings),
             draws_path(path, s))
-    arrays = {f"{k}[{p}]": np.asarray(res[k])[:, j] for k in POINT_ARRAYS for j, p in enumerate(res["phases"])}
-    arrays.update({k: res[k] for k in SEED_ARRAYS})
-    io.save_result(path, arrays, dict(settings=settings, n=res["n"], phases=res["phases"], diagnostics=res["diag"],
-                                      layout=res.get("layout"), draw_files=len(res.get("draws") or [])))
+    arrays = {f"{k}[{p}]": np.asarray(getattr(point, k))[:, j]
+              for k in POINT_ARRAYS for j, p in enumerate(point.phases)}
+    arrays.update({k: getattr(point, k) for k in SEED_ARRAYS})
+    io.save_result(path, arrays, dict(settings=settings, n=point.n, phases=point.phases, diagnostics=point.diag,
+                                      layout=point.layout, draw_files=len(point.draws)))
 
 
-def load_point(path: Path) -> dict:
+def load_point(path: Path) -> PosteriorPoint:
     """A point saved by save_point (its settings were checked by the sweep, tms.bayes.sweep)."""
     arrays, rec = io.load_result(path)
-    out = {k: np.stack([arrays[f"{k}[{p}]"] for p in rec["phases"]], -1) for k in POINT_ARRAYS}
-    out.update({k: arrays[k] for k in SEED_ARRAYS})
+    per_label = {k: np.stack([arrays[f"{k}[{p}]"] for p in rec["phases"]], -1) for k in POINT_ARRAYS}
     draws = [inference.load_point_draws(draws_path(path, s)) for s in range(rec.get("draw_files", 0))]
-    return dict(n=rec["n"], phases=rec["phases"], diag=rec["diagnostics"], layout=rec.get("layout"), draws=draws,
-                **out)
+    return PosteriorPoint(rec["n"], rec["phases"], **per_label, **{k: arrays[k] for k in SEED_ARRAYS},
+                          diag=rec["diagnostics"], layout=rec.get("layout"), draws=draws)
 
 
 def point_path(out_dir: str | Path, c: int, n: int) -> Path:

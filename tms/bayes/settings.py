@@ -6,9 +6,9 @@
     |  |                      precision stop
     |  +- FreeEnergySweep     the free-energy sweep (two ladders and temperatures at least)
     +- LocalLadders      ladders confined to one phase at one n (lambda_Bayes)
-    SgldLambda           SGLD lambdas at the zoo points
-    FreeEnergySettings   the whole free-energy measurement (`tms free-energy`): the three above,
-                         Monte Carlo sizes
+    FreeEnergySettings   the whole free-energy measurement (`tms free-energy`): the sweep's and
+                         the local ladders, the SGLD lambdas' sampler (tms.llc.estimator.
+                         LLCSettings, as tms.llc.zoo.zoo_llc takes it), Monte Carlo sizes
 
 The class defaults are the quick scale; tms.experiments holds the presets. A saved result
 records `as_record()` and reuse compares it; how a run goes (save_every, device, threads,
@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tms.core.settings import Settings, setting
+from tms.llc.estimator import PROTOCOL, LLCSettings
 
 def _below_one(**values: float) -> None:
     for name, v in values.items():
@@ -100,17 +101,6 @@ class LocalLadders(Ladders):
 
 
 @dataclass(frozen=True)
-class SgldLambda(Settings):
-    """SGLD estimates of lambda at the zoo points (tms.bayes.posterior.estimate_llcs): population
-    loss, nbeta = n / log n."""
-
-    n: int = setting(1000, "sample size of the SGLD temperature nbeta = n / log n", minimum=2, maximum=10**6)
-    n_chains: int = setting(8, "SGLD chains per phase", minimum=2, maximum=10**6)
-    n_burnin: int = setting(4000, "SGLD steps discarded per chain", minimum=0, maximum=10**6)
-    n_draws: int = setting(4000, "SGLD steps kept per chain", minimum=10, maximum=10**6)
-
-
-@dataclass(frozen=True)
 class FreeEnergySettings(Settings):
     """The free-energy measurement at one c (tms.bayes.free_energy.measure.measure, SPEC 3)."""
 
@@ -118,17 +108,24 @@ class FreeEnergySettings(Settings):
                                      "ladders of the sweep over the n-grid", flag=False)
     local: LocalLadders = setting(LocalLadders(seeds=2, replicas=3, n_temps=5, n_warmup=40, n_draws=80, max_steps=32),
                                   "ladders confined to a phase (lambda_Bayes)", flag=False)
-    sgld: SgldLambda = setting(SgldLambda(), "SGLD lambdas at the zoo points", flag=False)
+    sgld: LLCSettings = setting(PROTOCOL, "SGLD lambdas at the zoo points (tms.llc.zoo.zoo_llc, population loss: "
+                                          "no minibatches; the measurement's seed)", flag=False)
     mc_draws: int = setting(200_000, "prior draws for the zero-column volumes (Monte Carlo, the O(1) terms)",
                             minimum=1000, maximum=10**7)
     dcurve_sets: int = setting(24, "synthetic data sets per n of the mean data-term curve", minimum=2,
                                maximum=10**4)
 
     def __post_init__(self):
-        for name, cls in (("sweep", FreeEnergySweep), ("local", LocalLadders), ("sgld", SgldLambda)):
+        for name, cls in (("sweep", FreeEnergySweep), ("local", LocalLadders), ("sgld", LLCSettings)):
             value = getattr(self, name)
             if isinstance(value, dict):  # a saved record (from_record)
                 object.__setattr__(self, name, cls.from_record(value))
             elif not isinstance(value, cls):
                 raise ValueError(f"{name} must be a {cls.__name__}, got {value!r}")
         super().__post_init__()
+
+    def check(self) -> None:
+        if self.sgld.batch_size is not None:
+            raise ValueError(f"sgld.batch_size must be None (the zoo's population loss), got {self.sgld.batch_size}")
+        if self.sgld.n_chains < 2:
+            raise ValueError(f"sgld.n_chains must be >= 2 (a standard error across chains), got {self.sgld.n_chains}")

@@ -6,10 +6,11 @@ as --local-* and the SGLD lambdas' as --sgld-*."""
 from __future__ import annotations
 
 from tms.bayes.free_energy.measure import report_section
-from tms.bayes.settings import FreeEnergySettings, FreeEnergySweep, LocalLadders, SgldLambda
+from tms.bayes.settings import FreeEnergySettings, FreeEnergySweep, LocalLadders
 from tms.cli import common
 from tms.cli.common import parse_grid
 from tms.experiments import free_energy as experiment
+from tms.llc.estimator import LLCSettings
 
 NAME = "free-energy"
 HELP = "measured free-energy differences of the phases, lambda from the ladder, the O(1) terms that move n_c"
@@ -25,7 +26,7 @@ def add_arguments(p) -> None:
                    help="full: more data sets, ladders, temperatures, draws; the flags below override it")
     common.add_settings(p, FreeEnergySweep, preset=quick.sweep)
     common.add_settings(p, LocalLadders, preset=quick.local, prefix="local")
-    common.add_settings(p, SgldLambda, preset=quick.sgld, prefix="sgld")
+    common.add_settings(p, LLCSettings, preset=quick.sgld, prefix="sgld", skip=("batch_size", "seed"))
     common.add_settings(p, FreeEnergySettings, preset=quick)
     p.add_argument("--labels", help="phases of the lambda table, comma list (default: p = 0 families, k >= c - 2)")
     p.add_argument("--batch-points", type=int, help="n values sampled (and saved) per batched call (default all)")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from tms.bayes.posterior import PhaseSweep
 from tms.bayes.settings import PosteriorSettings
 from tms.cli import common
 from tms.cli.common import MAX_GRID, MAX_N, parse_grid
 from tms.core import checks, io
 from tms.experiments import posterior as experiment
+from tms.samplers import diagnostics
 
 NAME = "posterior"
 HELP = "Bayesian phase transitions: posterior phase mass against the sample size n (resumable)"
@@ -65,54 +67,56 @@ def run(args) -> int:
     res = experiment.run(args.c, ns, settings, scale=args.scale, beta_lik=args.beta_lik, seed=args.seed,
                          out=args.out, figure=figure, llcs=parse_llcs(args.llc), llc_estimate=args.llc_estimate,
                          predict=not args.no_predict, batch_points=args.batch_points, save_every=args.save_every,
-                         device=args.device,
-                         threads=args.threads, progress=not args.no_progress, **where)
-    for note in res["notes"]:
+                         device=args.device, threads=args.threads, progress=not args.no_progress, **where)
+    for note in res.notes:
         if note.startswith("lambda by SGLD"):
             print(note)
-    print(f"posterior c={args.c}, beta_lik={args.beta_lik:g}: {len(ns)} n values, results in {res['run_dir']}")
-    _print_tables(res, res["settings"]["n_temps"] > 1)
+    print(f"posterior c={args.c}, beta_lik={args.beta_lik:g}: {len(ns)} n values, results in {res.run_dir}")
+    _print_tables(res.sweep, settings.n_temps > 1)
     print(f"figure: {figure}")
     return 0
 
 
-def _print_tables(res: dict, tempered: bool) -> None:
-    head = "n      " + "  ".join(f"{p:>16s}" for p in res["phases"])
+def _print_tables(res: PhaseSweep, tempered: bool) -> None:
+    head = "n      " + "  ".join(f"{p:>16s}" for p in res.phases)
     print("posterior mass (replica exchange) +- s.e.:" if tempered else
           "chain occupancy of the ladder chains (--n-temps 1: no tempering, NOT posterior mass) +- s.e.:")
     print(head)
-    for i, n in enumerate(res["ns"]):
-        print(f"{n:<6d} " + "  ".join(f"{m:7.3f} +- {s:5.3f}" for m, s in zip(res["mass"][i], res["mass_se"][i])))
+    for i, n in enumerate(res.ns):
+        print(f"{n:<6d} " + "  ".join(f"{m:7.3f} +- {s:5.3f}" for m, s in zip(res.mass[i], res.mass_se[i])))
     print("chain occupancy (plain chains, NOT posterior mass):")
     print(head)
-    for i, n in enumerate(res["ns"]):
-        print(f"{n:<6d} " + "  ".join(f"{m:16.3f}" for m in res["occupancy"][i]))
+    for i, n in enumerate(res.ns):
+        print(f"{n:<6d} " + "  ".join(f"{m:16.3f}" for m in res.occupancy[i]))
     print("diagnostics (ladders: accept, divergences, min swap rate, round trips per ladder, rounds sampled, "
           "largest Monte Carlo s.e. of a mass, min ESS of the mass indicators; "
           "plain chains: per phase max split R-hat / min ESS of invariant summaries):")
-    for pt in res["points"]:
-        d = pt["diag"]
-        ess = [v for vals in d["mass_indicator_ess"].values() for v in vals if v is not None]
-        ph = "; ".join(f"{k}: {v.get('max_rhat', float('nan')):.2f}/{v.get('min_ess', float('nan')):.0f} ({v['chains']})"
-                       for s in map(io.jsonable, d["plain_phase_diagnostics"])  # typed when fresh, dicts when loaded
-                       for k, v in s.items() if k != "_mixed" and v["chains"] >= 2)
-        trips = np.mean(d.get("round_trips_seed", [[np.nan]]))
-        print(f"n={pt['n']:<5d} accept {np.mean(d['pt_accept']):.2f}, div {int(np.sum(d['pt_divergences']))}, "
-              f"swap {min(d['swap_rate'], default=float('nan')):.2f}, trips {trips:.1f}, "
-              f"rounds {max(d.get('pt_rounds', [0]))}, se {d.get('mass_mc_se_max', float('nan')):.3f}, "
-              f"ess {min(ess, default=float('nan')):.0f} | {ph}")
-    _print_draw_flags(res["points"])
-    for t in res["transitions"]:
-        print(f"predicted n_c {t['alpha']} -> {t['beta']}: {t['n_c']:.0f}")
-    if res.get("transitions_error"):
-        print(f"no predicted n_c: {res['transitions_error']}")
+    for pt in res.points:
+        print(_diagnostics_line(pt.n, io.jsonable(pt.diag)))  # typed when fresh, dicts when loaded
+    _print_draw_flags(res.points)
+    for t in res.transitions:
+        print(f"predicted n_c {t.alpha} -> {t.beta}: {t.n_c:.0f}")
+    if res.transitions_error:
+        print(f"no predicted n_c: {res.transitions_error}")
 
 
-def _print_draw_flags(points: list[dict]) -> None:
-    """Data sets whose saved beta = 1 draws fail a rank diagnostic (R-hat > 1.01, bulk or tail
-    ESS < 100, of their loss and energy across the ladders)."""
-    bad = [f"n={pt['n']} s{s}: {', '.join(f)}" for pt in points
-           for s, f in enumerate(pt["diag"].get("draws", {}).get("flags", [])) if f]
-    total = sum(len(pt["diag"].get("draws", {}).get("flags", [])) for pt in points)
-    print(f"saved draws (rank R-hat, bulk / tail ESS of loss and energy): {len(bad)} of {total} data sets flagged"
+def _diagnostics_line(n: int, d: dict) -> str:
+    ess = [v for vals in d["mass_indicator_ess"].values() for v in vals if v is not None]
+    ph = "; ".join(f"{k}: {v.get('max_rhat', float('nan')):.2f}/{v.get('min_ess', float('nan')):.0f} ({v['chains']})"
+                   for s in d["plain_phase_diagnostics"] for k, v in s.items() if k != "_mixed" and v["chains"] >= 2)
+    trips = np.mean(d.get("round_trips_seed", [[np.nan]]))
+    return (f"n={n:<5d} accept {np.mean(d['pt_accept']):.2f}, div {int(np.sum(d['pt_divergences']))}, "
+            f"swap {min(d['swap_rate'], default=float('nan')):.2f}, trips {trips:.1f}, "
+            f"rounds {max(d.get('pt_rounds', [0]))}, se {d.get('mass_mc_se_max', float('nan')):.3f}, "
+            f"ess {min(ess, default=float('nan')):.0f} | {ph}")
+
+
+def _print_draw_flags(points: list) -> None:
+    """Data sets whose saved beta = 1 draws fail a rank diagnostic (tms.samplers.diagnostics.
+    failing: R-hat above RHAT_MAX, bulk or tail ESS below ESS_MIN, of their loss and energy
+    across the ladders)."""
+    flags = [(pt.n, s, f) for pt in points for s, f in enumerate(pt.diag.get("draws", {}).get("flags", []))]
+    bad = [f"n={n} s{s}: {', '.join(f)}" for n, s, f in flags if f]
+    print(f"saved draws (rank R-hat > {diagnostics.RHAT_MAX}, bulk / tail ESS < {diagnostics.ESS_MIN} of loss and "
+          f"energy): {len(bad)} of {len(flags)} data sets flagged"
           + (": " + "; ".join(bad[:12]) + (f"; ... {len(bad) - 12} more" if len(bad) > 12 else "") if bad else ""))

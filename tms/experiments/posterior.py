@@ -8,15 +8,19 @@ Dask cluster with scheduler= / workers=: tms.bayes.tasks.phase_sweep).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tms.bayes import posterior
+from tms.bayes import posterior, predictions
 from tms.bayes import tasks as bayes_tasks
+from tms.bayes.posterior import PhaseSweep
 from tms.bayes.settings import PosteriorSettings
 from tms.core import checks
+from tms.llc.estimator import PROTOCOL
+from tms.llc.zoo import zoo_llc
 from tms.report.plots.posterior import plot_phase_sweep
 from tms.theory import zoo
 
@@ -69,24 +73,36 @@ def _check(c, beta_lik, seed, threads, batch_points, save_every, llcs, out, figu
     return None if figure is None else checks.output_file(figure, "figure", suffixes=checks.FIGURE_SUFFIXES)
 
 
-def _note(res: dict, text: str) -> None:
+@dataclass
+class PosteriorRun:
+    """What `tms posterior` made: the sweep (tms.bayes.posterior.PhaseSweep), the folder of its
+    points and summary, the summary's path, and the notes said on the figure and printed."""
+
+    sweep: PhaseSweep
+    run_dir: Path
+    summary: Path
+    notes: list
+
+
+def _note(res: PhaseSweep, text: str) -> None:
     """Append a line to the note the figure prints under the sweep (omitted_transitions)."""
-    res["omitted_transitions"] = (res["omitted_transitions"] + "\n" if res["omitted_transitions"] else "") + text
+    res.omitted_transitions = (res.omitted_transitions + "\n" if res.omitted_transitions else "") + text
 
 
-def _lambda_notes(res: dict, c: int, beta_lik: float, seed: int, llcs: dict, estimate: bool) -> list[str]:
+def _lambda_notes(res: PhaseSweep, c: int, beta_lik: float, seed: int, llcs: dict, estimate: bool) -> list[str]:
     """Lines naming the lambdas not from zoo theory behind the predicted n_c: supplied ones,
-    and (estimate) SGLD estimates of those still missing among the phases seen."""
+    and (estimate) SGLD estimates (tms.llc.zoo.zoo_llc, the lab's protocol with 16 chains) of
+    those still missing among the phases seen."""
     notes = []
-    used = sorted({lab for t in res["transitions"] for lab in (t["alpha"], t["beta"])} & set(llcs))
+    used = sorted({lab for t in res.transitions for lab in (t.alpha, t.beta)} & set(llcs))
     if used:
         notes.append("lambda supplied with --llc (not zoo theory): "
                      + ", ".join(f"{lab} = {llcs[lab]:.2f}" for lab in used))
     if estimate:
-        todo = [lab for lab in posterior.missing_llc_labels(c, res) if lab not in llcs]
-        est = posterior.estimate_llcs(c, todo, seed=seed)
+        todo = [lab for lab in predictions.missing_llc_labels(c, res) if lab not in llcs]
+        est = zoo_llc(c, todo, PROTOCOL.replace(n_chains=16, seed=seed)).estimates() if todo else {}
         llcs.update({lab: v for lab, (v, _) in est.items() if np.isfinite(v)})
-        posterior.add_predictions(res, c, beta_lik, llcs)
+        predictions.add_predictions(res, c, beta_lik, llcs)
         if est:
             notes.append("lambda by SGLD at the zoo point (population loss, nbeta = 1000/log 1000, eps 1e-3, "
                          "gamma 1): " + ", ".join(f"lambda({lab}) = {v:.2f} +- {se:.2f}"
@@ -99,7 +115,7 @@ def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale
         llcs: dict[str, float] | None = None, llc_estimate: bool = False, predict: bool = True,
         batch_points: int | None = None, save_every: float = 60.0, device: str | torch.device = "cpu",
         threads: int | None = None, progress: bool = False, scheduler: str | None = None, workers: int | None = None,
-        **changes) -> dict:
+        **changes) -> PosteriorRun:
     """The posterior sweep of `tms posterior` at c: settings (default the preset of `scale`,
     quick | full) with `changes` applied (fields of tms.bayes.settings.PosteriorSettings, the
     command's flags: n_draws=200, ...), over ns (default posterior_grid(c, scale)), saved
@@ -110,8 +126,7 @@ def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale
     SGLD the ones still missing among the phases seen. save_every: seconds between
     checkpoints of the unfinished points' sampler state. threads: torch threads while it runs
     (None: unchanged). scheduler / workers: the n-grid as Dask tasks (the same numbers).
-    Returns phase_sweep's result with 'run_dir', 'summary' (paths) and 'notes' (lines said on
-    the figure and printed)."""
+    Returns a PosteriorRun."""
     settings = (posterior_settings(scale) if settings is None else settings).replace(**changes)
     ns = posterior_grid(c, scale) if ns is None else list(ns)
     llcs = dict(llcs or {})
@@ -134,5 +149,4 @@ def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale
     posterior.save_summary(summary, res)
     if fig is not None:
         plot_phase_sweep(summary, fig)
-    res.update(run_dir=str(run_dir), summary=str(summary), notes=notes)
-    return res
+    return PosteriorRun(res, run_dir, summary, notes)

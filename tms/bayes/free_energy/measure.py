@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tms.bayes import posterior, sweep
+from tms.bayes import sweep
 from tms.bayes.free_energy.analysis import analyse, lambda_table
 from tms.bayes.free_energy.ladders import lambda_labels, local_lambda, sweep_data, sweep_seeds
 from tms.bayes.free_energy.terms import MAX_PERM_C, data_term_curve, flat_volume, o1_terms
-from tms.bayes.settings import FreeEnergySettings, SgldLambda
+from tms.bayes.settings import FreeEnergySettings
 from tms.core import checks, io
+from tms.llc.estimator import LLCSettings
+from tms.llc.zoo import zoo_llc
 from tms.theory import zoo
 
 # the default n-grid per c (quick scale: around the 5 -> 6 crossing at c = 6)
@@ -32,13 +34,11 @@ def _saved_or_computed(path: Path | None, settings: dict, compute):
     return value
 
 
-def _sgld(c: int, labels, st: SgldLambda, seed: int) -> dict:
-    """SGLD estimates at the zoo points (tms.bayes.posterior.estimate_llcs), {label: [value, se]};
-    NaN with the error recorded if the estimator fails."""
+def _sgld(c: int, labels, settings: LLCSettings) -> dict:
+    """SGLD estimates at the zoo points (tms.llc.zoo.zoo_llc), {label: [value, se]}; NaN with
+    the error recorded if the estimator fails."""
     try:
-        est = posterior.estimate_llcs(c, list(labels), n=st.n, n_chains=st.n_chains, n_burnin=st.n_burnin,
-                                      n_draws=st.n_draws, seed=seed)
-        return {lab: [float(v), float(s)] for lab, (v, s) in est.items()}
+        return {lab: [float(v), float(s)] for lab, (v, s) in zoo_llc(c, list(labels), settings).estimates().items()}
     except (ValueError, RuntimeError) as err:  # the estimator refused or failed: recorded, the rest goes on
         return {lab: [math.nan, math.nan] for lab in labels} | {"_error": f"{type(err).__name__}: {err}"}
 
@@ -59,6 +59,7 @@ def measure(c: int = 6, ns=None, settings: FreeEnergySettings | None = None, *, 
     summary `summary_c{c}` is rewritten. Returns the summary record.
     """
     st = settings if settings is not None else FreeEnergySettings()
+    st = st.replace(sgld=st.sgld.replace(seed=seed))  # the SGLD lambdas run with the measurement's seed
     checks.scale(scale)
     out = Path(out_dir) if out_dir is not None else None
     zoo.critical_points(c, progress=progress)
@@ -74,8 +75,7 @@ def measure(c: int = 6, ns=None, settings: FreeEnergySettings | None = None, *, 
                                  lambda: local_lambda(c, labels, st.local, seed=seed, beta_lik=beta_lik,
                                                       progress=progress, dtype=dtype, device=device))
     sg = _saved_or_computed(None if out is None else out / f"sgld_c{c}",
-                            dict(labels=labels, seed=seed, **st.sgld.as_record()),
-                            lambda: _sgld(c, labels, st.sgld, seed))
+                            dict(labels=labels, **st.sgld.as_record()), lambda: _sgld(c, labels, st.sgld))
     o1 = o1_terms(c, zoo.labels(c), n_mc=st.mc_draws, seed=seed)
     bayes = {lab: r["lam"] for lab, r in lam_res["per_label"].items()}
     lam_used = {lab: t["llc"] if t["llc"] is not None else bayes.get(lab) for lab, t in o1.items()}
@@ -230,5 +230,5 @@ def report_section(result: dict) -> list[str]:
         lines += _fit_rows(pr) + [""] + _which_term(pr) + [""]
     lines += ["### lambda three ways", "", "Bayes: slope of E_beta[n L_n | phase] against 1/beta on ladders confined "
               f"to the phase (n = {st['local']['n']}, jackknife over ladders); SGLD: at the zoo point, population "
-              f"loss, n beta = n / log n, n = {st['sgld']['n']}.", ""] + _lambda_rows(result["lambda_table"]) + [""]
+              f"loss, n beta = n / log n, n = {st['sgld']['n']:g}.", ""] + _lambda_rows(result["lambda_table"]) + [""]
     return lines

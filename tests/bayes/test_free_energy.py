@@ -13,7 +13,8 @@ from scipy.optimize import brentq
 from scipy.spatial import ConvexHull
 
 from tms.bayes.free_energy import estimators, ladders, measure, terms
-from tms.bayes.settings import FreeEnergySettings, FreeEnergySweep, LocalLadders, SgldLambda
+from tms.bayes.settings import FreeEnergySettings, FreeEnergySweep, LocalLadders
+from tms.llc.estimator import PROTOCOL
 from tms.core import io
 from tms.theory import phases, zoo
 from tms.core import rng
@@ -216,7 +217,7 @@ def test_o1_terms_and_data_term():
 TINY = FreeEnergySettings(sweep=FreeEnergySweep(seeds=2, replicas=2, n_temps=4, n_warmup=8, n_draws=12, max_steps=8),
                           local=LocalLadders(n=400, seeds=1, replicas=2, n_temps=3, n_warmup=8, n_draws=12,
                                              max_steps=8),
-                          sgld=SgldLambda(n_chains=2, n_burnin=10, n_draws=20), dcurve_sets=3, mc_draws=5000)
+                          sgld=PROTOCOL.replace(n_chains=2, n_burnin=10, n_draws=20), dcurve_sets=3, mc_draws=5000)
 
 
 def test_measure_tiny_saves_resumes_reports_and_plots(tmp_path):

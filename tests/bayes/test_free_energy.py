@@ -94,10 +94,10 @@ def test_fit_recovers_an_exact_line_and_crossing():
     ns = np.array([100.0, 200, 400, 800, 1600])
     y = 0.01 * ns - 1.3 * np.log(ns) + 2.0
     r = estimators.fit_free_energy(ns, y, np.full(5, 0.1), 0.01)
-    assert r["dlam"] == pytest.approx(-1.3, abs=1e-9) and r["dc"] == pytest.approx(2.0, abs=1e-8)
-    assert r["chi2"] == pytest.approx(0.0, abs=1e-12) and r["dof"] == 3
+    assert r.dlam == pytest.approx(-1.3, abs=1e-9) and r.dc == pytest.approx(2.0, abs=1e-8)
+    assert r.chi2 == pytest.approx(0.0, abs=1e-12) and r.dof == 3
     fixed = estimators.fit_free_energy(ns, y, np.full(5, 0.1), 0.01, dlam=-1.3)
-    assert fixed["dc"] == pytest.approx(2.0, abs=1e-9)
+    assert fixed.dc == pytest.approx(2.0, abs=1e-9)
     root = brentq(lambda n: 0.01 * n - 1.3 * math.log(n) + 2.0, 200, 1600)
     fine = np.exp(np.linspace(math.log(100), math.log(1600), 3000))
     assert estimators.crossing(fine, 0.01 * fine - 1.3 * np.log(fine) + 2.0) == pytest.approx(root, rel=1e-4)
@@ -149,8 +149,8 @@ def test_two_well_free_energy_matches_quadrature_and_fit_recovers_dlambda():
     assert np.all(np.abs(got - exact) < 3.5 * se), (got, exact, se)
     fit = estimators.fit_free_energy(NS, got, se, DELTA)
     ref = estimators.fit_free_energy(NS, exact, se, DELTA)  # the same fit of the exact values: its finite-n bias
-    assert abs(fit["dlam"] - (-0.25)) < 3.5 * fit["dlam_se"] + abs(ref["dlam"] + 0.25)
-    assert abs(ref["dlam"] + 0.25) < 0.1  # the grid is asymptotic enough for the fit form
+    assert abs(fit.dlam - (-0.25)) < 3.5 * fit.dlam_se + abs(ref.dlam + 0.25)
+    assert abs(ref.dlam + 0.25) < 0.1  # the grid is asymptotic enough for the fit form
 
 
 def test_wbic_slope_recovers_d_over_2_and_one_over_2k():
@@ -176,9 +176,9 @@ def test_wbic_slope_recovers_d_over_2_and_one_over_2k():
     for i, lam in enumerate([1.5, 0.25, 1 / 6]):
         res = estimators.wbic_lambda(E[:, i], np.ones_like(E[:, i], bool), np.repeat(out["betas"][i:i + 1].numpy(), R, 0),
                              np.zeros(R, int))
-        assert res["slots_used"] == K
-        assert abs(res["lam"] - lam) < 3.5 * res["se"], (lam, res["lam"], res["se"])
-        assert res["se"] < 0.1 * lam  # the test can fail
+        assert res.slots_used == K
+        assert abs(res.lam - lam) < 3.5 * res.se, (lam, res.lam, res.se)
+        assert res.se < 0.1 * lam  # the test can fail
 
 
 # ---- O(1) terms ---------------------------------------------------------------------------------------
@@ -186,8 +186,8 @@ def test_wbic_slope_recovers_d_over_2_and_one_over_2k():
 
 def test_o1_terms_and_data_term():
     o1 = terms.o1_terms(6, ["6", "5", "4"], n_mc=40_000)
-    assert o1["6"]["flat"] == 0.0 and o1["6"]["multiplicity"] == 60 and o1["4"]["laplace"] is None
-    assert 0 < o1["5"]["flat"] - 0 and o1["5"]["flat_se"] < 0.1
+    assert o1["6"].flat == 0.0 and o1["6"].multiplicity == 60 and o1["4"].laplace is None
+    assert 0 < o1["5"].flat - 0 and o1["5"].flat_se < 0.1
     # c-gon: every copy has the same L_n, so the data term is -n (L_n(w*) - L) exactly
     from tms.theory.data import sample_inputs
     from tms.theory.loss import empirical_loss_sorted, sorted_data, stack_sorted
@@ -222,12 +222,12 @@ TINY = FreeEnergySettings(sweep=FreeEnergySweep(seeds=2, replicas=2, n_temps=4, 
 
 def test_measure_tiny_saves_resumes_reports_and_plots(tmp_path):
     res = measure.measure(6, [300, 500], TINY, out_dir=tmp_path, labels=["6", "5"])
-    assert set(res["readings"]) == {"zoo", "hull"}
+    assert set(res.readings) == {"zoo", "hull"}
     for n in (300, 500):
         assert io.result_exists(tmp_path / f"fe_c6_n{n}")
     again = measure.measure(6, [300, 500], TINY, out_dir=tmp_path, labels=["6", "5"])
-    assert again["readings"]["zoo"]["mass"] == res["readings"]["zoo"]["mass"]
-    assert [r["bayes"] for r in again["lambda_table"]] == [r["bayes"] for r in res["lambda_table"]]
+    assert again.readings["zoo"]["mass"] == res.readings["zoo"]["mass"]
+    assert [r["bayes"] for r in again.lambda_table] == [r["bayes"] for r in res.lambda_table]
     lines = measure.report_section(measure.load_summary(tmp_path / "summary_c6"))
     assert lines[0] == "## Measured free energies (c = 6)" and any("lambda three ways" in ln for ln in lines)
     from tms.report.plots.free_energy import plot_free_energy
@@ -245,14 +245,13 @@ def test_user_data_sets_equal_seeded_ones_and_local_ladders_stay_in_phase():
     seeded = ladders.sweep_seeds(6, [300], TINY.sweep, seed=3, theory=False)[0]
     X = [sample_inputs(300, 6, data_seed(3, 300, s)).numpy() for s in range(2)]
     user = ladders.sweep_data(6, [X], TINY.sweep.replace(seeds=1), seed=3, theory=False)[0]
-    assert np.array_equal(seeded["frac_zoo"], user["frac_zoo"]) and np.array_equal(seeded["round_trips"],
-                                                                                     user["round_trips"])
-    assert user["frac_zoo"].shape[:2] == (2, 2) and user["round_trips"].shape == (2, 2)
+    assert np.array_equal(seeded.frac_zoo, user.frac_zoo) and np.array_equal(seeded.round_trips, user.round_trips)
+    assert user.frac_zoo.shape[:2] == (2, 2) and user.round_trips.shape == (2, 2)
     with pytest.raises(ValueError, match="one sample size"):
         ladders.sweep_data(6, [[X[0], X[0][:100]]])
     lam = ladders.local_lambda(6, ["5"], TINY.local, seed=1)
-    r = lam["per_label"]["5"]
-    assert np.allclose(r["frac"], 1.0)  # the wall keeps every slot's draws in the phase
+    r = lam.per_label["5"]
+    assert np.allclose(r.frac, 1.0)  # the wall keeps every slot's draws in the phase
 
 
 def test_cli_free_energy_tiny(tmp_path, capsys):

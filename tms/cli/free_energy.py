@@ -58,8 +58,8 @@ def run(args) -> int:
                          data=args.data, labels=labels, batch_points=args.batch_points, reading=args.reading,
                          beta_lik=args.beta_lik, seed=args.seed, out=args.out, figure=args.figure,
                          save_every=args.save_every, threads=args.threads, progress=args.progress, device=args.device)
-    print("\n".join(report_section(res)))
-    if res.get("sgld_error"):
-        print(f"SGLD estimates failed: {res['sgld_error']}")
-    print(f"results in {res['out']}; figure ({args.reading} reading): {res['figure']}")
+    print("\n".join(report_section(res.summary)))
+    if res.summary.sgld_error:
+        print(f"SGLD estimates failed: {res.summary.sgld_error}")
+    print(f"results in {res.out}; figure ({args.reading} reading): {res.figure}")
     return 0

@@ -8,11 +8,12 @@ the pieces saved under `out` (tms.bayes.free_energy.measure.measure).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tms.bayes.free_energy.measure import measure, save_summary
+from tms.bayes.free_energy.measure import FreeEnergySummary, measure, save_summary
 from tms.bayes.settings import FreeEnergySettings, FreeEnergySweep, LocalLadders
 from tms.core import checks
 from tms.report.plots.free_energy import plot_free_energy
@@ -23,6 +24,15 @@ FULL = FreeEnergySettings(  # the paper's scale: about an hour on 2 cores
     sweep=FreeEnergySweep(seeds=8, replicas=8, n_temps=12, beta_min=0.005, n_warmup=200, n_draws=600, max_steps=48),
     local=LocalLadders(n=2000, seeds=4, replicas=6, n_temps=8, beta_lo=0.2, n_warmup=150, n_draws=500, max_steps=48))
 PRESETS = dict(quick=QUICK, full=FULL)
+
+
+@dataclass(frozen=True)
+class FreeEnergyRun:
+    """What `tms free-energy` made: the summary (as saved), its folder and the figure."""
+
+    summary: FreeEnergySummary
+    out: Path
+    figure: Path
 
 
 def load_datasets(path: str, c: int) -> list[list[np.ndarray]]:
@@ -67,7 +77,7 @@ def run(c: int = 6, ns: list[int] | None = None, settings: FreeEnergySettings | 
         data: str | None = None, labels: list[str] | None = None, batch_points: int | None = None,
         reading: str = "zoo", beta_lik: float = 1.0, seed: int = 0, out: str = "results/free_energy",
         figure: str | None = None, save_every: float = 60.0, threads: int | None = None, progress: bool = True,
-        device=None, **changes) -> dict:
+        device=None, **changes) -> FreeEnergyRun:
     """Measure and save the free energies at c (tms.bayes.free_energy.measure.measure) under
     OUT/c{c}_{scale}[_data]_b{beta_lik}_s{seed}, write its summary and the figure (default
     results/figures/free_energy_c{c}.png, `reading` "zoo" or "hull"). settings: the
@@ -77,7 +87,7 @@ def run(c: int = 6, ns: list[int] | None = None, settings: FreeEnergySettings | 
     sampler state. ns: the n-grid (default
     tms.bayes.free_energy.measure.QUICK_NS[c]); data: a .npz of your own data sets instead of
     seeds. threads: torch threads during the run (default 1: many small tensor ops; the
-    caller's count is restored). Returns the summary record, with `figure` and `out` added."""
+    caller's count is restored)."""
     checks.scale(scale, tuple(PRESETS))
     settings = (PRESETS[scale] if settings is None else settings).replace(**changes)
     fig_path = _check(c, ns, data, labels, batch_points, save_every, beta_lik, seed, threads, out, figure, reading)
@@ -88,8 +98,6 @@ def run(c: int = 6, ns: list[int] | None = None, settings: FreeEnergySettings | 
         res = measure(c, ns, settings, seed=seed, scale=scale, out_dir=run_dir, datasets=datasets, beta_lik=beta_lik,
                       progress=progress, labels=labels, batch_points=batch_points, save_every=save_every,
                       device=device)
-    res["settings"]["reading"] = reading
+    res.settings["reading"] = reading
     save_summary(run_dir / f"summary_c{c}", res)
-    res["figure"] = str(plot_free_energy(run_dir / f"summary_c{c}", fig_path, reading=reading))
-    res["out"] = str(run_dir)
-    return res
+    return FreeEnergyRun(res, run_dir, plot_free_energy(run_dir / f"summary_c{c}", fig_path, reading=reading))

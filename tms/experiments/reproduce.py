@@ -326,7 +326,7 @@ def _free_energy_stage(x: _Ctx) -> _Stage:
     def compute():
         res = free_energy.measure(6, fc.get("ns"), fc["settings"], seed=x.seed, out_dir=run_dir, progress=x.progress,
                                   device=x.device)
-        res["settings"]["reading"] = "zoo"
+        res.settings["reading"] = "zoo"
         free_energy.save_summary(summary, res)
 
     def draw():

@@ -4,11 +4,74 @@ pooling over data sets, the weighted fit of the free-energy form, the WBIC slope
 the crossing of a difference."""
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
+from tms.core import io
 from tms.theory import zoo
+
+
+class Record:
+    """Base of the free-energy result records (dataclasses): as_record() gives the fields as
+    JSON (arrays as lists, records within as their records), leaving out the fields named in
+    OPTIONAL while they are None; from_record builds one back from it (a saved summary's,
+    arrays as lists)."""
+
+    OPTIONAL: tuple = ()
+
+    def as_record(self) -> dict:
+        return {f.name: io.jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if not (f.name in self.OPTIONAL and getattr(self, f.name) is None)}
+
+    @classmethod
+    def from_record(cls, record: dict):
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls) if f.name in record})
+
+
+class Pooled(NamedTuple):
+    """Per-data-set differences pooled: mean, its s.e. (the larger of the two below), the
+    across-data-set s.e. and the Monte Carlo s.e."""
+
+    mean: float
+    se: float
+    se_between: float
+    se_mc: float
+
+
+@dataclass(frozen=True)
+class FreeEnergyFit(Record):
+    """A weighted fit of F(alpha) - F(beta) = n dL + dlambda log n + dc (fit_free_energy):
+    dlambda and dc with standard errors (inflated by the Birge ratio sqrt(chi2 / dof) when it
+    exceeds 1) and their correlation, chi2, dof, the Birge ratio, the points used."""
+
+    dlam: float
+    dlam_se: float
+    dc: float
+    dc_se: float
+    corr: float
+    chi2: float
+    dof: int
+    birge: float
+    n_points: int
+
+
+@dataclass(frozen=True)
+class WbicLambda(Record):
+    """lambda_Bayes from a tempered ladder (wbic_lambda): the slope lam with its jackknife s.e.,
+    the slots used, and per data set (G) and slot (K): mean E_beta[E | phase], count of
+    in-phase draws, x = 1/beta, frac, the in-phase fraction."""
+
+    lam: float
+    se: float
+    slots_used: int
+    mean: np.ndarray
+    count: np.ndarray
+    x: np.ndarray
+    frac: np.ndarray
 
 
 def ladder_fractions(labels: np.ndarray, phases: list[str]) -> np.ndarray:
@@ -53,7 +116,7 @@ def log_mass_ratio(frac: np.ndarray, i: int, j: int) -> tuple[np.ndarray, np.nda
     return dF, np.where(np.isfinite(dF), np.sqrt(np.maximum(var, 0.0)), np.nan)
 
 
-def pool(dF: np.ndarray, se: np.ndarray) -> tuple[float, float, float, float]:
+def pool(dF: np.ndarray, se: np.ndarray) -> Pooled:
     """Pool per-data-set differences (S,): (mean, s.e., across-data-set s.e., Monte Carlo s.e.).
 
     s.e. = max(across-data-set, Monte Carlo): the first holds the data-set variability of
@@ -61,19 +124,18 @@ def pool(dF: np.ndarray, se: np.ndarray) -> tuple[float, float, float, float]:
     NaN when any data set lacks one of the two phases."""
     S = dF.shape[0]
     if S == 0 or not np.isfinite(dF).all():
-        return (math.nan,) * 4
+        return Pooled(math.nan, math.nan, math.nan, math.nan)
     mc = float(np.sqrt((se**2).sum()) / S) if np.isfinite(se).all() else math.nan
     between = float(dF.std(ddof=1) / math.sqrt(S)) if S >= 2 else math.nan
-    return float(dF.mean()), float(np.nanmax([mc, between])), between, mc
+    return Pooled(float(dF.mean()), float(np.nanmax([mc, between])), between, mc)
 
 
-def fit_free_energy(ns, dF, se, dL: float, dlam: float | None = None, offset=None) -> dict:
+def fit_free_energy(ns, dF, se, dL: float, dlam: float | None = None, offset=None) -> FreeEnergyFit:
     """Weighted least squares of y = dF - offset - n dL on dlambda log n + dc (SPEC 3 form).
 
     ns, dF, se (N,): the n-grid, measured F(alpha) - F(beta) and its error; offset (N,) a
     known n-dependent part to subtract first (e.g. the data term), default 0. dlam given:
-    only dc is fitted. Returns dlam, dlam_se, dc, dc_se, corr, chi2, dof, birge (standard
-    errors inflated by sqrt(chi2 / dof) when that exceeds 1), n_points. NaN if too few points.
+    only dc is fitted (dlam_se 0). NaN if too few points.
     """
     ns, dF, se = (np.asarray(v, dtype=float) for v in (ns, dF, se))
     off = np.zeros_like(dF) if offset is None else np.asarray(offset, dtype=float)
@@ -82,7 +144,7 @@ def fit_free_energy(ns, dF, se, dL: float, dlam: float | None = None, offset=Non
     nan = dict(dlam=math.nan, dlam_se=math.nan, dc=math.nan, dc_se=math.nan, corr=math.nan, chi2=math.nan,
                dof=0, birge=math.nan, n_points=int(ok.sum()))
     if ok.sum() < k:
-        return nan
+        return FreeEnergyFit(**nan)
     y = dF[ok] - off[ok] - ns[ok] * dL - (0.0 if dlam is None else dlam * np.log(ns[ok]))
     X = np.ones((int(ok.sum()), 1)) if dlam is not None else np.stack([np.log(ns[ok]), np.ones(int(ok.sum()))], 1)
     w = 1.0 / se[ok] ** 2
@@ -97,7 +159,7 @@ def fit_free_energy(ns, dF, se, dL: float, dlam: float | None = None, offset=Non
                    dc_se=float(math.sqrt(cov[1, 1])), corr=float(cov[0, 1] / math.sqrt(cov[0, 0] * cov[1, 1])))
     else:
         out.update(dlam=float(dlam), dlam_se=0.0, dc=float(beta[0]), dc_se=float(math.sqrt(cov[0, 0])))
-    return out
+    return FreeEnergyFit(**out)
 
 
 def _wbic_fit(S1: np.ndarray, N: np.ndarray, x: np.ndarray, use: np.ndarray) -> float:
@@ -113,7 +175,7 @@ def _wbic_fit(S1: np.ndarray, N: np.ndarray, x: np.ndarray, use: np.ndarray) -> 
     return float((w * xc * yc).sum() / den) if den > 0 else math.nan
 
 
-def wbic_lambda(energy, inphase, betas, group, *, min_frac: float = 0.5, min_count: int = 10) -> dict:
+def wbic_lambda(energy, inphase, betas, group, *, min_frac: float = 0.5, min_count: int = 10) -> WbicLambda:
     """Bayesian learning coefficient from a tempered ladder: slope of E_beta[E | phase] in 1/beta.
 
     energy (T, U, K): the tempered energy E = n L_n at every slot of U ladders; inphase
@@ -121,7 +183,6 @@ def wbic_lambda(energy, inphase, betas, group, *, min_frac: float = 0.5, min_cou
     (E is multiplied by beta in the target); group (U,) int: the data set of each ladder (one
     intercept n L_n(w*) per data set). Slots used: in-phase fraction >= min_frac over the
     ladders of a data set and >= min_count draws. Error: jackknife over the U ladders.
-    Returns lam, se, slots_used, and per data set and slot: mean (G, K), count, x = 1/beta.
     """
     E, m = np.asarray(energy, dtype=float), np.asarray(inphase, dtype=bool)
     betas, group = np.asarray(betas, dtype=float), np.asarray(group)
@@ -143,8 +204,7 @@ def wbic_lambda(energy, inphase, betas, group, *, min_frac: float = 0.5, min_cou
     N = onehot @ Nu
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(N > 0, (onehot @ S1u) / N, np.nan)
-    return dict(lam=lam, se=se, slots_used=int(use.sum()), mean=mean, count=N, x=x,
-                frac=N / (onehot @ Tu))
+    return WbicLambda(lam=lam, se=se, slots_used=int(use.sum()), mean=mean, count=N, x=x, frac=N / (onehot @ Tu))
 
 
 def crossing(ns, dF) -> float | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from tms.bayes import sweep
 from tms.bayes.posterior import cold_slot, data_seed, ladder_start, ladder_target, with_dims
 from tms.bayes.settings import FreeEnergySettings, FreeEnergySweep, LocalLadders
-from tms.bayes.free_energy.estimators import ladder_fractions, wbic_lambda
+from tms.bayes.free_energy.estimators import Record, WbicLambda, ladder_fractions, wbic_lambda
 from tms.bayes.free_energy.terms import MAX_PERM_C, data_term, zoo_point
 from tms.core import checks, io, rng
 from tms.samplers import tempering
@@ -23,6 +24,64 @@ from tms.theory.data import sample_inputs
 from tms.theory.loss import (SortedData, empirical_loss_sorted, flatten_params, sorted_data, stack_sorted,
                              unflatten_params)
 from tms.theory.phases import classify, classify_hull
+
+@dataclass
+class FreeEnergyPoint(Record):
+    """The free-energy sweep at one n, per data set (S), ladder (R) and phase (P) in both
+    readings of the cold-slot draws (zoo: tms.theory.phases.classify, hull: classify_hull):
+    ids of the data sets; phases_zoo / phases_hull (labels); frac_zoo / frac_hull (S, R, P),
+    mass_seed_* (S, P) and mass_se_seed_* (S, P) over the ladders; round_trips (S, R);
+    betas (S, K) final ladders; swap_rate (S, K-1); accept (S,); divergences (S,); theory
+    labels and data_term (S, L) of each (None without)."""
+
+    OPTIONAL = ("data_term",)
+
+    n: int
+    ids: list
+    phases_zoo: list
+    phases_hull: list
+    frac_zoo: np.ndarray
+    frac_hull: np.ndarray
+    mass_seed_zoo: np.ndarray
+    mass_se_seed_zoo: np.ndarray
+    mass_seed_hull: np.ndarray
+    mass_se_seed_hull: np.ndarray
+    round_trips: np.ndarray
+    betas: np.ndarray
+    swap_rate: np.ndarray
+    accept: np.ndarray
+    divergences: np.ndarray
+    theory_labels: list = field(default_factory=list)
+    data_term: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class LocalLambda(WbicLambda):
+    """lambda_Bayes of one phase (wbic_lambda's record) and its ladders: betas (S, K),
+    round_trips (S, R), accept (S,), wall (S,) the fraction of transitions rejected at the wall."""
+
+    betas: np.ndarray | None = None
+    round_trips: np.ndarray | None = None
+    accept: np.ndarray | None = None
+    wall: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class LocalLambdas(Record):
+    """local_lambda's result: the labels, the settings (and n_used, the sample size), the data
+    sets' ids, and per label its LocalLambda."""
+
+    labels: list
+    settings: dict
+    ids: list
+    per_label: dict
+
+    @classmethod
+    def from_record(cls, record: dict) -> "LocalLambdas":
+        """From the saved record (the arrays as lists)."""
+        return cls(record["labels"], record["settings"], record["ids"],
+                   {k: LocalLambda.from_record(v) for k, v in record["per_label"].items()})
+
 
 def run_ladders(target: tempering.Target, theta0: torch.Tensor, keys: torch.Tensor, betas: torch.Tensor,
                 n_warmup: int, n_draws: int, *, all_slots: bool = False, progress: bool = False,
@@ -70,21 +129,20 @@ def data_id(X: torch.Tensor) -> str:
 
 
 def build_point(n: int, sl: slice, out: dict, zl: np.ndarray, hl: np.ndarray, dterm, theory: list[str],
-                ids) -> dict:
+                ids) -> FreeEnergyPoint:
     """The sweep result at one n: its data sets are the items sl of the batch (cold-slot
-    labels zl, hl (T, G, R)); phase fractions per data set and ladder (S, R, P) for both
-    readings, round trips per ladder (S, R), final ladders (S, K), swap rates (S, K-1)."""
+    labels zl, hl (T, G, R); out: ladder_summary's)."""
     pz = sorted(set(np.unique(zl[:, sl]).tolist()))
     ph = sorted(set(np.unique(hl[:, sl]).tolist()))
     fz, fh = ladder_fractions(zl[:, sl], pz), ladder_fractions(hl[:, sl], ph)
     R = fz.shape[1]
-    return dict(n=n, ids=list(ids), phases_zoo=pz, phases_hull=ph, frac_zoo=fz, frac_hull=fh,
-                mass_seed_zoo=fz.mean(1), mass_se_seed_zoo=fz.std(1, ddof=1) / math.sqrt(R),
-                mass_seed_hull=fh.mean(1), mass_se_seed_hull=fh.std(1, ddof=1) / math.sqrt(R),
-                round_trips=out["round_trips"][sl].cpu().numpy(), betas=out["betas"][sl].cpu().numpy(),
-                swap_rate=out["swap_rate"][sl].cpu().numpy(), accept=out["accept"][sl].cpu().numpy(),
-                divergences=out["divergences"][sl].cpu().numpy(), theory_labels=list(theory),
-                data_term=None if dterm is None else dterm[sl])
+    return FreeEnergyPoint(n=n, ids=list(ids), phases_zoo=pz, phases_hull=ph, frac_zoo=fz, frac_hull=fh,
+                           mass_seed_zoo=fz.mean(1), mass_se_seed_zoo=fz.std(1, ddof=1) / math.sqrt(R),
+                           mass_seed_hull=fh.mean(1), mass_se_seed_hull=fh.std(1, ddof=1) / math.sqrt(R),
+                           round_trips=out["round_trips"][sl].cpu().numpy(), betas=out["betas"][sl].cpu().numpy(),
+                           swap_rate=out["swap_rate"][sl].cpu().numpy(), accept=out["accept"][sl].cpu().numpy(),
+                           divergences=out["divergences"][sl].cpu().numpy(), theory_labels=list(theory),
+                           data_term=None if dterm is None else dterm[sl])
 
 
 POINT_ARRAYS = ("frac_zoo", "frac_hull", "mass_seed_zoo", "mass_se_seed_zoo", "mass_seed_hull", "mass_se_seed_hull",
@@ -111,22 +169,22 @@ def _sweep_phase(c: int, r: int, beta_lik: float, seed: int, st: FreeEnergySweep
                        st.n_draws, cold_slot, blocked, desc="replica exchange")
 
 
-def save_point(path: Path, pt: dict, settings: dict) -> None:
+def save_point(path: Path, pt: FreeEnergyPoint, settings: dict) -> None:
     """A sweep point: its arrays (POINT_ARRAYS) and record (settings, POINT_FIELDS)."""
-    arrays = {k: pt[k] for k in POINT_ARRAYS if pt.get(k) is not None}
-    io.save_result(path, arrays, dict(settings=settings, **{k: pt[k] for k in POINT_FIELDS}))
+    arrays = {k: getattr(pt, k) for k in POINT_ARRAYS if getattr(pt, k) is not None}
+    io.save_result(path, arrays, dict(settings=settings, **{k: getattr(pt, k) for k in POINT_FIELDS}))
 
 
-def load_point(path: Path) -> dict:
+def load_point(path: Path) -> FreeEnergyPoint:
     """A point saved by save_point (its settings checked by the sweep, tms.bayes.sweep)."""
     arrays, rec = io.load_result(path)
-    return dict({k: rec[k] for k in POINT_FIELDS}, **{k: arrays.get(k) for k in POINT_ARRAYS})
+    return FreeEnergyPoint(**{k: rec[k] for k in POINT_FIELDS}, **{k: arrays.get(k) for k in POINT_ARRAYS})
 
 
 def sweep_data(c: int, datasets, settings: FreeEnergySweep | None = None, *, r: int = 2, beta_lik: float = 1.0,
                seed: int = 0, ids=None, out_dir: str | Path | None = None, progress: bool = False,
                batch_points: int | None = None, save_every: float = 60.0, dtype: torch.dtype = torch.float64,
-               device: str | torch.device = "cpu", theory: bool = True, **changes) -> list[dict]:
+               device: str | torch.device = "cpu", theory: bool = True, **changes) -> list[FreeEnergyPoint]:
     """Phase masses per data set and ladder at every n, from replica exchange (SPEC 3), on
     the researcher's own data sets.
 
@@ -137,10 +195,8 @@ def sweep_data(c: int, datasets, settings: FreeEnergySweep | None = None, *, r: 
     is not used here) with `changes` applied. out_dir: each finished n saved there as
     fe_c{c}_n{n} and skipped when rerun with the same settings and data; the sampler state
     checkpointed every save_every seconds and on an interrupt (tms.bayes.sweep). theory: add
-    the exact data term of every zoo label (c <= MAX_PERM_C). Returns the points (named
-    fields: frac_zoo / frac_hull (S, R, P) per data set and ladder, mass_seed_*,
-    mass_se_seed_*, round_trips (S, R), betas (S, K), swap_rate, accept, divergences,
-    data_term (S, L)).
+    the exact data term of every zoo label (c <= MAX_PERM_C). Returns the points, in the order
+    of datasets.
     """
     st = (settings if settings is not None else FreeEnergySettings().sweep).replace(**changes)
     checks.positive_int(c, "c", minimum=3)
@@ -179,7 +235,8 @@ def _items(c: int, datasets, ids, dtype) -> list[sweep.Item]:
     return items
 
 
-def sweep_seeds(c: int, ns, settings: FreeEnergySweep | None = None, *, seed: int = 0, **kw) -> list[dict]:
+def sweep_seeds(c: int, ns, settings: FreeEnergySweep | None = None, *, seed: int = 0,
+                **kw) -> list[FreeEnergyPoint]:
     """sweep_data on synthetic data sets: at each n, settings.seeds data sets drawn from the
     high-sparsity distribution with the seeds tms.bayes.posterior.data_seed(seed, n, s) (the
     same data sets as tms.bayes.posterior.phase_sweep); the data seeds are the ids. kw: those
@@ -236,7 +293,7 @@ def restricted(energy_grad, labels: np.ndarray, r: int, c: int):
 
 def local_lambda(c: int, labels=None, settings: LocalLadders | None = None, *, r: int = 2, beta_lik: float = 1.0,
                  seed: int = 0, data=None, progress: bool = False, dtype: torch.dtype = torch.float64,
-                 device: str | torch.device = "cpu", **changes) -> dict:
+                 device: str | torch.device = "cpu", **changes) -> LocalLambdas:
     """lambda_Bayes of each phase from local ladders restricted to the phase (SPEC 3).
 
     For every label and data set, R ladders of K temperatures beta_lo..1 (geometric, then
@@ -245,8 +302,6 @@ def local_lambda(c: int, labels=None, settings: LocalLadders | None = None, *, r
     round, and `wbic_lambda` on them. settings: default tms.bayes.settings.
     FreeEnergySettings().local, with `changes` applied. data: optional list of S arrays
     X (n, c) instead of the synthetic data sets data_seed(seed, n, s).
-    Returns {labels, settings, ids, per_label: {label: wbic_lambda result + betas (S, K),
-    round_trips (S, R), accept (S,), wall (S,) fraction of transitions rejected at the wall}}.
     """
     st = (settings if settings is not None else FreeEnergySettings().local).replace(**changes)
     labels = list(labels) if labels is not None else lambda_labels(c)
@@ -272,11 +327,10 @@ def local_lambda(c: int, labels=None, settings: LocalLadders | None = None, *, r
         bet = out["betas"][g].cpu().numpy()  # (S, K)
         res = wbic_lambda(E[:, g].reshape(T, S * R, K), (zl[:, g] == lab).reshape(T, S * R, K),
                           np.repeat(bet, R, 0), np.repeat(np.arange(S), R))
-        res.update(betas=bet, round_trips=out["round_trips"][g].cpu().numpy(), accept=out["accept"][g].cpu().numpy(),
-                   wall=out["divergence_rate"][g].cpu().numpy())
-        per[lab] = res
-    return dict(labels=labels, settings=dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **st.as_record(), n_used=n),
-                ids=ids, per_label=per)
+        per[lab] = LocalLambda(**vars(res), betas=bet, round_trips=out["round_trips"][g].cpu().numpy(),
+                               accept=out["accept"][g].cpu().numpy(), wall=out["divergence_rate"][g].cpu().numpy())
+    return LocalLambdas(labels, dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **st.as_record(), n_used=n), ids,
+                        per)
 
 
 def _flat_point(label: str, c: int, dtype) -> torch.Tensor:

@@ -4,6 +4,7 @@ record and the REPORT.md section drawn from it."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import torch
 
 from tms.bayes import sweep
 from tms.bayes.free_energy.analysis import analyse, lambda_table
-from tms.bayes.free_energy.ladders import lambda_labels, local_lambda, sweep_data, sweep_seeds
+from tms.bayes.free_energy.estimators import Record
+from tms.bayes.free_energy.ladders import LocalLambdas, lambda_labels, local_lambda, sweep_data, sweep_seeds
 from tms.bayes.free_energy.terms import MAX_PERM_C, data_term_curve, flat_volume, o1_terms
 from tms.bayes.settings import FreeEnergySettings
 from tms.core import checks, io
@@ -21,6 +23,28 @@ from tms.theory import zoo
 
 # the default n-grid per c (quick scale: around the 5 -> 6 crossing at c = 6)
 QUICK_NS = {6: (200, 300, 400, 500, 650), 5: (100, 150, 200, 300, 400), 4: (100, 150, 200, 300, 400)}
+
+
+@dataclass(frozen=True)
+class FreeEnergySummary(Record):
+    """measure's result, as saved (JSON values): c; ns (N,) and n_fine; readings, per reading
+    ('zoo', 'hull') its columns, mass, every pair and the primary pairs analysed
+    (tms.bayes.free_energy.analysis records); o1 (the O(1) terms per label); lam_used (the
+    lambdas of the theory curves); dcurve (the mean data-term curve, or None); lambda_table
+    (lambda three ways per phase); sgld_error (None: the SGLD lambdas ran); diagnostics per n;
+    settings (the measurement's, scale, the data's ids, and the figure's reading)."""
+
+    c: int
+    ns: list
+    n_fine: list
+    readings: dict
+    o1: dict
+    lam_used: dict
+    dcurve: dict | None
+    lambda_table: list
+    sgld_error: str | None
+    diagnostics: dict
+    settings: dict
 
 
 def _saved_or_computed(path: Path | None, settings: dict, compute):
@@ -46,7 +70,7 @@ def _sgld(c: int, labels, settings: LLCSettings) -> dict:
 def measure(c: int = 6, ns=None, settings: FreeEnergySettings | None = None, *, seed: int = 0, scale: str = "quick",
             out_dir: str | Path | None = None, datasets=None, beta_lik: float = 1.0, progress: bool = False,
             labels=None, batch_points: int | None = None, save_every: float = 60.0,
-            dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> dict:
+            dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> FreeEnergySummary:
     """The whole free-energy measurement at one c: the sweep (seeds, or `datasets` as in
     sweep_data), the local-ladder lambdas, SGLD lambdas, the O(1) terms, the data-term curve
     and `analyse`.
@@ -56,7 +80,7 @@ def measure(c: int = 6, ns=None, settings: FreeEnergySettings | None = None, *, 
     (default QUICK_NS[c]; ignored with datasets). out_dir: every piece saved there and reused
     when rerun (resumable; with batch_points, n values are sampled and saved that many at a
     time; the sweep's sampler state checkpointed every save_every seconds); the
-    summary `summary_c{c}` is rewritten. Returns the summary record.
+    summary `summary_c{c}` is rewritten. Returns the summary (as saved).
     """
     st = settings if settings is not None else FreeEnergySettings()
     st = st.replace(sgld=st.sgld.replace(seed=seed))  # the SGLD lambdas run with the measurement's seed
@@ -70,23 +94,23 @@ def measure(c: int = 6, ns=None, settings: FreeEnergySettings | None = None, *, 
     else:
         points = sweep_data(c, datasets, st.sweep, **common)
     labels = list(labels) if labels is not None else lambda_labels(c)
-    lam_res = _saved_or_computed(None if out is None else out / f"lambda_c{c}",
-                                 dict(labels=labels, seed=seed, beta_lik=beta_lik, **st.local.as_record()),
-                                 lambda: local_lambda(c, labels, st.local, seed=seed, beta_lik=beta_lik,
-                                                      progress=progress, dtype=dtype, device=device))
+    lam_res = LocalLambdas.from_record(_saved_or_computed(
+        None if out is None else out / f"lambda_c{c}", dict(labels=labels, seed=seed, beta_lik=beta_lik,
+                                                             **st.local.as_record()),
+        lambda: local_lambda(c, labels, st.local, seed=seed, beta_lik=beta_lik, progress=progress, dtype=dtype,
+                             device=device)))
     sg = _saved_or_computed(None if out is None else out / f"sgld_c{c}",
                             dict(labels=labels, **st.sgld.as_record()), lambda: _sgld(c, labels, st.sgld))
     o1 = o1_terms(c, zoo.labels(c), n_mc=st.mc_draws, seed=seed)
-    bayes = {lab: r["lam"] for lab, r in lam_res["per_label"].items()}
-    lam_used = {lab: t["llc"] if t["llc"] is not None else bayes.get(lab) for lab, t in o1.items()}
-    dcurve = _dcurve(c, o1, [pt["n"] for pt in points], st.dcurve_sets, seed, beta_lik, st.mc_draws)
+    bayes = {lab: r.lam for lab, r in lam_res.per_label.items()}
+    lam_used = {lab: t.llc if t.llc is not None else bayes.get(lab) for lab, t in o1.items()}
+    dcurve = _dcurve(c, o1, [pt.n for pt in points], st.dcurve_sets, seed, beta_lik, st.mc_draws)
     res = analyse(points, c, o1, lam_used, dcurve=dcurve, beta_lik=beta_lik)
-    res.update(c=c, o1=o1, lam_used=lam_used, dcurve=dcurve, lambda_table=lambda_table(c, lam_res, sg, o1),
-               sgld_error=sg.get("_error"), diagnostics=_diagnostics(points),
-               settings=dict(c=c, r=2, seed=seed, beta_lik=beta_lik, scale=scale, **st.as_record(),
-                             data="user" if datasets is not None else "seeds",
-                             ids={str(pt["n"]): pt["ids"] for pt in points}))
-    res = io.jsonable(res)
+    res = FreeEnergySummary.from_record(io.jsonable(dict(
+        res.as_record(), c=c, o1=o1, lam_used=lam_used, dcurve=dcurve, lambda_table=lambda_table(c, lam_res, sg, o1),
+        sgld_error=sg.get("_error"), diagnostics=_diagnostics(points),
+        settings=dict(c=c, r=2, seed=seed, beta_lik=beta_lik, scale=scale, **st.as_record(),
+                      data="user" if datasets is not None else "seeds", ids={str(pt.n): pt.ids for pt in points}))))
     if out is not None:
         save_summary(out / f"summary_c{c}", res)
     return res
@@ -95,7 +119,7 @@ def measure(c: int = 6, ns=None, settings: FreeEnergySettings | None = None, *, 
 def _dcurve(c: int, o1: dict, ns, n_sets: int, seed: int, beta_lik: float, n_mc: int) -> dict | None:
     """The mean data term (with its a + b sqrt(n) fit) and the finite-n zero-column volume of
     the smooth labels on a log grid from half the sweep's smallest n to twice its largest."""
-    labs = [lab for lab, t in o1.items() if t["laplace"] is not None]
+    labs = [lab for lab, t in o1.items() if t.laplace is not None]
     if not labs or c > MAX_PERM_C or beta_lik != 1.0:
         return None
     grid = np.unique(np.round(np.exp(np.linspace(math.log(min(ns) / 2), math.log(max(ns) * 2), 10))).astype(int))
@@ -109,23 +133,23 @@ def _dcurve(c: int, o1: dict, ns, n_sets: int, seed: int, beta_lik: float, n_mc:
     return dict(ns=grid.tolist(), labels=labs, mean=mean, se=se, n_sets=n_sets, fit=np.array(fit), flat_n=flat_n)
 
 
-def _diagnostics(points: list[dict]) -> dict:
+def _diagnostics(points: list) -> dict:
     """Per n: phase masses per data set (S, P) in both readings, round trips per ladder
     (S, R), final ladders (S, K), swap rates, acceptance, divergences."""
     keys = ("phases_zoo", "mass_seed_zoo", "phases_hull", "mass_seed_hull", "round_trips", "betas", "swap_rate",
             "accept", "divergences")
-    return {str(pt["n"]): {k: pt[k] for k in keys} for pt in points}
+    return {str(pt.n): {k: getattr(pt, k) for k in keys} for pt in points}
 
 
-def save_summary(path: str | Path, res: dict) -> None:
+def save_summary(path: str | Path, res: FreeEnergySummary) -> None:
     """The summary record (JSON) with ns and n_fine as arrays (tms.core.io)."""
-    io.save_result(path, dict(ns=np.asarray(res["ns"]), n_fine=np.asarray(res["n_fine"])), res)
+    io.save_result(path, dict(ns=np.asarray(res.ns), n_fine=np.asarray(res.n_fine)), res.as_record())
 
 
-def load_summary(path: str | Path) -> dict:
-    """The record saved by measure / save_summary."""
+def load_summary(path: str | Path) -> FreeEnergySummary:
+    """The summary saved by measure / save_summary."""
     _, rec = io.load_result(path)
-    return rec
+    return FreeEnergySummary.from_record(rec)
 
 
 # ---- REPORT.md section ------------------------------------------------------------------------------------
@@ -205,11 +229,11 @@ def _lambda_rows(rows: list[dict]) -> list[str]:
     return out
 
 
-def report_section(result: dict) -> list[str]:
+def report_section(result: FreeEnergySummary) -> list[str]:
     """Markdown lines of a REPORT.md section: the measured free-energy differences of the
     primary pairs (both readings), the fits, the crossings, the term that moves the
     crossing, and lambda three ways. result: measure(...) or load_summary(path)."""
-    st, ns = result["settings"], np.asarray(result["ns"], float)
+    st, ns = result.settings, np.asarray(result.ns, float)
     sw = st["sweep"]
     lines = [f"## Measured free energies (c = {st['c']})", "",
              "F_n(alpha) − F_n(beta) = −log(P_alpha / P_beta) from the posterior phase masses (replica exchange, "
@@ -221,8 +245,8 @@ def report_section(result: dict) -> list[str]:
              "Hessian determinant, O(2) orbit length, prior mass of the flat zero-column region) and the data term "
              "(the posterior picks the copy of the critical set with the lowest empirical loss) is exact per data "
              "set.", ""]
-    zoo_p = {(p["alpha"], p["beta"]): p for p in result["readings"]["zoo"]["primary"]}
-    hull_p = {(p["alpha"], p["beta"]): p for p in result["readings"]["hull"]["primary"]}
+    zoo_p = {(p["alpha"], p["beta"]): p for p in result.readings["zoo"]["primary"]}
+    hull_p = {(p["alpha"], p["beta"]): p for p in result.readings["hull"]["primary"]}
     for key, pr in zoo_p.items():
         if not pr.get("theory"):
             continue
@@ -230,5 +254,5 @@ def report_section(result: dict) -> list[str]:
         lines += _fit_rows(pr) + [""] + _which_term(pr) + [""]
     lines += ["### lambda three ways", "", "Bayes: slope of E_beta[n L_n | phase] against 1/beta on ladders confined "
               f"to the phase (n = {st['local']['n']}, jackknife over ladders); SGLD: at the zoo point, population "
-              f"loss, n beta = n / log n, n = {st['sgld']['n']:g}.", ""] + _lambda_rows(result["lambda_table"]) + [""]
+              f"loss, n beta = n / log n, n = {st['sgld']['n']:g}.", ""] + _lambda_rows(result.lambda_table) + [""]
     return lines

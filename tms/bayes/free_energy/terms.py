@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from tms.bayes.free_energy.estimators import Record
 from tms.bayes.posterior import data_seed
 from tms.core import rng
 from tms.theory import zoo
@@ -17,6 +19,30 @@ from tms.theory.loss import SortedData, empirical_loss_sorted, population_loss, 
 from tms.theory.phases import classify
 
 MAX_PERM_C = 8  # the data term enumerates all c! permutations up to this c
+
+
+@dataclass(frozen=True)
+class O1Terms(Record):
+    """The O(1) part of F_n at one zoo point (o1_terms), term by term: its loss and lambda
+    (None where L is only C^1), the prior |w*|^2/2, the orbit multiplicity m and -log m, and
+    where the point is smooth and minimally singular the rest of the Laplace constant
+    (half_logdet, circle, reflection, flat with flat_se, gauss) and their sum `laplace`
+    (None elsewhere, and so are those terms)."""
+
+    OPTIONAL = ("half_logdet", "circle", "reflection", "flat", "flat_se", "gauss")
+
+    loss: float
+    llc: float | None
+    prior: float
+    multiplicity: int
+    log_mult: float
+    laplace: float | None = None
+    half_logdet: float | None = None
+    circle: float | None = None
+    reflection: float | None = None
+    flat: float | None = None
+    flat_se: float | None = None
+    gauss: float | None = None
 
 
 def _zero_column_draws(c: int, label: str, n_mc: int, seed: int):
@@ -65,7 +91,7 @@ def flat_volume(c: int, label: str, ns, n_mc: int = 200_000, seed: int = 0, beta
     return np.array([-(torch.logsumexp(-beta_lik * n * x, 0) - math.log(len(dL))).item() for n in ns])
 
 
-def o1_terms(c: int, labels, n_mc: int = 200_000, seed: int = 0) -> dict[str, dict]:
+def o1_terms(c: int, labels, n_mc: int = 200_000, seed: int = 0) -> dict[str, O1Terms]:
     """The O(1) part of F_n(alpha) = n L + lambda log n + const, term by term (SPEC 3).
 
     Per label: prior (|w*|^2/2, zero-column negative biases as 0: the lab's c_alpha),
@@ -81,16 +107,18 @@ def o1_terms(c: int, labels, n_mc: int = 200_000, seed: int = 0) -> dict[str, di
     for lab in labels:
         q = pts[lab]
         m = zoo.orbit_multiplicity(lab, c)
-        rec = dict(loss=q.loss, llc=q.llc, prior=q.prior, multiplicity=m, log_mult=-math.log(m), laplace=None)
+        base = dict(loss=q.loss, llc=q.llc, prior=q.prior, multiplicity=m, log_mult=-math.log(m))
         n_zero_cols = c - q.k - q.s
-        if q.llc is not None and q.hessian_rank == q.d - 3 * n_zero_cols - 1:
-            ev = q.hessian_eigs[q.hessian_eigs.abs() > q.rank_tol]
-            P, Pse = flat_prior_mass(c, lab, n_mc, seed)
-            rec.update(half_logdet=0.5 * float(ev.log().sum()), circle=-math.log(2 * math.pi * float(q.W.norm())),
-                       reflection=-math.log(2.0), flat=-math.log(P), flat_se=Pse / P, gauss=0.5 * math.log(2 * math.pi))
-            rec["laplace"] = (q.prior + rec["log_mult"] + rec["half_logdet"] + rec["circle"] + rec["reflection"]
-                              + rec["flat"] + rec["gauss"])
-        out[lab] = rec
+        if q.llc is None or q.hessian_rank != q.d - 3 * n_zero_cols - 1:
+            out[lab] = O1Terms(**base)
+            continue
+        ev = q.hessian_eigs[q.hessian_eigs.abs() > q.rank_tol]
+        P, Pse = flat_prior_mass(c, lab, n_mc, seed)
+        rest = dict(half_logdet=0.5 * float(ev.log().sum()), circle=-math.log(2 * math.pi * float(q.W.norm())),
+                    reflection=-math.log(2.0), flat=-math.log(P), flat_se=Pse / P, gauss=0.5 * math.log(2 * math.pi))
+        laplace = (q.prior + base["log_mult"] + rest["half_logdet"] + rest["circle"] + rest["reflection"]
+                   + rest["flat"] + rest["gauss"])
+        out[lab] = O1Terms(**base, laplace=laplace, **rest)
     return out
 
 

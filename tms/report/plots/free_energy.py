@@ -79,7 +79,7 @@ def plot_free_energy(summary_path, fig_path, *, reading: str | None = None, pair
         "data sets per n); error bars by the delta method over ladders, pooled over data sets. The lab's formula "
         "drops every O(1) term but |w*|\u00b2/2.\nBayes \u03bb: ladders confined to the phase, n = "
         f"{lam['n']}, \u03b2 from {lam['beta_lo']:g} to 1, jackknife over ladders. SGLD: population loss, "
-        f"n\u03b2 = n/log n with n = {st['sgld']['n']}."), fontsize=6.5, va="bottom")
+        f"n\u03b2 = n/log n with n = {st['sgld']['n']:g}."), fontsize=6.5, va="bottom")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig_path = Path(fig_path)
     fig_path.parent.mkdir(parents=True, exist_ok=True)

@@ -253,3 +253,22 @@ def test_settings_are_validated():
     with pytest.raises(ValueError, match="r must be"):
         census(1, 4, ZOO_ONLY)
     assert math.isclose(SMALL.replace(gd_lr=0.01).gd_lr, 0.01)
+
+
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
+def test_r3_c7_quick_census_finds_a_regular_minimum_below_every_frame():
+    """r = 3, c = 7, where superposition is forced: the QUICK census (~15 s) finds a C^2 minimum,
+    7 columns as an axis and two triangles (symmetry group of order 6), below the pentagonal
+    bipyramid and every embedded zoo point; its Hessian null space is O(3)'s 3 directions only,
+    so lambda = 25/2. benchmarks/bench_census.py doubles the starts to check the lowest levels."""
+    res = census(3, 7)
+    best = res.points[0]
+    assert best.label.startswith("7[r3:2x3+1]") and best.kind == "min" and best.index == 0
+    assert (best.rank, best.llc, best.multiplicity) == (25, 12.5, math.factorial(7) // 6)
+    assert abs(population_loss_quad(best.W.numpy(), best.b.numpy()) - best.loss) < 1e-10
+    _, gW, gb = population_loss_and_grad(best.W, best.b, compiled=use_compiled(None, best.W))
+    assert float(flatten_params(gW, gb).norm()) < 1e-10
+    frames = {q.label: q.loss for q in res.points}
+    assert best.loss < frames["bipyramid7"] - 3e-3
+    assert best.loss < min(q.loss for q in res.points if q.zoo_label) / 5
+    assert abs(best.loss - 0.0076397828) < 1e-9

@@ -9,7 +9,7 @@ population loss at any (r, c) (tms.theory.census), saved like every result and r
 from __future__ import annotations
 
 from tms.core import checks
-from tms.theory.census import QUICK, Census, CensusSettings, census
+from tms.theory.census import MAX_C, MAX_R, QUICK, Census, CensusSettings, census
 
 
 def default_out(r: int, c: int) -> str:
@@ -23,6 +23,8 @@ def run(r: int = 3, c: int = 7, *, settings: CensusSettings = QUICK, out: str | 
     (default `default_out(r, c)`; reused there when its settings and package version match, and
     resumed chunk by chunk otherwise). device is checked and accepted: the census solves many
     tiny float64 problems and runs on the CPU. threads: torch threads for the run (None: torch's)."""
+    checks.positive_int(r, "r", minimum=2, maximum=MAX_R)
+    checks.positive_int(c, "c", minimum=3, maximum=MAX_C)
     checks.device(device)
     threads = checks.threads(threads, "threads")
     out = str(checks.output_stem(out or default_out(r, c), "out"))

@@ -16,7 +16,8 @@ it is complete:
     (a depth-first search over column assignments, pruned entry by entry, within a tolerance).
 So (G, bt) modulo simultaneous permutation is a complete invariant of the critical set; the
 one thing it cannot tell apart is two points of one continuum of critical points (they are
-reported as distinct points; docs/SPEC.md section 2 expects continua where c <= 2r).
+reported as distinct points; for c <= 2r, e.g., unit columns with pairwise non-positive inner
+products and b = 0 form a continuum of zero-loss points).
 
 The signature. `signature(W, b)` (..., m) is a vector of sorted and spectral invariants of
 (G, bt) (sorted bt, diagonal, off-diagonal entries, row sums; eigenvalues of G, G + diag bt
@@ -245,7 +246,8 @@ def _same_cosines(C: np.ndarray, U: torch.Tensor, tol: float) -> np.ndarray | No
 
 def _antiprism_name(C: np.ndarray, tol: float) -> str | None:
     """'antiprism2m' if C is the cosine matrix of an antiprism: its frame operator has
-    eigenvalues m(1 - h^2) (twice) and 2m h^2 (SPEC 2 symmetry), so each eigenvalue proposes an h."""
+    eigenvalues m(1 - h^2) (twice, the rings' plane) and 2m h^2 (the axis), so each of the three
+    nonzero eigenvalues of C proposes an h."""
     k = len(C)
     if k % 2 or k < 4:
         return None

@@ -21,6 +21,12 @@ of a dead output (b_i <= -m_i, tms.theory.canonical) is set to the zoo's value (
 column, -m_i, the least-norm point of its flat set, otherwise) and held fixed while the point
 is polished again. Points are then deduplicated modulo O(r) x feature permutations (canonical
 pair (G, bt), tms.theory.canonical) and described (`CensusPoint`, tms.theory.census_points).
+
+Phase reading (`read_phase`, `Census.read`): the nearest census point in signature distance
+(tms.theory.canonical.signature: invariant under O(r), permutations and the flat biases, a lower
+bound on the matched max-entry distance of (G, bt)), 'other' beyond READ_THRESHOLD = 0.1. At r = 2
+it agrees with the zoo reading (tms.theory.phases.classify) on zoo points with small noise
+(tests/theory/test_census.py).
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ FAMILIES = ("zoo", "frame", "prior", "gd")
 PRIOR_KEYS, GD_KEYS = 50, 51  # key families of the census's random starts: key(seed, family, scale)
 READ_THRESHOLD = 0.1  # read_phase: signature distance beyond which a point is 'other'
 CHUNK = 256  # starts converged (and saved, with out=) together
+MAX_R, MAX_C = 6, 10  # the automorphism searches and the frames are validated up to here
 
 
 @dataclass(frozen=True)
@@ -271,9 +278,6 @@ class Census:
         points = points_from_arrays(arrays, rec, tuple(rec["families"]))
         return cls(ident["r"], ident["c"], CensusSettings.from_record(ident["census"]), points, rec["n_starts"],
                    rec["n_critical"])
-
-
-MAX_R, MAX_C = 6, 10  # the automorphism counts and the frames are validated up to here
 
 
 def _converge_chunks(starts: Starts, r: int, c: int, settings: CensusSettings, out, progress: bool):

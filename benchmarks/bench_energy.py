@@ -30,7 +30,7 @@ default settings; us per chain, per call at N = 1):
     4096      5.68       4.94      0.483      11.8    10.2      1978
    16384      5.52       5.04      0.520      10.6     9.7      8524
 
-The machine was loaded (load average 2-3 on 2 cores): issue #10 measured autograd at
+The machine was loaded (load average 2-3 on 2 cores): an earlier measurement put autograd at
 0.61 ms per call at N = 1 (5.3 us per chain at 512) against 0.92 ms (7.6 us) here, and the compiled column moved between
 0.48 and 0.9 us per chain at N >= 512 from run to run; the raw kernel alone (no wrapper)
 measures 0.49-0.51 us per chain at N = 512-2048 (n = 600), 0.59-0.81 at n = 2000 (bigger

@@ -1,4 +1,4 @@
-"""Benchmark of the batched LLC estimator (issue 4). Run on demand, not collected by pytest:
+"""Benchmark of the batched LLC estimator. Run on demand, not collected by pytest:
 
     .venv/bin/python benchmarks/bench_llc.py [--threads 2] [--bias] [--bias-study]
 

@@ -1,4 +1,4 @@
-"""Every notebook in notebooks/ runs top to bottom without error (issue 7), and is committed clean.
+"""Every notebook in notebooks/ runs top to bottom without error, and is committed clean.
 
 The notebooks run in the "python3" kernel (ipykernel; from .venv when pytest runs from .venv),
 in order, in one temporary working directory: each writes its results under results/ there,

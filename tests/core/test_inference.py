@@ -106,7 +106,7 @@ def test_llc_trace_inference_data_round_trip(tmp_path):
 
 
 def test_draw_diagnostics_flag_a_stuck_ladder_and_one_at_4x_the_scale():
-    # issue 12's cases in the posterior's own report (diag['draws']): loss of 4 ladders x 1000 draws
+    # the stuck-chain cases in the posterior's own report (diag['draws']): loss of 4 ladders x 1000 draws
     rng = np.random.default_rng(1)
     stuck, wide = rng.standard_normal((4, 1000)), rng.standard_normal((4, 1000))
     stuck[0] *= 0.01

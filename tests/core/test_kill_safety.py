@@ -4,7 +4,7 @@ uninterrupted run with the same seed, and no partial or temp file survives.
 
 The first tests pin down tms.core.io (torn pairs, truncation, temp leftovers, provenance); the
 last ones kill real `tms train` and `tms posterior` subprocesses (by pid) at seeded random
-moments, and stop `tms train` with SIGTERM. tests/test_faults.py has the SIGINT / SIGTERM /
+moments, and stop `tms train` with SIGTERM. tests/core/test_faults.py has the SIGINT / SIGTERM /
 SIGKILL trials of `tms posterior` at default batching and of `tms reproduce`.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""LLC convergence diagnostics (issue 15) and the default protocol's bias against theory."""
+"""LLC convergence diagnostics and the default protocol's bias against theory."""
 import json
 import math
 

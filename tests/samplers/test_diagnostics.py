@@ -125,7 +125,7 @@ def test_rank_diagnostics_accept_torch_and_single_chain():
 
 
 def test_stuck_chain_and_unequal_scale_are_flagged():
-    # issue 12's cases: classic split R-hat ~1.0 misses both; the rank diagnostics do not
+    # the stuck-chain cases: classic split R-hat ~1.0 misses both; the rank diagnostics do not
     rng = np.random.default_rng(1)
     stuck = rng.standard_normal((4, 1000))
     stuck[0] *= 0.01  # one chain frozen at the right mean

@@ -10,7 +10,7 @@ The kernel works on a flat parameter vector theta (..., d) with any leading batc
 
 Randomness is counter-based: every item (one chain of one centre) carries an integer key,
 and the noise of step t, coordinate k is a hash of (key, t, k). The numbers a chain sees
-are therefore the same whatever else is in the batch (DESIGN: same seed, same numbers,
+are therefore the same whatever else is in the batch (docs/ARCHITECTURE.md: same seed, same numbers,
 whatever the batch layout). tms.core.rng derives the keys from a seed and item indices.
 
 Metropolis-adjusted acceptance (a step-size diagnostic, not used to reject): the SGLD move

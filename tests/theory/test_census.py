@@ -44,7 +44,10 @@ def fd_hessian(W, b, h=1e-5):
     r, c = W.shape
     theta = flatten_params(W, b)
     steps = h * torch.eye(len(theta), dtype=torch.float64)
-    g = lambda t: flatten_params(*population_loss_and_grad(*unflatten_params(t, r, c), compiled=False)[1:])  # noqa: E731
+
+    def g(t):
+        return flatten_params(*population_loss_and_grad(*unflatten_params(t, r, c), compiled=False)[1:])
+
     H = (g(theta + steps) - g(theta - steps)) / (2 * h)
     return (H + H.T) / 2
 
@@ -154,7 +157,8 @@ def test_every_zoo_point_embedded_in_r3_is_critical_with_its_index(r3_embedded):
         if q.smooth:  # the index against a finite-difference Hessian of the analytic gradient
             ev = torch.linalg.eigvalsh(fd_hessian(q.W, q.b))
             assert int((ev < -1e-6).sum()) == q.index, label
-            assert (q.kind == "saddle") == (q.index > 0) and (q.llc is None) == (q.index > 0 or q.llc is None)
+            assert (q.kind == "saddle") == (q.index > 0)
+            assert q.llc is None if q.index else q.llc == q.rank / 2
     assert by["5"].index > 0 and by["5"].kind == "saddle"  # the 5-gon is a minimum at r = 2 only
 
 

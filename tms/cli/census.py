@@ -56,7 +56,7 @@ def run(args) -> int:
     if len(res.points) > args.rows:
         print(f"... {len(res.points) - args.rows} more (--rows)")
     print(f"index/rank: Hessian eigenvalues below -tol / beyond tol, tol = {RANK_RTOL:g} * max(1, max|eig|); "
-          f"lambda = rank/2 at minimally singular C^2 minima; kind 'min?': L only C^1 there, no descent found; "
-          f"prior = |w|^2/2 without the flat biases; mult = c!/|Aut|")
+          f"lambda = rank/2 at minimally singular C^2 minima; kind 'min?': no descent found to second order "
+          f"(L only C^1 there, or not minimally singular); prior = |w|^2/2 without the flat biases; mult = c!/|Aut|")
     print(f"saved {args.out or census_command.default_out(res.r, res.c)}.npz / .json")
     return 0

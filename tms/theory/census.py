@@ -72,6 +72,7 @@ class CensusSettings(Settings):
     def check(self):
         if not self.scales:
             raise ValueError("scales must hold at least one prior scale")
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))  # '--scales 1,2' saves as floats
 
 
 QUICK = CensusSettings()

@@ -26,6 +26,7 @@ from tms.theory.zoo import _minimally_singular, prior_term
 
 RANK_RTOL = 1e-8  # the zoo's Hessian rank tolerance, relative to max(1, max |eigenvalue|)
 PROBE_STEPS = (1e-2, 1e-3, 1e-4)  # step lengths of the descent probe at C^1 points
+MS_SEED = 1234  # the random null-space combinations of the minimal-singularity check
 C1_NOTE = "L only C^1 here: one-sided Hessian, lambda needs an estimate (SGLD)"
 
 
@@ -36,7 +37,8 @@ class CensusPoint:
     W (r, c), b (c,) float64; loss; grad_norm (autograd, < 1e-10); smooth (L is C^2 here);
     hessian_eigs (d,) ascending (one-sided where not smooth); index (negative eigenvalues);
     rank (None where not smooth); llc = rank/2 where minimally singular, else None; kind:
-    'min', 'saddle' or 'min?' (C^1, no descent found); prior = |w|^2/2 without the flat biases;
+    'saddle', 'min' (C^2, index 0, minimally singular) or 'min?' (no descent found to second
+    order: L only C^1 there, or a C^2 point that is not minimally singular); prior = |w|^2/2 without the flat biases;
     multiplicity = c!/|Aut|; label (the zoo's label where the point is an embedded zoo point:
     zoo_label); found: how many starts converged to it, found_by: per start family.
     """
@@ -81,7 +83,7 @@ def _descends(W: torch.Tensor, b: torch.Tensor, eigs: torch.Tensor, vecs: torch.
     return bool((L < population_loss(W, b) - 1e-13).any())
 
 
-def _curvature(W, b, smooth: bool, eigs, vecs, seed: int) -> tuple[str, int | None, float | None, str]:
+def _curvature(W, b, smooth: bool, eigs, vecs) -> tuple[str, int | None, float | None, str]:
     """(kind, rank, llc, note) of one point from its Hessian eigen-decomposition."""
     tol = RANK_RTOL * max(1.0, float(eigs.abs().max()))
     index = int((eigs < -tol).sum())
@@ -93,9 +95,9 @@ def _curvature(W, b, smooth: bool, eigs, vecs, seed: int) -> tuple[str, int | No
     if index:
         return "saddle", rank, None, f"saddle: {index} negative Hessian eigenvalues"
     null = vecs[:, eigs.abs() <= tol]
-    if _minimally_singular(W, b, null, torch.Generator().manual_seed(seed)):
+    if _minimally_singular(W, b, null, torch.Generator().manual_seed(MS_SEED)):
         return "min", rank, rank / 2, ""
-    return "min", rank, None, "Hessian null space exceeds the zero-loss-increase manifold (not minimally singular)"
+    return "min?", rank, None, "Hessian null space exceeds the zero-loss-increase manifold (not minimally singular)"
 
 
 def zoo_labels(W: torch.Tensor, b: torch.Tensor) -> list[str | None]:
@@ -144,7 +146,7 @@ def describe(W: torch.Tensor, b: torch.Tensor) -> list[CensusPoint]:
     labels = _labels(W, b, zoo_names)
     out = []
     for i in range(len(W)):
-        kind, rank, llc, note = _curvature(W[i], b[i], bool(smooth[i]), eigs[i], vecs[i], 1234 + i)
+        kind, rank, llc, note = _curvature(W[i], b[i], bool(smooth[i]), eigs[i], vecs[i])
         tol = RANK_RTOL * max(1.0, float(eigs[i].abs().max()))
         out.append(CensusPoint(labels[i], zoo_names[i], W[i], b[i], float(L[i]), float(gnorm[i]), bool(smooth[i]),
                                eigs[i], int((eigs[i] < -tol).sum()), rank, llc, kind, note, float(prior[i]),
@@ -167,7 +169,8 @@ def points_to_arrays(points: list[CensusPoint], families: tuple[str, ...]) -> tu
                   rank=np.array([-1 if x is None else x for x in get("rank")]),
                   llc=np.array([np.nan if x is None else x for x in get("llc")]), prior=np.array(get("prior")),
                   multiplicity=np.array(get("multiplicity")), found=np.array(get("found")),
-                  found_by=np.array([[q.found_by.get(f, 0) for f in families] for q in points]).reshape(-1, len(families)))
+                  found_by=np.array([[q.found_by.get(f, 0) for f in families] for q in points]
+                                    ).reshape(-1, len(families)))
     return arrays, {name: get(name) for name in TEXT_FIELDS}
 
 

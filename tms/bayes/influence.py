@@ -1,0 +1,110 @@
+"""The Bayesian influence function (docs/SPEC.md section 7): the posterior covariance of
+per-sample losses, BIF(k, l) = -Cov(l_k, l_l), here averaged over groups of samples.
+
+Upweighting sample l by h moves the posterior expectation of l_k by -beta_lik Cov(l_k, l_l) h
+(fluctuation-dissipation, tms.bayes.susceptibility), so the BIF says which samples pull the
+posterior together (negative: learning one raises the loss of the other less, or lowers it).
+Grouped (e.g. by the active feature): for groups a and b the mean over k in a, l in b of
+Cov(l_k, l_l) is the covariance of the group-mean losses, and the mean of Corr(l_k, l_l) the
+covariance of the group means of z_k = l_k / sd(l_k); both are estimated with the batch means
+of tms.bayes.susceptibility.posterior_covariance, so every entry has a Monte Carlo error.
+Generic: per-sample losses (..., C, T, N) of C chains of T draws, leading dims independent
+posteriors (data sets), whose matrices are averaged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tms.bayes.susceptibility import as_draws, batch_layout, batches, posterior_covariance
+
+
+@dataclass
+class Influence:
+    """Grouped Bayesian influence, averaged over posteriors (module docstring).
+
+    bif, se (G, G): -mean Cov(l_k, l_l) over k in group a, l in group b, and its Monte Carlo
+    error; correlation, correlation_se (G, G): the mean Corr(l_k, l_l) over the same pairs
+    (diagonal blocks include k = l); bif_each, correlation_each (..., G, G) per posterior;
+    counts (..., G): samples per group (NaN rows and columns where a group is empty)."""
+
+    bif: np.ndarray
+    se: np.ndarray
+    correlation: np.ndarray
+    correlation_se: np.ndarray
+    bif_each: np.ndarray
+    correlation_each: np.ndarray
+    counts: np.ndarray
+
+
+def group_means(losses: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean loss of each group: losses (..., C, T, N), groups (..., N) ints in [0, G) ->
+    (..., C, T, G) (NaN for an empty group) and counts (..., G)."""
+    onehot = (groups[..., None] == np.arange(n_groups)).astype(np.float64)  # (..., N, G)
+    counts = onehot.sum(-2)
+    sums = np.einsum("...ctn,...ng->...ctg", losses, onehot)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[..., None, None, :], counts
+
+
+def _groups(groups, n_samples: int, lead: tuple[int, ...], n_groups: int | None) -> tuple[np.ndarray, int]:
+    """The group of every sample broadcast to (..., N), and the number of groups G."""
+    if groups is None:
+        groups = np.arange(n_samples)
+    groups = np.asarray(groups)
+    if not np.issubdtype(groups.dtype, np.integer) or (groups < 0).any():
+        raise ValueError(f"groups must hold non-negative integer group ids, got dtype {groups.dtype}")
+    try:
+        groups = np.broadcast_to(groups, lead + (n_samples,))
+    except ValueError:
+        raise ValueError(f"groups must broadcast to (..., N) = {lead + (n_samples,)}, got {groups.shape}") from None
+    G = int(groups.max()) + 1 if n_groups is None else int(n_groups)
+    if groups.max() >= G:
+        raise ValueError(f"groups must lie in [0, n_groups = {G}), got {int(groups.max())}")
+    return groups, G
+
+
+def _standardised(losses: np.ndarray, n_batches: int | None) -> np.ndarray:
+    """l_k / sd(l_k), sd over the pooled draws the covariance uses (ddof 1, as its N / (N - 1));
+    0 where a loss does not vary (its correlations are undefined and counted as 0)."""
+    C, T = losses.shape[-3:-1]
+    B, m = batch_layout(T, C, n_batches)
+    used = batches(losses, B, m)  # (..., C, B, m, N)
+    flat = used.reshape(used.shape[:-4] + (-1, used.shape[-1]))
+    sd = flat.std(-2, ddof=1)[..., None, None, :]  # (..., 1, 1, N)
+    return np.divide(losses, sd, out=np.zeros_like(losses), where=sd > 0)
+
+
+def _mean_over(each: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over the posteriors (..., G, G) -> (G, G) and its Monte Carlo error."""
+    v, s = each.reshape((-1,) + each.shape[-2:]), se.reshape((-1,) + se.shape[-2:])
+    return v.mean(0), np.sqrt((s**2).sum(0)) / v.shape[0]
+
+
+def influence(losses, groups=None, n_groups: int | None = None, *, n_batches: int | None = None) -> Influence:
+    """Grouped Bayesian influence function of per-sample losses (docs/SPEC.md section 7).
+
+    losses (..., C, T, N): the loss of each of N samples at T draws of C chains of each
+    posterior (leading dims: independent posteriors); groups (..., N) or (N,): group id of every
+    sample (default: every sample its own group, G = N, memory ~ C B N^2); n_groups: G (default
+    max id + 1); n_batches: batches per chain (tms.bayes.susceptibility.batch_layout).
+    """
+    losses = as_draws(losses, "losses")
+    groups, G = _groups(groups, losses.shape[-1], losses.shape[:-3], n_groups)
+    means, counts = group_means(losses, groups, G)
+    zmeans, _ = group_means(_standardised(losses, n_batches), groups, G)
+    cov = _covariance_with_gaps(means, n_batches)
+    corr = _covariance_with_gaps(zmeans, n_batches)
+    bif, se = _mean_over(-cov.value, cov.se)
+    correlation, correlation_se = _mean_over(corr.value, corr.se)
+    return Influence(bif, se, correlation, correlation_se, -cov.value, corr.value, counts)
+
+
+def _covariance_with_gaps(means: np.ndarray, n_batches: int | None):
+    """posterior_covariance of group means (..., C, T, G) where empty groups (NaN) give NaN."""
+    empty = np.isnan(means).any((-3, -2))  # (..., G)
+    cov = posterior_covariance(np.nan_to_num(means), np.nan_to_num(means), n_batches=n_batches)
+    gap = empty[..., :, None] | empty[..., None, :]
+    cov.value[gap], cov.se[gap] = np.nan, np.nan
+    return cov

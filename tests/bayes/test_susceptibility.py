@@ -107,6 +107,23 @@ def test_posteriors_are_averaged_and_each_is_the_same_alone_or_batched():
     np.testing.assert_allclose(shifted.chi, res.chi, rtol=1e-9, atol=1e-9)
 
 
+def test_exchangeable_summary_and_spectrum_of_an_exchangeable_covariance():
+    """phi = dL ~ N(0, a I + b (J - I)), K = 4: chi = -n Cov has diagonal -n a, off-diagonal -n b,
+    eigenvalues -n (a + 3 b) (once) and -n (a - b) (three times)."""
+    K, a, b, n = 4, 1.0, 0.3, 20.0
+    cov = a * np.eye(K) + b * (np.ones((K, K)) - np.eye(K))
+    v = np.random.default_rng(13).normal(size=(3, 2, 2000, K)) @ np.linalg.cholesky(cov).T
+    res = susceptibility(v, v, n, exchangeable_indices=True)
+    sym = res.symmetric
+    for got, se, want in ((sym.diagonal, sym.diagonal_se, -n * a), (sym.off_diagonal, sym.off_diagonal_se, -n * b),
+                          (sym.uniform, sym.uniform_se, -n * (a + 3 * b)), (sym.contrast, sym.contrast_se, -n * (a - b))):
+        assert 0 < se < 0.05 * abs(want) and abs(got - want) <= Z_MAX * se, (got, want, se)
+    want = np.array([-n * (a - b)] * 3 + [-n * (a + 3 * b)])
+    assert (np.abs(res.spectrum.values - want) <= Z_MAX * res.spectrum.se).all()
+    with pytest.raises(ValueError, match="exchangeable_indices"):
+        susceptibility(v[..., :3], v, n, exchangeable_indices=True)
+
+
 def _ar1_pairs(R: int, C: int, T: int, rho: float, corr: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """R independent runs of C stationary AR(1) chains (x, y), unit variance, Cov(x, y) = corr."""
     g = np.random.default_rng(seed)

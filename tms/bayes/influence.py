@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tms.bayes.susceptibility import as_draws, batch_layout, batches, posterior_covariance
+from tms.bayes.susceptibility import (BatchProducts, Exchangeable, as_draws, averaged, batch_layout, batch_products,
+                                      batches, exchangeable)
 
 
 @dataclass
@@ -27,7 +28,8 @@ class Influence:
     bif, se (G, G): -mean Cov(l_k, l_l) over k in group a, l in group b, and its Monte Carlo
     error; correlation, correlation_se (G, G): the mean Corr(l_k, l_l) over the same pairs
     (diagonal blocks include k = l); bif_each, correlation_each (..., G, G) per posterior;
-    counts (..., G): samples per group (NaN rows and columns where a group is empty)."""
+    counts (..., G): samples per group (NaN rows and columns where a group is empty);
+    symmetric: the BIF's Exchangeable summary where the groups are exchangeable (asked for)."""
 
     bif: np.ndarray
     se: np.ndarray
@@ -36,6 +38,7 @@ class Influence:
     bif_each: np.ndarray
     correlation_each: np.ndarray
     counts: np.ndarray
+    symmetric: Exchangeable | None = None
 
 
 def group_means(losses: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,35 +79,33 @@ def _standardised(losses: np.ndarray, n_batches: int | None) -> np.ndarray:
     return np.divide(losses, sd, out=np.zeros_like(losses), where=sd > 0)
 
 
-def _mean_over(each: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over the posteriors (..., G, G) -> (G, G) and its Monte Carlo error."""
-    v, s = each.reshape((-1,) + each.shape[-2:]), se.reshape((-1,) + se.shape[-2:])
-    return v.mean(0), np.sqrt((s**2).sum(0)) / v.shape[0]
-
-
-def influence(losses, groups=None, n_groups: int | None = None, *, n_batches: int | None = None) -> Influence:
+def influence(losses, groups=None, n_groups: int | None = None, *, n_batches: int | None = None,
+              exchangeable_groups: bool = False) -> Influence:
     """Grouped Bayesian influence function of per-sample losses (docs/SPEC.md section 7).
 
     losses (..., C, T, N): the loss of each of N samples at T draws of C chains of each
     posterior (leading dims: independent posteriors); groups (..., N) or (N,): group id of every
     sample (default: every sample its own group, G = N, memory ~ C B N^2); n_groups: G (default
-    max id + 1); n_batches: batches per chain (tms.bayes.susceptibility.batch_layout).
+    max id + 1); n_batches: batches per chain (tms.bayes.susceptibility.batch_layout);
+    exchangeable_groups: add the Exchangeable summary of the BIF (e.g. groups = features).
     """
     losses = as_draws(losses, "losses")
     groups, G = _groups(groups, losses.shape[-1], losses.shape[:-3], n_groups)
     means, counts = group_means(losses, groups, G)
     zmeans, _ = group_means(_standardised(losses, n_batches), groups, G)
-    cov = _covariance_with_gaps(means, n_batches)
-    corr = _covariance_with_gaps(zmeans, n_batches)
-    bif, se = _mean_over(-cov.value, cov.se)
-    correlation, correlation_se = _mean_over(corr.value, corr.se)
-    return Influence(bif, se, correlation, correlation_se, -cov.value, corr.value, counts)
+    cov = _products_with_gaps(means, n_batches)
+    corr = _products_with_gaps(zmeans, n_batches)
+    (cov_value, cov_se), (corr_value, corr_se) = cov.mean_and_se(), corr.mean_and_se()
+    bif, se, _ = averaged(-cov_value, cov_se)
+    correlation, correlation_se, _ = averaged(corr_value, corr_se)
+    symmetric = exchangeable(cov, -np.ones(losses.shape[:-3])) if exchangeable_groups else None
+    return Influence(bif, se, correlation, correlation_se, -cov_value, corr_value, counts, symmetric)
 
 
-def _covariance_with_gaps(means: np.ndarray, n_batches: int | None):
-    """posterior_covariance of group means (..., C, T, G) where empty groups (NaN) give NaN."""
+def _products_with_gaps(means: np.ndarray, n_batches: int | None) -> BatchProducts:
+    """batch_products of group means (..., C, T, G) with itself; NaN wherever a group is empty."""
     empty = np.isnan(means).any((-3, -2))  # (..., G)
-    cov = posterior_covariance(np.nan_to_num(means), np.nan_to_num(means), n_batches=n_batches)
-    gap = empty[..., :, None] | empty[..., None, :]
-    cov.value[gap], cov.se[gap] = np.nan, np.nan
-    return cov
+    products = batch_products(np.nan_to_num(means), np.nan_to_num(means), n_batches=n_batches)
+    gap = (empty[..., :, None] | empty[..., None, :])[..., None, :, :]  # (..., 1, G, G)
+    products.values[np.broadcast_to(gap, products.values.shape)] = np.nan
+    return products

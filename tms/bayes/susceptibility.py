@@ -34,13 +34,14 @@ import numpy as np
 MIN_BATCHES = 4  # fewest batches (over all chains of a posterior) for a standard error
 
 
-def as_draws(x, name: str, min_dim: int = 3) -> np.ndarray:
-    """x (torch or numpy) as a float64 array of at least min_dim dims, finite, or a ValueError."""
+def as_draws(x, name: str, min_dim: int = 3, layout: str = "(..., chains, draws, columns)") -> np.ndarray:
+    """x (torch or numpy) as a float64 array of at least min_dim dims (layout: how the error
+    message names them), finite, or a ValueError."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     x = np.asarray(x, dtype=np.float64)
     if x.ndim < min_dim:
-        raise ValueError(f"{name} must have shape (..., chains, draws, columns), got shape {x.shape}")
+        raise ValueError(f"{name} must have shape {layout}, got shape {x.shape}")
     if not np.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf")
     return x
@@ -80,11 +81,32 @@ class Covariance:
     batch_size: int
 
 
-def posterior_covariance(x, y, *, n_batches: int | None = None) -> Covariance:
-    """Cov(x_k, y_j) under each posterior: x (..., C, T, K), y (..., C, T, J) -> (..., K, J).
+@dataclass
+class BatchProducts:
+    """Centred cross products of x and y averaged per batch, times N / (N - 1):
+    values (..., C B, K, J); their mean over the batches is the covariance. A linear function
+    of the covariance (a trace, a projection) applied per batch gets a batch-means error too."""
 
-    C chains of T draws of one posterior are pooled; leading dims are separate posteriors.
-    n_batches: batches per chain (batch_layout). See the module docstring for the estimator."""
+    values: np.ndarray
+    n_batches: int
+    batch_size: int
+
+    def mean_and_se(self, linear=None) -> tuple[np.ndarray, np.ndarray]:
+        """linear(values) (..., C B, Q...) (default: values) averaged over the batches (..., Q...),
+        and its standard error std / sqrt(C B)."""
+        v = self.values if linear is None else linear(self.values)
+        nb = self.values.shape[-3]
+        v = np.moveaxis(v, self.values.ndim - 3, 0)
+        return v.mean(0), v.std(0, ddof=1) / math.sqrt(nb)
+
+    def covariance(self) -> Covariance:
+        value, se = self.mean_and_se()
+        return Covariance(value, se, self.n_batches, self.batch_size)
+
+
+def batch_products(x, y, *, n_batches: int | None = None) -> BatchProducts:
+    """Batch products of x (..., C, T, K) and y (..., C, T, J) about each posterior's pooled
+    mean (module docstring): (..., C B, K, J). n_batches: batches per chain (batch_layout)."""
     x, y = as_draws(x, "x"), as_draws(y, "y")
     if x.shape[:-1] != y.shape[:-1]:
         raise ValueError(f"x and y must share their (..., chains, draws) dims, got {x.shape} and {y.shape}")
@@ -94,10 +116,16 @@ def posterior_covariance(x, y, *, n_batches: int | None = None) -> Covariance:
     xc = xb - xb.mean((-4, -3, -2), keepdims=True)  # about the pooled mean of the posterior
     yc = yb - yb.mean((-4, -3, -2), keepdims=True)
     P = np.einsum("...cbtk,...cbtj->...cbkj", xc, yc) / m  # (..., C, B, K, J)
-    P = P.reshape(P.shape[:-4] + (C * B,) + P.shape[-2:])
     N = C * B * m
-    unbiased = N / (N - 1)
-    return Covariance(P.mean(-3) * unbiased, P.std(-3, ddof=1) / math.sqrt(C * B) * unbiased, B, m)
+    return BatchProducts(P.reshape(P.shape[:-4] + (C * B,) + P.shape[-2:]) * (N / (N - 1)), B, m)
+
+
+def posterior_covariance(x, y, *, n_batches: int | None = None) -> Covariance:
+    """Cov(x_k, y_j) under each posterior: x (..., C, T, K), y (..., C, T, J) -> (..., K, J).
+
+    C chains of T draws of one posterior are pooled; leading dims are separate posteriors.
+    n_batches: batches per chain (batch_layout). See the module docstring for the estimator."""
+    return batch_products(x, y, n_batches=n_batches).covariance()
 
 
 @dataclass
@@ -111,13 +139,48 @@ class Spectrum:
 
 
 @dataclass
+class Exchangeable:
+    """A K x K response whose indices are exchangeable (e.g. features under permutations),
+    averaged over the permutations: a I + b (1 1^T - I) with a = diagonal (the mean self
+    response), b = off_diagonal (the mean cross response); its eigenvalues uniform = a + (K - 1) b
+    (the all-ones direction, once) and contrast = a - b (K - 1 times). Each with its Monte Carlo
+    standard error (*_se, batch means), averaged over the posteriors like the matrix."""
+
+    diagonal: float
+    diagonal_se: float
+    off_diagonal: float
+    off_diagonal_se: float
+    uniform: float
+    uniform_se: float
+    contrast: float
+    contrast_se: float
+
+
+def exchangeable_parts(values: np.ndarray) -> np.ndarray:
+    """(diagonal mean, off-diagonal mean, uniform, contrast) of square matrices (..., K, K) -> (..., 4)."""
+    K = values.shape[-1]
+    trace = np.trace(values, axis1=-2, axis2=-1)
+    a = trace / K
+    b = (values.sum((-2, -1)) - trace) / (K * (K - 1)) if K > 1 else np.zeros_like(a)
+    return np.stack([a, b, a + (K - 1) * b, a - b], -1)
+
+
+def exchangeable(products: BatchProducts, factor: np.ndarray) -> Exchangeable:
+    """Exchangeable summary of factor * covariance (factor (...,) per posterior, e.g. -n beta_lik)."""
+    value, se = products.mean_and_se(exchangeable_parts)  # (..., 4)
+    mean, mc_se, _ = averaged(factor[..., None] * value, np.abs(factor)[..., None] * se, q_dims=1)
+    return Exchangeable(*(float(v) for pair in zip(mean, mc_se) for v in pair))
+
+
+@dataclass
 class Susceptibility:
     """chi[k, j] = d/dh E_h[phi_k] for perturbation j (module docstring), averaged over posteriors.
 
     chi, se (K, J): mean over posteriors and its Monte Carlo error (batch means);
     chi_each, se_each (..., K, J): per posterior; se_between (K, J): std / sqrt(S) across the
     S posteriors (data-set spread plus Monte Carlo error), None when S = 1; scale (...,): each
-    posterior's n beta_lik; n_batches per chain of batch_size draws; spectrum where K = J."""
+    posterior's n beta_lik; n_batches per chain of batch_size draws; spectrum where K = J;
+    symmetric: the Exchangeable summary where asked for (K = J, exchangeable indices)."""
 
     chi: np.ndarray
     se: np.ndarray
@@ -128,6 +191,7 @@ class Susceptibility:
     n_batches: int
     batch_size: int
     spectrum: Spectrum | None
+    symmetric: Exchangeable | None = None
 
 
 def _scale(n, beta_lik: float, lead: tuple[int, ...]) -> np.ndarray:
@@ -143,40 +207,47 @@ def _scale(n, beta_lik: float, lead: tuple[int, ...]) -> np.ndarray:
         raise ValueError(f"n must broadcast to the posteriors' dims {lead}, got shape {n.shape}") from None
 
 
-def _averaged(value: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Mean over the posteriors (..., K, J) -> (K, J), its Monte Carlo error and the spread s.e."""
-    v, s = value.reshape((-1,) + value.shape[-2:]), se.reshape((-1,) + se.shape[-2:])
+def averaged(value: np.ndarray, se: np.ndarray, q_dims: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Mean over the posteriors (S..., Q...) -> (Q...), Q the last q_dims dims, its Monte Carlo
+    error sqrt(sum se^2) / S and the spread std / sqrt(S) across them (None when S = 1)."""
+    q = value.shape[value.ndim - q_dims:]
+    v, s = value.reshape((-1,) + q), se.reshape((-1,) + q)
     S = v.shape[0]
     between = v.std(0, ddof=1) / math.sqrt(S) if S >= 2 else None
     return v.mean(0), np.sqrt((s**2).sum(0)) / S, between
 
 
-def susceptibility(phi, dL, n, beta_lik: float = 1.0, *, n_batches: int | None = None) -> Susceptibility:
+def susceptibility(phi, dL, n, beta_lik: float = 1.0, *, n_batches: int | None = None,
+                   exchangeable_indices: bool = False) -> Susceptibility:
     """Susceptibilities chi = -n beta_lik Cov(phi, dL) from posterior draws (docs/SPEC.md section 7).
 
     phi (..., C, T, K): K observables at T draws of C chains of each posterior; dL (..., C, T, J):
     L'_n - L_n of J perturbations at the same draws; n: sample size, a number or an array
-    broadcasting to the posteriors' dims (...); n_batches: batches per chain (batch_layout).
-    Returns a Susceptibility with the spectrum where K = J.
+    broadcasting to the posteriors' dims (...); n_batches: batches per chain (batch_layout);
+    exchangeable_indices: phi_k and perturbation k are exchangeable in k (K = J), so the
+    Exchangeable summary is added. Returns a Susceptibility with the spectrum where K = J.
     """
     phi, dL = as_draws(phi, "phi"), as_draws(dL, "dL")
-    cov = posterior_covariance(phi, dL, n_batches=n_batches)
+    products = batch_products(phi, dL, n_batches=n_batches)
+    cov = products.covariance()
     scale = _scale(n, beta_lik, phi.shape[:-3])
     chi_each, se_each = -scale[..., None, None] * cov.value, scale[..., None, None] * cov.se
-    chi, se, between = _averaged(chi_each, se_each)
-    spectrum = None
-    if phi.shape[-1] == dL.shape[-1]:
-        spectrum = _spectrum(chi, phi, dL, scale, cov.n_batches)
-    return Susceptibility(chi, se, chi_each, se_each, between, scale, cov.n_batches, cov.batch_size, spectrum)
+    chi, se, between = averaged(chi_each, se_each)
+    square = phi.shape[-1] == dL.shape[-1]
+    if exchangeable_indices and not square:
+        raise ValueError(f"exchangeable_indices needs as many observables as perturbations, got "
+                         f"{phi.shape[-1]} and {dL.shape[-1]}")
+    return Susceptibility(chi, se, chi_each, se_each, between, scale, cov.n_batches, cov.batch_size,
+                          _spectrum(chi, products, scale) if square else None,
+                          exchangeable(products, -scale) if exchangeable_indices else None)
 
 
-def _spectrum(chi: np.ndarray, phi: np.ndarray, dL: np.ndarray, scale: np.ndarray, n_batches: int) -> Spectrum:
-    """Eigenvalues of (chi + chi^T) / 2, descending, with batch-means errors of the projections."""
+def _spectrum(chi: np.ndarray, products: BatchProducts, scale: np.ndarray) -> Spectrum:
+    """Eigenvalues of (chi + chi^T) / 2, descending; each one's error from the batch means of
+    v_i^T P v_i, the projection on its eigenvector of every batch's products."""
     values, vectors = np.linalg.eigh((chi + chi.T) / 2)
     order = np.argsort(values)[::-1]
     values, vectors = values[order], vectors[:, order]
-    proj = posterior_covariance(phi @ vectors, dL @ vectors, n_batches=n_batches)
-    diag_value = -scale[..., None] * np.diagonal(proj.value, axis1=-2, axis2=-1)  # (..., K)
-    diag_se = scale[..., None] * np.diagonal(proj.se, axis1=-2, axis2=-1)
-    _, se, _ = _averaged(diag_value[..., None], diag_se[..., None])
-    return Spectrum(values, se[:, 0], vectors)
+    _, se = products.mean_and_se(lambda P: np.einsum("ki,...kj,ji->...i", vectors, P, vectors))  # (..., K)
+    _, mc_se, _ = averaged(-scale[..., None] * se, scale[..., None] * se, q_dims=1)  # only the error is used
+    return Spectrum(values, mc_se, vectors)

@@ -107,6 +107,29 @@ def test_posteriors_are_averaged_and_each_is_the_same_alone_or_batched():
     np.testing.assert_allclose(shifted.chi, res.chi, rtol=1e-9, atol=1e-9)
 
 
+def test_posteriors_of_different_lengths_come_as_lists():
+    m = _regression(seed=14)
+    long, short = _draws(m, (2, 900), seed=15), _draws(m, (3, 400), seed=16)
+    parts = [long, short]
+    res = susceptibility(parts, [_loss_differences(m, t) for t in parts], [50, 50], exchangeable_indices=True)
+    for s, t in enumerate(parts):
+        alone = susceptibility(t, _loss_differences(m, t), 50)
+        np.testing.assert_allclose(res.chi_each[s], alone.chi, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(res.se_each[s], alone.se, rtol=1e-12, atol=1e-12)
+    same = susceptibility(np.stack([long[:, :400], long[:, 400:800]]),
+                          np.stack([_loss_differences(m, long[:, :400]), _loss_differences(m, long[:, 400:800])]), 50)
+    listed = susceptibility([long[:, :400], long[:, 400:800]],
+                            [_loss_differences(m, long[:, :400]), _loss_differences(m, long[:, 400:800])], 50)
+    np.testing.assert_allclose(listed.chi, same.chi, rtol=1e-12)
+    np.testing.assert_allclose(listed.spectrum.se, same.spectrum.se, rtol=1e-12)
+    bif = influence([_per_sample_losses(m, t) for t in parts], [np.arange(50) % 5] * 2)
+    for s, t in enumerate(parts):
+        np.testing.assert_allclose(bif.bif_each[s], influence(_per_sample_losses(m, t), np.arange(50) % 5).bif,
+                                   rtol=1e-12)
+    with pytest.raises(ValueError, match="both"):
+        susceptibility(parts, _loss_differences(m, long), 50)
+
+
 def test_exchangeable_summary_and_spectrum_of_an_exchangeable_covariance():
     """phi = dL ~ N(0, a I + b (J - I)), K = 4: chi = -n Cov has diagonal -n a, off-diagonal -n b,
     eigenvalues -n (a + 3 b) (once) and -n (a - b) (three times)."""

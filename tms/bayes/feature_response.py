@@ -94,50 +94,65 @@ class FeatureResponse:
     counts: np.ndarray
 
 
-def _checked(W, b, X) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """W (S, C, T, r, c), b (S, C, T, c), X (S, n, c) as float64 tensors, or a ValueError."""
-    W, b, X = (torch.as_tensor(as_draws(v, name, dims, layout)) for v, name, dims, layout in (
-        (W, "W", 5, "(data sets, chains, draws, r, c)"), (b, "b", 4, "(data sets, chains, draws, c)"),
-        (X, "X", 3, "(data sets, n, c)")))
-    if W.ndim != 5 or b.shape != W.shape[:3] + W.shape[-1:]:
-        raise ValueError(f"W must be (data sets, chains, draws, r, c) and b (data sets, chains, draws, c), "
-                         f"got {tuple(W.shape)} and {tuple(b.shape)}")
-    if X.ndim != 3 or X.shape[0] != W.shape[0] or X.shape[-1] != W.shape[-1]:
-        raise ValueError(f"X must be (data sets = {W.shape[0]}, n, c = {W.shape[-1]}), got {tuple(X.shape)}")
+def _checked(W, b, X) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """Per data set s: W[s] (C_s, T_s, r, c), b[s] (C_s, T_s, c) float64; X (S, n, c); or a ValueError."""
+    X = torch.as_tensor(as_draws(X, "X", 3, "(data sets, n, c)"))
+    if X.ndim != 3:
+        raise ValueError(f"X must have shape (data sets, n, c), got {tuple(X.shape)}")
+    Ws = [torch.as_tensor(as_draws(w, "W", 4, "(chains, draws, r, c) per data set")) for w in W]
+    bs = [torch.as_tensor(as_draws(v, "b", 3, "(chains, draws, c) per data set")) for v in b]
+    if len(Ws) != len(bs) or len(Ws) != X.shape[0]:
+        raise ValueError(f"W, b and X must hold the same number of data sets, got {len(Ws)}, {len(bs)}, {X.shape[0]}")
+    for w, v in zip(Ws, bs):
+        if w.ndim != 4 or v.shape != w.shape[:2] + w.shape[-1:] or w.shape[-1] != X.shape[-1]:
+            raise ValueError(f"each data set's W must be (chains, draws, r, c = {X.shape[-1]}) and b (chains, "
+                             f"draws, c), got {tuple(w.shape)} and {tuple(v.shape)}")
     if ((X != 0).sum(-1) != 1).any() or (X < 0).any():
         raise ValueError("X must be high-sparsity inputs: each row mu e_i with mu > 0 (one nonzero)")
-    return W, b, X
+    return Ws, bs, X
+
+
+def _draw_quantities(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor) -> dict:
+    """One data set X (n, c) and its draws W (C, T, r, c), b (C, T, c): per-sample losses (C, T, n),
+    the perturbations dL (C, T, c), the observables (C, T, c) and the feature counts (c,)."""
+    C, T, r, c = W.shape
+    features = active_features(X).numpy()
+    losses = sample_losses(W.reshape(C * T, r, c), b.reshape(C * T, c), X).reshape(C, T, -1).numpy()
+    per_feature, counts = group_means(losses, features, c)
+    if (counts == 0).any():
+        raise ValueError(f"every data set needs inputs of every feature; feature counts {counts.tolist()}")
+    return dict(losses=losses, features=features, counts=counts, dL=per_feature - losses.mean(-1, keepdims=True),
+                norm=(W**2).sum(-2).numpy(), bias=b.numpy(), feature_loss=feature_population_losses(W, b).numpy())
 
 
 def feature_response(W, b, X, beta_lik: float = 1.0, *, n_batches: int | None = None) -> FeatureResponse:
     """Feature susceptibilities and the grouped BIF from posterior draws (docs/SPEC.md section 7).
 
-    W (S, C, T, r, c), b (S, C, T, c): T draws of C chains (or ladders) of the posterior of
-    each of S data sets X (S, n, c) (high-sparsity inputs), sampled at exp(-beta_lik n L_n);
-    n_batches: batches per chain for the errors (tms.bayes.susceptibility.batch_layout).
+    W (S, C, T, r, c), b (S, C, T, c): T draws of C chains (or ladders) of the posterior of each
+    of S data sets X (S, n, c) (high-sparsity inputs), sampled at exp(-beta_lik n L_n); or lists of
+    S arrays W[s] (C_s, T_s, r, c), b[s] (C_s, T_s, c) where data sets ran for different numbers
+    of rounds. n_batches: batches per chain for the errors (tms.bayes.susceptibility.batch_layout).
     ValueError when a data set has no input of some feature (its perturbation is undefined).
     """
-    W, b, X = _checked(W, b, X)
-    S, C, T, r, c = W.shape
-    n = X.shape[-2]
-    features = active_features(X)  # (S, n)
-    flat = sample_losses(W.reshape(S, C * T, r, c), b.reshape(S, C * T, c), X).reshape(S, C, T, n)
-    per_feature, counts = group_means(flat.numpy(), features.numpy(), c)  # (S, C, T, c), (S, c)
-    if (counts == 0).any():
-        raise ValueError(f"every data set needs inputs of every feature; feature counts {counts.tolist()}")
-    dL = per_feature - flat.numpy().mean(-1, keepdims=True)  # L'_{n,i} - L_n
+    Ws, bs, X = _checked(W, b, X)
+    n, c, r = X.shape[-2], X.shape[-1], Ws[0].shape[-2]
+    parts = [_draw_quantities(w, v, x) for w, v, x in zip(Ws, bs, X)]
+
+    def each(key):
+        return [q[key] for q in parts]
+
     resp = dict(n=n, beta_lik=beta_lik, n_batches=n_batches, exchangeable_indices=True)
     labels, phase = [], None
     if r == 2:
-        found = classify(W, b)  # (S, C, T)
-        labels = sorted(set(np.unique(found).tolist()))
-        indicators = np.stack([(found == p) for p in labels], -1).astype(np.float64)
-        phase = susceptibility(indicators, dL, n, beta_lik, n_batches=n_batches)
+        found = [classify(w, v) for w, v in zip(Ws, bs)]  # (C_s, T_s) each
+        labels = sorted(set().union(*(np.unique(f).tolist() for f in found)))
+        indicators = [np.stack([(f == p) for p in labels], -1).astype(np.float64) for f in found]
+        phase = susceptibility(indicators, each("dL"), n, beta_lik, n_batches=n_batches)
     return FeatureResponse(
         n=n, beta_lik=float(beta_lik), c=c,
-        norm=susceptibility((W**2).sum(-2).numpy(), dL, **resp),
-        bias=susceptibility(b.numpy(), dL, **resp),
-        feature_loss=susceptibility(feature_population_losses(W, b).numpy(), dL, **resp),
+        norm=susceptibility(each("norm"), each("dL"), **resp),
+        bias=susceptibility(each("bias"), each("dL"), **resp),
+        feature_loss=susceptibility(each("feature_loss"), each("dL"), **resp),
         phases=labels, phase=phase,
-        influence=influence(flat.numpy(), features.numpy(), c, n_batches=n_batches, exchangeable_groups=True),
-        counts=counts)
+        influence=influence(each("losses"), each("features"), c, n_batches=n_batches, exchangeable_groups=True),
+        counts=np.stack(each("counts")))

@@ -51,21 +51,18 @@ def group_means(losses: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[
         return sums / counts[..., None, None, :], counts
 
 
-def _groups(groups, n_samples: int, lead: tuple[int, ...], n_groups: int | None) -> tuple[np.ndarray, int]:
-    """The group of every sample broadcast to (..., N), and the number of groups G."""
-    if groups is None:
-        groups = np.arange(n_samples)
-    groups = np.asarray(groups)
+def _groups(groups, n_samples: int, lead: tuple[int, ...], n_groups: int) -> np.ndarray:
+    """The group of every sample broadcast to (..., N), checked against n_groups."""
+    groups = np.arange(n_samples) if groups is None else np.asarray(groups)
     if not np.issubdtype(groups.dtype, np.integer) or (groups < 0).any():
         raise ValueError(f"groups must hold non-negative integer group ids, got dtype {groups.dtype}")
     try:
         groups = np.broadcast_to(groups, lead + (n_samples,))
     except ValueError:
         raise ValueError(f"groups must broadcast to (..., N) = {lead + (n_samples,)}, got {groups.shape}") from None
-    G = int(groups.max()) + 1 if n_groups is None else int(n_groups)
-    if groups.max() >= G:
-        raise ValueError(f"groups must lie in [0, n_groups = {G}), got {int(groups.max())}")
-    return groups, G
+    if groups.max() >= n_groups:
+        raise ValueError(f"groups must lie in [0, n_groups = {n_groups}), got {int(groups.max())}")
+    return groups
 
 
 def _standardised(losses: np.ndarray, n_batches: int | None) -> np.ndarray:
@@ -79,33 +76,56 @@ def _standardised(losses: np.ndarray, n_batches: int | None) -> np.ndarray:
     return np.divide(losses, sd, out=np.zeros_like(losses), where=sd > 0)
 
 
+def _blocks(losses, groups, n_groups: int | None) -> tuple[list[np.ndarray], list, int, bool]:
+    """The posteriors as blocks (an array, or each of a list), their groups, G and raggedness."""
+    ragged = isinstance(losses, (list, tuple))
+    blocks = [as_draws(v, "losses") for v in (losses if ragged else [losses])]
+    if ragged and (not blocks or any(v.ndim != 3 for v in blocks)):
+        raise ValueError("losses as a list must hold one (chains, draws, N) array per posterior")
+    per_block = list(groups) if ragged and groups is not None else [groups] * len(blocks)
+    if len(per_block) != len(blocks):
+        raise ValueError(f"groups must give one array per posterior ({len(blocks)}), got {len(per_block)}")
+    if n_groups is None:
+        n_groups = max(v.shape[-1] if g is None else int(np.max(g)) + 1 for v, g in zip(blocks, per_block))
+    return blocks, per_block, int(n_groups), ragged
+
+
 def influence(losses, groups=None, n_groups: int | None = None, *, n_batches: int | None = None,
               exchangeable_groups: bool = False) -> Influence:
     """Grouped Bayesian influence function of per-sample losses (docs/SPEC.md section 7).
 
     losses (..., C, T, N): the loss of each of N samples at T draws of C chains of each
-    posterior (leading dims: independent posteriors); groups (..., N) or (N,): group id of every
-    sample (default: every sample its own group, G = N, memory ~ C B N^2); n_groups: G (default
-    max id + 1); n_batches: batches per chain (tms.bayes.susceptibility.batch_layout);
-    exchangeable_groups: add the Exchangeable summary of the BIF (e.g. groups = features).
+    posterior (leading dims: independent posteriors), or a list of S posteriors (C_s, T_s, N_s);
+    groups (..., N) or (N,) (a list of (N_s,) with a list of losses): group id of every sample
+    (default: every sample its own group, memory ~ C B N^2); n_groups: G (default max id + 1);
+    n_batches: batches per chain (tms.bayes.susceptibility.batch_layout); exchangeable_groups:
+    add the Exchangeable summary of the BIF (e.g. groups = features).
     """
-    losses = as_draws(losses, "losses")
-    groups, G = _groups(groups, losses.shape[-1], losses.shape[:-3], n_groups)
-    means, counts = group_means(losses, groups, G)
-    zmeans, _ = group_means(_standardised(losses, n_batches), groups, G)
-    cov = _products_with_gaps(means, n_batches)
-    corr = _products_with_gaps(zmeans, n_batches)
+    blocks, per_block, G, ragged = _blocks(losses, groups, n_groups)
+    means, zmeans, counts = [], [], []
+    for v, g in zip(blocks, per_block):
+        g = _groups(g, v.shape[-1], v.shape[:-3], G)
+        m, cnt = group_means(v, g, G)
+        means.append(m)
+        zmeans.append(group_means(_standardised(v, n_batches), g, G)[0])
+        counts.append(cnt)
+    cov = _products_with_gaps(means, ragged, n_batches)
+    corr = _products_with_gaps(zmeans, ragged, n_batches)
     (cov_value, cov_se), (corr_value, corr_se) = cov.mean_and_se(), corr.mean_and_se()
     bif, se, _ = averaged(-cov_value, cov_se)
     correlation, correlation_se, _ = averaged(corr_value, corr_se)
-    symmetric = exchangeable(cov, -np.ones(losses.shape[:-3])) if exchangeable_groups else None
-    return Influence(bif, se, correlation, correlation_se, -cov_value, corr_value, counts, symmetric)
+    symmetric = exchangeable(cov, -np.ones(cov.posteriors)) if exchangeable_groups else None
+    return Influence(bif, se, correlation, correlation_se, -cov_value, corr_value,
+                     np.stack(counts) if ragged else counts[0], symmetric)
 
 
-def _products_with_gaps(means: np.ndarray, n_batches: int | None) -> BatchProducts:
-    """batch_products of group means (..., C, T, G) with itself; NaN wherever a group is empty."""
-    empty = np.isnan(means).any((-3, -2))  # (..., G)
-    products = batch_products(np.nan_to_num(means), np.nan_to_num(means), n_batches=n_batches)
-    gap = (empty[..., :, None] | empty[..., None, :])[..., None, :, :]  # (..., 1, G, G)
-    products.values[np.broadcast_to(gap, products.values.shape)] = np.nan
+def _products_with_gaps(means: list[np.ndarray], ragged: bool, n_batches: int | None) -> BatchProducts:
+    """batch_products of group means (..., C, T, G) with themselves (a list of posteriors when
+    ragged, else its one array); NaN wherever a group is empty."""
+    clean = [np.nan_to_num(m) for m in means]
+    products = batch_products(clean if ragged else clean[0], clean if ragged else clean[0], n_batches=n_batches)
+    for block, m in zip(products.blocks, means):
+        empty = np.isnan(m).any((-3, -2))  # (..., G)
+        gap = (empty[..., :, None] | empty[..., None, :])[..., None, :, :]  # (..., 1, G, G)
+        block[np.broadcast_to(gap.reshape(block.shape[:-3] + gap.shape[-3:]), block.shape)] = np.nan
     return products

@@ -83,31 +83,43 @@ class Covariance:
 
 @dataclass
 class BatchProducts:
-    """Centred cross products of x and y averaged per batch, times N / (N - 1):
-    values (..., C B, K, J); their mean over the batches is the covariance. A linear function
-    of the covariance (a trace, a projection) applied per batch gets a batch-means error too."""
+    """Centred cross products of x and y averaged per batch, times N / (N - 1), per block of
+    posteriors: blocks[i] (P_i..., C B, K, J); their mean over the batches is the covariance.
+    One block when the draws came as one array (P_0... its posteriors' dims); one block (1, ...)
+    per posterior when they came as a list (ragged: chains and draws may differ). A linear
+    function of the covariance (a trace, a projection) applied per batch gets a batch-means
+    error too. n_batches, batch_size: the fewest batches per chain and the smallest batch."""
 
-    values: np.ndarray
+    blocks: list[np.ndarray]
+    ragged: bool
     n_batches: int
     batch_size: int
 
+    @property
+    def posteriors(self) -> tuple[int, ...]:
+        """The posteriors' dims: (...) of one array, (S,) of a list of S posteriors."""
+        return (len(self.blocks),) if self.ragged else self.blocks[0].shape[:-3]
+
     def mean_and_se(self, linear=None) -> tuple[np.ndarray, np.ndarray]:
-        """linear(values) (..., C B, Q...) (default: values) averaged over the batches (..., Q...),
-        and its standard error std / sqrt(C B)."""
-        v = self.values if linear is None else linear(self.values)
-        nb = self.values.shape[-3]
-        v = np.moveaxis(v, self.values.ndim - 3, 0)
-        return v.mean(0), v.std(0, ddof=1) / math.sqrt(nb)
+        """linear(values) (..., C B, Q...) (default: values) averaged over the batches, per
+        posterior (posteriors..., Q...), and its standard error std / sqrt(C B)."""
+        means, ses = [], []
+        for v in self.blocks:
+            axis, nb = v.ndim - 3, v.shape[-3]
+            out = np.moveaxis(v if linear is None else linear(v), axis, 0)
+            means.append(out.mean(0))
+            ses.append(out.std(0, ddof=1) / math.sqrt(nb))
+        if not self.ragged:
+            return means[0], ses[0]
+        return np.concatenate(means), np.concatenate(ses)
 
     def covariance(self) -> Covariance:
         value, se = self.mean_and_se()
         return Covariance(value, se, self.n_batches, self.batch_size)
 
 
-def batch_products(x, y, *, n_batches: int | None = None) -> BatchProducts:
-    """Batch products of x (..., C, T, K) and y (..., C, T, J) about each posterior's pooled
-    mean (module docstring): (..., C B, K, J). n_batches: batches per chain (batch_layout)."""
-    x, y = as_draws(x, "x"), as_draws(y, "y")
+def _block_products(x: np.ndarray, y: np.ndarray, n_batches: int | None) -> tuple[np.ndarray, int, int]:
+    """Batch products (..., C B, K, J) of one block of posteriors x (..., C, T, K), y (..., C, T, J)."""
     if x.shape[:-1] != y.shape[:-1]:
         raise ValueError(f"x and y must share their (..., chains, draws) dims, got {x.shape} and {y.shape}")
     C, T = x.shape[-3:-1]
@@ -117,7 +129,28 @@ def batch_products(x, y, *, n_batches: int | None = None) -> BatchProducts:
     yc = yb - yb.mean((-4, -3, -2), keepdims=True)
     P = np.einsum("...cbtk,...cbtj->...cbkj", xc, yc) / m  # (..., C, B, K, J)
     N = C * B * m
-    return BatchProducts(P.reshape(P.shape[:-4] + (C * B,) + P.shape[-2:]) * (N / (N - 1)), B, m)
+    return P.reshape(P.shape[:-4] + (C * B,) + P.shape[-2:]) * (N / (N - 1)), B, m
+
+
+def batch_products(x, y, *, n_batches: int | None = None) -> BatchProducts:
+    """Batch products of x (..., C, T, K) and y (..., C, T, J) about each posterior's pooled
+    mean (module docstring), or of lists of S posteriors x[s] (C_s, T_s, K), y[s] (C_s, T_s, J)
+    (data sets sampled for different numbers of rounds). n_batches: batches per chain
+    (batch_layout; default per posterior)."""
+    ragged = isinstance(x, (list, tuple))
+    if ragged != isinstance(y, (list, tuple)) or (ragged and (len(x) != len(y) or not x)):
+        raise ValueError("x and y must both be arrays, or both non-empty lists of the same length (one per posterior)")
+    pairs = zip(x, y) if ragged else [(x, y)]
+    blocks, Bs, ms = [], [], []
+    for xs, ys in pairs:
+        xs, ys = as_draws(xs, "x"), as_draws(ys, "y")
+        if ragged and xs.ndim != 3:
+            raise ValueError(f"each posterior of a list must be (chains, draws, columns), got shape {xs.shape}")
+        P, B, m = _block_products(xs[None] if ragged else xs, ys[None] if ragged else ys, n_batches)
+        blocks.append(P)
+        Bs.append(B)
+        ms.append(m)
+    return BatchProducts(blocks, ragged, min(Bs), min(ms))
 
 
 def posterior_covariance(x, y, *, n_batches: int | None = None) -> Covariance:
@@ -222,21 +255,21 @@ def susceptibility(phi, dL, n, beta_lik: float = 1.0, *, n_batches: int | None =
     """Susceptibilities chi = -n beta_lik Cov(phi, dL) from posterior draws (docs/SPEC.md section 7).
 
     phi (..., C, T, K): K observables at T draws of C chains of each posterior; dL (..., C, T, J):
-    L'_n - L_n of J perturbations at the same draws; n: sample size, a number or an array
-    broadcasting to the posteriors' dims (...); n_batches: batches per chain (batch_layout);
-    exchangeable_indices: phi_k and perturbation k are exchangeable in k (K = J), so the
-    Exchangeable summary is added. Returns a Susceptibility with the spectrum where K = J.
+    L'_n - L_n of J perturbations at the same draws (or lists of S posteriors, phi[s] (C_s, T_s, K),
+    dL[s] (C_s, T_s, J)); n: sample size, a number or an array broadcasting to the posteriors'
+    dims ((...) or (S,)); n_batches: batches per chain (batch_layout); exchangeable_indices:
+    phi_k and perturbation k are exchangeable in k (K = J), so the Exchangeable summary is
+    added. Returns a Susceptibility with the spectrum where K = J.
     """
-    phi, dL = as_draws(phi, "phi"), as_draws(dL, "dL")
     products = batch_products(phi, dL, n_batches=n_batches)
     cov = products.covariance()
-    scale = _scale(n, beta_lik, phi.shape[:-3])
+    scale = _scale(n, beta_lik, products.posteriors)
     chi_each, se_each = -scale[..., None, None] * cov.value, scale[..., None, None] * cov.se
     chi, se, between = averaged(chi_each, se_each)
-    square = phi.shape[-1] == dL.shape[-1]
+    K, J = chi.shape
+    square = K == J
     if exchangeable_indices and not square:
-        raise ValueError(f"exchangeable_indices needs as many observables as perturbations, got "
-                         f"{phi.shape[-1]} and {dL.shape[-1]}")
+        raise ValueError(f"exchangeable_indices needs as many observables as perturbations, got {K} and {J}")
     return Susceptibility(chi, se, chi_each, se_each, between, scale, cov.n_batches, cov.batch_size,
                           _spectrum(chi, products, scale) if square else None,
                           exchangeable(products, -scale) if exchangeable_indices else None)

@@ -16,7 +16,7 @@ from scipy.integrate import quad
 from scipy.signal import lfilter
 
 from tms.bayes.influence import influence
-from tms.bayes.susceptibility import posterior_covariance, susceptibility
+from tms.bayes.susceptibility import batch_layout, posterior_covariance, susceptibility
 
 Z_MAX = 4.0  # estimates within this many of their own standard errors (fixed seeds)
 
@@ -184,6 +184,10 @@ def test_too_few_draws_or_batches_and_bad_shapes_are_refused():
         susceptibility(np.zeros((2, 16, 1)), np.zeros((2, 16, 1)), 10, beta_lik=0.0)
     with pytest.raises(ValueError, match="NaN"):
         susceptibility(np.full((2, 16, 1), np.nan), np.zeros((2, 16, 1)), 10)
+    assert batch_layout(100, 3) == (10, 10)
+    assert batch_layout(101, 4, "longest") == (1, 101) and batch_layout(100, 2, "longest") == (2, 50)
+    with pytest.raises(ValueError, match="longest"):
+        batch_layout(100, 2, "shortest")
 
 
 # ---- (b) the 1-D potential ---------------------------------------------------------------------

@@ -125,13 +125,16 @@ def _draw_quantities(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor) -> dict:
                 norm=(W**2).sum(-2).numpy(), bias=b.numpy(), feature_loss=feature_population_losses(W, b).numpy())
 
 
-def feature_response(W, b, X, beta_lik: float = 1.0, *, n_batches: int | None = None) -> FeatureResponse:
+def feature_response(W, b, X, beta_lik: float = 1.0, *, n_batches: int | str | None = "longest") -> FeatureResponse:
     """Feature susceptibilities and the grouped BIF from posterior draws (docs/SPEC.md section 7).
 
     W (S, C, T, r, c), b (S, C, T, c): T draws of C chains (or ladders) of the posterior of each
     of S data sets X (S, n, c) (high-sparsity inputs), sampled at exp(-beta_lik n L_n); or lists of
     S arrays W[s] (C_s, T_s, r, c), b[s] (C_s, T_s, c) where data sets ran for different numbers
-    of rounds. n_batches: batches per chain for the errors (tms.bayes.susceptibility.batch_layout).
+    of rounds. n_batches: batches per chain for the errors (tms.bayes.susceptibility.batch_layout;
+    default "longest": with 4 or more ladders each ladder is one batch and the error is the
+    spread across the independent ladders, as for the phase mass, since a phase indicator may
+    flip too rarely for shorter batches to be independent).
     ValueError when a data set has no input of some feature (its perturbation is undefined).
     """
     Ws, bs, X = _checked(W, b, X)

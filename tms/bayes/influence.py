@@ -65,7 +65,7 @@ def _groups(groups, n_samples: int, lead: tuple[int, ...], n_groups: int) -> np.
     return groups
 
 
-def _standardised(losses: np.ndarray, n_batches: int | None) -> np.ndarray:
+def _standardised(losses: np.ndarray, n_batches: int | str | None) -> np.ndarray:
     """l_k / sd(l_k), sd over the pooled draws the covariance uses (ddof 1, as its N / (N - 1));
     0 where a loss does not vary (its correlations are undefined and counted as 0)."""
     C, T = losses.shape[-3:-1]
@@ -90,7 +90,7 @@ def _blocks(losses, groups, n_groups: int | None) -> tuple[list[np.ndarray], lis
     return blocks, per_block, int(n_groups), ragged
 
 
-def influence(losses, groups=None, n_groups: int | None = None, *, n_batches: int | None = None,
+def influence(losses, groups=None, n_groups: int | None = None, *, n_batches: int | str | None = None,
               exchangeable_groups: bool = False) -> Influence:
     """Grouped Bayesian influence function of per-sample losses (docs/SPEC.md section 7).
 
@@ -119,7 +119,7 @@ def influence(losses, groups=None, n_groups: int | None = None, *, n_batches: in
                      np.stack(counts) if ragged else counts[0], symmetric)
 
 
-def _products_with_gaps(means: list[np.ndarray], ragged: bool, n_batches: int | None) -> BatchProducts:
+def _products_with_gaps(means: list[np.ndarray], ragged: bool, n_batches: int | str | None) -> BatchProducts:
     """batch_products of group means (..., C, T, G) with themselves (a list of posteriors when
     ragged, else its one array); NaN wherever a group is empty."""
     clean = [np.nan_to_num(m) for m in means]

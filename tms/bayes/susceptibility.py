@@ -9,14 +9,16 @@ so d/dh log p_h(w) = -beta_lik n (dL(w) - E_h[dL]) with dL = L'_n - L_n, and
 Generic, no TMS knowledge: observables phi (..., C, T, K) and loss differences dL (..., C, T, J)
 (one column per perturbation) at T draws of C chains (or ladders) of one posterior; the leading
 dims are independent posteriors of one problem (data sets at one n), whose susceptibilities
-are averaged. Chains of one posterior share its mean, so their draws are pooled; draws of
+are averaged (or a list of posteriors whose chains and draws differ in number). Chains of one posterior share its mean, so their draws are pooled; draws of
 different data sets are never pooled (the spread of their means is not a posterior covariance).
 
 Estimation (batch means; Flegal and Jones 2010). Each chain's last B*m draws are cut into B
 batches of m consecutive draws and the cross products about the pooled mean averaged per batch,
 P (..., C, B, K, J). The covariance is mean(P) * N / (N - 1), N = C B m (unbiased for
 independent draws); its standard error std(P) / sqrt(C B) times the same factor, which holds
-for correlated draws once m exceeds their autocorrelation time. Averaging S posteriors: the
+for correlated draws once m exceeds their autocorrelation time ("longest" batches: the fewest
+that give MIN_BATCHES, each chain one batch when C >= MIN_BATCHES, for chains whose
+autocorrelation time is unknown, e.g. a phase indicator that rarely flips). Averaging S posteriors: the
 mean, with Monte Carlo error sqrt(sum se^2) / S, and the spread std / sqrt(S) across them.
 
 Spectrum (K = J: phi_k and perturbation k describe the same thing, e.g. feature k): eigenvalues
@@ -47,13 +49,20 @@ def as_draws(x, name: str, min_dim: int = 3, layout: str = "(..., chains, draws,
     return x
 
 
-def batch_layout(n_draws: int, n_chains: int, n_batches: int | None = None) -> tuple[int, int]:
+def batch_layout(n_draws: int, n_chains: int, n_batches: int | str | None = None) -> tuple[int, int]:
     """(batches per chain B, draws per batch m) for chains of n_draws draws.
 
-    Default B = floor(sqrt(n_draws)) (batches of about sqrt(T) draws). ValueError when a batch
+    n_batches: an int; None: B = floor(sqrt(n_draws)) (batches of about sqrt(T) draws);
+    "longest": B = ceil(MIN_BATCHES / n_chains) (one batch per chain when there are enough
+    chains: the error is their spread, whatever the autocorrelation). ValueError when a batch
     would be empty or the posterior would have fewer than MIN_BATCHES batches in all.
     """
-    B = max(1, math.isqrt(n_draws)) if n_batches is None else int(n_batches)
+    if n_batches == "longest":
+        B = math.ceil(MIN_BATCHES / n_chains)
+    elif n_batches is None or isinstance(n_batches, (int, np.integer)):
+        B = max(1, math.isqrt(n_draws)) if n_batches is None else int(n_batches)
+    else:
+        raise ValueError(f"n_batches must be an int, None or 'longest', got {n_batches!r}")
     if B < 1 or n_draws < B:
         raise ValueError(f"n_batches must lie in [1, draws per chain = {n_draws}], got {n_batches}")
     if B * n_chains < MIN_BATCHES:
@@ -118,7 +127,7 @@ class BatchProducts:
         return Covariance(value, se, self.n_batches, self.batch_size)
 
 
-def _block_products(x: np.ndarray, y: np.ndarray, n_batches: int | None) -> tuple[np.ndarray, int, int]:
+def _block_products(x: np.ndarray, y: np.ndarray, n_batches: int | str | None) -> tuple[np.ndarray, int, int]:
     """Batch products (..., C B, K, J) of one block of posteriors x (..., C, T, K), y (..., C, T, J)."""
     if x.shape[:-1] != y.shape[:-1]:
         raise ValueError(f"x and y must share their (..., chains, draws) dims, got {x.shape} and {y.shape}")
@@ -132,7 +141,7 @@ def _block_products(x: np.ndarray, y: np.ndarray, n_batches: int | None) -> tupl
     return P.reshape(P.shape[:-4] + (C * B,) + P.shape[-2:]) * (N / (N - 1)), B, m
 
 
-def batch_products(x, y, *, n_batches: int | None = None) -> BatchProducts:
+def batch_products(x, y, *, n_batches: int | str | None = None) -> BatchProducts:
     """Batch products of x (..., C, T, K) and y (..., C, T, J) about each posterior's pooled
     mean (module docstring), or of lists of S posteriors x[s] (C_s, T_s, K), y[s] (C_s, T_s, J)
     (data sets sampled for different numbers of rounds). n_batches: batches per chain
@@ -153,7 +162,7 @@ def batch_products(x, y, *, n_batches: int | None = None) -> BatchProducts:
     return BatchProducts(blocks, ragged, min(Bs), min(ms))
 
 
-def posterior_covariance(x, y, *, n_batches: int | None = None) -> Covariance:
+def posterior_covariance(x, y, *, n_batches: int | str | None = None) -> Covariance:
     """Cov(x_k, y_j) under each posterior: x (..., C, T, K), y (..., C, T, J) -> (..., K, J).
 
     C chains of T draws of one posterior are pooled; leading dims are separate posteriors.
@@ -250,7 +259,7 @@ def averaged(value: np.ndarray, se: np.ndarray, q_dims: int = 2) -> tuple[np.nda
     return v.mean(0), np.sqrt((s**2).sum(0)) / S, between
 
 
-def susceptibility(phi, dL, n, beta_lik: float = 1.0, *, n_batches: int | None = None,
+def susceptibility(phi, dL, n, beta_lik: float = 1.0, *, n_batches: int | str | None = None,
                    exchangeable_indices: bool = False) -> Susceptibility:
     """Susceptibilities chi = -n beta_lik Cov(phi, dL) from posterior draws (docs/SPEC.md section 7).
 

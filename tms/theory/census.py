@@ -48,7 +48,6 @@ STOP_TOL = 1e-13  # Levenberg-Marquardt stops a start below this gradient norm
 MU_START, MU_MAX, MAX_STEP = 1e-3, 1e10, 1.0  # LM damping: initial, give-up; step length cap
 ZERO_BIAS = -1.0  # bias of a canonical dead zero column (the zoo's zero_bias)
 FAMILIES = ("zoo", "frame", "prior", "gd")
-PRIOR_KEYS, GD_KEYS = 50, 51  # key families of the census's random starts: key(seed, family, scale)
 READ_THRESHOLD = 0.1  # read_phase: signature distance beyond which a point is 'other'
 CHUNK = 256  # starts converged (and saved, with out=) together
 MAX_R, MAX_C = 6, 10  # the automorphism searches and the frames are validated up to here
@@ -131,9 +130,9 @@ def census_starts(r: int, c: int, settings: CensusSettings) -> Starts:
     d = r * c + c
     parts = [_embedded_zoo(r, c) if settings.zoo else torch.zeros(0, d, dtype=torch.float64),
              _frame_starts(r, c) if settings.frames else torch.zeros(0, d, dtype=torch.float64),
-             _prior_draws(settings.n_prior, r, c, settings.seed, PRIOR_KEYS, settings.scales)]
+             _prior_draws(settings.n_prior, r, c, settings.seed, rng.CENSUS_PRIOR, settings.scales)]
     n_gd = settings.n_gd // len(settings.scales) + (settings.n_gd % len(settings.scales) > 0)
-    gd = _prior_draws(n_gd, r, c, settings.seed, GD_KEYS, settings.scales)[: settings.n_gd]
+    gd = _prior_draws(n_gd, r, c, settings.seed, rng.CENSUS_GD, settings.scales)[: settings.n_gd]
     parts.append(gradient_descent(gd, r, c, settings.gd_steps, settings.gd_lr) if len(gd) else gd)
     family = torch.cat([torch.full((len(p),), i, dtype=torch.int64) for i, p in enumerate(parts)])
     return Starts(torch.cat(parts), family)

@@ -22,7 +22,7 @@ import torch
 
 from tms.theory import canonical, zoo
 from tms.theory.loss import batched_grad, batched_hessian, flatten_params, is_smooth, population_loss
-from tms.theory.zoo import _minimally_singular, prior_term
+from tms.theory.zoo import minimally_singular, prior_term
 
 RANK_RTOL = 1e-8  # the zoo's Hessian rank tolerance, relative to max(1, max |eigenvalue|)
 PROBE_STEPS = (1e-2, 1e-3, 1e-4)  # step lengths of the descent probe at C^1 points
@@ -95,7 +95,7 @@ def _curvature(W, b, smooth: bool, eigs, vecs) -> tuple[str, int | None, float |
     if index:
         return "saddle", rank, None, f"saddle: {index} negative Hessian eigenvalues"
     null = vecs[:, eigs.abs() <= tol]
-    if _minimally_singular(W, b, null, torch.Generator().manual_seed(MS_SEED)):
+    if minimally_singular(W, b, null, torch.Generator().manual_seed(MS_SEED)):
         return "min", rank, rank / 2, ""
     return "min?", rank, None, "Hessian null space exceeds the zero-loss-increase manifold (not minimally singular)"
 

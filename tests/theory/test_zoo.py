@@ -204,8 +204,8 @@ def test_minimal_singularity_check_tells_manifold_from_higher_order():
     def curved_valley(W, b):  # K = (y - x^2)^2 + b^2: zero set is a smooth curve (minimally singular)
         return (W[..., 0, 1] - W[..., 0, 0] ** 2) ** 2 + (b**2).sum(-1)
 
-    assert not zoo._minimally_singular(W0, b0, null, rng, loss_fn=quartic)
-    assert zoo._minimally_singular(W0, b0, null, rng, loss_fn=curved_valley)
+    assert not zoo.minimally_singular(W0, b0, null, rng, loss_fn=quartic)
+    assert zoo.minimally_singular(W0, b0, null, rng, loss_fn=curved_valley)
 
 
 def test_prior_term_by_hand():

@@ -31,6 +31,7 @@ SWAP = 20             # replica swaps: uniform stream 20
 START = 30            # chains' starting points (prior draws): uniform streams 30 and 31
 POSTERIOR_LADDERS, POSTERIOR_PLAIN = 0, 1   # key families of a posterior data set's chains
 FE_SWEEP, FE_LOCAL = 40, 41                 # key families of the free-energy sweep / local ladders
+CENSUS_PRIOR, CENSUS_GD = 50, 51            # key families of the census's random starts (prior draws, descents)
 
 AXIS_SALT = 0x632BE5AB   # keys_from: the salt of an item index
 CHAIN_SALT = 0x2545F491  # LLC chains below their centre's key

@@ -149,7 +149,7 @@ def prior_term(W: torch.Tensor, b: torch.Tensor, zero_tol: float = 0.0) -> torch
     return 0.5 * ((W**2).sum((-2, -1)) + (bb**2).sum(-1))
 
 
-def _minimally_singular(W: torch.Tensor, b: torch.Tensor, null: torch.Tensor, rng: torch.Generator,
+def minimally_singular(W: torch.Tensor, b: torch.Tensor, null: torch.Tensor, rng: torch.Generator,
                         t: float = 0.05, tol: float = 1e-11, loss_fn=population_loss) -> bool:
     """Do the Hessian's null directions span a manifold of zero loss increase?
 
@@ -201,7 +201,7 @@ def _build(k: int, s: int, p: int, c: int, zero_bias: float = -1.0) -> CriticalP
             notes.append(f"saddle: {int((ev < -rank_tol).sum())} negative Hessian eigenvalues")
         else:
             rng = torch.Generator().manual_seed(1234 + 100 * k + 10 * s + p)
-            ms = _minimally_singular(W, b, vec[:, ev.abs() <= rank_tol], rng)
+            ms = minimally_singular(W, b, vec[:, ev.abs() <= rank_tol], rng)
             if ms:
                 llc = rank / 2
             else:

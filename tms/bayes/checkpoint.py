@@ -15,7 +15,8 @@ import torch
 
 from tms.samplers import rounds, tempering
 
-NAMED = {cls.__name__: cls for cls in (tempering.SamplerState, tempering.Warmup, rounds.Chains, rounds.DualAverage)}
+NAMED = {cls.__name__: cls for cls in (tempering.SamplerState, tempering.Warmup, tempering.Sampled, rounds.Chains,
+                                        rounds.DualAverage)}
 
 
 def flatten(state) -> tuple[dict[str, np.ndarray], object]:

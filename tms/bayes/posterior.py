@@ -152,11 +152,11 @@ def _plain_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSettin
         return rng.normal(keys, 0, d, batch.data.mu.dtype, rng.START), keys, None
 
     def blocked(records, blk: sweep.Block):
-        draws, data = blk.out["draws"], blk.batch.data
+        draws, data = blk.out.draws, blk.batch.data
         summ = np.concatenate([summaries(part.to(data.mu.dtype), with_dims(data, 1), r, c).cpu().numpy()
                                for part in draws.split(16)])  # (T, G, C, 2c+1), parts bound memory
         plain = dict(labels=classify_draws(draws.cpu().numpy(), r, c), summ=summ,  # labels (T, G, C)
-                     **{k: blk.out[k] for k in ("accept_rate", "divergences", "mean_steps")})
+                     accept_rate=blk.out.accept_rate, divergences=blk.out.divergences, mean_steps=blk.out.mean_steps)
         return dict(records, plain=plain), list(range(len(blk.alive))), []
 
     return sweep.Phase(start, lambda data: plain_target(data, r, c, beta_lik, st.max_steps), st.n_warmup,
@@ -164,13 +164,12 @@ def _plain_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSettin
                        thin=math.ceil(st.plain_draws / MAX_KEPT["plain"]), desc="plain chains")
 
 
-def _ladder_record(out: dict, i: int) -> dict:
+def _ladder_record(out: tempering.Sampled, i: int) -> dict:
     """Sums over one block of the sampling statistics of data set i (ladders (R, K))."""
-    return dict(accept=(out["accept_rate"][i] * out["transitions"][i]).sum().item(),
-                transitions=out["transitions"][i].sum().item(), divergences=out["divergences"][i].sum().item(),
-                swap_acc=out["swap_acc"][i].sum(0).cpu().numpy(),
-                swap_prop=out["swap_prop"][i].sum(0).cpu().numpy(),
-                round_trips=out["round_trips"][i].cpu().numpy())
+    return dict(accept=(out.accept_rate[i] * out.transitions[i]).sum().item(),
+                transitions=out.transitions[i].sum().item(), divergences=out.divergences[i].sum().item(),
+                swap_acc=out.swap_acc[i].sum(0).cpu().numpy(), swap_prop=out.swap_prop[i].sum(0).cpu().numpy(),
+                round_trips=out.round_trips[i].cpu().numpy())
 
 
 def _merged(rec: dict, labels: np.ndarray, draws: np.ndarray, sums: dict) -> dict:
@@ -190,16 +189,16 @@ def _ladder_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSetti
     S data sets have stopped (records: 'recs' of the data sets sampled, 'finished' of those
     waiting for the others of their n)."""
     def warmed(records, state, info):
-        recs = {g: dict(labels=[], draws=[], warmup_divergences=info["divergences"][g].sum().item(),
+        recs = {g: dict(labels=[], draws=[], warmup_divergences=info.divergences[g].sum().item(),
                         betas=state.betas[g, 0].cpu().numpy(), step_size=state.step_size[g].mean(0).cpu().numpy())
                 for g in range(state.betas.shape[0])}
         return dict(records, recs=recs, finished={})
 
     def blocked(records, blk: sweep.Block):
-        labels = classify_draws(blk.out["draws"].cpu().numpy(), r, c)  # (T, G_alive, R)
+        labels = classify_draws(blk.out.draws.cpu().numpy(), r, c)  # (T, G_alive, R)
         recs, finished, leaving, points = dict(records["recs"]), dict(records["finished"]), [], []
         for i, g in enumerate(blk.alive):  # bookkeeping per data set, once per block
-            rec = _merged(recs.pop(g), labels[:, i], blk.out["draws"][:, i].cpu().numpy(), _ladder_record(blk.out, i))
+            rec = _merged(recs.pop(g), labels[:, i], blk.out.draws[:, i].cpu().numpy(), _ladder_record(blk.out, i))
             if blk.rounds >= st.n_draws or (blk.rounds >= st.min_draws
                                                 and ladders_done(rec["labels"], st.target_se)):
                 leaving.append(i)

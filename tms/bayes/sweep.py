@@ -51,11 +51,11 @@ class Batch(NamedTuple):
 
 
 class Block(NamedTuple):
-    """What a block of sampling rounds gives the job: out (tempering.sample's, over the block:
+    """What a block of sampling rounds gives the job: out (tempering.sample's over the block:
     draws (T, G_alive, ...) and sums), the sampler state after it, alive (the batch rows of the
     data sets sampled, in state order), rounds done so far in the phase, and the batch."""
 
-    out: dict
+    out: tempering.Sampled
     state: tempering.SamplerState
     alive: list
     rounds: int
@@ -111,7 +111,7 @@ class Snapshot(NamedTuple):
     phase: int
     warm: tempering.Warmup | None
     state: tempering.SamplerState | None
-    totals: dict | None
+    totals: tempering.Sampled | None
     draws: list
     alive: list
     rounds: int
@@ -326,11 +326,11 @@ def _advance(ph: Phase, batch: Batch, snap: Snapshot, targets: _Targets) -> tupl
     block = min(ph.block, ph.n_draws - snap.rounds)
     k = min(STEP, block - snap.block_rounds)
     state, out = tempering.sample(snap.state, target, k, record=ph.record, thin=ph.thin, totals=snap.totals)
-    draws = snap.draws + ([out["draws"]] if out["draws"] is not None else [])
+    draws = snap.draws + ([out.draws] if out.draws is not None else [])
     if snap.block_rounds + k < block:
         return snap._replace(state=state, totals=out, draws=draws, block_rounds=snap.block_rounds + k), []
     rounds = snap.rounds + block
-    out = dict(out, draws=torch.cat(draws) if draws else None)
+    out = out._replace(draws=torch.cat(draws) if draws else None)
     records, leaving, points = ph.blocked(snap.records, Block(out, state, snap.alive, rounds, batch))
     keep = [i for i in range(len(snap.alive)) if i not in set(leaving)] if rounds < ph.n_draws else []
     if not keep:

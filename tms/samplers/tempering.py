@@ -191,6 +191,34 @@ def init(theta0: torch.Tensor, keys: torch.Tensor, target: Target, betas: torch.
     return SamplerState(ch, keys, betas, eps, lengths, rep, last, torch.zeros_like(keys), 0)
 
 
+class WarmupInfo(NamedTuple):
+    """What a warm-up reports: divergences per chain (...), and with a ladder the swap rate of
+    the final ladder (..., K-1) pooled as the placement pools it (None without a ladder)."""
+
+    divergences: torch.Tensor
+    swap_rate: torch.Tensor | None
+
+
+class Sampled(NamedTuple):
+    """What sample() gives besides the state: draws (ceil(n_draws / thin), *record shape; None
+    if none was kept); per chain accept_rate (mean Metropolis acceptance probability),
+    divergences, transitions, mean_steps (leapfrog steps per transition); accept_sum and rounds,
+    the sums behind them; with a ladder per ladder swap_rate (..., K-1) with its counts swap_acc
+    and swap_prop, and round_trips (...), else None."""
+
+    draws: torch.Tensor | None
+    accept_rate: torch.Tensor
+    divergences: torch.Tensor
+    transitions: torch.Tensor
+    mean_steps: torch.Tensor
+    accept_sum: torch.Tensor
+    rounds: int
+    swap_rate: torch.Tensor | None = None
+    round_trips: torch.Tensor | None = None
+    swap_acc: torch.Tensor | None = None
+    swap_prop: torch.Tensor | None = None
+
+
 class Warmup(NamedTuple):
     """Warm-up under way, resumable: the sampler state after `done` rounds, the step-size
     learners, divergences per chain, the swap statistics since the last ladder placement and
@@ -244,51 +272,45 @@ def warmup_rounds(w: Warmup, target: Target, n_warmup: int, n_rounds: int, *, ta
     return Warmup(state, da, div, stats, recorded, stop)
 
 
-def warmup_end(w: Warmup) -> tuple[SamplerState, dict]:
-    """The state to sample from after warm-up, and info: divergences per chain and the swap
-    rate of the final ladder."""
+def warmup_end(w: Warmup) -> tuple[SamplerState, WarmupInfo]:
+    """The state to sample from after warm-up, and what the warm-up reports."""
     state = w.state
     if w.recorded:
         state = state._replace(lengths=torch.stack(w.recorded))
     if state.last_end is not None:  # round trips are counted from the end of warm-up
         state = state._replace(last_end=torch.zeros_like(state.last_end))
     swap_rate = _pooled_rate(w.stats, state.betas) if state.betas is not None else None
-    return state, dict(divergences=w.divergences, swap_rate=swap_rate)
+    return state, WarmupInfo(w.divergences, swap_rate)
 
 
 def warmup(state: SamplerState, target: Target, n_warmup: int, *, target_accept: float = 0.8,
-           adapt_ladder: bool = True, progress: bool = False, desc: str = "warm-up") -> tuple[SamplerState, dict]:
-    """n_warmup adaptive rounds (trajectories to the first U-turn; see warmup_rounds).
-    Returns (state, info) with divergences per chain and the swap rate of the final ladder."""
+           adapt_ladder: bool = True, progress: bool = False, desc: str = "warm-up") -> tuple[SamplerState, WarmupInfo]:
+    """n_warmup adaptive rounds (trajectories to the first U-turn; see warmup_rounds)."""
     with tqdm(total=n_warmup, desc=desc, disable=not progress, leave=False) as bar:
         w = warmup_rounds(warmup_start(state), target, n_warmup, n_warmup, target_accept=target_accept,
                           adapt_ladder=adapt_ladder, bar=bar)
     return warmup_end(w)
 
 
-def _sums(state: SamplerState, totals: dict | None):
+def _sums(state: SamplerState, totals: Sampled | None):
     """The running sums sample() adds to: zeros, or copies of an earlier call's (totals)."""
     if totals is None:
         acc = torch.zeros(state.chains.energy.shape, dtype=state.chains.theta.dtype, device=state.keys.device)
         return acc, torch.zeros_like(acc, dtype=torch.long), torch.zeros_like(acc, dtype=torch.long), \
             _new_stats(state), 0
-    stats = ({k: totals[k].clone() for k in ("swap_acc", "swap_prop", "round_trips")} if "swap_acc" in totals
-             else _new_stats(state))
-    return (totals["accept_sum"].clone(), totals["divergences"].clone(), totals["transitions"].clone(), stats,
-            totals["rounds"])
+    stats = ({k: getattr(totals, k).clone() for k in ("swap_acc", "swap_prop", "round_trips")}
+             if totals.swap_acc is not None else _new_stats(state))
+    return totals.accept_sum.clone(), totals.divergences.clone(), totals.transitions.clone(), stats, totals.rounds
 
 
 def sample(state: SamplerState, target: Target, n_draws: int, *, record: Callable | None = None, thin: int = 1,
-           progress: bool = False, desc: str = "sampling", totals: dict | None = None) -> tuple[SamplerState, dict]:
+           progress: bool = False, desc: str = "sampling",
+           totals: Sampled | None = None) -> tuple[SamplerState, Sampled]:
     """n_draws sampling rounds; a draw is the state at a round end (every `thin`-th kept).
 
-    Returns (state, out): draws (ceil(n_draws / thin), *record shape; None if none was kept),
-    and per chain accept_rate (mean Metropolis acceptance probability), divergences,
-    transitions, mean_steps (leapfrog steps per transition); per ladder (tempering) swap_rate
-    (..., K-1) with its counts swap_acc and swap_prop, and round_trips (...); accept_sum and
-    rounds (the sums behind them). totals: the `out` of an earlier call whose sums and round
-    count this one continues, so a run split over calls gives the numbers of one call (its
-    draws are the parts' draws concatenated); it is left as it was.
+    totals: the Sampled of an earlier call whose sums and round count this one continues, so
+    a run split over calls gives the numbers of one call (its draws are the parts' draws
+    concatenated); it is left as it was.
     """
     record = record or (lambda th: th)
     acc, div, trans, stats, done = _sums(state, totals)
@@ -301,13 +323,11 @@ def sample(state: SamplerState, target: Target, n_draws: int, *, record: Callabl
         if (done + it) % thin == 0:
             draws.append(record(state.chains.theta).detach().clone())
     done += n_draws
-    out = dict(draws=torch.stack(draws) if draws else None, accept_rate=acc / trans.clamp(min=1), divergences=div,
-               transitions=trans, mean_steps=(done * target.n_ticks) / trans.clamp(min=1).to(acc.dtype),
-               accept_sum=acc, rounds=done)
-    if state.betas is not None:
-        out["swap_rate"] = stats["swap_acc"] / stats["swap_prop"].clamp(min=1)
-        out.update(round_trips=stats["round_trips"], swap_acc=stats["swap_acc"], swap_prop=stats["swap_prop"])
-    return state, out
+    ladder = {} if state.betas is None else dict(
+        swap_rate=stats["swap_acc"] / stats["swap_prop"].clamp(min=1), round_trips=stats["round_trips"],
+        swap_acc=stats["swap_acc"], swap_prop=stats["swap_prop"])
+    return state, Sampled(torch.stack(draws) if draws else None, acc / trans.clamp(min=1), div, trans,
+                          (done * target.n_ticks) / trans.clamp(min=1).to(acc.dtype), acc, done, **ladder)
 
 
 def select(state: SamplerState, idx: torch.Tensor) -> SamplerState:
@@ -395,8 +415,9 @@ def run_chains(
     state = init(theta0, keys, target, betas)
     state, winfo = warmup(state, target, n_warmup, target_accept=target_accept, adapt_ladder=adapt_ladder,
                           progress=progress, desc=f"{desc} warm-up")
-    state, out = sample(state, target, n_draws, record=record, thin=thin, progress=progress, desc=desc)
-    out.update(warmup_divergences=winfo["divergences"], step_size=state.step_size, theta=state.chains.theta)
+    state, sampled = sample(state, target, n_draws, record=record, thin=thin, progress=progress, desc=desc)
+    out = {k: v for k, v in sampled._asdict().items() if v is not None and k not in ("accept_sum", "rounds")}
+    out.update(warmup_divergences=winfo.divergences, step_size=state.step_size, theta=state.chains.theta)
     if betas is not None:
         out["swap_rate_ladder"] = out["swap_rate"]
         out["swap_rate"] = out["swap_rate"].reshape(-1, max(theta0.shape[-2] - 1, 0)).mean(0)

@@ -102,12 +102,12 @@ def run_ladders(target: tempering.Target, theta0: torch.Tensor, keys: torch.Tens
     return ladder_summary(out, state)
 
 
-def ladder_summary(out: dict, state: tempering.SamplerState) -> dict:
-    """run_ladders' result from tempering.sample's out and the final state (see there)."""
-    trans = out["transitions"].sum((1, 2)).clamp(min=1)
-    return dict(draws=out["draws"], betas=state.betas[:, 0], swap_rate=out["swap_rate"].mean(1),
-                round_trips=out["round_trips"], accept=(out["accept_rate"] * out["transitions"]).sum((1, 2)) / trans,
-                divergences=out["divergences"].sum((1, 2)), divergence_rate=out["divergences"].sum((1, 2)) / trans)
+def ladder_summary(out: tempering.Sampled, state: tempering.SamplerState) -> dict:
+    """run_ladders' result from tempering.sample's and the final state (see there)."""
+    trans = out.transitions.sum((1, 2)).clamp(min=1)
+    return dict(draws=out.draws, betas=state.betas[:, 0], swap_rate=out.swap_rate.mean(1),
+                round_trips=out.round_trips, accept=(out.accept_rate * out.transitions).sum((1, 2)) / trans,
+                divergences=out.divergences.sum((1, 2)), divergence_rate=out.divergences.sum((1, 2)) / trans)
 
 
 def _label_draws(draws: torch.Tensor, r: int, c: int) -> tuple[np.ndarray, np.ndarray]:

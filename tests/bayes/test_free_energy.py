@@ -138,14 +138,14 @@ def test_two_well_free_energy_matches_quadrature_and_fit_recovers_dlambda():
     target = tempering.Target(_two_well(n), lambda t: (0.5 * (t * t).sum(-1), t), 16)
     th0 = rng.normal(keys, 0, 2, torch.float64, rng.START)
     out = ladders.run_ladders(target, th0, keys, betas, 150, 600)
-    labels = np.where(out["draws"][..., 0].numpy() > x0, "B", "A")  # (T, G, R)
+    labels = np.where(out.draws[..., 0].numpy() > x0, "B", "A")  # (T, G, R)
     frac = estimators.ladder_fractions(labels, ["B", "A"])  # (G, R, 2)
     exact = np.array([_quadrature_dF(m, x0) for m in NS])
     got, se = np.empty(G), np.empty(G)
     for i in range(G):
         d, s = estimators.log_mass_ratio(frac[i : i + 1], 0, 1)  # one "data set": the model has no data
         got[i], se[i] = estimators.pool(d, s)[:2]
-    assert (out["round_trips"] > 0).all()
+    assert (out.round_trips > 0).all()
     assert np.all(np.abs(got - exact) < 3.5 * se), (got, exact, se)
     fit = estimators.fit_free_energy(NS, got, se, DELTA)
     ref = estimators.fit_free_energy(NS, exact, se, DELTA)  # the same fit of the exact values: its finite-n bias
@@ -172,9 +172,9 @@ def test_wbic_slope_recovers_d_over_2_and_one_over_2k():
     target = tempering.Target(energy, lambda t: (0.5 * (t * t).sum(-1), t), 16)
     th0 = 0.01 * rng.normal(keys, 0, 3, torch.float64, rng.START)
     out = ladders.run_ladders(target, th0, keys, betas, 150, 800, all_slots=True)
-    E = energy(out["draws"])[0].numpy()  # (T, G, R, K)
+    E = energy(out.draws)[0].numpy()  # (T, G, R, K)
     for i, lam in enumerate([1.5, 0.25, 1 / 6]):
-        res = estimators.wbic_lambda(E[:, i], np.ones_like(E[:, i], bool), np.repeat(out["betas"][i:i + 1].numpy(), R, 0),
+        res = estimators.wbic_lambda(E[:, i], np.ones_like(E[:, i], bool), np.repeat(out.betas[i:i + 1].numpy(), R, 0),
                              np.zeros(R, int))
         assert res.slots_used == K
         assert abs(res.lam - lam) < 3.5 * res.se, (lam, res.lam, res.se)

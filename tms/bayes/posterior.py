@@ -125,7 +125,7 @@ def cold_slot(theta: torch.Tensor) -> torch.Tensor:
     return theta[..., -1, :].to(torch.float32)
 
 
-def kept_draws(rec: dict, data: SortedData, r: int, c: int, beta_lik: float) -> dict:
+def _kept_draws(rec: dict, data: SortedData, r: int, c: int, beta_lik: float) -> dict:
     """One data set's beta = 1 ladder draws (T, R, d), thinned to at most MAX_KEPT['ladder']
     per ladder, as (R, T', ...): theta, labels, loss L_n and energy beta_lik n L_n + |w|^2/2.
     data: that data set alone (batch 1)."""
@@ -219,7 +219,7 @@ def _finished(rec: dict, blk: sweep.Block, g: int, r: int, c: int, beta_lik: flo
     """A stopped data set's record: its rounds and kept draws in place of all its draws."""
     one = sweep.subset(blk.batch.data, [g])
     out = {k: v for k, v in rec.items() if k != "draws"}
-    return dict(out, rounds=blk.rounds, kept=kept_draws(rec, one, r, c, beta_lik))
+    return dict(out, rounds=blk.rounds, kept=_kept_draws(rec, one, r, c, beta_lik))
 
 
 def _complete_point(plain: dict, finished: dict, batch: sweep.Batch, item: int) -> PosteriorPoint | None:

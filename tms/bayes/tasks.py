@@ -21,7 +21,7 @@ def posterior_points(c: int, ns: list[int], out_dir: str, kwargs: dict) -> list[
 def phase_sweep(c: int, ns, settings: PosteriorSettings | None = None, *, out_dir: str | Path | None = None,
                 scheduler: str | None = None, workers: int | None = None, points_per_task: int | None = None,
                 timeout: float = CONNECT_TIMEOUT, progress: bool = False, predict: bool = True,
-                llcs: dict | None = None, **kwargs) -> dict:
+                llcs: dict | None = None, **kwargs) -> posterior.PhaseSweep:
     """tms.bayes.posterior.phase_sweep (settings and kwargs are its), its n-grid split into
     tasks of `points_per_task` n values (default: batch_points, else 1).
 

@@ -8,6 +8,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -83,17 +84,29 @@ class LocalLambdas(Record):
                    {k: LocalLambda.from_record(v) for k, v in record["per_label"].items()})
 
 
+class LadderRun(NamedTuple):
+    """Replica-exchange ladders run (run_ladders): draws (T, G, R, d) at the coldest slot, or
+    (T, G, R, K, d) with all slots; betas (G, K) final; swap_rate (G, K-1); round_trips
+    (G, R); accept (G,) mean Metropolis acceptance; divergences (G,) while sampling and
+    divergence_rate (G,) per transition."""
+
+    draws: torch.Tensor
+    betas: torch.Tensor
+    swap_rate: torch.Tensor
+    round_trips: torch.Tensor
+    accept: torch.Tensor
+    divergences: torch.Tensor
+    divergence_rate: torch.Tensor
+
+
 def run_ladders(target: tempering.Target, theta0: torch.Tensor, keys: torch.Tensor, betas: torch.Tensor,
                 n_warmup: int, n_draws: int, *, all_slots: bool = False, progress: bool = False,
-                desc: str = "ladders") -> dict:
+                desc: str = "ladders") -> LadderRun:
     """Warm up and sample replica-exchange ladders (tms.samplers.tempering), batched.
 
     theta0 (G, R, K, d), keys (G, R, K) chain keys, betas (G, 1, K) (one ladder per item G,
     re-placed in warm-up from the swap rates pooled over its R ladders); n_warmup rounds of
-    warm-up, n_draws of sampling (target.n_ticks leapfrog ticks a round). Returns draws
-    (T, G, R, d) at the coldest slot, or (T, G, R, K, d) with all_slots; betas (G, K) final;
-    swap_rate (G, K-1); round_trips (G, R); accept (G,) mean Metropolis acceptance;
-    divergences (G,) while sampling and divergence_rate (G,) per transition.
+    warm-up, n_draws of sampling (target.n_ticks leapfrog ticks a round).
     """
     state = tempering.init(theta0, keys, target, betas)
     state, _ = tempering.warmup(state, target, n_warmup, progress=progress, desc=f"{desc} warm-up")
@@ -102,12 +115,12 @@ def run_ladders(target: tempering.Target, theta0: torch.Tensor, keys: torch.Tens
     return ladder_summary(out, state)
 
 
-def ladder_summary(out: tempering.Sampled, state: tempering.SamplerState) -> dict:
-    """run_ladders' result from tempering.sample's and the final state (see there)."""
+def ladder_summary(out: tempering.Sampled, state: tempering.SamplerState) -> LadderRun:
+    """run_ladders' result from tempering.sample's and the final state."""
     trans = out.transitions.sum((1, 2)).clamp(min=1)
-    return dict(draws=out.draws, betas=state.betas[:, 0], swap_rate=out.swap_rate.mean(1),
-                round_trips=out.round_trips, accept=(out.accept_rate * out.transitions).sum((1, 2)) / trans,
-                divergences=out.divergences.sum((1, 2)), divergence_rate=out.divergences.sum((1, 2)) / trans)
+    return LadderRun(draws=out.draws, betas=state.betas[:, 0], swap_rate=out.swap_rate.mean(1),
+                     round_trips=out.round_trips, accept=(out.accept_rate * out.transitions).sum((1, 2)) / trans,
+                     divergences=out.divergences.sum((1, 2)), divergence_rate=out.divergences.sum((1, 2)) / trans)
 
 
 def _label_draws(draws: torch.Tensor, r: int, c: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +141,7 @@ def data_id(X: torch.Tensor) -> str:
     return hashlib.sha256(np.ascontiguousarray(X.double().cpu().numpy()).tobytes()).hexdigest()[:16]
 
 
-def build_point(n: int, sl: slice, out: dict, zl: np.ndarray, hl: np.ndarray, dterm, theory: list[str],
+def build_point(n: int, sl: slice, out: LadderRun, zl: np.ndarray, hl: np.ndarray, dterm, theory: list[str],
                 ids) -> FreeEnergyPoint:
     """The sweep result at one n: its data sets are the items sl of the batch (cold-slot
     labels zl, hl (T, G, R); out: ladder_summary's)."""
@@ -139,9 +152,9 @@ def build_point(n: int, sl: slice, out: dict, zl: np.ndarray, hl: np.ndarray, dt
     return FreeEnergyPoint(n=n, ids=list(ids), phases_zoo=pz, phases_hull=ph, frac_zoo=fz, frac_hull=fh,
                            mass_seed_zoo=fz.mean(1), mass_se_seed_zoo=fz.std(1, ddof=1) / math.sqrt(R),
                            mass_seed_hull=fh.mean(1), mass_se_seed_hull=fh.std(1, ddof=1) / math.sqrt(R),
-                           round_trips=out["round_trips"][sl].cpu().numpy(), betas=out["betas"][sl].cpu().numpy(),
-                           swap_rate=out["swap_rate"][sl].cpu().numpy(), accept=out["accept"][sl].cpu().numpy(),
-                           divergences=out["divergences"][sl].cpu().numpy(), theory_labels=list(theory),
+                           round_trips=out.round_trips[sl].cpu().numpy(), betas=out.betas[sl].cpu().numpy(),
+                           swap_rate=out.swap_rate[sl].cpu().numpy(), accept=out.accept[sl].cpu().numpy(),
+                           divergences=out.divergences[sl].cpu().numpy(), theory_labels=list(theory),
                            data_term=None if dterm is None else dterm[sl])
 
 
@@ -156,7 +169,7 @@ def _sweep_phase(c: int, r: int, beta_lik: float, seed: int, st: FreeEnergySweep
     cold-slot draws in both readings, the data term of each data set and a point per n."""
     def blocked(records, blk: sweep.Block):
         out, data = ladder_summary(blk.out, blk.state), blk.batch.data
-        zl, hl = _label_draws(out["draws"], r, c)  # (T, G, R)
+        zl, hl = _label_draws(out.draws, r, c)  # (T, G, R)
         dterm = data_term(SortedData(*(t.cpu() for t in data)), c, theory) if theory else None
         points, g = [], 0
         for it in blk.batch.items:
@@ -319,16 +332,16 @@ def local_lambda(c: int, labels=None, settings: LocalLadders | None = None, *, r
     tgt = tgt._replace(energy_grad=restricted(tgt.energy_grad, np.repeat(labels, S), r, c))
     out = run_ladders(tgt, theta0[:, None, None].expand(-1, R, K, d).clone(), keys, betas, st.n_warmup, st.n_draws,
                       all_slots=True, progress=progress, desc=f"local ladders ({len(labels)} phases)")
-    E = _energies(out["draws"], data_g, r, c, beta_lik).cpu().numpy()  # (T, G, R, K)
-    zl, _ = _label_draws(out["draws"], r, c)
+    E = _energies(out.draws, data_g, r, c, beta_lik).cpu().numpy()  # (T, G, R, K)
+    zl, _ = _label_draws(out.draws, r, c)
     per = {}
     for i, lab in enumerate(labels):
         g, T = slice(i * S, (i + 1) * S), E.shape[0]
-        bet = out["betas"][g].cpu().numpy()  # (S, K)
+        bet = out.betas[g].cpu().numpy()  # (S, K)
         res = wbic_lambda(E[:, g].reshape(T, S * R, K), (zl[:, g] == lab).reshape(T, S * R, K),
                           np.repeat(bet, R, 0), np.repeat(np.arange(S), R))
-        per[lab] = LocalLambda(**vars(res), betas=bet, round_trips=out["round_trips"][g].cpu().numpy(),
-                               accept=out["accept"][g].cpu().numpy(), wall=out["divergence_rate"][g].cpu().numpy())
+        per[lab] = LocalLambda(**vars(res), betas=bet, round_trips=out.round_trips[g].cpu().numpy(),
+                               accept=out.accept[g].cpu().numpy(), wall=out.divergence_rate[g].cpu().numpy())
     return LocalLambdas(labels, dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **st.as_record(), n_used=n), ids,
                         per)
 

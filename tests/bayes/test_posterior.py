@@ -162,7 +162,7 @@ def test_tms_phase_mass_does_not_depend_on_the_start():
     out = tempering.run_chains(posterior.energy_fn(data, r, c), th0, prior_fn=posterior.prior,
                                betas=tempering.geometric_ladder(K, 0.01), n_warmup=100, n_draws=100, generator=1,
                                max_steps=32, record=lambda th: th[..., -1, :].clone())
-    lab = classify(*unflatten_params(out["draws"], r, c))  # (T, 2 starts, R)
+    lab = classify(*unflatten_params(out.draws, r, c))  # (T, 2 starts, R)
     for phase in ("5", "6"):
         f = (lab == phase).mean(0)  # (2, R)
         m, se = f.mean(1), f.std(1, ddof=1) / math.sqrt(R)

@@ -58,8 +58,8 @@ def test_leapfrog_is_reversible_and_volume_preserving():
 def test_correlated_gaussian_mean_and_covariance():
     E, m, S = _gauss_energy()
     out = tempering.run_chains(E, torch.zeros(32, 3, dtype=D), n_warmup=120, n_draws=150, generator=1)
-    x = out["draws"].permute(2, 1, 0).numpy()  # (d, chains, draws)
-    assert out["divergences"].sum() == 0
+    x = out.draws.permute(2, 1, 0).numpy()  # (d, chains, draws)
+    assert out.divergences.sum() == 0
     assert np.all(diagnostics.split_rhat(x) < 1.05)
     mean, se = diagnostics.mean_and_se(x)
     assert np.all(np.abs(mean - m.numpy()) < 4 * se), (mean, se)
@@ -69,7 +69,7 @@ def test_correlated_gaussian_mean_and_covariance():
     cm, cse = diagnostics.mean_and_se(prods)
     assert np.all(np.abs(cm - S.numpy().ravel()) < 4 * cse), (cm, cse)
     # dual averaging of the acceptance towards 0.8 (averaged step size accepts a bit more)
-    assert 0.7 < out["accept_rate"].mean().item() < 0.99
+    assert 0.7 < out.accept_rate.mean().item() < 0.99
 
 
 def _mixture():
@@ -155,16 +155,16 @@ def test_replica_exchange_gets_well_masses_where_occupancy_fails():
     # rounds of 8 leapfrog ticks: this well-conditioned 1-D target U-turns within ~4 steps
     out = tempering.run_chains(energy, th0, prior_fn=prior, betas=betas, n_warmup=100, n_draws=300,
                                generator=6, max_steps=8, record=lambda th: th[..., -1, 0])
-    frac = (out["draws"] < 0).double().mean(0).numpy()  # per replica (R,)
+    frac = (out.draws < 0).double().mean(0).numpy()  # per replica (R,)
     est, se = frac.mean(), frac.std(ddof=1) / math.sqrt(R)
     assert abs(est - p_left) < 3 * se, (est, se, p_left)
     assert se < 0.05
-    assert np.all(out["swap_rate"].numpy() > 0.3)
+    assert np.all(out.swap_rate.numpy() > 0.3)
 
     # plain chains at the target temperature from the same starts never cross the barrier
     plain = tempering.run_chains(energy, th0[:, -1], prior_fn=prior, n_warmup=100, n_draws=100, generator=7,
                                  max_steps=8)
-    occ = (plain["draws"] < 0).double().mean().item()
+    occ = (plain.draws < 0).double().mean().item()
     assert occ == pytest.approx(start_left.double().mean().item())
     assert abs(occ - p_left) > 5 * se
 

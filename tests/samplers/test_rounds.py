@@ -85,8 +85,8 @@ def test_a_chain_gets_the_same_numbers_alone_or_batched():
 
         one = tempering.run_chains(None, th0[i:i + 1], keys=keys[i:i + 1], energy_grad_fn=eg_i, n_warmup=12,
                                    n_draws=10, max_steps=10)
-        assert torch.equal(one["draws"][:, 0], full["draws"][:, i])
-        assert torch.equal(one["step_size"][0], full["step_size"][i])
+        assert torch.equal(one.draws[:, 0], full.draws[:, i])
+        assert torch.equal(one.step_size[0], full.step_size[i])
 
 
 def test_divergences_are_counted_and_never_accepted():
@@ -134,8 +134,8 @@ def test_ladder_placement_evens_out_swap_rates():
     fixed = tempering.run_chains(energy, th0, adapt_ladder=False, **kw)
     placed = tempering.run_chains(energy, th0, **kw)
     spread = lambda r: float(r.max() - r.min())  # noqa: E731
-    assert spread(placed["swap_rate"]) < 0.6 * spread(fixed["swap_rate"]), (fixed["swap_rate"], placed["swap_rate"])
-    assert placed["round_trips"].sum() > fixed["round_trips"].sum()
+    assert spread(placed.swap_rate) < 0.6 * spread(fixed.swap_rate), (fixed.swap_rate, placed.swap_rate)
+    assert placed.round_trips.sum() > fixed.round_trips.sum()
 
 
 def test_round_trips_match_a_replay_of_the_swaps():
@@ -155,7 +155,7 @@ def test_round_trips_match_a_replay_of_the_swaps():
         if last[slot[-1]] == 1:
             trips += 1
         last[slot[-1]], last[slot[0]] = 2, 1
-    assert out["round_trips"].tolist() == [trips] * R and trips > 0
+    assert out.round_trips.tolist() == [trips] * R and trips > 0
 
 
 def test_tms_phase_mass_agrees_with_the_previous_sampler():
@@ -181,8 +181,8 @@ def test_tms_phase_mass_agrees_with_the_previous_sampler():
     fam = {"5": ("5", "5+", "5++", "5,-"), "6": ("6",)}
     for phase, members in fam.items():
         m, se = [], []
-        for out in (new, old):
-            lab = classify(*unflatten_params(out["draws"][:, 0], r, c))  # (T, R)
+        for draws in (new.draws, old["draws"]):
+            lab = classify(*unflatten_params(draws[:, 0], r, c))  # (T, R)
             f = np.isin(lab, members).mean(0)
             m.append(f.mean())
             se.append(f.std(ddof=1) / math.sqrt(R))

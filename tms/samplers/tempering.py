@@ -366,6 +366,26 @@ def _check_run(theta0, betas, n_warmup, n_draws, max_steps, thin, target_accept)
     return betas
 
 
+class ChainRun(NamedTuple):
+    """What run_chains gives: draws (ceil(n_draws / thin), *record shape); per chain
+    accept_rate, divergences, warmup_divergences, transitions, mean_steps, step_size and the
+    final theta; with tempering swap_rate (K-1,) (mean over ladders), swap_rate_ladder
+    (..., K-1), round_trips (...) and the final betas, else None."""
+
+    draws: torch.Tensor | None
+    accept_rate: torch.Tensor
+    divergences: torch.Tensor
+    warmup_divergences: torch.Tensor
+    transitions: torch.Tensor
+    mean_steps: torch.Tensor
+    step_size: torch.Tensor
+    theta: torch.Tensor
+    swap_rate: torch.Tensor | None = None
+    swap_rate_ladder: torch.Tensor | None = None
+    round_trips: torch.Tensor | None = None
+    betas: torch.Tensor | None = None
+
+
 def run_chains(
     energy_fn: Callable[[torch.Tensor], torch.Tensor] | None,
     theta0: torch.Tensor,
@@ -385,7 +405,7 @@ def run_chains(
     thin: int = 1,
     progress: bool = False,
     desc: str = "hmc",
-) -> dict:
+) -> ChainRun:
     """Warm up and sample batched HMC chains in rounds, optionally with replica exchange.
 
     energy_fn: theta (..., d) -> E (...) (differentiated by autograd), or energy_grad_fn:
@@ -396,9 +416,7 @@ def run_chains(
     torch.Generator), keys by position. max_steps: ticks per round = the longest trajectory.
     Rounds: n_warmup of warm-up (see warmup), n_draws of sampling (see sample).
 
-    Returns a dict: draws, and per chain accept_rate, divergences, warmup_divergences,
-    step_size, mean_steps, transitions; theta (final); with tempering swap_rate (K-1,)
-    (mean over ladders), swap_rate_ladder (..., K-1), round_trips (...), betas (final).
+    Returns a ChainRun.
     """
     betas = _check_run(theta0, betas, n_warmup, n_draws, max_steps, thin, target_accept)
     if (energy_fn is None) == (energy_grad_fn is None):
@@ -416,10 +434,10 @@ def run_chains(
     state, winfo = warmup(state, target, n_warmup, target_accept=target_accept, adapt_ladder=adapt_ladder,
                           progress=progress, desc=f"{desc} warm-up")
     state, sampled = sample(state, target, n_draws, record=record, thin=thin, progress=progress, desc=desc)
-    out = {k: v for k, v in sampled._asdict().items() if v is not None and k not in ("accept_sum", "rounds")}
-    out.update(warmup_divergences=winfo.divergences, step_size=state.step_size, theta=state.chains.theta)
+    ladder = {}
     if betas is not None:
-        out["swap_rate_ladder"] = out["swap_rate"]
-        out["swap_rate"] = out["swap_rate"].reshape(-1, max(theta0.shape[-2] - 1, 0)).mean(0)
-        out["betas"] = state.betas
-    return out
+        ladder = dict(swap_rate_ladder=sampled.swap_rate, round_trips=sampled.round_trips, betas=state.betas,
+                      swap_rate=sampled.swap_rate.reshape(-1, max(theta0.shape[-2] - 1, 0)).mean(0))
+    return ChainRun(draws=sampled.draws, accept_rate=sampled.accept_rate, divergences=sampled.divergences,
+                    warmup_divergences=winfo.divergences, transitions=sampled.transitions,
+                    mean_steps=sampled.mean_steps, step_size=state.step_size, theta=state.chains.theta, **ladder)

@@ -9,6 +9,7 @@ user who runs them in order. Budget: all of them together well under 150 s on 2 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,16 @@ def test_notebook_is_committed_without_outputs(path):
         if cell["cell_type"] == "code":
             assert cell.get("outputs") == [] and cell.get("execution_count") is None, (
                 f"{path.name}: clear outputs and execution counts before committing")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_uses_only_the_top_level_api(path):
+    """A notebook imports the lab as `from tms import ...` / `import tms` (tms/__init__.py)."""
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            src = "".join(cell["source"])
+            assert not re.search(r"^\s*(from|import) tms\.", src, re.M), f"{path.name}: import from tms only"
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,17 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--runs", "2", "--epochs", "40", "--out", "results/sgd/train"]) == 0
     blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
-    (code,) = [b for b in blocks if "transitions.run(" in b]
+    (code,) = [b for b in blocks if "tms.analyse_transitions(" in b]
     exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "results" / "sgd" / "train_transitions.json").is_file()
     assert (tmp_path / "results" / "figures" / "sgd_many.png").is_file()
+
+
+def test_readme_tour_runs_with_top_level_names_only(capsys):
+    """The API tour imports nothing but `tms` (and torch) and runs as written."""
+    blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+    (code,) = [b for b in blocks if "tms.critical_point(6" in b]
+    assert not re.search(r"^from tms|^import tms\.", code, re.M)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "6" in out and "lambda" in out.lower()

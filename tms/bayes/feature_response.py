@@ -29,11 +29,25 @@ import torch
 
 from tms.bayes.influence import Influence, group_means, influence
 from tms.bayes.susceptibility import Susceptibility, as_draws, susceptibility
+from tms.core.settings import Settings, setting
 from tms.theory.loss import gram
 from tms.theory.model import forward
 from tms.theory.phases import classify
 
 DRAW_CHUNK = 256  # draws per forward pass of the per-sample losses (memory ~ DRAW_CHUNK * n * c)
+
+
+@dataclass(frozen=True)
+class SusceptibilitySettings(Settings):
+    """How `tms susceptibility` estimates from a posterior sweep's saved draws."""
+
+    n_batches: int = setting(0, "batches per ladder for the errors (0: the fewest that give an error, one per "
+                                "ladder with 4 or more ladders: the spread across independent ladders)",
+                             minimum=0, maximum=10**4)
+
+    def batches(self) -> int | str:
+        """n_batches as feature_response takes it ("longest" for 0)."""
+        return "longest" if self.n_batches == 0 else self.n_batches
 
 
 def feature_population_losses(W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -73,14 +73,38 @@ def energy_fn(data: SortedData, r: int, c: int, beta_lik: float = 1.0):
     return energy
 
 
-def energy_grad_fn(data: SortedData, r: int, c: int, beta_lik: float = 1.0):
+def energy_grad_fn(data: SortedData, r: int, c: int, beta_lik: float = 1.0, reweight: tuple | None = None):
     """theta (G, ..., d) -> (beta_lik n L_n (G, ...), its gradient (G, ..., d)): the exact
-    fused energy and gradient of tms.theory.loss (SPEC 1, no autograd), the samplers' hot path."""
+    fused energy and gradient of tms.theory.loss (SPEC 1, no autograd), the samplers' hot path.
+    reweight (i, h): the likelihood under q_h = (1 - h) q + h q'_i instead (docs/SPEC.md section
+    7), beta_lik n [(1 - h) L_n + h L'_{n,i}], L'_{n,i} the mean loss of feature i's inputs."""
 
     scale = beta_lik * data.n  # (G, 1...) broadcasting with the chains
+    if reweight is not None:
+        return _reweighted_energy_grad(data, r, c, scale, *reweight)
 
     def energy_grad(theta: torch.Tensor):
         return loss_and_grad_flat(theta, r, c, data, scale=scale)
+
+    return energy_grad
+
+
+def feature_inputs(data: SortedData, feature: int) -> SortedData:
+    """The inputs of one feature alone, as sorted data of n_i = count[feature] inputs."""
+    keep = torch.arange(data.mu.shape[-2], device=data.mu.device) == feature  # (c,)
+    inf = torch.full((), float("inf"), dtype=data.mu.dtype, device=data.mu.device)
+    return SortedData(torch.where(keep[:, None], data.mu, inf), data.cum1 * keep[:, None], data.cum2 * keep[:, None],
+                      data.count * keep, data.count[..., feature].to(data.n.dtype).reshape(data.n.shape))
+
+
+def _reweighted_energy_grad(data: SortedData, r: int, c: int, scale, feature: int, h: float):
+    """energy_grad of beta_lik n [(1 - h) L_n + h L'_{n,feature}] (scale = beta_lik n)."""
+    part = feature_inputs(data, feature)
+
+    def energy_grad(theta: torch.Tensor):
+        U, g = loss_and_grad_flat(theta, r, c, data, scale=scale * (1 - h))
+        Ui, gi = loss_and_grad_flat(theta, r, c, part, scale=scale * h)
+        return U + Ui, g + gi
 
     return energy_grad
 
@@ -95,15 +119,18 @@ def prior_grad(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return prior(theta), theta
 
 
-def ladder_target(data: SortedData, r: int, c: int, beta_lik: float, max_steps: int) -> tempering.Target:
+def ladder_target(data: SortedData, r: int, c: int, beta_lik: float, max_steps: int,
+                  reweight: tuple | None = None) -> tempering.Target:
     """Replica ladders (G, R, K, d) of the posterior on data sets (G,): the tempered part
-    beta_lik n L_n (exact fused loss) and the N(0, I) prior, max_steps leapfrog ticks a round."""
-    return tempering.Target(energy_grad_fn(with_dims(data, 2), r, c, beta_lik), prior_grad, max_steps)
+    beta_lik n L_n (exact fused loss; reweighted: energy_grad_fn) and the N(0, I) prior,
+    max_steps leapfrog ticks a round."""
+    return tempering.Target(energy_grad_fn(with_dims(data, 2), r, c, beta_lik, reweight), prior_grad, max_steps)
 
 
-def plain_target(data: SortedData, r: int, c: int, beta_lik: float, max_steps: int) -> tempering.Target:
+def plain_target(data: SortedData, r: int, c: int, beta_lik: float, max_steps: int,
+                 reweight: tuple | None = None) -> tempering.Target:
     """Plain chains (G, C, d) of the posterior at beta = 1 on data sets (G,)."""
-    return tempering.Target(energy_grad_fn(with_dims(data, 1), r, c, beta_lik), prior_grad, max_steps)
+    return tempering.Target(energy_grad_fn(with_dims(data, 1), r, c, beta_lik, reweight), prior_grad, max_steps)
 
 
 def ladder_start(seed: int, family: int, ladders: SweepLadders, d: int):
@@ -140,7 +167,7 @@ def _kept_draws(rec: dict, data: SortedData, r: int, c: int, beta_lik: float) ->
                 thin_stride=stride, max_kept=MAX_KEPT["ladder"])
 
 
-def _plain_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSettings) -> sweep.Phase:
+def _plain_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSettings, reweight=None) -> sweep.Phase:
     """Plain chains at beta = 1 from prior draws (chain occupancy), (G, C, d): their labels,
     invariant summaries (tms.bayes.posterior_point.summaries) and statistics go to
     records['plain']."""
@@ -159,7 +186,7 @@ def _plain_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSettin
                      accept_rate=blk.out.accept_rate, divergences=blk.out.divergences, mean_steps=blk.out.mean_steps)
         return dict(records, plain=plain), list(range(len(blk.alive))), []
 
-    return sweep.Phase(start, lambda data: plain_target(data, r, c, beta_lik, st.max_steps), st.n_warmup,
+    return sweep.Phase(start, lambda data: plain_target(data, r, c, beta_lik, st.max_steps, reweight), st.n_warmup,
                        st.plain_draws, st.plain_draws, lambda th: th.to(torch.float32), blocked,
                        thin=math.ceil(st.plain_draws / MAX_KEPT["plain"]), desc="plain chains")
 
@@ -179,7 +206,7 @@ def _merged(rec: dict, labels: np.ndarray, draws: np.ndarray, sums: dict) -> dic
     return new
 
 
-def _ladder_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSettings) -> sweep.Phase:
+def _ladder_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSettings, reweight=None) -> sweep.Phase:
     """Replica exchange for every data set of a chunk, (G, R, K, d) with data (G, 1, 1).
 
     After warm-up (temperatures re-placed per data set), sampling runs in blocks of
@@ -211,7 +238,7 @@ def _ladder_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSetti
         return dict(records, recs=recs, finished=finished), leaving, points
 
     return sweep.Phase(ladder_start(seed, rng.POSTERIOR_LADDERS, st, r * c + c),
-                       lambda data: ladder_target(data, r, c, beta_lik, st.max_steps), st.n_warmup,
+                       lambda data: ladder_target(data, r, c, beta_lik, st.max_steps, reweight), st.n_warmup,
                        st.n_draws, st.block, cold_slot, blocked, warmed=warmed, desc="replica exchange")
 
 
@@ -250,7 +277,7 @@ def phase_sweep(c: int, ns, settings: PosteriorSettings | None = None, *, r: int
                 seed: int = 0, out_dir: str | Path | None = None, progress: bool = False,
                 batch_points: int | None = None, save_every: float = 60.0, dtype: torch.dtype = torch.float64,
                 device: str | torch.device = "cpu", predict: bool = True, llcs: dict[str, float] | None = None,
-                **changes) -> PhaseSweep:
+                reweight: tuple[int, float] | None = None, **changes) -> PhaseSweep:
     """Posterior phase mass and chain occupancy at every n of `ns` (SPEC 3).
 
     settings: the sampler's (tms.bayes.settings.PosteriorSettings, default its quick scale)
@@ -263,17 +290,25 @@ def phase_sweep(c: int, ns, settings: PosteriorSettings | None = None, *, r: int
     device: where the sampling runs (data, chains and keys live there; results come back to
     the CPU).
     predict: add the predicted n_c of the zoo (tms.bayes.predictions; llcs supplies lambdas
-    the zoo lacks, e.g. SGLD estimates at 4-gons). Returns a PhaseSweep (settings: the record
+    the zoo lacks, e.g. SGLD estimates at 4-gons). reweight (i, h): sample the posterior of
+    the likelihood reweighted towards feature i's inputs (energy_grad_fn; default off; recorded
+    in the settings; the saved draws' energy stays beta_lik n L_n + |w|^2/2). Returns a PhaseSweep (settings: the record
     each point saves, c, r, beta_lik, seed and the sampler's).
     """
     st = (settings if settings is not None else PosteriorSettings()).replace(**changes)
     ns = _check_args(c, r, beta_lik, seed, ns)
     checks.positive_float(save_every, "save_every", allow_zero=True)
     record = dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **st.as_record())
+    if reweight is not None:  # absent by default, so every existing record is unchanged
+        checks.positive_int(int(reweight[0]) + 1, "reweight feature + 1", maximum=c)
+        if not -1 < float(reweight[1]) < 1:
+            raise ValueError(f"reweight h must lie in (-1, 1), got {reweight[1]!r}")
+        record["reweight"] = [int(reweight[0]), float(reweight[1])]
     items = [sweep.Item(n, [sample_inputs(n, c, data_seed(seed, n, s), dtype=dtype) for s in range(st.seeds)],
                         [data_seed(seed, n, s) for s in range(st.seeds)]) for n in ns]
     job = sweep.Job(f"posterior_c{c}", record,
-                    lambda batch: [_plain_phase(c, r, beta_lik, seed, st), _ladder_phase(c, r, beta_lik, seed, st)],
+                    lambda batch: [_plain_phase(c, r, beta_lik, seed, st, reweight),
+                                   _ladder_phase(c, r, beta_lik, seed, st, reweight)],
                     save=save_point, load=load_point, problem=point_problem, dtype=dtype, device=device, records={})
     done = sweep.run(job, items, out_dir=out_dir, batch_points=batch_points, save_every=save_every,
                      progress=progress, desc=f"posterior c={c}")

@@ -39,7 +39,7 @@ from tms.bayes.predictions import predicted_transitions
 from tms.bayes.free_energy.measure import FreeEnergySummary, measure as measure_free_energy
 from tms.bayes.susceptibility import Susceptibility, susceptibility
 from tms.bayes.influence import Influence, influence
-from tms.bayes.feature_response import FeatureResponse, feature_response
+from tms.bayes.feature_response import FeatureResponse, SusceptibilitySettings, feature_response
 from tms.dynamics.train import TrainResult, TrainSettings, load_train, train_sgd
 from tms.dynamics.transitions import choose_run, default_tol, label_checkpoints, llc_checkpoints, segment, zoo_levels
 from tms.dynamics.antecedents import Antecedent, antecedent_table, format_antecedents, plateau_llc
@@ -51,6 +51,7 @@ from tms.report.plots.sgd import sgd_many, sgd_trajectory
 from tms.report.plots.free_energy import plot_free_energy
 from tms.experiments import census as _census, compare as _compare, reproduce as _reproduce
 from tms.experiments import transitions as _transitions, posterior as _posterior, zoo as _zoo
+from tms.experiments import susceptibility as _susceptibility
 from tms.experiments.posterior import PRESETS as POSTERIOR_PRESETS
 
 census = _census.run                      # `tms census`: critical points for any (r, c)
@@ -59,6 +60,7 @@ reproduce = _reproduce.run                # `tms reproduce`: every stage, figure
 analyse_transitions = _transitions.run    # `tms transitions`: plateaus, LLC, antecedents
 posterior_sweep = _posterior.run          # `tms posterior`: phase_sweep at a preset scale, saved, figure
 zoo_survey = _zoo.run                     # `tms zoo`: the zoo's table and figure
+measure_susceptibilities = _susceptibility.run  # `tms susceptibility`: responses across a saved sweep
 
 __all__ = sorted(name for name, value in globals().items()
                  if not name.startswith("_") and not isinstance(value, _types.ModuleType))

@@ -240,7 +240,7 @@ def test_reproduce_on_the_cluster_runs_independent_stages_together_with_equal_re
     lines: list[tuple[float, str]] = []
     par = reproduce.run("tiny", seed=3, out=tmp_path / "par", figures=tmp_path / "fp", scheduler=scheduler,
                         log=lambda m: lines.append((time.perf_counter(), m)))
-    assert set(seq["stages"].values()) == {"ran"} and par["stages"] == seq["stages"]
+    assert set(seq.stages.values()) == {"ran"} and par.stages == seq.stages
     starts = [m for _, m in lines if m.endswith("running ...")]
     # the three posterior stages and both trainings start before any of them is done
     first_done = next(i for i, (_, m) in enumerate(lines) if " done in " in m and "zoo" not in m)

@@ -40,5 +40,5 @@ def run(args) -> int:
     res = reproduce.run(args.scale, seed=args.seed, out=args.out, figures=args.figures, device=args.device,
                         force=args.force, threads=args.threads, progress=not args.no_progress,
                         log=lambda line: print(line, flush=True), **where)
-    print(f"report: {res['report']}")
+    print(f"report: {res.report}")
     return 0

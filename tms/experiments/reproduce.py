@@ -1,6 +1,6 @@
 """The staged pipeline behind `tms reproduce`: every result of the lab, its figures and REPORT.md.
 
-    tms.experiments.reproduce.run(scale="quick", seed=0, out="results/reproduce", figures="results/figures")
+    tms.reproduce(scale="quick", seed=0, out="results/reproduce", figures="results/figures")
 
 Stages (docs/SPEC.md sections in brackets):
   zoo           critical points of c = 4, 5, 6 and their figures (SPEC 2)
@@ -29,6 +29,7 @@ import hashlib
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -336,10 +337,23 @@ def _free_energy_stage(x: _Ctx) -> _Stage:
     return _Stage("free_energy", ident, [x.out / "free_energy"], compute, draw)
 
 
+@dataclass(frozen=True)
+class ReproduceRun:
+    """What `tms reproduce` did: its scale and seed, the results and figures folders, REPORT.md's
+    path and each stage's status (reused | ran | resumed | repaired)."""
+
+    scale: str
+    seed: int
+    out: Path
+    figures: Path
+    report: Path
+    stages: dict[str, str]
+
+
 def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/reproduce",
         figures: str | Path = "results/figures", device: str | torch.device = "cpu", force: bool = False,
         threads: int | None = 1, progress: bool = False, log: Callable[[str], None] | None = print,
-        scheduler: str | None = None, workers: int | None = None) -> dict:
+        scheduler: str | None = None, workers: int | None = None) -> ReproduceRun:
     """Every stage of the lab at scale tiny | quick | full (SCALES), results under `out`,
     figures and REPORT.md in `figures`; finished stages are reused (module docstring).
 
@@ -348,8 +362,7 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
     log: where the one-line stage messages go (None: nowhere). scheduler / workers: the
     stages' sweeps as Dask tasks on one cluster for the whole run (tms.core.cluster.session), and
     the stages that do not depend on each other (the three posterior sweeps and both
-    trainings, then both transition analyses) at once. Returns dict(scale, seed, out,
-    figures, report (REPORT.md's path), stages {name: reused | ran | resumed | repaired}).
+    trainings, then both transition analyses) at once. Returns a ReproduceRun.
     """
     checks.scale(scale, SCALE_NAMES)
     seed, threads = checks.seed(seed, "seed"), checks.threads(threads, "threads")
@@ -373,4 +386,4 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
             pipe.run_together([tr_st, rtr_st])
         pipe.run(_free_energy_stage(x))
         report = write_report(out, figs, scale=scale, seed=seed, cs=CS)  # cheap: always rewritten
-    return dict(scale=scale, seed=seed, out=out, figures=figs, report=report, stages=dict(pipe.status))
+    return ReproduceRun(scale=scale, seed=seed, out=out, figures=figs, report=report, stages=dict(pipe.status))

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from tms.core import io
+from tms.report.plots import save_figure
 
 STYLE = {"paper": ("0.3", "--", "asymptotic formula n dL + dlambda log n + d|w*|^2/2"),
          "measured": ("C3", "-", "formula + measured O(1) (fitted constant)"),
@@ -80,9 +81,4 @@ def plot_free_energy(summary_path, fig_path, *, reading: str | None = None, pair
         "drops every O(1) term but |w*|\u00b2/2.\nBayes \u03bb: ladders confined to the phase, n = "
         f"{lam['n']}, \u03b2 from {lam['beta_lo']:g} to 1, jackknife over ladders. SGLD: population loss, "
         f"n\u03b2 = n/log n with n = {st['sgld']['n']:g}."), fontsize=6.5, va="bottom")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig_path = Path(fig_path)
-    fig_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(fig_path, dpi=110)
-    plt.close(fig)
-    return fig_path
+    return save_figure(fig, fig_path, 0.07)

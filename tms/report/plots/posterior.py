@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from tms.core import io
+from tms.report.plots import save_figure
 
 
 def plot_phase_sweep(summary_path, fig_path, *, min_mass: float = 0.02) -> Path:
@@ -51,9 +52,4 @@ def plot_phase_sweep(summary_path, fig_path, *, min_mass: float = 0.02) -> Path:
         "(F_n = nL + \u03bb log n + |w*|\u00b2/2; other O(1) terms dropped)." + (f"\n{omitted}" if omitted else "")
     )
     fig.text(0.01, 0.01, caption, fontsize=6.5, va="bottom", wrap=True)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig_path = Path(fig_path)
-    fig_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(fig_path, dpi=110)
-    plt.close(fig)
-    return fig_path
+    return save_figure(fig, fig_path, 0.1)

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from tms.core import io
+from tms.report.plots import save_figure
 
 OBSERVABLES = ("norm", "bias", "feature_loss")  # FeatureResponse fields, one panel each
 TITLES = dict(norm="self response of |W_k|\u00b2", bias="self response of b_k",
@@ -56,9 +57,4 @@ def plot_susceptibility(summary_path, fig_path) -> Path:
                "averaged over data sets, band \u00b12 s.e. (batch means).\nRed: n where the measured posterior "
                "mass of the later phase overtakes the earlier one; dashed: predicted n_c (zoo free energies).")
     fig.text(0.01, 0.01, caption, fontsize=6.5, va="bottom", wrap=True)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig_path = Path(fig_path)
-    fig_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(fig_path, dpi=110)
-    plt.close(fig)
-    return fig_path
+    return save_figure(fig, fig_path, 0.07)

@@ -6,6 +6,7 @@ name crosses a package; no command imports another command; nothing in tms impor
 oracles; imports at module level (optional extras and the listed lazy ones excepted); short
 modules and functions."""
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,15 @@ def test_short_functions_and_modules():
     fixed = [m for m in OVERSIZE if len((PKG / m).read_text().splitlines()) <= MAX_MODULE_LINES]
     assert not fixed, f"remove from OVERSIZE (now short): {fixed}"
     assert not long, f"over {MAX_MODULE_LINES} lines a module or {MAX_FUNCTION_LINES} a function:\n" + "\n".join(long)
+
+
+CITED = re.compile(r"\b((?:docs|tests|benchmarks|scripts|notebooks|tms)/[\w/.-]*\w\.(?:py|md|ipynb))")
+
+
+@pytest.mark.parametrize("path", _modules(), ids=_rel)
+def test_docstrings_cite_only_what_the_repository_has(path):
+    """No issue numbers (nobody can follow them) and no file that is not in the repository."""
+    text, root = path.read_text(), PKG.parent
+    assert not re.search(r"\bissues? #?\d+|\bDESIGN\b", text), f"{_rel(path)} cites an issue or the DESIGN document"
+    missing = [p for p in CITED.findall(text) if not (root / p).exists() and not (root / "docs" / p).exists()]
+    assert not missing, f"{_rel(path)} cites files that are not in the repository: {missing}"

@@ -37,15 +37,13 @@ def setting(default: Any, help: str, *, minimum: float | None = None, maximum: f
 
 
 def _kind(tp) -> type:
-    """The base type of an annotation: int, float, str, bool or tuple (Optional stripped)."""
-    tp = tp if not isinstance(tp, str) else eval(tp, {"typing": typing})  # noqa: S307 - our own annotations
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    """The base type of a resolved annotation (typing.get_type_hints): int, float, str, bool or
+    tuple, Optional stripped."""
     origin = typing.get_origin(tp)
     if origin in (tuple, typing.Tuple):
         return tuple
-    if args and origin is not None and origin is not tuple:
-        return _kind(args[0])
-    return tp
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return _kind(args[0]) if origin is not None and args else tp
 
 
 def _check_value(name: str, value: Any, kind: type, meta: dict) -> Any:

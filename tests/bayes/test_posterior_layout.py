@@ -116,9 +116,11 @@ posterior.phase_sweep(4, {ns}, out_dir=sys.argv[1], seeds=2, **{kw})
 def test_sigint_at_default_batching_keeps_every_finished_point(tmp_path):
     """All n in one batch (the default): data sets leave the batch when their masses reach
     target_se, so points finish one by one; a SIGINT after the first keeps every finished one,
-    and the rerun reuses them and ends with the uninterrupted run's numbers."""
-    ns = [40, 60, 80, 100, 1100]
-    kw = dict(KW, n_draws=400, min_draws=8, block=8, target_se=0.2)
+    and the rerun reuses them and ends with the uninterrupted run's numbers. With these seeds
+    n = 1100 sits in one phase (mass se 0, done at min_draws) while n = 80 and 100 mix phases
+    and run to n_draws (25x longer), so they cannot finish in the first point's save step."""
+    ns = [40, 80, 100, 1100]
+    kw = dict(KW, n_draws=200, min_draws=8, block=8, target_se=0.01)
     script = textwrap.dedent(SWEEP.format(ns=ns, kw=kw))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(posterior.__file__).parents[2]))
     work = tmp_path / "work"
@@ -130,10 +132,12 @@ def test_sigint_at_default_batching_keeps_every_finished_point(tmp_path):
     proc.send_signal(signal.SIGINT)
     proc.wait(60)
     kept = sorted(p.stem for p in work.glob("posterior_c4_n*.json"))
-    assert kept and "posterior_c4_n1100" not in kept, kept
+    assert kept and not {"posterior_c4_n80", "posterior_c4_n100"} & set(kept), kept
     assert all(posterior_point.point_done(work, 4, int(stem.split("_n")[1])) for stem in kept)
     assert not list(work.glob("*.tmp")) and not list(work.glob(".*"))
     full = posterior.phase_sweep(4, ns, seeds=2, out_dir=tmp_path / "ref", **kw)
+    rounds = {p.n: max(p.diag["pt_rounds"]) for p in full.points}
+    assert rounds[1100] * 10 <= min(rounds[80], rounds[100]), rounds  # the premise above
     resumed = posterior.phase_sweep(4, ns, seeds=2, out_dir=work, **kw)
     np.testing.assert_array_equal(full.mass, resumed.mass)
     np.testing.assert_array_equal(full.occupancy, resumed.occupancy)

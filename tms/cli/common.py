@@ -19,6 +19,13 @@ def add_arguments(parser) -> None:
                        help="run the independent tasks on a local Dask cluster of N worker processes")
 
 
+def add_force(parser) -> None:
+    """--force for a command that writes results (tms.core.io.claim_output)."""
+    parser.add_argument("--force", action="store_true",
+                        help="replace a result this command saved at the output path with other settings (never "
+                             "an input, never another command's result); without it that is an error")
+
+
 def options(args) -> dict:
     """scheduler= and workers= from the parsed flags, checked (ValueError naming the flag)."""
     scheduler, workers = getattr(args, "scheduler", None), getattr(args, "workers", None)

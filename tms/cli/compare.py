@@ -13,11 +13,13 @@ HELP = "SGD transitions beside their Bayesian counterparts (predicted n_c, poste
 def add_arguments(p) -> None:
     p.add_argument("--results", default="results/reproduce", help="a `tms reproduce --out` directory")
     p.add_argument("--sgd", default="sgd", choices=compare.SGD_STARTS, help="which SGD start: 4-gon or random")
+    p.add_argument("--sweep", default=None, help="the posterior sweep's run folder (e.g. c6_quick_b1_s0) where "
+                                                 "--results holds several (else that is an error)")
 
 
 def run(args) -> int:
     checks.device(args.device)
-    rows = compare.run(results=args.results, sgd=args.sgd)
+    rows = compare.run(results=args.results, sgd=args.sgd, sweep=args.sweep)
     if not rows:
         print("no SGD transition observed in these results")
         return 0

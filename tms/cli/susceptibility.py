@@ -17,6 +17,7 @@ def add_arguments(p) -> None:
                    help="a `tms posterior` run folder (OUT/c{c}_{scale}_b{beta_lik}_s{seed}: its summary and points)")
     common.add_settings(p, SusceptibilitySettings, preset=experiment.QUICK)
     p.add_argument("--out", help="where the summary goes (default: the run folder)")
+    common.add_force(p)
     p.add_argument("--figure", help="figure path (default results/figures/susceptibility_c{c}.png)")
     p.add_argument("--no-predict", action="store_true", help="skip the predicted n_c (no zoo)")
     p.add_argument("--threads", type=int, help="torch threads")
@@ -28,7 +29,7 @@ def run(args) -> int:
     c, _, _ = experiment.sweep_summary(args.run)
     figure = args.figure or f"results/figures/susceptibility_c{c}.png"
     res = experiment.run(args.run, settings, out=args.out, figure=figure, predict=not args.no_predict,
-                         threads=args.threads)
+                         threads=args.threads, force=args.force)
     print(f"susceptibility c={c}: {len(res.ns)} n values from {args.run}; summary {res.summary}")
     print("symmetrised self responses to upweighting a feature (mean diagonal of chi) +- s.e.:")
     print(f"{'n':<6} {'|W_k|^2':>18} {'b_k':>18} {'L_k':>18} {'BIF (self)':>18}")

@@ -19,6 +19,7 @@ def add_arguments(p) -> None:
                    help="folder for sgd_trajectory.png and sgd_many.png (the README's figures only when asked: --figures figures)")
     common.add_settings(p, TransitionsSettings)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: leave as is)")
+    common.add_force(p)
     common.add_arguments(p)
 
 
@@ -26,7 +27,7 @@ def run(args) -> int:
     where = common.options(args)  # checked first
     settings = common.settings_from(args, TransitionsSettings())
     res = experiment.run(args.input, settings, out=args.out, figures=args.figures, device=args.device,
-                         threads=args.threads, **where)
+                         threads=args.threads, force=args.force, **where)
     _print(res)
     return 0
 

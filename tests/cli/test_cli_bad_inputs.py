@@ -380,7 +380,7 @@ TRUST_CASES = [
     ("llc-point-every", ["llc", "--point", "5+", "--every", "2"], 2, "every = 2 is for checkpoints"),
     ("llc-partial-as-checkpoints", ["llc", "--checkpoints", "{r}/part_partial"], 2, "unfinished training run"),
     ("post-min-draws-over-draws", ["posterior", "--c", "3", "--min-draws", "50", "--n-draws", "5"], 2,
-     "min_draws 50 exceeds n_draws 5"),
+     "--min-draws 50 exceeds --n-draws 5"),
     ("post-llc-replaces-theory", ["posterior", "--c", "6", "--llc", "6=100"], 2, "--llc-override"),
     ("fe-seeds-with-data", ["free-energy", "--c", "4", "--seeds", "3", "--data", "{r}/two_sets.npz"], 2,
      "seeds 3 conflicts with data"),

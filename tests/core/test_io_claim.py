@@ -72,3 +72,10 @@ def test_provenance_records_the_threads_in_force(tmp_path):
     finally:
         torch.set_num_threads(before)
     assert io.load_result(tmp_path / "t")[1]["provenance"]["torch_threads"] == want
+
+
+def test_a_record_without_kind_and_other_fields_is_another_kind(tmp_path):
+    io.save_result(tmp_path / "old", {}, {"settings": dict(c=3, n_temps=4)})  # e.g. an old posterior summary
+    for force in (False, True):
+        with pytest.raises(ValueError, match="another kind .* lack lr"):
+            io.claim_output(tmp_path / "old", "train", dict(c=3, lr=0.1), force=force)

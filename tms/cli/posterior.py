@@ -66,6 +66,9 @@ def parse_llcs(items: list[str]) -> dict[str, float]:
 def run(args) -> int:
     where = common.options(args)  # checked first
     settings = common.settings_from(args, experiment.PRESETS[args.scale])
+    if args.min_draws is not None and settings.min_draws > settings.n_draws:
+        raise ValueError(f"--min-draws {settings.min_draws} exceeds --n-draws {settings.n_draws}: the precision "
+                         "target could never stop a data set before its budget ends")
     ns = parse_grid(args.ns) if args.ns else experiment.posterior_grid(args.c, args.scale)
     figure = args.figure or f"results/figures/posterior_c{args.c}.png"
     res = experiment.run(args.c, ns, settings, scale=args.scale, beta_lik=args.beta_lik, seed=args.seed,

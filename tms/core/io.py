@@ -379,8 +379,9 @@ def output_problem(path: str | os.PathLike, kind: str, settings: dict | None = N
     when not (nothing there, a damaged pair that is recomputed anyway, or a `kind` record with
     these settings: record[key] (nested keys: a tuple; the whole record: None), compared on
     the entries of `settings` only); else (why, one line; whether --force may override it). An input of
-    the command (`inputs`, result paths) or a record of another kind is never overridden;
-    other settings of the same kind (or of a record naming no kind) may be, explicitly."""
+    the command (`inputs`, result paths) or a record of another kind is never overridden (a
+    record naming no kind counts as another kind when its settings lack entries of
+    `settings`); other settings of the same kind may be, explicitly."""
     stem = _stem(path)
     if any(stem == _stem(p) for p in inputs if p is not None):
         return OutputProblem(f"{stem} is also this command's input; an input is never its own output", False)
@@ -395,6 +396,10 @@ def output_problem(path: str | os.PathLike, kind: str, settings: dict | None = N
     changes = settings_changes(_entry(rec, key), settings)
     if not changes:
         return None
+    if found is None and any(": (none) -> " in line for line in changes):  # not even the same fields
+        return OutputProblem(f"{stem} holds a result of another kind (none recorded; its settings lack "
+                             f"{', '.join(line.split(':')[0] for line in changes if ': (none) -> ' in line)[:80]})",
+                             False)
     what = f"a `tms {kind}` result" if found else "a result (kind not recorded)"
     return OutputProblem(f"{stem} holds {what} with other settings ({'; '.join(changes[:4])})", True)
 

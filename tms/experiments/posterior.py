@@ -73,9 +73,10 @@ def _check(c, beta_lik, seed, threads, batch_points, save_every, llcs, out, figu
     return None if figure is None else checks.output_file(figure, "figure", suffixes=checks.FIGURE_SUFFIXES)
 
 
-def _check_options(c: int, settings: PosteriorSettings, llcs: dict, llc_override: bool) -> None:
-    """Options that contradict each other or the zoo: ValueErrors naming both."""
-    if settings.min_draws > settings.n_draws:
+def _check_options(c: int, settings: PosteriorSettings, llcs: dict, llc_override: bool, given: set) -> None:
+    """Options that contradict each other or the zoo: ValueErrors naming both. min_draws is
+    judged when given (a preset's floor above a small n_draws only means no early stop)."""
+    if "min_draws" in given and settings.min_draws > settings.n_draws:
         raise ValueError(f"min_draws {settings.min_draws} exceeds n_draws {settings.n_draws}: the precision "
                          "target cannot stop a data set before its budget ends (--min-draws, --n-draws)")
     if llcs and not llc_override:
@@ -154,7 +155,7 @@ def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale
     ns = posterior_grid(c, scale) if ns is None else list(ns)
     llcs = dict(llcs or {})
     fig = _check(c, beta_lik, seed, threads, batch_points, save_every, llcs, out, figure)
-    _check_options(c, settings, llcs, llc_override)
+    _check_options(c, settings, llcs, llc_override, given=set(changes))
     run_dir = posterior_run_dir(out, c, scale, beta_lik, seed)
     io.claim_output(run_dir / f"summary_c{c}", "posterior", dict(c=c, beta_lik=float(beta_lik), seed=seed,
                                                                  **settings.as_record()), force=force)

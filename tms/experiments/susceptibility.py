@@ -133,7 +133,7 @@ def run(run_dir: str | Path, settings: SusceptibilitySettings | None = None, *, 
     crossings = measured_crossings(ns, sweep_arrays["mass"], list(sweep_rec["phases"]),
                                    [(t.alpha, t.beta) for t in transitions])
     summary = out / f"susceptibility_c{c}"
-    with io.recording_kind("susceptibility"):
+    with io.recording_kind("susceptibility"), checks.torch_threads(threads):  # provenance: the threads it ran with
         io.save_result(summary, _summary_arrays(ns, responses), dict(
             settings=settings.as_record(), sweep=sweep_rec["settings"], run_dir=str(run_dir), c=c, beta_lik=beta_lik,
             crossings=[dataclasses.asdict(x) for x in crossings],

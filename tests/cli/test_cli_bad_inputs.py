@@ -346,7 +346,16 @@ def results(data, tmp_path_factory):
         (r / "cmp" / "sgd" / f"train_transitions{suffix}").write_bytes((r / f"trans{suffix}").read_bytes())
     rng = np.random.default_rng(0)
     np.savez(r / "two_sets.npz", X0=rng.random((50, 4)), X1=rng.random((50, 4)))
+    _fake(r / "census", "census", dict(r=3, c=7, census=dict(n_prior=1)))  # the refusal reads only the record
+    _fake(r / "fe" / "c4_quick_b1_s0" / "summary_c4", "free-energy", dict(c=4, seed=0, beta_lik=1.0, mc_draws=1))
+    _fake(r / "post" / "c3_quick_b1_s0" / "susceptibility_c3", "susceptibility", dict(n_batches=7))
     return r
+
+
+def _fake(path: Path, kind: str, settings: dict) -> None:
+    """A record of `kind` with `settings` (no real arrays): what claim_output reads."""
+    with io.recording_kind(kind):
+        io.save_result(path, {"ns": np.arange(2)}, {"settings": settings})
 
 
 # (id, argv, exit status, message fragment); {d} inputs, {r} pre-existing results, {o} empty output
@@ -373,6 +382,11 @@ TRUST_CASES = [
     ("llc-other-chains-over-llc", ["llc", *LLC_ARGS, "--n-chains", "3", "--out", "{r}/llc"], 2, "n_chains"),
     ("post-other-draws-over-sweep", ["posterior", *POST_ARGS, "--n-draws", "5", "--out", "{r}/post"], 2,
      "other settings"),
+    ("census-other-settings", ["census", "--r", "3", "--c", "7", "--out", "{r}/census"], 2, "census.n_prior: 1 -> "),
+    ("census-out-onto-llc", ["census", "--r", "3", "--c", "7", "--out", "{r}/llc"], 2, "holds a `tms llc` result"),
+    ("fe-other-settings", ["free-energy", "--c", "4", "--ns", "100", "--out", "{r}/fe"], 2, "mc_draws: 1 -> "),
+    ("susc-other-settings", ["susceptibility", "--run", "{r}/post/c3_quick_b1_s0", "--figure", "{o}/s.png"], 2,
+     "n_batches: 7 -> 0"),
     # contradictory or ignored options name both
     ("llc-checkpoints-c", ["llc", "--checkpoints", "{d}/train", "--c", "9"], 2, "c = 9 is for point"),
     ("llc-checkpoints-n", ["llc", "--checkpoints", "{d}/train", "--n", "5000", "--n-draws", "10"], 2,

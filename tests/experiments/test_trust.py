@@ -63,3 +63,17 @@ def test_posterior_min_draws_above_n_draws_is_an_error_naming_both(tmp_path):
     with pytest.raises(ValueError, match="min_draws 50 exceeds n_draws 5"):
         posterior.run(3, [100], min_draws=50, n_draws=5, out=tmp_path, figure=None)
     assert not list(tmp_path.iterdir())
+
+
+def test_posterior_with_three_draws_is_flagged_not_passed(tmp_path, capsys):
+    """3 rounds per data set: no rank diagnostic and no mass-indicator ESS exists; the command
+    says so (before: '0 of 2 data sets flagged' and masses '+- 0.000' beside 'ess nan')."""
+    from tms.cli.main import main
+
+    argv = ["posterior", "--c", "3", "--ns", "100", "--seeds", "2", "--replicas", "2", "--n-temps", "2",
+            "--n-chains", "2", "--n-warmup", "10", "--n-draws", "3", "--min-draws", "2", "--plain-draws", "4",
+            "--out", str(tmp_path / "o"), "--figure", str(tmp_path / "f.png"), "--no-progress", "--no-predict"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "these errors are not supported" in out and "ess n/a (undefined)" in out
+    assert "2 of 2 data sets flagged" in out and "rhat_loss undefined" in out

@@ -91,7 +91,9 @@ def _print_tables(res: PhaseSweep, tempered: bool) -> None:
           "chain occupancy of the ladder chains (--n-temps 1: no tempering, NOT posterior mass) +- s.e.:")
     print(head)
     for i, n in enumerate(res.ns):
-        print(f"{n:<6d} " + "  ".join(f"{m:7.3f} +- {_se(s)}" for m, s in zip(res.mass[i], res.mass_se[i])))
+        unsupported = not _mass_ess(io.jsonable(res.points[i].diag))
+        print(f"{n:<6d} " + "  ".join(f"{m:7.3f} +- {_se(s)}" for m, s in zip(res.mass[i], res.mass_se[i]))
+              + ("  [no mass indicator has a defined ESS: these errors are not supported]" if unsupported else ""))
     if not np.isfinite(res.mass_se).all():
         print("  n/a: no standard error (one data set and one ladder whose phase indicator has no defined ESS, "
               "e.g. it never changed): the mass is NOT resolved; use --seeds >= 2 or --replicas >= 2")
@@ -111,13 +113,19 @@ def _print_tables(res: PhaseSweep, tempered: bool) -> None:
         print(f"no predicted n_c: {res.transitions_error}")
 
 
+def _mass_ess(d: dict) -> list[float]:
+    """The defined ESS values of the mass indicators in a point's diagnostics."""
+    return [v for vals in d.get("mass_indicator_ess", {}).values() for v in vals
+            if v is not None and np.isfinite(v)]
+
+
 def _se(s: float) -> str:
     """A standard error in 5 columns, 'n/a' when there is none."""
     return f"{s:5.3f}" if np.isfinite(s) else "  n/a"
 
 
 def _diagnostics_line(n: int, d: dict) -> str:
-    ess = [v for vals in d["mass_indicator_ess"].values() for v in vals if v is not None]
+    ess = _mass_ess(d)
     ph = "; ".join(f"{k}: {v.get('max_rhat', float('nan')):.2f}/{v.get('min_ess', float('nan')):.0f} ({v['chains']})"
                    for s in d["plain_phase_diagnostics"] for k, v in s.items() if k != "_mixed" and v["chains"] >= 2)
     trips = np.mean(d.get("round_trips_seed", [[np.nan]]))

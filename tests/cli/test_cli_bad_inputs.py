@@ -439,3 +439,8 @@ def test_force_replaces_a_result_of_the_same_kind_only(data, tmp_path, capsys):
     assert io.load_result(run)[1]["settings"]["lr"] == 0.02
     assert io.load_result(run)[1]["provenance"]["kind"] == "train"
     capsys.readouterr()
+
+
+def test_compare_uses_the_sweep_it_is_told(results, capsys):
+    assert main(["compare", "--results", str(results / "cmp"), "--sweep", "c6_quick_b1_s0"]) == 0
+    assert "Traceback" not in capsys.readouterr().err

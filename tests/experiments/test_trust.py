@@ -77,3 +77,40 @@ def test_posterior_with_three_draws_is_flagged_not_passed(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "these errors are not supported" in out and "ess n/a (undefined)" in out
     assert "2 of 2 data sets flagged" in out and "rhat_loss undefined" in out
+
+
+class _Reached(Exception):
+    """Raised by a stand-in for the sampler: every check before the work has passed."""
+
+
+def test_free_energy_seeds_follow_the_data_sets(tmp_path, monkeypatch):
+    """With data, the sweep's seeds are the data sets per n the file holds (what is reported as
+    S), not the preset's; a different value given is an error naming both."""
+    from tms.experiments import free_energy
+
+    def measure(c, ns, settings, **kw):
+        raise _Reached(settings.sweep.seeds)
+
+    monkeypatch.setattr(free_energy, "measure", measure)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X0=rng.random((50, 4)), X1=rng.random((50, 4)))
+    with pytest.raises(_Reached) as got:
+        free_energy.run(4, data=str(tmp_path / "d.npz"), out=str(tmp_path / "o"), figure=str(tmp_path / "f.png"))
+    assert got.value.args == (2,)
+    with pytest.raises(ValueError, match="seeds 3 conflicts with data"):
+        free_energy.run(4, data=str(tmp_path / "d.npz"), out=str(tmp_path / "o"), figure=str(tmp_path / "f.png"),
+                        sweep=free_energy.QUICK.sweep.replace(seeds=3))
+
+
+def test_llc_override_lets_a_theory_lambda_be_replaced(tmp_path, monkeypatch):
+    from tms.experiments import posterior
+
+    def phase_sweep(*a, **kw):
+        raise _Reached(kw["llcs"])
+
+    monkeypatch.setattr(posterior.bayes_tasks, "phase_sweep", phase_sweep)
+    with pytest.raises(ValueError, match="theory lambda 6 = 8.5"):
+        posterior.run(6, [100], llcs={"6": 100.0}, out=tmp_path, figure=None)
+    with pytest.raises(_Reached) as got:
+        posterior.run(6, [100], llcs={"6": 100.0}, llc_override=True, out=tmp_path, figure=None)
+    assert got.value.args == ({"6": 100.0},)

@@ -3,6 +3,8 @@ from a posterior sweep's saved draws (docs/SPEC.md section 7), and their figure;
 tms.experiments.susceptibility.run (one flag per field of SusceptibilitySettings)."""
 from __future__ import annotations
 
+import math
+
 from tms.bayes.feature_response import SusceptibilitySettings
 from tms.cli import common
 from tms.core import checks
@@ -35,7 +37,8 @@ def run(args) -> int:
     print(f"{'n':<6} {'|W_k|^2':>18} {'b_k':>18} {'L_k':>18} {'BIF (self)':>18}")
     for n, resp in zip(res.ns, res.responses):
         parts = [resp.norm.symmetric, resp.bias.symmetric, resp.feature_loss.symmetric, resp.influence.symmetric]
-        print(f"{int(n):<6d} " + " ".join(f"{s.diagonal:9.3g} +- {s.diagonal_se:<6.2g}" for s in parts))
+        print(f"{int(n):<6d} " + " ".join(f"{s.diagonal:9.3g} +- {s.diagonal_se:<6.2g}" if math.isfinite(s.diagonal_se)
+                                          else f"{s.diagonal:9.3g} (no s.e.)" for s in parts))
     for x in res.crossings:
         print(f"measured mass crossing {x.alpha} -> {x.beta}: {x.n}")
     for t in res.transitions:

@@ -435,10 +435,22 @@ def test_force_replaces_a_result_of_the_same_kind_only(data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TRAIN_ARGS, "--out", str(run)]) == 0
     assert main(["train", *TRAIN_ARGS, "--lr", "0.02", "--out", str(run)]) == 2
-    assert main(["train", *TRAIN_ARGS, "--lr", "0.02", "--out", str(run), "--force"]) == 0
-    assert io.load_result(run)[1]["settings"]["lr"] == 0.02
-    assert io.load_result(run)[1]["provenance"]["kind"] == "train"
+    assert main(["train", *TRAIN_ARGS, "--lr", "0.02", "--out", str(run), "--force", "--threads", "3"]) == 0
+    record = io.load_result(run)[1]
+    assert record["settings"]["lr"] == 0.02 and record["provenance"]["kind"] == "train"
+    assert record["provenance"]["torch_threads"] == 3  # what --threads set, not the caller's count
+    assert main(["train", *TRAIN_ARGS, "--lr", "0.02", "--out", str(run)]) == 0  # the same settings: reused
     capsys.readouterr()
+
+
+def test_transitions_rerun_reuses_and_force_replaces(data, tmp_path, capsys):
+    out, figs = str(tmp_path / "t"), str(tmp_path / "figs")
+    base = ["transitions", "--input", str(data / "train"), "--out", out, "--no-llc", "--figures", figs]
+    assert main(base) == 0 and main(base) == 0  # an identical rerun is no overwrite
+    assert main([*base, "--tol", "10"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main([*base, "--tol", "10", "--force"]) == 0
+    assert io.load_result(out)[1]["settings"]["tol"] == 10
 
 
 def test_compare_uses_the_sweep_it_is_told(results, capsys):

@@ -299,3 +299,160 @@ def test_os_error_is_one_line_exit_2(monkeypatch, capsys):
 def test_help_returns_0(capsys):
     assert main(["train", "--help"]) == 0
     assert "--save-every" in capsys.readouterr().out
+
+
+# ---- no result is ever overwritten, every option is honoured --------------------------------
+# Pre-existing results of every kind, made once (tiny settings); each case below must leave
+# every one of their files byte-identical (SHA-256 before and after), exit 2 and say why.
+
+POST_ARGS = ["--c", "3", "--ns", "100", "--seeds", "1", "--replicas", "2", "--n-temps", "2", "--n-chains", "2",
+             "--n-warmup", "10", "--n-draws", "4", "--min-draws", "2", "--plain-draws", "4", "--no-progress",
+             "--no-predict"]
+LLC_ARGS = ["--point", "5+", "--c", "6", "--n-chains", "2", "--n-burnin", "0", "--n-draws", "10"]
+
+
+def _save_partial_run(d: Path, data: Path) -> None:
+    """An unfinished training run (what `tms train` resumes from) at d/part_partial, lr 0.005."""
+    import torch
+
+    from tms.dynamics.train import TrainSettings
+
+    arrays, rec = io.load_result(data / "train")
+    settings = TrainSettings.from_record(rec["settings"])
+    state = {"W": arrays["W"][0], "b": arrays["b"][0], "W_ck": arrays["W"], "b_ck": arrays["b"]}
+    with io.recording_kind("train"):
+        io.save_result(d / "part_partial", {k: torch.from_numpy(v) for k, v in state.items()},
+                       {"train": dict(rec, settings=settings.as_record()), "blocks_done": 1})
+
+
+@pytest.fixture(scope="module")
+def results(data, tmp_path_factory):
+    """Results of `tms transitions` (no LLC), `tms llc`, `tms posterior` and a partial training
+    run; a reproduce-like folder with two posterior sweeps; a .npz of two data sets."""
+    r = tmp_path_factory.mktemp("results")
+    assert main(["transitions", "--input", str(data / "train"), "--out", str(r / "trans"), "--no-llc",
+                 "--figures", str(r / "figs")]) == 0
+    assert main(["llc", *LLC_ARGS, "--out", str(r / "llc")]) == 0
+    assert main(["posterior", *POST_ARGS, "--out", str(r / "post"), "--figure", str(r / "figs" / "post.png")]) == 0
+    _save_partial_run(r, data)
+    summary = r / "post" / "c3_quick_b1_s0" / "summary_c3"
+    for name in ("c6_quick_b1_s0", "c6_quick_b0.5_s0"):  # two candidate sweeps at the SGD run's c
+        folder = r / "cmp" / "posterior_c6" / name
+        folder.mkdir(parents=True)
+        for suffix in (".npz", ".json"):
+            (folder / f"summary_c6{suffix}").write_bytes(summary.with_suffix(suffix).read_bytes())
+    (r / "cmp" / "sgd").mkdir()
+    for suffix in (".npz", ".json"):
+        (r / "cmp" / "sgd" / f"train_transitions{suffix}").write_bytes((r / f"trans{suffix}").read_bytes())
+    rng = np.random.default_rng(0)
+    np.savez(r / "two_sets.npz", X0=rng.random((50, 4)), X1=rng.random((50, 4)))
+    _fake(r / "census", "census", dict(r=3, c=7, census=dict(n_prior=1)))  # the refusal reads only the record
+    _fake(r / "fe" / "c4_quick_b1_s0" / "summary_c4", "free-energy", dict(c=4, seed=0, beta_lik=1.0, mc_draws=1))
+    _fake(r / "post" / "c3_quick_b1_s0" / "susceptibility_c3", "susceptibility", dict(n_batches=7))
+    return r
+
+
+def _fake(path: Path, kind: str, settings: dict) -> None:
+    """A record of `kind` with `settings` (no real arrays): what claim_output reads."""
+    with io.recording_kind(kind):
+        io.save_result(path, {"ns": np.arange(2)}, {"settings": settings})
+
+
+# (id, argv, exit status, message fragment); {d} inputs, {r} pre-existing results, {o} empty output
+TRUST_CASES = [
+    # an input is never its own output
+    ("trans-input-is-out", ["transitions", "--input", "{d}/train", "--out", "{d}/train", "--no-llc"], 2,
+     "is also this command's input"),
+    ("llc-checkpoints-is-out", ["llc", "--checkpoints", "{d}/train", "--out", "{d}/train", "--n-draws", "10"], 2,
+     "is also this command's input"),
+    # another kind of record at --out (even with --force)
+    ("train-out-onto-posterior", ["train", *TRAIN_ARGS, "--out", "{r}/post/c3_quick_b1_s0/summary_c3"], 2,
+     "holds a `tms posterior` result"),
+    ("train-out-onto-posterior-force", ["train", *TRAIN_ARGS, "--force", "--out", "{r}/post/c3_quick_b1_s0/summary_c3"],
+     2, "holds a `tms posterior` result"),
+    ("llc-out-onto-train", ["llc", *LLC_ARGS, "--out", "{d}/train"], 2, "holds a `tms train` result"),
+    ("trans-out-onto-llc", ["transitions", "--input", "{d}/train", "--out", "{r}/llc", "--no-llc"], 2,
+     "holds a `tms llc` result"),
+    # another setting under an existing --out: an error unless --force
+    ("train-other-lr-over-partial", ["train", *TRAIN_ARGS, "--lr", "0.02", "--out", "{r}/part"], 2,
+     "unfinished run"),
+    ("train-other-lr-over-result", ["train", *TRAIN_ARGS, "--lr", "0.02", "--out", "{d}/train"], 2, "lr: 0.005"),
+    ("trans-tol-over-default", ["transitions", "--input", "{d}/train", "--out", "{r}/trans", "--no-llc",
+                                "--tol", "10"], 2, "--force"),
+    ("llc-other-chains-over-llc", ["llc", *LLC_ARGS, "--n-chains", "3", "--out", "{r}/llc"], 2, "n_chains"),
+    ("post-other-draws-over-sweep", ["posterior", *POST_ARGS, "--n-draws", "5", "--out", "{r}/post"], 2,
+     "other settings"),
+    ("census-other-settings", ["census", "--r", "3", "--c", "7", "--out", "{r}/census"], 2, "census.n_prior: 1 -> "),
+    ("census-out-onto-llc", ["census", "--r", "3", "--c", "7", "--out", "{r}/llc"], 2, "holds a `tms llc` result"),
+    ("fe-other-settings", ["free-energy", "--c", "4", "--ns", "100", "--out", "{r}/fe"], 2, "mc_draws: 1 -> "),
+    ("susc-other-settings", ["susceptibility", "--run", "{r}/post/c3_quick_b1_s0", "--figure", "{o}/s.png"], 2,
+     "n_batches: 7 -> 0"),
+    # contradictory or ignored options name both
+    ("llc-checkpoints-c", ["llc", "--checkpoints", "{d}/train", "--c", "9"], 2, "c = 9 is for point"),
+    ("llc-checkpoints-n", ["llc", "--checkpoints", "{d}/train", "--n", "5000", "--n-draws", "10"], 2,
+     "n = 5000 conflicts with checkpoints"),
+    ("llc-point-every", ["llc", "--point", "5+", "--every", "2"], 2, "every = 2 is for checkpoints"),
+    ("llc-partial-as-checkpoints", ["llc", "--checkpoints", "{r}/part_partial"], 2, "unfinished training run"),
+    ("post-min-draws-over-draws", ["posterior", "--c", "3", "--min-draws", "50", "--n-draws", "5"], 2,
+     "--min-draws 50 exceeds --n-draws 5"),
+    ("post-llc-replaces-theory", ["posterior", "--c", "6", "--llc", "6=100"], 2, "--llc-override"),
+    ("fe-seeds-with-data", ["free-energy", "--c", "4", "--seeds", "3", "--data", "{r}/two_sets.npz"], 2,
+     "seeds 3 conflicts with data"),
+    ("compare-two-sweeps", ["compare", "--results", "{r}/cmp"], 2, "2 posterior sweeps"),
+    ("compare-unknown-sweep", ["compare", "--results", "{r}/cmp", "--sweep", "c6_full_b1_s0"], 2,
+     "no posterior sweep"),
+    # a NaN result exits non-zero
+    ("loss-overflow-nan", ["loss", "--W", "[[1e200,0],[0,1]]"], 2, "non-finite loss"),
+]
+
+
+def _checksums(*folders: Path) -> dict:
+    import hashlib
+
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for d in folders for p in sorted(d.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("argv,code,fragment", [c[1:] for c in TRUST_CASES], ids=[c[0] for c in TRUST_CASES])
+def test_no_result_is_overwritten_and_no_option_ignored(argv, code, fragment, data, results, tmp_path, monkeypatch,
+                                                        capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.chdir(out)
+    argv = [a.format(d=data, r=results, o=out) for a in argv]
+    before = _checksums(data, results)
+    status = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert status == code, f"exit {status}; stderr: {err}"
+    assert err.count("\n") == 0 and err.startswith("tms") and "Traceback" not in err, err
+    assert fragment is None or fragment in err, err
+    assert _checksums(data, results) == before, "a pre-existing result changed"
+    assert not list(out.iterdir()), f"wrote {sorted(p.name for p in out.iterdir())}"
+
+
+def test_force_replaces_a_result_of_the_same_kind_only(data, tmp_path, capsys):
+    """--force retrains over a training result of other settings; the new record has the new lr."""
+    run = tmp_path / "run"
+    assert main(["train", *TRAIN_ARGS, "--out", str(run)]) == 0
+    assert main(["train", *TRAIN_ARGS, "--lr", "0.02", "--out", str(run)]) == 2
+    assert main(["train", *TRAIN_ARGS, "--lr", "0.02", "--out", str(run), "--force", "--threads", "3"]) == 0
+    record = io.load_result(run)[1]
+    assert record["settings"]["lr"] == 0.02 and record["provenance"]["kind"] == "train"
+    assert record["provenance"]["torch_threads"] == 3  # what --threads set, not the caller's count
+    assert main(["train", *TRAIN_ARGS, "--lr", "0.02", "--out", str(run)]) == 0  # the same settings: reused
+    capsys.readouterr()
+
+
+def test_transitions_rerun_reuses_and_force_replaces(data, tmp_path, capsys):
+    out, figs = str(tmp_path / "t"), str(tmp_path / "figs")
+    base = ["transitions", "--input", str(data / "train"), "--out", out, "--no-llc", "--figures", figs]
+    assert main(base) == 0 and main(base) == 0  # an identical rerun is no overwrite
+    assert main([*base, "--tol", "10"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main([*base, "--tol", "10", "--force"]) == 0
+    assert io.load_result(out)[1]["settings"]["tol"] == 10
+
+
+def test_compare_uses_the_sweep_it_is_told(results, capsys):
+    assert main(["compare", "--results", str(results / "cmp"), "--sweep", "c6_quick_b1_s0"]) == 0
+    assert "Traceback" not in capsys.readouterr().err

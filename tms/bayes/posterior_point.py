@@ -85,7 +85,7 @@ def mass_from_ladders(recs: list[dict], phases: list[str]) -> tuple[np.ndarray, 
             se.append(frac.std(0, ddof=1) / math.sqrt(lab.shape[1]))
         else:
             ind = np.stack([(lab == p).T.astype(float) for p in phases])  # (P, R, T)
-            se.append(np.nan_to_num(diagnostics.mean_and_se(ind)[1][:, 0]))
+            se.append(diagnostics.mean_and_se(ind)[1])  # (P,); NaN where the ESS is undefined, never 0
     return np.stack(mass), np.stack(se)
 
 

@@ -24,6 +24,7 @@ def add_arguments(p) -> None:
     p.add_argument("--c", type=int, default=7, help="number of features (default 7)")
     common.add_settings(p, CensusSettings, preset=QUICK)
     p.add_argument("--out", default=None, help="result path (default results/census/r<r>_c<c>)")
+    common.add_force(p)
     p.add_argument("--threads", type=int, help="torch threads, 1..1024 (default: torch's choice)")
     p.add_argument("--rows", type=int, default=40, help="points printed, lowest loss first (default 40)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
@@ -40,7 +41,7 @@ def run(args) -> int:
     settings = common.settings_from(args, QUICK)
     checks.positive_int(args.rows, "--rows")
     res = census_command.run(args.r, args.c, settings=settings, out=args.out, device=args.device,
-                             threads=args.threads)
+                             threads=args.threads, force=args.force)
     if args.json:
         json.dump(io.jsonable(dict(r=res.r, c=res.c, settings=res.settings, n_starts=res.n_starts,
                                    n_critical=res.n_critical, points=[q.as_record() for q in res.points])),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from tms.core import settings
 from tms.core.cluster import check_cluster
@@ -17,6 +18,20 @@ def add_arguments(parser) -> None:
                             "needs pip install 'tms[cluster]'; docs/cluster.md)")
     group.add_argument("--workers", metavar="N", type=int, default=None,
                        help="run the independent tasks on a local Dask cluster of N worker processes")
+
+
+def add_force(parser) -> None:
+    """--force for a command that writes results (tms.core.io.claim_output)."""
+    parser.add_argument("--force", action="store_true",
+                        help="replace a result this command saved at the output path with other settings (never "
+                             "an input, never another command's result); without it that is an error")
+
+
+def plus_minus(value, se, fmt: str = ".2f", why: str = "no s.e.") -> str:
+    """'value +- se', or 'value (why)' when the standard error is missing or not finite."""
+    if se is None or not math.isfinite(float(se)):
+        return f"{format(value, fmt)} ({why})"
+    return f"{format(value, fmt)} +- {format(se, fmt)}"
 
 
 def options(args) -> dict:

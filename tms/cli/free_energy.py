@@ -35,6 +35,7 @@ def add_arguments(p) -> None:
     p.add_argument("--beta-lik", type=float, default=1.0, help="likelihood inverse temperature (1 = SPEC convention)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/free_energy", help="results directory (finished pieces are skipped)")
+    common.add_force(p)
     p.add_argument("--figure", help="figure path (default results/figures/free_energy_c{c}.png)")
     p.add_argument("--threads", type=int, help="torch threads (default 1: the work is many small tensor ops, "
                                                "which extra threads slow down)")
@@ -57,7 +58,8 @@ def run(args) -> int:
     res = experiment.run(args.c, parse_grid(args.ns) if args.ns else None, settings_from(args), scale=args.scale,
                          data=args.data, labels=labels, batch_points=args.batch_points, reading=args.reading,
                          beta_lik=args.beta_lik, seed=args.seed, out=args.out, figure=args.figure,
-                         save_every=args.save_every, threads=args.threads, progress=args.progress, device=args.device)
+                         save_every=args.save_every, threads=args.threads, progress=args.progress, device=args.device,
+                         force=args.force)
     print("\n".join(report_section(res.summary)))
     if res.summary.sgld_error:
         print(f"SGLD estimates failed: {res.summary.sgld_error}")

@@ -30,7 +30,8 @@ def add_arguments(p) -> None:
     src.add_argument("--point", help="zoo label at --c, e.g. 5+, 6, 4++ (see tms zoo)")
     src.add_argument("--checkpoints", help="saved trajectory (.npz/.json from tms train): arrays W (..., r, c), "
                                            "b (..., c) and optionally X, the training set")
-    p.add_argument("--c", type=int, default=6, help="number of features for --point (default 6)")
+    p.add_argument("--c", type=int, default=None, help="number of features for --point (default 6; --checkpoints "
+                                                       "fix c by their W)")
     p.add_argument("--loss", choices=["population", "empirical"],
                    help="population (exact L; default for --point) or empirical (L_n; default for --checkpoints)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of a drawn data set (empirical loss, no X given)")
@@ -41,6 +42,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", help="save the result here (tms.core.io: PATH.npz + PATH.json; the draws as ArviZ "
                                  "InferenceData: PATH.nc)")
     p.add_argument("--plot", help="draw the loss traces to this image file (from the saved result)")
+    common.add_force(p)
 
 
 def _validate(args, settings: LLCSettings) -> list[str]:
@@ -78,14 +80,14 @@ def run(args) -> int:
         checks.warn(note)
     if args.threads:
         torch.set_num_threads(args.threads)
+    out = args.out or (str(Path(args.plot).with_suffix("")) + "_llc" if args.plot else None)
     result = llc.run(point=args.point, checkpoints=args.checkpoints, c=args.c, loss=args.loss, data_seed=args.data_seed,
-                     every=args.every, settings=settings, device=checks.device(args.device), progress=True)
+                     every=args.every, settings=settings, device=checks.device(args.device), progress=True, out=out,
+                     force=args.force)
     print(result.result.summary(max_rows=args.rows, labels=result.labels))
     if "zoo_llc" in result.record:
         _print_theory(result.record)
-    out = args.out or (str(Path(args.plot).with_suffix("")) + "_llc" if args.plot else None)
     if out:
-        result.save(out)
         print(f"saved {out}.npz / .json / .nc (ArviZ InferenceData of the draws)")
     if args.plot:
         _plot(args, out, result)

@@ -33,7 +33,11 @@ def add_arguments(p) -> None:
                    help="results directory (finished n are skipped; an interrupted run resumes there)")
     p.add_argument("--figure", help="figure path (default results/figures/posterior_c{c}.png)")
     p.add_argument("--llc", action="append", default=[], metavar="LABEL=VALUE",
-                   help="lambda for a zoo label the zoo lacks (e.g. a 4-gon SGLD estimate); repeatable")
+                   help="lambda for a zoo label the zoo lacks (e.g. a 4-gon SGLD estimate); repeatable; a label "
+                        "with a zoo theory lambda needs --llc-override")
+    p.add_argument("--llc-override", action="store_true",
+                   help="let --llc replace the zoo's theory lambda of a label (else that is an error)")
+    common.add_force(p)
     p.add_argument("--llc-estimate", action="store_true",
                    help="estimate by SGLD (population loss) the lambda of phases seen that the zoo lacks (4-gons)")
     p.add_argument("--no-predict", action="store_true", help="skip the predicted n_c (no zoo)")
@@ -62,12 +66,16 @@ def parse_llcs(items: list[str]) -> dict[str, float]:
 def run(args) -> int:
     where = common.options(args)  # checked first
     settings = common.settings_from(args, experiment.PRESETS[args.scale])
+    if args.min_draws is not None and settings.min_draws > settings.n_draws:
+        raise ValueError(f"--min-draws {settings.min_draws} exceeds --n-draws {settings.n_draws}: the precision "
+                         "target could never stop a data set before its budget ends")
     ns = parse_grid(args.ns) if args.ns else experiment.posterior_grid(args.c, args.scale)
     figure = args.figure or f"results/figures/posterior_c{args.c}.png"
     res = experiment.run(args.c, ns, settings, scale=args.scale, beta_lik=args.beta_lik, seed=args.seed,
                          out=args.out, figure=figure, llcs=parse_llcs(args.llc), llc_estimate=args.llc_estimate,
                          predict=not args.no_predict, batch_points=args.batch_points, save_every=args.save_every,
-                         device=args.device, threads=args.threads, progress=not args.no_progress, **where)
+                         device=args.device, threads=args.threads, progress=not args.no_progress,
+                         llc_override=args.llc_override, force=args.force, **where)
     for note in res.notes:
         if note.startswith("lambda by SGLD"):
             print(note)
@@ -83,7 +91,12 @@ def _print_tables(res: PhaseSweep, tempered: bool) -> None:
           "chain occupancy of the ladder chains (--n-temps 1: no tempering, NOT posterior mass) +- s.e.:")
     print(head)
     for i, n in enumerate(res.ns):
-        print(f"{n:<6d} " + "  ".join(f"{m:7.3f} +- {s:5.3f}" for m, s in zip(res.mass[i], res.mass_se[i])))
+        unsupported = not _mass_ess(io.jsonable(res.points[i].diag))
+        print(f"{n:<6d} " + "  ".join(f"{m:7.3f} +- {_se(s)}" for m, s in zip(res.mass[i], res.mass_se[i]))
+              + ("  [no mass indicator has a defined ESS: these errors are not supported]" if unsupported else ""))
+    if not np.isfinite(res.mass_se).all():
+        print("  n/a: no standard error (one data set and one ladder whose phase indicator has no defined ESS, "
+              "e.g. it never changed): the mass is NOT resolved; use --seeds >= 2 or --replicas >= 2")
     print("chain occupancy (plain chains, NOT posterior mass):")
     print(head)
     for i, n in enumerate(res.ns):
@@ -100,15 +113,26 @@ def _print_tables(res: PhaseSweep, tempered: bool) -> None:
         print(f"no predicted n_c: {res.transitions_error}")
 
 
+def _mass_ess(d: dict) -> list[float]:
+    """The defined ESS values of the mass indicators in a point's diagnostics."""
+    return [v for vals in d.get("mass_indicator_ess", {}).values() for v in vals
+            if v is not None and np.isfinite(v)]
+
+
+def _se(s: float) -> str:
+    """A standard error in 5 columns, 'n/a' when there is none."""
+    return f"{s:5.3f}" if np.isfinite(s) else "  n/a"
+
+
 def _diagnostics_line(n: int, d: dict) -> str:
-    ess = [v for vals in d["mass_indicator_ess"].values() for v in vals if v is not None]
+    ess = _mass_ess(d)
     ph = "; ".join(f"{k}: {v.get('max_rhat', float('nan')):.2f}/{v.get('min_ess', float('nan')):.0f} ({v['chains']})"
                    for s in d["plain_phase_diagnostics"] for k, v in s.items() if k != "_mixed" and v["chains"] >= 2)
     trips = np.mean(d.get("round_trips_seed", [[np.nan]]))
     return (f"n={n:<5d} accept {np.mean(d['pt_accept']):.2f}, div {int(np.sum(d['pt_divergences']))}, "
             f"swap {min(d['swap_rate'], default=float('nan')):.2f}, trips {trips:.1f}, "
             f"rounds {max(d.get('pt_rounds', [0]))}, se {d.get('mass_mc_se_max', float('nan')):.3f}, "
-            f"ess {min(ess, default=float('nan')):.0f} | {ph}")
+            f"ess {f'{min(ess):.0f}' if ess else 'n/a (undefined)'} | {ph}")
 
 
 def _print_draw_flags(points: list) -> None:

@@ -3,6 +3,8 @@ from a posterior sweep's saved draws (docs/SPEC.md section 7), and their figure;
 tms.experiments.susceptibility.run (one flag per field of SusceptibilitySettings)."""
 from __future__ import annotations
 
+import math
+
 from tms.bayes.feature_response import SusceptibilitySettings
 from tms.cli import common
 from tms.core import checks
@@ -17,6 +19,7 @@ def add_arguments(p) -> None:
                    help="a `tms posterior` run folder (OUT/c{c}_{scale}_b{beta_lik}_s{seed}: its summary and points)")
     common.add_settings(p, SusceptibilitySettings, preset=experiment.QUICK)
     p.add_argument("--out", help="where the summary goes (default: the run folder)")
+    common.add_force(p)
     p.add_argument("--figure", help="figure path (default results/figures/susceptibility_c{c}.png)")
     p.add_argument("--no-predict", action="store_true", help="skip the predicted n_c (no zoo)")
     p.add_argument("--threads", type=int, help="torch threads")
@@ -28,13 +31,14 @@ def run(args) -> int:
     c, _, _ = experiment.sweep_summary(args.run)
     figure = args.figure or f"results/figures/susceptibility_c{c}.png"
     res = experiment.run(args.run, settings, out=args.out, figure=figure, predict=not args.no_predict,
-                         threads=args.threads)
+                         threads=args.threads, force=args.force)
     print(f"susceptibility c={c}: {len(res.ns)} n values from {args.run}; summary {res.summary}")
     print("symmetrised self responses to upweighting a feature (mean diagonal of chi) +- s.e.:")
     print(f"{'n':<6} {'|W_k|^2':>18} {'b_k':>18} {'L_k':>18} {'BIF (self)':>18}")
     for n, resp in zip(res.ns, res.responses):
         parts = [resp.norm.symmetric, resp.bias.symmetric, resp.feature_loss.symmetric, resp.influence.symmetric]
-        print(f"{int(n):<6d} " + " ".join(f"{s.diagonal:9.3g} +- {s.diagonal_se:<6.2g}" for s in parts))
+        print(f"{int(n):<6d} " + " ".join(f"{s.diagonal:9.3g} +- {s.diagonal_se:<6.2g}" if math.isfinite(s.diagonal_se)
+                                          else f"{s.diagonal:9.3g} (no s.e.)" for s in parts))
     for x in res.crossings:
         print(f"measured mass crossing {x.alpha} -> {x.beta}: {x.n}")
     for t in res.transitions:

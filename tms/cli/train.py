@@ -26,6 +26,7 @@ def add_arguments(p) -> None:
                         "block)")
     p.add_argument("--out", default="results/sgd/train",
                    help="result path (.npz + .json); an existing result is reused, a partial one resumed")
+    common.add_force(p)
     common.add_arguments(p)
 
 
@@ -33,7 +34,7 @@ def run(args) -> int:
     where = common.options(args)  # checked first
     settings = common.settings_from(args, experiment.PRESETS[args.scale])
     res = experiment.run(settings, out=args.out, device=args.device, threads=args.threads,
-                         save_every=args.save_every, **where)
+                         save_every=args.save_every, force=args.force, **where)
     s, L = res.settings, res.pop_loss[-1]
     print(f"{len(res.run_ids)} runs x {s.total_steps} steps ({s.epochs} epochs, n={s.n}, batch {s.batch_size}, "
           f"lr {s.lr}, init {s.init}) -> {Path(args.out)}.npz/.json")

@@ -19,6 +19,7 @@ def add_arguments(p) -> None:
                    help="folder for sgd_trajectory.png and sgd_many.png (the README's figures only when asked: --figures figures)")
     common.add_settings(p, TransitionsSettings)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: leave as is)")
+    common.add_force(p)
     common.add_arguments(p)
 
 
@@ -26,7 +27,7 @@ def run(args) -> int:
     where = common.options(args)  # checked first
     settings = common.settings_from(args, TransitionsSettings())
     res = experiment.run(args.input, settings, out=args.out, figures=args.figures, device=args.device,
-                         threads=args.threads, **where)
+                         threads=args.threads, force=args.force, **where)
     _print(res)
     return 0
 
@@ -49,7 +50,8 @@ def _print(res: TransitionsResult) -> None:
               "unconverged or non-finite) and left out of the plateau averages")
     if res.plateau_llc:
         print("estimated LLC per plateau label (mean over plateaus +- se): " + ", ".join(
-            f"{k} {v.mean:.2f}+-{v.se:.2f} ({v.n_plateaus} plateaus)" for k, v in sorted(res.plateau_llc.items())))
+            f"{k} {common.plus_minus(v.mean, v.se, why='no s.e.')} ({v.n_plateaus} plateaus)"
+            for k, v in sorted(res.plateau_llc.items())))
     print(f"observed transitions and their Bayesian antecedents (n_c = m/{s.beta_lik:g}, m the root of m dL + "
           f"dlambda log m + dc = 0, likelihood exp(-{s.beta_lik:g} n L_n), {'with' if s.prior else 'without'} "
           "the prior term; other O(1) terms dropped):")

@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ FORMAT_KEY = "__tms_io__"  # reserved array name of the format record in every .
 PROVENANCE_KEY = "provenance"  # record entry save_result adds (see module docstring)
 
 _DEVICE: contextvars.ContextVar[str | None] = contextvars.ContextVar("tms_io_device", default=None)
+_KIND: contextvars.ContextVar[str | None] = contextvars.ContextVar("tms_io_kind", default=None)
 _WRITTEN: list[Path] = []  # result stems written by this process, in order
 
 
@@ -69,16 +70,32 @@ def recording_device(device):
         _DEVICE.reset(token)
 
 
+@contextlib.contextmanager
+def recording_kind(kind: str):
+    """Within the block, records saved name `kind` (the command that made them: "train",
+    "llc", ...) in their provenance, so a later command can tell what a path holds
+    (`record_kind`, `output_problem`)."""
+    token = _KIND.set(str(kind))
+    try:
+        yield
+    finally:
+        _KIND.reset(token)
+
+
 def provenance(device=None, arrays: dict | None = None) -> dict:
     """What made a result: package version, git commit (None without git), torch version and
-    threads, device (given; else the one set by `recording_device`; else that of the first
-    tensor in `arrays`; else cpu)."""
+    threads (those in force when it is saved), device (given; else the one set by
+    `recording_device`; else that of the first tensor in `arrays`; else cpu), and the kind
+    set by `recording_kind` (absent outside one)."""
     if device is None:
         device = _DEVICE.get()
     if device is None:
         device = next((str(v.device) for v in (arrays or {}).values() if isinstance(v, torch.Tensor)), "cpu")
-    return dict(package_version=package_version(), git_commit=git_commit(), torch_version=torch.__version__,
+    prov = dict(package_version=package_version(), git_commit=git_commit(), torch_version=torch.__version__,
                 torch_threads=torch.get_num_threads(), device=str(device))
+    if _KIND.get() is not None:
+        prov["kind"] = _KIND.get()
+    return prov
 
 
 def identity(record: Any) -> Any:
@@ -293,3 +310,111 @@ def reuse_problem(path: str | os.PathLike, settings: Any, key: str | None = "set
     if not same_settings(saved, settings):
         return f"{Path(path).with_suffix('.json')} holds a result with other settings"
     return None
+
+
+
+def _stem(path: str | os.PathLike) -> Path:
+    """`path` without a result suffix (.npz / .json), absolute, for comparing result paths."""
+    p = Path(path)
+    return (p.with_suffix("") if p.suffix in (".npz", ".json") else p).resolve()
+
+
+def saved_record(path: str | os.PathLike) -> dict | None:
+    """The JSON record at `path`.json when there is one that parses to an object, else None."""
+    js = _stem(path).with_suffix(".json")
+    try:
+        rec = json.loads(js.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def record_kind(record: dict) -> str | None:
+    """The kind a record names in its provenance (see `recording_kind`), or None."""
+    prov = record.get(PROVENANCE_KEY)
+    return prov.get("kind") if isinstance(prov, dict) else None
+
+
+def settings_changes(saved: Any, settings: dict, prefix: str = "") -> list[str]:
+    """'name: saved -> given' for every entry of `settings` (a dict, or a Settings object) whose
+    value differs from `saved`'s (a dict; entries it has beyond `settings` are ignored); nested
+    records are compared entry by entry ('settings.n_chains: 2 -> 3')."""
+    given = identity(jsonable(settings))
+    saved = saved if isinstance(saved, dict) else {}
+    out = []
+    for name, value in given.items():
+        if name not in saved:
+            out.append(f"{prefix}{name}: (none) -> {_short(value)}")
+            continue
+        old = identity(saved[name])
+        if isinstance(old, dict) and isinstance(value, dict):
+            out += settings_changes(old, value, f"{prefix}{name}.")
+        elif old != value:
+            out.append(f"{prefix}{name}: {_short(old)} -> {_short(value)}")
+    return out
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+class OutputProblem(NamedTuple):
+    """Why a result may not be written at a path (one line), and whether --force may override it."""
+
+    why: str
+    overridable: bool
+
+
+def _entry(record: dict, key: str | tuple | None) -> Any:
+    """record[key]; a tuple of keys walks nested records; None: the whole record."""
+    for k in (() if key is None else (key,) if isinstance(key, str) else key):
+        record = record.get(k) if isinstance(record, dict) else None
+    return record
+
+
+def output_problem(path: str | os.PathLike, kind: str, settings: dict | None = None, *, key: str | tuple | None = "settings",
+                   inputs: tuple = ()) -> OutputProblem | None:
+    """Would saving a `kind` result made with `settings` at `path` destroy another result? None
+    when not (nothing there, a damaged pair that is recomputed anyway, or a `kind` record with
+    these settings: record[key] (nested keys: a tuple; the whole record: None), compared on
+    the entries of `settings` only); else (why, one line; whether --force may override it). An input of
+    the command (`inputs`, result paths) or a record of another kind is never overridden (a
+    record naming no kind counts as another kind when its settings lack entries of
+    `settings`); other settings of the same kind may be, explicitly."""
+    stem = _stem(path)
+    if any(stem == _stem(p) for p in inputs if p is not None):
+        return OutputProblem(f"{stem} is also this command's input; an input is never its own output", False)
+    rec = saved_record(stem)
+    if rec is None:
+        return None
+    found = record_kind(rec)
+    if found is not None and found != kind:
+        return OutputProblem(f"{stem} holds a `tms {found}` result, not a `tms {kind}` one; choose another path", False)
+    if settings is None:
+        return None
+    changes = settings_changes(_entry(rec, key), settings)
+    if not changes:
+        return None
+    if found is None and any(": (none) -> " in line for line in changes):  # not even the same fields
+        return OutputProblem(f"{stem} holds a result of another kind (none recorded; its settings lack "
+                             f"{', '.join(line.split(':')[0] for line in changes if ': (none) -> ' in line)[:80]})",
+                             False)
+    what = f"a `tms {kind}` result" if found else "a result (kind not recorded)"
+    return OutputProblem(f"{stem} holds {what} with other settings ({'; '.join(changes[:4])})", True)
+
+
+def claim_output(path: str | os.PathLike, kind: str, settings: dict | None = None, *,
+                 key: str | tuple | None = "settings",
+                 inputs: tuple = (), force: bool = False, name: str = "out") -> None:
+    """ValueError naming `name` when saving a `kind` result at `path` would destroy another
+    result (`output_problem`); with force, a result of the same kind and other settings may be
+    replaced (never an input, never another kind)."""
+    found = output_problem(path, kind, settings, key=key, inputs=inputs)
+    if found is None:
+        return
+    why, overridable = found
+    if overridable and force:
+        return
+    hint = "; give force (--force) to replace it, or choose another path" if overridable else ""
+    raise ValueError(f"{name}: {why}{hint}")

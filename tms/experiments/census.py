@@ -8,7 +8,7 @@ population loss at any (r, c) (tms.theory.census), saved like every result and r
 """
 from __future__ import annotations
 
-from tms.core import checks
+from tms.core import checks, io
 from tms.theory.census import MAX_C, MAX_R, QUICK, Census, CensusSettings, census
 
 
@@ -18,15 +18,18 @@ def default_out(r: int, c: int) -> str:
 
 
 def run(r: int = 3, c: int = 7, *, settings: CensusSettings = QUICK, out: str | None = None, device=None,
-        threads: int | None = None, progress: bool = True, **changes) -> Census:
+        threads: int | None = None, progress: bool = True, force: bool = False, **changes) -> Census:
     """The census at (r, c) with `settings` (and `changes`, e.g. n_prior=256), saved at `out`
     (default `default_out(r, c)`; reused there when its settings and package version match, and
     resumed chunk by chunk otherwise). device is checked and accepted: the census solves many
-    tiny float64 problems and runs on the CPU. threads: torch threads for the run (None: torch's)."""
+    tiny float64 problems and runs on the CPU. threads: torch threads for the run (None: torch's).
+    A census of other settings at `out` is an error unless force=True (tms.core.io.claim_output)."""
     checks.positive_int(r, "r", minimum=2, maximum=MAX_R)
     checks.positive_int(c, "c", minimum=3, maximum=MAX_C)
     checks.device(device)
     threads = checks.threads(threads, "threads")
     out = str(checks.output_stem(out or default_out(r, c), "out"))
-    with checks.torch_threads(threads):
+    wanted = settings.replace(**changes) if changes else settings
+    io.claim_output(out, "census", dict(r=r, c=c, census=wanted.as_record()), force=force)
+    with checks.torch_threads(threads), io.recording_kind("census"):
         return census(r, c, settings, out=out, progress=progress, **changes)

@@ -15,7 +15,7 @@ import numpy as np
 
 from tms.bayes.free_energy.measure import FreeEnergySummary, measure, save_summary
 from tms.bayes.settings import FreeEnergySettings, FreeEnergySweep, LocalLadders
-from tms.core import checks
+from tms.core import checks, io
 from tms.report.plots.free_energy import plot_free_energy
 from tms.theory import zoo
 
@@ -51,6 +51,19 @@ def load_datasets(path: str, c: int) -> list[list[np.ndarray]]:
     return [groups[n] for n in sorted(groups)]
 
 
+def _seeds_of_data(settings: FreeEnergySettings, preset: FreeEnergySettings, datasets: list, data: str):
+    """settings with sweep.seeds = the data sets per n of `data` (what the sweep samples); a
+    seeds value given that differs from it (and from the preset's) is an error naming both."""
+    counts = sorted({len(group) for group in datasets})
+    if settings.sweep.seeds not in (preset.sweep.seeds, *counts):
+        raise ValueError(f"seeds {settings.sweep.seeds} conflicts with data: {data} holds "
+                         f"{'/'.join(map(str, counts))} data set(s) per n, which replace the seeds (give one of "
+                         "--seeds and --data)")
+    if len(counts) > 1:
+        return settings
+    return settings.replace(sweep=settings.sweep.replace(seeds=counts[0]))
+
+
 def _check(c, ns, data, labels, batch_points, save_every, beta_lik, seed, threads, out, figure, reading) -> Path:
     """run's arguments beside its settings, checked before any work; the figure path."""
     checks.positive_int(c, "c", minimum=4, maximum=8)
@@ -77,7 +90,7 @@ def run(c: int = 6, ns: list[int] | None = None, settings: FreeEnergySettings | 
         data: str | None = None, labels: list[str] | None = None, batch_points: int | None = None,
         reading: str = "zoo", beta_lik: float = 1.0, seed: int = 0, out: str = "results/free_energy",
         figure: str | None = None, save_every: float = 60.0, threads: int | None = None, progress: bool = True,
-        device=None, **changes) -> FreeEnergyRun:
+        device=None, force: bool = False, **changes) -> FreeEnergyRun:
     """Measure and save the free energies at c (tms.bayes.free_energy.measure.measure) under
     OUT/c{c}_{scale}[_data]_b{beta_lik}_s{seed}, write its summary and the figure (default
     results/figures/free_energy_c{c}.png, `reading` "zoo" or "hull"). settings: the
@@ -87,17 +100,24 @@ def run(c: int = 6, ns: list[int] | None = None, settings: FreeEnergySettings | 
     sampler state. ns: the n-grid (default
     tms.bayes.free_energy.measure.QUICK_NS[c]); data: a .npz of your own data sets instead of
     seeds. threads: torch threads during the run (default 1: many small tensor ops; the
-    caller's count is restored)."""
+    caller's count is restored). A measurement of other settings in the run folder is an error
+    unless force=True (tms.core.io.claim_output); with data, settings.sweep.seeds is the data
+    sets per n the file holds (another value given is an error)."""
     checks.scale(scale, tuple(PRESETS))
     settings = (PRESETS[scale] if settings is None else settings).replace(**changes)
     fig_path = _check(c, ns, data, labels, batch_points, save_every, beta_lik, seed, threads, out, figure, reading)
     datasets = load_datasets(data, c) if data is not None else None
+    if datasets is not None:
+        settings = _seeds_of_data(settings, PRESETS[scale], datasets, data)
     device = checks.device(device)
     run_dir = Path(out) / f"c{c}_{scale}{'_data' if datasets is not None else ''}_b{beta_lik:g}_s{seed}"
-    with checks.torch_threads(threads or 1):
+    io.claim_output(run_dir / f"summary_c{c}", "free-energy",
+                    dict(c=c, seed=seed, beta_lik=beta_lik, **settings.as_record()), force=force)
+    with checks.torch_threads(threads or 1), io.recording_kind("free-energy"):
         res = measure(c, ns, settings, seed=seed, scale=scale, out_dir=run_dir, datasets=datasets, beta_lik=beta_lik,
                       progress=progress, labels=labels, batch_points=batch_points, save_every=save_every,
                       device=device)
     res.settings["reading"] = reading
-    save_summary(run_dir / f"summary_c{c}", res)
+    with io.recording_kind("free-energy"), checks.torch_threads(threads or 1):  # provenance: threads it ran with
+        save_summary(run_dir / f"summary_c{c}", res)
     return FreeEnergyRun(res, run_dir, plot_free_energy(run_dir / f"summary_c{c}", fig_path, reading=reading))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from tms.core import checks
+from tms.core import checks, io
 from tms.theory import zoo
 from tms.theory.data import sample_inputs
 from tms.llc.estimator import PROTOCOL, LLCSettings, estimate_llc
@@ -37,7 +37,8 @@ class LLCRun:
         settings and the record; and PATH.nc, the kept draws as ArviZ InferenceData
         (LLCResult.to_inference_data, <= 1000 draws per chain), loadable with arviz.from_netcdf."""
         rec = dict(self.result.settings, labels=self.labels, **self.record, shape=list(self.result.llc.shape))
-        self.result.save(out, **rec)
+        with io.recording_kind("llc"):
+            self.result.save(out, **rec)
         nc = Path(f"{out}.nc")
         tmp = nc.with_name(nc.name + ".tmp")
         self.result.to_inference_data().to_netcdf(str(tmp))
@@ -63,6 +64,9 @@ def _checkpoint_labels(shape, steps) -> list[str]:
 
 def _checkpoint_centres(path, every: int, loss: str, n: float, data_seed: int):
     arrays, record = checks.checkpoints_result(Path(path), "checkpoints")
+    if "blocks_done" in record:  # tms.dynamics.train's partial state: no checkpoint steps, no training set
+        raise ValueError(f"checkpoints: {path} is an unfinished training run (the state `tms train` resumes "
+                         "from), not a trajectory; finish it with `tms train --out` and give the result")
     W = torch.from_numpy(arrays["W"]).to(torch.float64)
     b = torch.from_numpy(arrays["b"]).to(torch.float64)
     steps = arrays.get("steps")
@@ -79,16 +83,28 @@ def _checkpoint_centres(path, every: int, loss: str, n: float, data_seed: int):
     return W, b, X, _checkpoint_labels(shape, steps), rec
 
 
-def _check_sources(point, checkpoints, data_seed: int, every: int) -> None:
+def _check_sources(point, checkpoints, c, data_seed: int, every: int) -> None:
     if (point is None) == (checkpoints is None):
         raise ValueError("give exactly one of point (a zoo label) or checkpoints (a saved trajectory)")
+    if checkpoints is not None and c is not None:
+        raise ValueError(f"c = {c} is for point; checkpoints fix c by their W (give one of c and checkpoints)")
+    if point is not None and every != 1:
+        raise ValueError(f"every = {every} is for checkpoints; a point is one centre (give one of every and point)")
     checks.seed(data_seed, "data_seed")
     checks.positive_int(every, "every")
 
 
-def run(*, point: str | None = None, checkpoints: str | Path | None = None, c: int = 6, loss: str | None = None,
-        data_seed: int = 0, every: int = 1, settings: LLCSettings = PROTOCOL, device="cpu", progress: bool = False,
-        **changes) -> LLCRun:
+def _check_n(settings: LLCSettings, X, checkpoints) -> None:
+    """n sets the drawn data set's size and nbeta = n / log n; a trajectory's own training set
+    fixes both, so an n other than that set's size is an error, not ignored."""
+    if checkpoints is not None and X is not None and settings.n != PROTOCOL.n and settings.n != X.shape[-2]:
+        raise ValueError(f"n = {settings.n:g} conflicts with checkpoints: their training set X has n = "
+                         f"{X.shape[-2]}, which sets the loss and nbeta (give one of n and checkpoints with X)")
+
+
+def run(*, point: str | None = None, checkpoints: str | Path | None = None, c: int | None = None,
+        loss: str | None = None, data_seed: int = 0, every: int = 1, settings: LLCSettings = PROTOCOL, device="cpu",
+        progress: bool = False, out: str | Path | None = None, force: bool = False, **changes) -> LLCRun:
     """`tms llc`: the LLC at the zoo point `point` of c features, or at every checkpoint of a
     saved trajectory (SPEC 5).
 
@@ -97,15 +113,25 @@ def run(*, point: str | None = None, checkpoints: str | Path | None = None, c: i
     has one, default for checkpoints). every: use every k-th checkpoint. settings: the sampler
     settings (default PROTOCOL, whose measured bias is in tms.llc.estimator's docstring) with
     `changes` applied (n_chains=4, ...); nbeta = settings.nbeta_for(n), n the data set's size
-    when there is one, else settings.n.
+    when there is one, else settings.n. c (default 6) is for a point only; with checkpoints, an
+    n other than their training set's size is an error. out: save the LLCRun there (LLCRun.save)
+    after claiming it (tms.core.io.claim_output: never the checkpoints file, never another
+    kind of result; an LLC result of other settings only with force=True).
     """
     settings = settings.replace(**changes) if changes else settings
-    _check_sources(point, checkpoints, data_seed, every)
+    _check_sources(point, checkpoints, c, data_seed, every)
     loss = loss or ("population" if point is not None else "empirical")
+    c = (6 if c is None else c) if point is not None else None
+    request = dict(point=point, checkpoints=None if checkpoints is None else str(checkpoints), c=c, loss=loss,
+                   data_seed=data_seed, every=every, settings=settings.as_record())
+    if out is not None:
+        out = checks.output_stem(out, "out")
+        io.claim_output(out, "llc", request, key="request", inputs=(checkpoints,), force=force)
     if point is not None:
         W, b, X, labels, rec = _zoo_centre(point, c, loss, settings.n, data_seed)
     else:
         W, b, X, labels, rec = _checkpoint_centres(checkpoints, every, loss, settings.n, data_seed)
+        _check_n(settings, X, checkpoints)
     if settings.batch_size is not None and X is not None and settings.batch_size > X.shape[-2]:
         raise ValueError(f"batch_size {settings.batch_size} exceeds the data set size n = {X.shape[-2]}; "
                          "use at most n, or None for full batch")
@@ -116,4 +142,8 @@ def run(*, point: str | None = None, checkpoints: str | Path | None = None, c: i
                        gamma=settings.gamma, n_chains=settings.n_chains, n_burnin=settings.n_burnin,
                        n_draws=settings.n_draws, loss=loss, batch_size=settings.batch_size, seed=settings.seed,
                        progress=progress)
-    return LLCRun(res, labels, settings, dict(rec, n=n_used, nbeta=nbeta_used, nbeta_default=settings.nbeta is None))
+    result = LLCRun(res, labels, settings, dict(rec, n=n_used, nbeta=nbeta_used, nbeta_default=settings.nbeta is None,
+                                                request=request))
+    if out is not None:
+        result.save(out)
+    return result

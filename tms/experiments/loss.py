@@ -6,6 +6,7 @@ and the norm of its full gradient.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +30,8 @@ class PointLoss:
 
 def run(W, b=None, *, device=None) -> PointLoss:
     """L and |grad L| at one point: W (r, c) with r <= c <= MAX_C (nested lists or a tensor),
-    b (c,) (default zeros), in float64 on `device`."""
+    b (c,) (default zeros), in float64 on `device`. A loss or gradient that overflows to
+    inf / NaN is a ValueError (never a printed nan)."""
     W = torch.as_tensor(W, dtype=torch.float64)
     if W.dim() != 2 or 0 in W.shape:
         raise ValueError(f"W must be 2-D (r >= 1 rows of c >= 1 entries), got shape {tuple(W.shape)}")
@@ -44,4 +46,9 @@ def run(W, b=None, *, device=None) -> PointLoss:
     checks.params(W, b)
     dev = checks.device(device)
     L, gW, gb = batched_grad(population_loss, W.to(dev), b.to(dev))
-    return PointLoss(L.item(), torch.cat([gW.flatten(), gb.flatten()]).norm().item(), r, c)
+    res = PointLoss(L.item(), torch.cat([gW.flatten(), gb.flatten()]).norm().item(), r, c)
+    if not (math.isfinite(res.loss) and math.isfinite(res.grad_norm)):
+        scale = max(W.abs().max().item(), b.abs().max().item())
+        raise ValueError(f"L = {res.loss}, |grad L| = {res.grad_norm} at this point: float64 overflows with entries "
+                         f"up to {scale:.3g}; a non-finite loss is no result")
+    return res

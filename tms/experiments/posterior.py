@@ -18,7 +18,7 @@ from tms.bayes import posterior, predictions
 from tms.bayes import tasks as bayes_tasks
 from tms.bayes.posterior import PhaseSweep
 from tms.bayes.settings import PosteriorSettings
-from tms.core import checks
+from tms.core import checks, io
 from tms.llc.estimator import PROTOCOL
 from tms.llc.zoo import zoo_llc
 from tms.report.plots.posterior import plot_phase_sweep
@@ -73,6 +73,21 @@ def _check(c, beta_lik, seed, threads, batch_points, save_every, llcs, out, figu
     return None if figure is None else checks.output_file(figure, "figure", suffixes=checks.FIGURE_SUFFIXES)
 
 
+def _check_options(c: int, settings: PosteriorSettings, llcs: dict, llc_override: bool, given: set) -> None:
+    """Options that contradict each other or the zoo: ValueErrors naming both. min_draws is
+    judged when given (a preset's floor above a small n_draws only means no early stop)."""
+    if "min_draws" in given and settings.min_draws > settings.n_draws:
+        raise ValueError(f"min_draws {settings.min_draws} exceeds n_draws {settings.n_draws}: the precision "
+                         "target cannot stop a data set before its budget ends (--min-draws, --n-draws)")
+    if llcs and not llc_override:
+        theory = {q.label: q.llc for q in zoo.critical_points(c) if q.llc is not None}
+        clash = sorted(set(llcs) & set(theory))
+        if clash:
+            raise ValueError("llcs (--llc) " + ", ".join(f"{lab}={llcs[lab]:g}" for lab in clash) + " would replace "
+                             "the zoo's theory lambda " + ", ".join(f"{lab} = {theory[lab]:g}" for lab in clash)
+                             + "; --llc is for labels the zoo lacks: give llc_override (--llc-override) to replace")
+
+
 @dataclass
 class PosteriorRun:
     """What `tms posterior` made: the sweep (tms.bayes.posterior.PhaseSweep), the folder of its
@@ -105,9 +120,15 @@ def _lambda_notes(res: PhaseSweep, c: int, beta_lik: float, seed: int, llcs: dic
         predictions.add_predictions(res, c, beta_lik, llcs)
         if est:
             notes.append("lambda by SGLD at the zoo point (population loss, nbeta = 1000/log 1000, eps 1e-3, "
-                         "gamma 1): " + ", ".join(f"lambda({lab}) = {v:.2f} +- {se:.2f}"
-                                                  for lab, (v, se) in est.items()))
+                         "gamma 1): " + ", ".join(_estimate_text(lab, v, se) for lab, (v, se) in est.items()))
     return notes
+
+
+def _estimate_text(label: str, value: float, se: float) -> str:
+    """'lambda(L) = v +- se', or why there is no s.e. (flagged by the estimator)."""
+    if np.isfinite(se):
+        return f"lambda({label}) = {value:.2f} +- {se:.2f}"
+    return f"lambda({label}) = {value:.2f} (no standard error: fewer than 2 chains kept; FLAGGED, not trusted)"
 
 
 def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale: str = "quick",
@@ -115,14 +136,17 @@ def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale
         llcs: dict[str, float] | None = None, llc_estimate: bool = False, predict: bool = True,
         batch_points: int | None = None, save_every: float = 60.0, device: str | torch.device = "cpu",
         threads: int | None = None, progress: bool = False, scheduler: str | None = None, workers: int | None = None,
-        **changes) -> PosteriorRun:
+        llc_override: bool = False, force: bool = False, **changes) -> PosteriorRun:
     """The posterior sweep of `tms posterior` at c: settings (default the preset of `scale`,
     quick | full) with `changes` applied (fields of tms.bayes.settings.PosteriorSettings, the
     command's flags: n_draws=200, ...), over ns (default posterior_grid(c, scale)), saved
     point by point under OUT/c{c}_{scale}_b{beta_lik}_s{seed} (resumable, checkpointed every
     save_every seconds), its summary there and the figure at `figure` (None: no figure).
 
-    llcs: lambdas for zoo labels the zoo lacks (said on the figure); llc_estimate: estimate by
+    llcs: lambdas for zoo labels the zoo lacks (said on the figure); one for a label with a zoo
+    theory lambda is an error unless llc_override=True. force: replace a sweep of other
+    settings in the run folder (without it that is an error, tms.core.io.claim_output).
+    llc_estimate: estimate by
     SGLD the ones still missing among the phases seen. save_every: seconds between
     checkpoints of the unfinished points' sampler state. threads: torch threads while it runs
     (None: unchanged). scheduler / workers: the n-grid as Dask tasks (the same numbers).
@@ -131,11 +155,14 @@ def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale
     ns = posterior_grid(c, scale) if ns is None else list(ns)
     llcs = dict(llcs or {})
     fig = _check(c, beta_lik, seed, threads, batch_points, save_every, llcs, out, figure)
+    _check_options(c, settings, llcs, llc_override, given=set(changes))
     run_dir = posterior_run_dir(out, c, scale, beta_lik, seed)
+    io.claim_output(run_dir / f"summary_c{c}", "posterior", dict(c=c, beta_lik=float(beta_lik), seed=seed,
+                                                                 **settings.as_record()), force=force)
     if settings.n_temps == 1:
         checks.warn("n_temps 1: no tempering, so replica exchange is plain HMC and its 'posterior mass' is chain "
                     "occupancy (basins of the start), not posterior mass; labelled so on the figure")
-    with checks.torch_threads(threads):
+    with checks.torch_threads(threads), io.recording_kind("posterior"):
         res = bayes_tasks.phase_sweep(c, ns, settings, beta_lik=beta_lik, seed=seed, out_dir=run_dir,
                                       progress=progress, batch_points=batch_points, save_every=save_every,
                                       device=checks.device(device),
@@ -146,7 +173,8 @@ def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale
     for line in notes:
         _note(res, line)
     summary = run_dir / f"summary_c{c}"
-    posterior.save_summary(summary, res)
+    with io.recording_kind("posterior"), checks.torch_threads(threads):  # provenance: the threads it ran with
+        posterior.save_summary(summary, res)
     if fig is not None:
         plot_phase_sweep(summary, fig)
     return PosteriorRun(res, run_dir, summary, notes)

@@ -109,18 +109,20 @@ def _summary_arrays(ns: np.ndarray, responses: list[FeatureResponse]) -> dict:
 
 def run(run_dir: str | Path, settings: SusceptibilitySettings | None = None, *, out: str | Path | None = None,
         figure: str | Path | None = None, predict: bool = True, threads: int | None = None,
-        **changes) -> SusceptibilityRun:
+        force: bool = False, **changes) -> SusceptibilityRun:
     """Feature susceptibilities at every n of the posterior sweep saved in run_dir (a
     `tms posterior` run folder: its summary and points with their draws), settings (default
     QUICK) with `changes` applied (n_batches=...). Saves the summary (symmetrised self, cross,
     uniform and contrast responses per n with errors; crossings and predicted n_c in the record)
     at OUT/susceptibility_c{c} (out default run_dir) and the figure at `figure` (None: none).
-    predict: the zoo's predicted n_c (tms.bayes.predictions). Returns a SusceptibilityRun."""
+    predict: the zoo's predicted n_c (tms.bayes.predictions). A summary of other settings there
+    is an error unless force=True (tms.core.io.claim_output). Returns a SusceptibilityRun."""
     settings = (QUICK if settings is None else settings).replace(**changes)
     checks.threads(threads, "threads")
     c, sweep_arrays, sweep_rec = sweep_summary(Path(run_dir))
     fig = None if figure is None else checks.output_file(figure, "figure", suffixes=checks.FIGURE_SUFFIXES)
     out = Path(run_dir) if out is None else Path(checks.output_dir(out, "out"))
+    io.claim_output(out / f"susceptibility_c{c}", "susceptibility", settings, force=force)
     ns, beta_lik = np.asarray(sweep_arrays["ns"]), float(sweep_rec["settings"]["beta_lik"])
     with checks.torch_threads(threads):
         responses = []
@@ -131,10 +133,11 @@ def run(run_dir: str | Path, settings: SusceptibilitySettings | None = None, *, 
     crossings = measured_crossings(ns, sweep_arrays["mass"], list(sweep_rec["phases"]),
                                    [(t.alpha, t.beta) for t in transitions])
     summary = out / f"susceptibility_c{c}"
-    io.save_result(summary, _summary_arrays(ns, responses), dict(
-        settings=settings.as_record(), sweep=sweep_rec["settings"], run_dir=str(run_dir), c=c, beta_lik=beta_lik,
-        crossings=[dataclasses.asdict(x) for x in crossings], transitions=[dataclasses.asdict(t) for t in transitions],
-        transitions_error=why))
+    with io.recording_kind("susceptibility"), checks.torch_threads(threads):  # provenance: the threads it ran with
+        io.save_result(summary, _summary_arrays(ns, responses), dict(
+            settings=settings.as_record(), sweep=sweep_rec["settings"], run_dir=str(run_dir), c=c, beta_lik=beta_lik,
+            crossings=[dataclasses.asdict(x) for x in crossings],
+            transitions=[dataclasses.asdict(t) for t in transitions], transitions_error=why))
     if fig is not None:
         plot_susceptibility(summary, fig)
     return SusceptibilityRun(ns, responses, crossings, transitions, why, summary, fig)

@@ -21,14 +21,16 @@ PRESETS = dict(quick=QUICK, full=FULL)
 
 def run(settings: TrainSettings | None = None, *, scale: str = "quick", out: str | Path = "results/sgd/train",
         device="cpu", threads: int | None = 1, save_every: float = 60.0, progress: bool = True,
-        scheduler: str | None = None, workers: int | None = None, **changes) -> TrainResult:
+        scheduler: str | None = None, workers: int | None = None, force: bool = False, **changes) -> TrainResult:
     """SGD runs of `settings` (default: the preset of `scale`, quick | full) with `changes`
     applied (field names of TrainSettings, the flags of `tms train`: runs=4, init="random",
     ...), saved at OUT (PATH.npz + PATH.json). A finished result with the same settings is
     loaded instead (another one at OUT is a ValueError), an unfinished one (OUT_partial,
-    saved every `save_every` seconds and on Ctrl-C / SIGTERM) resumed. threads: torch threads
-    (1 is fastest at these sizes). scheduler / workers: run blocks as Dask tasks (the same
-    numbers)."""
+    saved every `save_every` seconds and on Ctrl-C / SIGTERM) resumed. A result or partial run
+    with other settings at OUT, or any other kind of record there, is a ValueError naming it
+    (tms.core.io.claim_output); force=True discards a training result or partial run of other
+    settings and trains afresh. threads: torch threads (1 is fastest at these sizes).
+    scheduler / workers: run blocks as Dask tasks (the same numbers)."""
     checks.scale(scale, tuple(PRESETS))
     settings = (PRESETS[scale] if settings is None else settings).replace(**changes)
     check_cluster(scheduler, workers)
@@ -36,10 +38,23 @@ def run(settings: TrainSettings | None = None, *, scale: str = "quick", out: str
     checks.positive_float(save_every, "save_every", allow_zero=True)
     dev = checks.device(device, "device")
     out = checks.output_stem(out, "out")
-    res = tasks.train_sgd(settings, path=out, device=dev, threads=threads, save_every=save_every, progress=progress,
-                          scheduler=scheduler, workers=workers)
+    _claim(out, settings, force)
+    with io.recording_kind("train"), checks.torch_threads(threads):  # provenance: the threads it ran with
+        res = tasks.train_sgd(settings, path=out, device=dev, threads=threads, save_every=save_every,
+                              progress=progress, scheduler=scheduler, workers=workers)
     _tidy(out)
     return res
+
+
+def _claim(out: Path, settings: TrainSettings, force: bool) -> None:
+    """OUT and its partial run hold nothing but this training (tms.core.io.claim_output); with
+    force, a training result or partial run of other settings is removed first."""
+    targets = ((out, "settings", "out"), (partial_path(out), ("train", "settings"), "out (its unfinished run)"))
+    for path, key, name in targets:
+        io.claim_output(path, "train", settings, key=key, force=force, name=name)
+    for path, key, _ in targets:  # only overridable problems are left (claim_output passed): force
+        if io.output_problem(path, "train", settings, key=key) is not None:
+            io.remove_result(path)
 
 
 def _tidy(out: Path) -> None:

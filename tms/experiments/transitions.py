@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from tms.core import checks
+from tms.core import checks, io
 from tms.core.cluster import check_cluster
 from tms.dynamics.analysis import TransitionsResult, TransitionsSettings, analyse_training
 from tms.dynamics.train import load_train
@@ -21,7 +21,7 @@ FIGURES = ("sgd_trajectory.png", "sgd_many.png")
 def run(input: str | Path = "results/sgd/train", settings: TransitionsSettings | None = None, *,
         out: str | Path | None = None, figures: str | Path | None = "results/figures", device=None,
         threads: int | None = None, progress: bool = True, scheduler: str | None = None,
-        workers: int | None = None, **changes) -> TransitionsResult:
+        workers: int | None = None, force: bool = False, **changes) -> TransitionsResult:
     """Plateaus, transitions, LLC along the trajectories and the Bayesian-antecedent table of
     a saved `tms train` result at INPUT (tms.dynamics.analysis.analyse_training), saved to OUT
     (default INPUT_transitions; the LLC estimates at OUT_llc, reused when their settings
@@ -31,18 +31,23 @@ def run(input: str | Path = "results/sgd/train", settings: TransitionsSettings |
     settings: a TransitionsSettings (default TransitionsSettings()) with `changes` applied
     (its field names, the flags of `tms transitions`: n_chains=8, llc=False, ...). threads:
     torch threads (None: leave as is). scheduler / workers: the LLC checkpoint blocks as Dask
-    tasks (tms.core.cluster; the same numbers).
+    tasks (tms.core.cluster; the same numbers). OUT (and OUT_llc) never is the input, and an
+    analysis with other settings, or another kind of record, there is a ValueError naming it
+    (tms.core.io.claim_output); force=True replaces an analysis of other settings.
     """
     settings = (settings or TransitionsSettings()).replace(**changes)
     check_cluster(scheduler, workers)
     threads = checks.threads(threads, "threads")
     train = load_train(input, "input")
     out_path, fig_dir = _check_paths(input, out, figures, settings, train.W.shape[1])
-    with checks.torch_threads(threads):
+    io.claim_output(out_path, "transitions", settings, inputs=(input,), force=force)
+    io.claim_output(out_path.with_name(out_path.stem + "_llc"), "transitions", inputs=(input,),
+                    name="out (its LLC result)")
+    with checks.torch_threads(threads), io.recording_kind("transitions"):
         result = analyse_training(train, settings, llc_path=out_path.with_name(out_path.stem + "_llc"),
                                   device=device, progress=progress, scheduler=scheduler, workers=workers)
-    result = dataclasses.replace(result, input=str(input))
-    result.save(out_path)
+        result = dataclasses.replace(result, input=str(input))
+        result.save(out_path)  # inside: provenance records the threads it ran with
     if fig_dir is not None:
         fig_dir.mkdir(parents=True, exist_ok=True)
         sgd_trajectory(input, out_path, fig_dir / FIGURES[0], run=result.figure_run)

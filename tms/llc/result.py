@@ -46,6 +46,10 @@ makes ``trustworthy`` False:
   converged value at the 6-gon, is not: a mode that has not started moving within the draws
   leaves no trend in them. The default protocol (tms.llc.estimator.PROTOCOL) is long enough for the zoo points.
 - FEW-CHAINS: fewer than two included chains, so there is no standard error.
+- UNDIAGNOSED: a diagnostic that should exist is NaN or inf (acceptance; the trend p-value;
+  R-hat when every chain is included): e.g. draws that never moved (a step far too small
+  for float arithmetic: w + eps grad == w) give constant traces whose R-hat and trend are
+  0 / 0. Missing diagnostics are never a pass.
 If every chain of a centre is excluded, its estimate is NaN (never silently averaged).
 """
 from __future__ import annotations
@@ -77,6 +81,7 @@ ADVICE = {
     "STEP-TOO-LARGE": "lower eps",
     "UNCONVERGED": "raise n_burnin and n_draws (x4); if the drift stays, lower eps",
     "FEW-CHAINS": "use n_chains >= 2 for a standard error",
+    "UNDIAGNOSED": "the diagnostics are undefined (NaN): the draws did not move or are too few; raise eps or n_draws",
 }
 
 
@@ -90,9 +95,11 @@ class LLCFlags:
     step_too_large: torch.Tensor  # mean MALA acceptance below LLCResult.accept_min
     unconverged: torch.Tensor  # the draws drift (trend_p < P_TREND) or rhat > RHAT_GROSS
     few_chains: torch.Tensor  # fewer than two included chains: no standard error
+    undiagnosed: torch.Tensor  # a diagnostic that should exist is NaN or inf
     NAMES: ClassVar[dict[str, str]] = {"nonfinite": "NON-FINITE", "escaped": "ESCAPED",
                                        "step_too_large": "STEP-TOO-LARGE", "unconverged": "UNCONVERGED",
-                                       "few_chains": "FEW-CHAINS"}  # field -> the name printed
+                                       "few_chains": "FEW-CHAINS",
+                                       "undiagnosed": "UNDIAGNOSED"}  # field -> the name printed
 
     def named(self) -> list[tuple[str, torch.Tensor]]:
         """(printed name, (C...,) bool) of every flag, in the order the summary prints them."""
@@ -196,10 +203,20 @@ class LLCResult:
         return (self.trend_p < P_TREND) | (self.rhat > RHAT_GROSS)
 
     @property
+    def flag_undiagnosed(self) -> torch.Tensor:
+        """(C...,) a diagnostic that should exist is not finite: the acceptance, the trend
+        p-value of a centre with included chains, or R-hat when every chain is included (it
+        is NaN by design when some chain was excluded, which raises its own flag)."""
+        has_chains = self.n_included > 0
+        return (~torch.isfinite(self.acceptance) | (has_chains & ~torch.isfinite(self.trend_p))
+                | (self.included.all(-1) & ~torch.isfinite(self.rhat)))
+
+    @property
     def flags(self) -> LLCFlags:
         """Every flag (C...,); the rows, the counts and ``trustworthy`` all read this."""
         return LLCFlags(nonfinite=self.flag_nonfinite, escaped=self.flag_escape, step_too_large=self.flag_step,
-                        unconverged=self.flag_unconverged, few_chains=self.n_included < 2)
+                        unconverged=self.flag_unconverged, few_chains=self.n_included < 2,
+                        undiagnosed=self.flag_undiagnosed)
 
     @property
     def trustworthy(self) -> torch.Tensor:

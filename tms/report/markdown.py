@@ -29,6 +29,16 @@ def _f(v, fmt=".4g", none="-"):
     return format(v, fmt)
 
 
+def _pm(value, se, fmt: str = ".2f", why: str = "no s.e.") -> str:
+    """'value ± se', or 'value (why)' when the standard error is missing or not finite: a
+    number is printed only with its support."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if se is None or not math.isfinite(float(se)):
+        return f"{format(value, fmt)} ({why})"
+    return f"{format(value, fmt)} ± {format(se, fmt)}"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
@@ -49,9 +59,10 @@ def _sgd_section(out: Path, figs: Path, sgd: str, fig_dir: str) -> list[str]:
                                                for s, k in tr.sequence_counts])
     if tr.plateau_llc:
         L += ["", "Estimated LLC per plateau level (mean ± s.e. over plateaus): " + ", ".join(
-            f"`{k}` {v.mean:.2f} ± {v.se:.2f}" for k, v in sorted(tr.plateau_llc.items())) + "."]
+            f"`{k}` {_pm(v.mean, v.se, why='no s.e.: one plateau')}" for k, v in sorted(tr.plateau_llc.items()))
+              + "."]
     rows = [[f"`{r.src}` → `{r.dst}`", r.sgd_count, _f(r.median_step, ".0f"), _f(r.dL, ".4f"),
-             _f(r.dlambda, ".2f") + (f" ± {r.dlambda_se:.2f}" if r.dlambda_se else ""),
+             _f(r.dlambda, ".2f") if not r.dlambda_se else _pm(r.dlambda, r.dlambda_se),
              _f(r.n_c, ".0f"), r.posterior_crossing, r.antecedent] for r in compare(out, sgd)]
     L += ["", "#### Bayesian antecedents of the observed SGD transitions", "",
           "dlambda from theory where the zoo has it, else from the SGLD estimates on the plateaus; "
@@ -113,7 +124,7 @@ def _zoo_section(out: Path, figs: Path, cs) -> list[str]:
             e = by.get(p["label"], {})
             flag = "" if e.get("trustworthy", True) else " (flagged)"
             rows.append([f"`{p['label']}`", _f(p["loss"], ".6f"), _f(p["llc"], ".1f"),
-                         (_f(e.get("estimate"), ".2f") + " ± " + _f(e.get("se"), ".2f") + flag) if e else "-",
+                         (_pm(e.get("estimate"), e.get("se")) + flag) if e else "-",
                          _f(p["prior"], ".4f"), _f(p["hessian_rank"], "d"), _f(p["grad_norm"], ".1e")])
         s = est.get("settings", {})
         L += [f"### c = {c}", "",
@@ -163,7 +174,7 @@ def _posterior_section(out: Path, figs: Path, cs) -> list[str]:
         if rec.get("omitted_transitions"):
             L += ["", rec["omitted_transitions"]]
         diag = rec.get("diagnostics", {})
-        mrows = [[str(n)] + [f"{mass[i, j]:.2f} ± {arrays['mass_se'][i, j]:.2f}" for j in range(len(phases))]
+        mrows = [[str(n)] + [_pm(float(mass[i, j]), float(arrays["mass_se"][i, j])) for j in range(len(phases))]
                  + _precision_cells(diag.get(str(int(n)), {})) for i, n in enumerate(ns)]
         L += ["", "Posterior mass (± s.e. over data sets); sampling rounds per data set, round trips per "
               "ladder and the largest Monte Carlo s.e. of a mass (the precision target stops a data set):", ""]

@@ -208,10 +208,16 @@ ESS_MIN = 100  # bulk or tail ESS below this: too few effective draws for a reli
 
 def failing(values: dict) -> list[str]:
     """The names in `values` whose diagnostic fails: an R-hat (name starting "rhat") above
-    RHAT_MAX, any other (an ESS) below ESS_MIN; None and NaN are not judged."""
+    RHAT_MAX, any other (an ESS) below ESS_MIN; a diagnostic that could not be computed (None,
+    NaN: too few draws, constant draws) fails too, as "NAME undefined": a missing diagnostic
+    is never a pass."""
+    def undefined(v):
+        return v is None or not np.isfinite(v)
+
     def bad(name, v):
-        return v is not None and bool(v > RHAT_MAX if name.startswith("rhat") else v < ESS_MIN)
-    return [name for name, v in values.items() if bad(name, v)]
+        return bool(v > RHAT_MAX if name.startswith("rhat") else v < ESS_MIN)
+    return [f"{name} undefined" if undefined(v) else name for name, v in values.items()
+            if undefined(v) or bad(name, v)]
 
 
 @dataclass(frozen=True)

@@ -102,8 +102,8 @@ def per_data_set(out: Path, c: int):
     from tms.core import io
 
     folder = run_dir(out, c)
-    arrays, rec = io.load_result(folder / f"summary_c{c}")
-    ns, phases = np.asarray(arrays["ns"]), list(rec["phases"])
+    arrays, _ = io.load_result(folder / f"summary_c{c}")
+    ns = np.asarray(arrays["ns"])
     earlier, later = PAIRS[c]
     diff, selfs = [], {k: [] for k in susceptibility_run.OBSERVABLES}
     for n in ns:

@@ -35,6 +35,14 @@ def run(args) -> int:
     for n, resp in zip(res.ns, res.responses):
         parts = [resp.norm.symmetric, resp.bias.symmetric, resp.feature_loss.symmetric, resp.influence.symmetric]
         print(f"{int(n):<6d} " + " ".join(f"{s.diagonal:9.3g} +- {s.diagonal_se:<6.2g}" for s in parts))
+    if res.local is not None:
+        print(f"the same from SGLD localised at the zoo point {res.local.label} (nbeta = n beta_lik; the field's "
+              f"estimator):")
+        print(f"{'n':<6} {'|W_k|^2':>18} {'b_k':>18} {'L_k':>18} {'BIF (self)':>18} {'accept':>7}")
+        for n, resp, acc in zip(res.local.ns, res.local.responses, res.local.acceptance):
+            parts = [resp.norm.symmetric, resp.bias.symmetric, resp.feature_loss.symmetric, resp.influence.symmetric]
+            print(f"{int(n):<6d} " + " ".join(f"{s.diagonal:9.3g} +- {s.diagonal_se:<6.2g}" for s in parts)
+                  + f" {acc:7.3f}")
     for x in res.crossings:
         print(f"measured mass crossing {x.alpha} -> {x.beta}: {x.n}")
     for t in res.transitions:

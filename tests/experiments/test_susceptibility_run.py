@@ -99,3 +99,16 @@ def test_local_sgld_beside_the_global_estimate(run_dir, tmp_path, capsys):
     assert (api.local.acceptance > 0.9).all()
     with pytest.raises(ValueError, match="unknown zoo label"):
         experiment.run(run_dir, out=tmp_path / "bad", predict=False, local="9")
+
+
+def test_bif_panels_below_at_and_above_the_crossing():
+    """The BIF panels sit at the grid n nearest the first recorded crossing and a factor >= 1.5
+    either side (the grid's ends where none is that far; ends and middle without a crossing)."""
+    from tms.report.plots.susceptibility import transition_ns
+
+    ns = np.array([100, 200, 300, 450, 600, 800, 1100])
+    rec = dict(crossings=[dict(alpha="5", beta="6", n="354"), dict(alpha="other", beta="5", n="243")])
+    assert transition_ns(ns, rec) == [("below", 200), ("at", 300), ("above", 600)]
+    rec = dict(crossings=[dict(alpha="5", beta="6", n="> 1100"), dict(alpha="4", beta="5", n="120")])
+    assert transition_ns(ns, rec) == [("below", 100), ("at", 100), ("above", 200)]
+    assert transition_ns(ns, dict(crossings=[])) == [("below", 100), ("middle", 450), ("above", 1100)]

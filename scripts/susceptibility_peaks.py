@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,9 @@ def sweep(out: Path) -> None:
 
 
 def family_mass(mass: np.ndarray, phases: list[str], family: str) -> np.ndarray:
-    """Summed mass (..., P) -> (...) of the phases of one family (its label and its '+' variants)."""
-    return mass[..., [i for i, p in enumerate(phases) if p.rstrip("+") == family]].sum(-1)
+    """Summed mass (..., P) -> (...) of the phases of one family: the k-gons of one k, whatever
+    their bias signs ('5', '5+', '4+,-', ...; tms.theory.zoo.make_label)."""
+    return mass[..., [i for i, p in enumerate(phases) if re.match(r"\d+", p) and re.match(r"\d+", p)[0] == family]].sum(-1)
 
 
 def peak_n(ns: np.ndarray, curves: np.ndarray) -> np.ndarray:

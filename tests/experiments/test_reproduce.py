@@ -10,7 +10,7 @@ from tms.report.markdown import mass_crossing
 
 FIGURES = ["zoo_c4.png", "zoo_c5.png", "zoo_c6.png", "posterior_c4.png", "posterior_c5.png",
            "posterior_c6.png", "sgd_trajectory.png", "sgd_many.png", "random/sgd_trajectory.png", "random/sgd_many.png",
-           "free_energy_c6.png"]
+           "free_energy_c6.png", "susceptibility_c4.png", "susceptibility_c5.png", "susceptibility_c6.png"]
 
 
 def test_mass_crossing_interpolates_in_log_n():
@@ -38,7 +38,7 @@ def test_reproduce_tiny_writes_every_figure_and_report(tmp_path, capsys):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
     report = (figs / "REPORT.md").read_text()
     for needle in ["## 1. The k-gon zoo", "## 2. Bayesian phase transitions", "## 3. Dynamical transitions",
-                   "## 4. Every setting and seed", "predicted n_c", "![zoo c=6](zoo_c6.png)",
+                   "## 4. Every setting and seed", "## 3b. Susceptibilities", "BIF self", "predicted n_c", "![zoo c=6](zoo_c6.png)",
                    "![sgd_trajectory.png](sgd_trajectory.png)", '"seed"']:
         assert needle in report, needle
     # every figure is embedded

@@ -61,7 +61,8 @@ def test_reproduce_tiny_writes_every_figure_and_report(tmp_path, capsys):
     # a second call reuses every stage
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert text.count("reused") == 10  # every stage (zoo, zoo_llc, 3 posterior, 2 x train + transitions, free energy)
+    assert text.count("reused") == 11  # every stage (zoo, zoo_llc, 3 posterior, 2 x train + transitions, free
+    # energy, susceptibility)
     # an interrupted stage (marker still "running") resumes over its partial results
     marker = out / "stages" / "posterior_c4.json"
     rec = json.loads(marker.read_text())
@@ -70,7 +71,7 @@ def test_reproduce_tiny_writes_every_figure_and_report(tmp_path, capsys):
     sentinel.write_text("left by an interrupted run")
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert "[posterior_c4] resuming" in text and text.count("reused") == 9
+    assert "[posterior_c4] resuming" in text and text.count("reused") == 10
     assert sentinel.exists() and json.loads(marker.read_text())["status"] == "done"
     # a different seed invalidates the random stages, not the zoo
     assert main(argv[:-1] + ["4"]) == 0

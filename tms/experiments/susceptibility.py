@@ -12,6 +12,7 @@ sample_inputs, as the sweep made it), so the per-sample losses are those the pos
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,8 +135,9 @@ def run(run_dir: str | Path, settings: SusceptibilitySettings | None = None, *, 
     """Feature susceptibilities at every n of the posterior sweep saved in run_dir (a
     `tms posterior` run folder: its summary and points with their draws), settings (default
     QUICK) with `changes` applied (n_batches=...). Saves the summary (symmetrised self, cross,
-    uniform and contrast responses per n with errors; crossings and predicted n_c in the record)
-    at OUT/susceptibility_c{c} (out default run_dir) and the figure at `figure` (None: none).
+    uniform and contrast responses per n with errors; crossings, predicted n_c and run_dir
+    relative to OUT in the record, so a moved results folder gives the same record) at
+    OUT/susceptibility_c{c} (out default run_dir) and the figure at `figure` (None: none).
     predict: the zoo's predicted n_c (tms.bayes.predictions). Returns a SusceptibilityRun."""
     settings = (QUICK if settings is None else settings).replace(**changes)
     checks.threads(threads, "threads")
@@ -162,7 +164,8 @@ def run(run_dir: str | Path, settings: SusceptibilitySettings | None = None, *, 
     if local is not None:
         arrays.update(_summary_arrays(ns, local.responses, "local_"), local_acceptance=local.acceptance)
     io.save_result(summary, arrays, dict(
-        settings=settings.as_record(), sweep=sweep_rec["settings"], run_dir=str(run_dir), c=c, beta_lik=beta_lik,
+        settings=settings.as_record(), sweep=sweep_rec["settings"], run_dir=os.path.relpath(run_dir, out), c=c,
+        beta_lik=beta_lik,
         crossings=[dataclasses.asdict(x) for x in crossings], transitions=[dataclasses.asdict(t) for t in transitions],
         transitions_error=why, local=settings.local))
     if fig is not None:

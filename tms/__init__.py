@@ -40,6 +40,7 @@ from tms.bayes.free_energy.measure import FreeEnergySummary, measure as measure_
 from tms.bayes.susceptibility import Susceptibility, susceptibility
 from tms.bayes.influence import Influence, influence
 from tms.bayes.feature_response import FeatureResponse, SusceptibilitySettings, feature_response
+from tms.bayes.local_response import LocalResponse, local_feature_response
 from tms.dynamics.train import TrainResult, TrainSettings, load_train, train_sgd
 from tms.dynamics.transitions import choose_run, default_tol, label_checkpoints, llc_checkpoints, segment, zoo_levels
 from tms.dynamics.antecedents import Antecedent, antecedent_table, format_antecedents, plateau_llc

@@ -10,7 +10,7 @@ from tms.report.markdown import mass_crossing
 
 FIGURES = ["zoo_c4.png", "zoo_c5.png", "zoo_c6.png", "posterior_c4.png", "posterior_c5.png",
            "posterior_c6.png", "sgd_trajectory.png", "sgd_many.png", "random/sgd_trajectory.png", "random/sgd_many.png",
-           "free_energy_c6.png"]
+           "free_energy_c6.png", "susceptibility_c4.png", "susceptibility_c5.png", "susceptibility_c6.png"]
 
 
 def test_mass_crossing_interpolates_in_log_n():
@@ -38,7 +38,7 @@ def test_reproduce_tiny_writes_every_figure_and_report(tmp_path, capsys):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
     report = (figs / "REPORT.md").read_text()
     for needle in ["## 1. The k-gon zoo", "## 2. Bayesian phase transitions", "## 3. Dynamical transitions",
-                   "## 4. Every setting and seed", "predicted n_c", "![zoo c=6](zoo_c6.png)",
+                   "## 4. Every setting and seed", "## 3b. Susceptibilities", "BIF self", "predicted n_c", "![zoo c=6](zoo_c6.png)",
                    "![sgd_trajectory.png](sgd_trajectory.png)", '"seed"']:
         assert needle in report, needle
     # every figure is embedded
@@ -61,7 +61,8 @@ def test_reproduce_tiny_writes_every_figure_and_report(tmp_path, capsys):
     # a second call reuses every stage
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert text.count("reused") == 10  # every stage (zoo, zoo_llc, 3 posterior, 2 x train + transitions, free energy)
+    assert text.count("reused") == 11  # every stage (zoo, zoo_llc, 3 posterior, 2 x train + transitions, free
+    # energy, susceptibility)
     # an interrupted stage (marker still "running") resumes over its partial results
     marker = out / "stages" / "posterior_c4.json"
     rec = json.loads(marker.read_text())
@@ -70,7 +71,7 @@ def test_reproduce_tiny_writes_every_figure_and_report(tmp_path, capsys):
     sentinel.write_text("left by an interrupted run")
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert "[posterior_c4] resuming" in text and text.count("reused") == 9
+    assert "[posterior_c4] resuming" in text and text.count("reused") == 10
     assert sentinel.exists() and json.loads(marker.read_text())["status"] == "done"
     # a different seed invalidates the random stages, not the zoo
     assert main(argv[:-1] + ["4"]) == 0

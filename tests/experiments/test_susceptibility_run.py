@@ -36,7 +36,8 @@ def test_command_equals_function(run_dir, tmp_path, capsys):
     assert set(cmd_arrays) == set(api_arrays) and "norm_diagonal" in api_arrays
     for key in api_arrays:
         np.testing.assert_array_equal(cmd_arrays[key], api_arrays[key], err_msg=key)
-    assert cmd_rec["settings"] == api_rec["settings"] == {"n_batches": 2}
+    assert cmd_rec["settings"] == api_rec["settings"] == experiment.QUICK.replace(n_batches=2).as_record()
+    assert api_rec["settings"]["n_batches"] == 2 and api_rec["settings"]["local"] is None
     assert fig.exists() and fig.stat().st_size > 10_000
     # the table prints the summary's numbers
     assert f"{api_arrays['norm_diagonal'][0]:9.3g}" in text
@@ -76,3 +77,38 @@ def test_figure_marks_predictions_and_crossings(run_dir, tmp_path, monkeypatch):
     assert ("5", "6") in [(x["alpha"], x["beta"]) for x in rec["crossings"]]
     with pytest.raises(ValueError, match="no posterior sweep summary"):
         experiment.run(tmp_path / "nothing", out=tmp_path)
+
+
+def test_local_sgld_beside_the_global_estimate(run_dir, tmp_path, capsys):
+    """--local LABEL adds the local-SGLD responses at that zoo point (same data sets, nbeta = n
+    beta_lik) to the summary and the table; the command equals the function; an unknown label
+    fails before any work."""
+    flags = dict(local="3", n_chains=2, n_burnin=20, n_draws=40, thin=5, eps=1e-4)
+    argv = ["susceptibility", "--run", str(run_dir), "--out", str(tmp_path / "cmd"), "--figure",
+            str(tmp_path / "c.png"), "--no-predict"] + [a for k, v in flags.items()
+                                                          for a in (f"--{k.replace('_', '-')}", str(v))]
+    assert main(argv) == 0
+    assert "localised at the zoo point 3" in capsys.readouterr().out
+    api = experiment.run(run_dir, out=tmp_path / "api", predict=False, **flags)
+    assert api.local is not None and api.local.label == "3" and list(api.local.ns) == NS
+    cmd_arrays, _ = io.load_result(tmp_path / "cmd" / "susceptibility_c3")
+    api_arrays, rec = io.load_result(api.summary)
+    assert rec["local"] == "3" and api_arrays["local_influence_matrix"].shape == (2, 3, 3)
+    for key in api_arrays:
+        np.testing.assert_array_equal(cmd_arrays[key], api_arrays[key], err_msg=key)
+    assert (api.local.acceptance > 0.9).all()
+    with pytest.raises(ValueError, match="unknown zoo label"):
+        experiment.run(run_dir, out=tmp_path / "bad", predict=False, local="9")
+
+
+def test_bif_panels_below_at_and_above_the_crossing():
+    """The BIF panels sit at the grid n nearest the first recorded crossing and a factor >= 1.5
+    either side (the grid's ends where none is that far; ends and middle without a crossing)."""
+    from tms.report.plots.susceptibility import transition_ns
+
+    ns = np.array([100, 200, 300, 450, 600, 800, 1100])
+    rec = dict(crossings=[dict(alpha="5", beta="6", n="354"), dict(alpha="other", beta="5", n="243")])
+    assert transition_ns(ns, rec) == [("below", 200), ("at", 300), ("above", 600)]
+    rec = dict(crossings=[dict(alpha="5", beta="6", n="> 1100"), dict(alpha="4", beta="5", n="120")])
+    assert transition_ns(ns, rec) == [("below", 100), ("at", 100), ("above", 200)]
+    assert transition_ns(ns, dict(crossings=[])) == [("below", 100), ("middle", 450), ("above", 1100)]

@@ -45,6 +45,20 @@ class SusceptibilitySettings(Settings):
                                 "ladder with 4 or more ladders: the spread across independent ladders)",
                              minimum=0, maximum=10**4)
 
+    local: str | None = setting(None, "zoo label of a critical point (e.g. 6): also the susceptibilities and BIF from "
+                                      "SGLD localised there, the field's estimator, at every n (None: not run)",
+                                optional=True)
+    n_chains: int = setting(4, "local SGLD chains per data set", minimum=1, maximum=10**4)
+    n_burnin: int = setting(1000, "local SGLD steps dropped first", minimum=0, maximum=10**7)
+    n_draws: int = setting(4000, "local SGLD steps after the burn-in", minimum=1, maximum=10**7)
+    thin: int = setting(10, "local SGLD: one draw kept every this many steps", minimum=1, maximum=10**6)
+    eps: float = setting(1e-4, "local SGLD step size (acceptance near 1: resolved)", positive=True)
+    gamma: float = setting(100.0, "local SGLD localisation strength", minimum=0.0)
+
+    def check(self) -> None:
+        if self.thin > self.n_draws:
+            raise ValueError(f"thin must be <= n_draws = {self.n_draws}, got {self.thin}")
+
     def batches(self) -> int | str:
         """n_batches as feature_response takes it ("longest" for 0)."""
         return "longest" if self.n_batches == 0 else self.n_batches

@@ -37,8 +37,14 @@ def run(args) -> int:
     print(f"{'n':<6} {'|W_k|^2':>18} {'b_k':>18} {'L_k':>18} {'BIF (self)':>18}")
     for n, resp in zip(res.ns, res.responses):
         parts = [resp.norm.symmetric, resp.bias.symmetric, resp.feature_loss.symmetric, resp.influence.symmetric]
-        print(f"{int(n):<6d} " + " ".join(f"{s.diagonal:9.3g} +- {s.diagonal_se:<6.2g}" if math.isfinite(s.diagonal_se)
-                                          else f"{s.diagonal:9.3g} (no s.e.)" for s in parts))
+        print(f"{int(n):<6d} " + _cells(parts))
+    if res.local is not None:
+        print(f"the same from SGLD localised at the zoo point {res.local.label} (nbeta = n beta_lik; the field's "
+              f"estimator):")
+        print(f"{'n':<6} {'|W_k|^2':>18} {'b_k':>18} {'L_k':>18} {'BIF (self)':>18} {'accept':>7}")
+        for n, resp, acc in zip(res.local.ns, res.local.responses, res.local.acceptance):
+            parts = [resp.norm.symmetric, resp.bias.symmetric, resp.feature_loss.symmetric, resp.influence.symmetric]
+            print(f"{int(n):<6d} " + _cells(parts) + f" {acc:7.3f}")
     for x in res.crossings:
         print(f"measured mass crossing {x.alpha} -> {x.beta}: {x.n}")
     for t in res.transitions:
@@ -47,3 +53,9 @@ def run(args) -> int:
         print(f"no predicted n_c: {res.transitions_error}")
     print(f"figure: {figure}")
     return 0
+
+
+def _cells(parts) -> str:
+    """Each response's diagonal with its s.e., or '(no s.e.)' where it is undefined."""
+    return " ".join(f"{s.diagonal:9.3g} +- {s.diagonal_se:<6.2g}" if math.isfinite(s.diagonal_se)
+                    else f"{s.diagonal:9.3g} (no s.e.)" for s in parts)

@@ -9,6 +9,7 @@ Stages (docs/SPEC.md sections in brackets):
   train, transitions               SGD from the 4-gon start and its analysis (SPEC 4)
   train_random, transitions_random the same from random starts, W ~ N(0, 1) (SPEC 4)
   free_energy   measured free-energy differences at c = 6 (SPEC 3)
+  susceptibility  feature susceptibilities and the BIF from the posterior stages' draws (SPEC 7)
   report        REPORT.md beside the figures, from the saved results (always rewritten)
 
 Reuse. A stage's marker OUT/stages/NAME.json holds its identity: the settings that change its
@@ -42,6 +43,7 @@ from tms.dynamics.analysis import TransitionsSettings
 from tms.dynamics.train import TrainSettings
 from tms.experiments import free_energy as free_energy_run
 from tms.experiments import posterior as posterior_run
+from tms.experiments import susceptibility as susceptibility_run
 from tms.experiments import train, transitions
 from tms.theory import zoo
 from tms.llc import zoo as llc_zoo
@@ -49,6 +51,7 @@ from tms.llc.estimator import PROTOCOL
 from tms.report.plots.free_energy import plot_free_energy
 from tms.report.plots.posterior import plot_phase_sweep
 from tms.report.plots.sgd import sgd_many, sgd_trajectory
+from tms.report.plots.susceptibility import plot_susceptibility
 from tms.report.plots.zoo import plot_zoo
 from tms.report.markdown import write_report
 
@@ -337,6 +340,26 @@ def _free_energy_stage(x: _Ctx) -> _Stage:
     return _Stage("free_energy", ident, [x.out / "free_energy"], compute, draw)
 
 
+def _susceptibility_stage(x: _Ctx) -> _Stage:
+    """Feature susceptibilities and the BIF at every c from the posterior stages' saved draws (SPEC 7)."""
+    pc, settings = x.cfg["posterior"], susceptibility_run.QUICK
+    folder = x.out / "susceptibility"
+
+    def compute():
+        for c in CS:
+            if not io.result_exists(folder / f"susceptibility_c{c}"):  # resumed stage: the c already done are kept
+                run_dir = posterior_run.posterior_run_dir(x.out / f"posterior_c{c}", c, pc["scale"], 1.0, x.seed)
+                susceptibility_run.run(run_dir, settings, out=folder)
+
+    def draw():
+        return [plot_susceptibility(folder / f"susceptibility_c{c}", x.figs / f"susceptibility_c{c}.png") for c in CS]
+
+    posterior = {c: dict(ns=list(pc["ns"].get(c, posterior_run.posterior_grid(c, pc["scale"]))), scale=pc["scale"],
+                         settings=pc["settings"]) for c in CS}
+    return _Stage("susceptibility", dict(settings=settings, posterior=posterior, seed=x.seed, cs=CS), [folder],
+                  compute, draw)
+
+
 @dataclass(frozen=True)
 class ReproduceRun:
     """What `tms reproduce` did: its scale and seed, the results and figures folders, REPORT.md's
@@ -385,5 +408,6 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
             pipe.run_together(posterior_st + [train_st, rtrain_st])
             pipe.run_together([tr_st, rtr_st])
         pipe.run(_free_energy_stage(x))
+        pipe.run(_susceptibility_stage(x))
         report = write_report(out, figs, scale=scale, seed=seed, cs=CS)  # cheap: always rewritten
     return ReproduceRun(scale=scale, seed=seed, out=out, figures=figs, report=report, stages=dict(pipe.status))

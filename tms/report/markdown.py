@@ -187,6 +187,33 @@ def _posterior_section(out: Path, figs: Path, cs) -> list[str]:
     return L
 
 
+def _susceptibility_section(out: Path, figs: Path, cs) -> list[str]:
+    """Feature susceptibilities and the BIF against n per c (SPEC 7), if the stage ran."""
+    L: list[str] = []
+    for c in cs:
+        stem = out / "susceptibility" / f"susceptibility_c{c}"
+        if not io.result_exists(stem):
+            continue
+        arrays, rec = io.load_result(stem)
+        rows = [[str(int(n))] + [f"{arrays[f'{k}_diagonal'][i]:.3g} ± {arrays[f'{k}_diagonal_se'][i]:.2g}"
+                                 for k in ("norm", "bias", "feature_loss", "influence")]
+                for i, n in enumerate(arrays["ns"])]
+        marks = [f"mass crossing `{x['alpha']}` → `{x['beta']}`: {x['n']}" for x in rec.get("crossings", [])]
+        marks += [f"predicted n_c `{t['alpha']}` → `{t['beta']}`: {t['n_c']:.0f}" for t in rec.get("transitions", [])]
+        L += [f"### c = {c}", ""] + _table(["n", "|W_k|² self", "b_k self", "L_k self", "BIF self"], rows)
+        L += ["", "; ".join(marks) + "."] if marks else []
+        if (figs / f"susceptibility_c{c}.png").exists():
+            L += ["", f"![susceptibility c={c}](susceptibility_c{c}.png)"]
+        L += [""]
+    if not L:
+        return []
+    return ["## 3b. Susceptibilities and the Bayesian influence function", "",
+            "Symmetrised self responses (mean over k of chi[k, k] = -n Cov(phi_k, L'_{n,k} - L_n), phi_k one of "
+            "|W_k|², b_k, the feature-k loss L_k, to upweighting feature k's inputs) and the BIF's diagonal (-mean "
+            "Cov of per-sample losses of one feature), from the posterior stages' saved draws; ± s.e. across "
+            "ladders, averaged over data sets (docs/susceptibility.md).", ""] + L
+
+
 def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs=(4, 5, 6)) -> Path:
     out, figs = Path(out), Path(figs)
     L = [f"# tms reproduce: report ({scale} scale, seed {seed})", "",
@@ -202,6 +229,7 @@ def write_report(out: str | Path, figs: str | Path, *, scale: str, seed: int, cs
     L += ["### From random starts (W ~ N(0, sigma^2), b = 0)", ""]
     L += _sgd_section(out, figs, "sgd_random", "random")
     L += _free_energy_section(out, figs)
+    L += _susceptibility_section(out, figs, cs)
 
     # ---- settings ---------------------------------------------------------------------
     L += ["## 4. Every setting and seed", "",

@@ -7,6 +7,7 @@ import numpy as np
 from tms.core import io
 from tms.experiments import beyond_r2
 from tms.experiments.beyond_r2 import TINY, observed_crossings
+from tms.report.plots.census import plot_beyond_r2
 
 
 def test_tiny_study_runs_saves_and_reuses(tmp_path):
@@ -21,6 +22,8 @@ def test_tiny_study_runs_saves_and_reuses(tmp_path):
     again = beyond_r2.run(TINY, out=tmp_path / "b")  # every part reused: the same numbers
     np.testing.assert_array_equal(again.posterior.mass, res.posterior.mass)
     assert [q.sgld for q in again.llcs] == [q.sgld for q in res.llcs]
+    figs = plot_beyond_r2(tmp_path / "b", tmp_path / "figs")
+    assert all(p.is_file() and p.stat().st_size > 10_000 for p in figs)
 
 
 def test_observed_crossings_by_hand():

@@ -121,10 +121,22 @@ class BeyondR2Run:
     out: Path
 
 
-def census_llcs(census: Census, n_minima: int, n_chains: int, steps: int, seed: int) -> list[CensusLLC]:
+def census_llcs(census: Census, n_minima: int, n_chains: int, steps: int, seed: int, *,
+                out: Path | None = None) -> list[CensusLLC]:
     """SGLD lambdas at the n_minima lowest local minima, one batched call (population loss,
-    nbeta = n / log n at n = 1000, eps 1e-3, gamma 1: tms.llc.estimator.PROTOCOL)."""
+    nbeta = n / log n at n = 1000, eps 1e-3, gamma 1: tms.llc.estimator.PROTOCOL); saved at `out`
+    and reused there (tms.core.io.reuse_problem: the same census and sampler settings)."""
     pts = [q for q in census.points if q.kind in census_mod.PHASE_KINDS][:n_minima]
+    ident = dict(census=census.identity(), labels=[q.label for q in pts], n_chains=n_chains, steps=steps, seed=seed)
+    if out is not None and io.reuse_problem(out, ident) is None:
+        return [CensusLLC(**row) for row in io.load_result(out)[1]["rows"]]
+    rows = _sgld(pts, n_chains, steps, seed)
+    if out is not None:
+        io.save_result(out, {}, dict(settings=ident, rows=[dataclasses.asdict(q) for q in rows]))
+    return rows
+
+
+def _sgld(pts: list, n_chains: int, steps: int, seed: int) -> list[CensusLLC]:
     if not pts:
         return []
     res = estimate_llc(torch.stack([q.W for q in pts]), torch.stack([q.b for q in pts]),
@@ -180,7 +192,8 @@ def run(settings: BeyondR2Settings = QUICK, *, out: str | Path = "results/beyond
     with checks.torch_threads(checks.threads(threads, "threads")):
         cs = census_mod.census(settings.r, settings.c, CENSUS_PRESETS[settings.census_scale], out=out / "census",
                                progress=progress)
-        llcs = census_llcs(cs, settings.n_minima, settings.llc_chains, settings.llc_steps, settings.seed)
+        llcs = census_llcs(cs, settings.n_minima, settings.llc_chains, settings.llc_steps, settings.seed,
+                           out=out / "llc")
         supplied = {q.label: q.sgld for q in llcs if q.rank_llc is None and math.isfinite(q.sgld)}
         sweep = posterior.phase_sweep(settings.c, list(settings.ns), settings.posterior_settings(), r=settings.r,
                                       seed=settings.seed, out_dir=out / "posterior", census=cs, llcs=supplied,
@@ -190,6 +203,7 @@ def run(settings: BeyondR2Settings = QUICK, *, out: str | Path = "results/beyond
                          census_free_energy.census_transitions(cs, supplied), sweep,
                          observed_crossings(sweep.ns, sweep.phases, sweep.mass, sweep.mass_se), seg, counts,
                          antecedents, out)
+    posterior.save_summary(out / "posterior_summary", sweep)  # the phase-mass figure's input
     save_summary(out / "summary", result)
     return result
 

@@ -36,3 +36,9 @@ def test_observed_crossings_by_hand():
     assert (x.alpha, x.beta) == ("a", "b") and math.isclose(x.n, 200.0)
     s = math.hypot(0.05, 0.05)
     assert math.isclose(x.n_se, 200 * math.log(4) * math.hypot(0.2 * s, 0.2 * s) / 0.4**2)
+
+
+def test_only_the_full_reproduce_runs_the_r3_stage():
+    from tms.experiments import reproduce
+    assert reproduce.SCALES["full"]["beyond_r2"] == beyond_r2.FULL
+    assert all("beyond_r2" not in reproduce.SCALES[s] for s in ("tiny", "quick"))

@@ -30,6 +30,7 @@ from tms.theory import census_free_energy
 from tms.theory.census import Census, CensusSettings
 from tms.theory.zoo import TransitionRow
 
+SGD_LEVEL_GAP = 2e-3  # census levels closer than this share one SGD level (an SGD plateau sits O(1/n) above its level)
 CENSUS_PRESETS = dict(tiny=CensusSettings(n_prior=0, n_gd=0, frames=False, max_iter=60), quick=census_mod.QUICK,
                       full=census_mod.FULL)
 
@@ -169,7 +170,7 @@ def _sgd(settings: BeyondR2Settings, census: Census, llcs: dict, out: Path, prog
     if not settings.sgd_runs:
         return None, {}, []
     tr: TrainResult = train_sgd(settings.train_settings(), path=out / "sgd", progress=progress)
-    levels = census_levels(census, llcs)
+    levels = census_levels(census, llcs, tie=SGD_LEVEL_GAP)
     seg = segment(tr.pop_loss.numpy(), tr.steps.numpy(), levels, tol=default_tol(levels))
     counts = {f"{a} -> {b}": n for (a, b), n in seg.transition_counts().items()}
     by = {q.label: q for q in census.points}

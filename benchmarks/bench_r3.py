@@ -8,6 +8,9 @@ the zoo (tms.theory.phases.classify), r = 3 by a census (tms.theory.census, embe
 and frames only, built before the clock starts). Each sweep runs `--repeat` times (best time
 kept, the first a warm-up of torch's kernels). Cost per chain = best seconds / (S (R K + C)
 chains); the ratio r = 3 / r = 2 at the same c isolates r (d = r c + c: 28 against 21 at c = 7).
+The trajectory length adapts to each target (U-turn lengths up to `max_steps`), so the plain
+chains' mean leapfrog steps per draw are printed beside: a ratio below 1 can mean shorter
+trajectories, not cheaper steps.
 The labelling alone (every ladder draw of the r = 3 sweep read by the census, against the same
 number of r = 2 draws read by the zoo) is timed beside it.
 
@@ -28,13 +31,15 @@ from tms.theory.census import CensusSettings, census
 from tms.theory.phases import classify
 
 
-def timed_sweep(r: int, c: int, n: int, cs, settings: dict, repeat: int) -> float:
+def timed_sweep(r: int, c: int, n: int, cs, settings: dict, repeat: int) -> tuple[float, float]:
+    """Best seconds of `repeat` sweeps, and the plain chains' mean leapfrog steps per draw (the
+    trajectory length adapts to the target, so cost per chain mixes step cost and steps)."""
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
-        phase_sweep(c, [n], r=r, census=cs, predict=False, **settings)
+        res = phase_sweep(c, [n], r=r, census=cs, predict=False, **settings)
         best = min(best, time.perf_counter() - t0)
-    return best
+    return best, float(sum(res.points[0].diag["plain_mean_steps"]) / len(res.points[0].diag["plain_mean_steps"]))
 
 
 def timed_reading(r: int, c: int, cs, draws: int) -> float:
@@ -65,9 +70,10 @@ def main() -> None:
     rows = [(2, 6, None), (2, args.c, None), (3, args.c, cs3)]
     cost = {}
     for r, c, cs in rows:
-        sec = timed_sweep(r, c, args.n, cs, settings, args.repeat)
+        sec, steps = timed_sweep(r, c, args.n, cs, settings, args.repeat)
         cost[(r, c)] = sec / chains
-        print(f"  r = {r}, c = {c} (d = {r * c + c:2d}): {sec:7.2f} s, {1e3 * cost[(r, c)]:8.2f} ms per chain")
+        print(f"  r = {r}, c = {c} (d = {r * c + c:2d}): {sec:7.2f} s, {1e3 * cost[(r, c)]:8.2f} ms per chain, "
+              f"plain chains' mean leapfrog steps per draw {steps:5.1f}")
     print(f"ratio per chain r = 3 / r = 2 at c = {args.c}: {cost[(3, args.c)] / cost[(2, args.c)]:.2f}; "
           f"r = 3, c = {args.c} / r = 2, c = 6: {cost[(3, args.c)] / cost[(2, 6)]:.2f}")
     zoo_s, census_s = timed_reading(2, args.c, None, args.draws), timed_reading(3, args.c, cs3, args.draws)

@@ -148,7 +148,7 @@ def _sgld(pts: list, n_chains: int, steps: int, seed: int) -> list[CensusLLC]:
 
 
 def observed_crossings(ns, phases: list[str], mass: np.ndarray, mass_se: np.ndarray) -> list[Crossing]:
-    """Every sign change of mass[beta] - mass[alpha] from - to + between grid neighbours (N,),
+    """Every strict sign change of mass[beta] - mass[alpha] from - to + between grid neighbours (N,),
     for every pair of phases holding 5% of the mass somewhere; 'other' excluded."""
     x = np.log(np.asarray(ns, dtype=float))
     keep = [i for i, p in enumerate(phases) if p != "other" and mass[:, i].max() >= 0.05]
@@ -157,7 +157,7 @@ def observed_crossings(ns, phases: list[str], mass: np.ndarray, mass_se: np.ndar
         for b in keep:
             d = mass[:, b] - mass[:, a]
             s = np.sqrt(mass_se[:, a] ** 2 + mass_se[:, b] ** 2)
-            for i in np.flatnonzero((d[:-1] < 0) & (d[1:] >= 0)):
+            for i in np.flatnonzero((d[:-1] < 0) & (d[1:] > 0)):  # two vanishing masses do not cross
                 d0, d1, dx = d[i], d[i + 1], x[i + 1] - x[i]
                 xc = x[i] + dx * -d0 / (d1 - d0)
                 se_x = dx * math.hypot(d1 * s[i], d0 * s[i + 1]) / (d1 - d0) ** 2

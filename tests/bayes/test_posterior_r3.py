@@ -87,3 +87,17 @@ def test_posterior_reading_gives_noisy_minima_their_label_and_never_a_saddle(r3_
             assert labels == {q.label}
         else:
             assert q.label not in labels
+
+
+def test_local_ladders_at_r3_stay_in_their_census_phase(r3_census):
+    """lambda_Bayes ladders at r = 3 (tms.bayes.free_energy.ladders.local_lambda with a census):
+    they start at the census point and the census reading's wall keeps every draw in its phase."""
+    from tms.bayes.free_energy.ladders import local_lambda
+    from tms.bayes.settings import LocalLadders
+
+    tiny = LocalLadders(seeds=1, replicas=2, n_temps=2, n_warmup=4, n_draws=8, max_steps=4, n=300)
+    minima = [q.label for q in r3_census.points if q.kind in PHASE_KINDS]
+    lam = local_lambda(5, minima, tiny, r=3, census=r3_census, seed=1)
+    assert lam.settings["census"] == r3_census.identity() and lam.settings["r"] == 3
+    for label in minima:
+        assert np.allclose(lam.per_label[label].frac, 1.0)

@@ -22,7 +22,7 @@ NOTEBOOKS = sorted(NB_DIR.glob("*.ipynb"))
 
 
 def test_there_are_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04"][: len(NOTEBOOKS)] and NOTEBOOKS
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"][: len(NOTEBOOKS)] and NOTEBOOKS
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

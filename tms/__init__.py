@@ -29,6 +29,7 @@ from tms.theory.zoo import (CriticalPoint, TransitionRow, critical_point, critic
 from tms.theory.kgon import kgon_report, kgon_roots
 from tms.theory.phases import OTHER, classify, classify_hull, energy_levels, level_loss, nearest_level
 from tms.theory.census import Census, CensusSettings
+from tms.theory.census_free_energy import CensusTerms, census_transitions, free_energy_terms
 from tms.llc.estimator import PROTOCOL as LLC_PROTOCOL, LLCSettings, default_nbeta, estimate_llc, estimate_llc_flat
 from tms.llc.modules import estimate_llc_model
 from tms.llc.result import LLCResult
@@ -42,7 +43,8 @@ from tms.bayes.influence import Influence, influence
 from tms.bayes.feature_response import FeatureResponse, SusceptibilitySettings, feature_response
 from tms.bayes.local_response import LocalResponse, local_feature_response
 from tms.dynamics.train import TrainResult, TrainSettings, load_train, train_sgd
-from tms.dynamics.transitions import choose_run, default_tol, label_checkpoints, llc_checkpoints, segment, zoo_levels
+from tms.dynamics.transitions import (census_levels, choose_run, default_tol, label_checkpoints, llc_checkpoints, segment,
+                                     zoo_levels)
 from tms.dynamics.antecedents import Antecedent, antecedent_table, format_antecedents, plateau_llc
 from tms.dynamics.analysis import TransitionsResult, TransitionsSettings
 from tms.dynamics.tasks import trajectory_llc
@@ -50,9 +52,11 @@ from tms.report.plots.zoo import plot_zoo
 from tms.report.plots.posterior import plot_phase_sweep
 from tms.report.plots.sgd import sgd_many, sgd_trajectory
 from tms.report.plots.free_energy import plot_free_energy
+from tms.report.plots.census import plot_beyond_r2, plot_census, plot_columns_3d
 from tms.experiments import census as _census, compare as _compare, reproduce as _reproduce
 from tms.experiments import transitions as _transitions, posterior as _posterior, zoo as _zoo
-from tms.experiments import susceptibility as _susceptibility
+from tms.experiments import susceptibility as _susceptibility, beyond_r2 as _beyond_r2
+from tms.experiments.beyond_r2 import BeyondR2Run, BeyondR2Settings
 from tms.experiments.posterior import PRESETS as POSTERIOR_PRESETS
 
 census = _census.run                      # `tms census`: critical points for any (r, c)
@@ -62,6 +66,7 @@ analyse_transitions = _transitions.run    # `tms transitions`: plateaus, LLC, an
 posterior_sweep = _posterior.run          # `tms posterior`: phase_sweep at a preset scale, saved, figure
 zoo_survey = _zoo.run                     # `tms zoo`: the zoo's table and figure
 measure_susceptibilities = _susceptibility.run  # `tms susceptibility`: responses across a saved sweep
+study_r3 = _beyond_r2.run                 # the r = 3 study: census, posterior and SGD beyond the zoo
 
 __all__ = sorted(name for name, value in globals().items()
                  if not name.startswith("_") and not isinstance(value, _types.ModuleType))

@@ -167,7 +167,8 @@ def _kept_draws(rec: dict, data: SortedData, r: int, c: int, beta_lik: float) ->
                 thin_stride=stride, max_kept=MAX_KEPT["ladder"])
 
 
-def _plain_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSettings, reweight=None) -> sweep.Phase:
+def _plain_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSettings, reweight=None,
+                 census=None) -> sweep.Phase:
     """Plain chains at beta = 1 from prior draws (chain occupancy), (G, C, d): their labels,
     invariant summaries (tms.bayes.posterior_point.summaries) and statistics go to
     records['plain']."""
@@ -182,7 +183,7 @@ def _plain_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSettin
         draws, data = blk.out.draws, blk.batch.data
         summ = np.concatenate([summaries(part.to(data.mu.dtype), with_dims(data, 1), r, c).cpu().numpy()
                                for part in draws.split(16)])  # (T, G, C, 2c+1), parts bound memory
-        plain = dict(labels=classify_draws(draws.cpu().numpy(), r, c), summ=summ,  # labels (T, G, C)
+        plain = dict(labels=classify_draws(draws.cpu().numpy(), r, c, census), summ=summ,  # labels (T, G, C)
                      accept_rate=blk.out.accept_rate, divergences=blk.out.divergences, mean_steps=blk.out.mean_steps)
         return dict(records, plain=plain), list(range(len(blk.alive))), []
 
@@ -206,7 +207,8 @@ def _merged(rec: dict, labels: np.ndarray, draws: np.ndarray, sums: dict) -> dic
     return new
 
 
-def _ladder_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSettings, reweight=None) -> sweep.Phase:
+def _ladder_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSettings, reweight=None,
+                  census=None) -> sweep.Phase:
     """Replica exchange for every data set of a chunk, (G, R, K, d) with data (G, 1, 1).
 
     After warm-up (temperatures re-placed per data set), sampling runs in blocks of
@@ -222,7 +224,7 @@ def _ladder_phase(c: int, r: int, beta_lik: float, seed: int, st: PosteriorSetti
         return dict(records, recs=recs, finished={})
 
     def blocked(records, blk: sweep.Block):
-        labels = classify_draws(blk.out.draws.cpu().numpy(), r, c)  # (T, G_alive, R)
+        labels = classify_draws(blk.out.draws.cpu().numpy(), r, c, census)  # (T, G_alive, R)
         recs, finished, leaving, points = dict(records["recs"]), dict(records["finished"]), [], []
         for i, g in enumerate(blk.alive):  # bookkeeping per data set, once per block
             rec = _merged(recs.pop(g), labels[:, i], blk.out.draws[:, i].cpu().numpy(), _ladder_record(blk.out, i))
@@ -277,7 +279,7 @@ def phase_sweep(c: int, ns, settings: PosteriorSettings | None = None, *, r: int
                 seed: int = 0, out_dir: str | Path | None = None, progress: bool = False,
                 batch_points: int | None = None, save_every: float = 60.0, dtype: torch.dtype = torch.float64,
                 device: str | torch.device = "cpu", predict: bool = True, llcs: dict[str, float] | None = None,
-                reweight: tuple[int, float] | None = None, **changes) -> PhaseSweep:
+                reweight: tuple[int, float] | None = None, census=None, **changes) -> PhaseSweep:
     """Posterior phase mass and chain occupancy at every n of `ns` (SPEC 3).
 
     settings: the sampler's (tms.bayes.settings.PosteriorSettings, default its quick scale)
@@ -292,8 +294,11 @@ def phase_sweep(c: int, ns, settings: PosteriorSettings | None = None, *, r: int
     predict: add the predicted n_c of the zoo (tms.bayes.predictions; llcs supplies lambdas
     the zoo lacks, e.g. SGLD estimates at 4-gons). reweight (i, h): sample the posterior of
     the likelihood reweighted towards feature i's inputs (energy_grad_fn; default off; recorded
-    in the settings; the saved draws' energy stays beta_lik n L_n + |w|^2/2). Returns a PhaseSweep (settings: the record
-    each point saves, c, r, beta_lik, seed and the sampler's).
+    in the settings; the saved draws' energy stays beta_lik n L_n + |w|^2/2). census: a
+    tms.theory.census.Census of (r, c) whose reading labels the draws (needed at r != 2; its
+    identity joins the saved settings) and whose points give the predicted n_c (with llcs
+    supplying lambdas it lacks). Returns a PhaseSweep (settings: the record each point saves,
+    c, r, beta_lik, seed and the sampler's).
     """
     st = (settings if settings is not None else PosteriorSettings()).replace(**changes)
     ns = _check_args(c, r, beta_lik, seed, ns)
@@ -304,19 +309,33 @@ def phase_sweep(c: int, ns, settings: PosteriorSettings | None = None, *, r: int
         if not -1 < float(reweight[1]) < 1:
             raise ValueError(f"reweight h must lie in (-1, 1), got {reweight[1]!r}")
         record["reweight"] = [int(reweight[0]), float(reweight[1])]
+    if census is not None or r != 2:  # absent at r = 2 without a census: every zoo-read record is unchanged
+        record["census"] = _census_identity(census, r, c)
     items = [sweep.Item(n, [sample_inputs(n, c, data_seed(seed, n, s), dtype=dtype) for s in range(st.seeds)],
                         [data_seed(seed, n, s) for s in range(st.seeds)]) for n in ns]
     job = sweep.Job(f"posterior_c{c}", record,
-                    lambda batch: [_plain_phase(c, r, beta_lik, seed, st, reweight),
-                                   _ladder_phase(c, r, beta_lik, seed, st, reweight)],
+                    lambda batch: [_plain_phase(c, r, beta_lik, seed, st, reweight, census),
+                                   _ladder_phase(c, r, beta_lik, seed, st, reweight, census)],
                     save=save_point, load=load_point, problem=point_problem, dtype=dtype, device=device, records={})
     done = sweep.run(job, items, out_dir=out_dir, batch_points=batch_points, save_every=save_every,
                      progress=progress, desc=f"posterior c={c}")
     points = [done[n] for n in ns]
     result = PhaseSweep(**vars(aggregate(points)), points=points, settings=record)
-    if predict:
+    if predict and census is not None:
+        predictions.add_census_predictions(result, census, beta_lik, llcs)
+    elif predict:
         predictions.add_predictions(result, c, beta_lik, llcs)
     return result
+
+
+def _census_identity(census, r: int, c: int) -> dict:
+    """The census's identity (tms.theory.census.Census.identity) for the saved settings; at
+    r != 2 the zoo reading does not apply, so a census is required."""
+    if census is None:
+        raise ValueError(f"r = {r} needs a census for its phase reading: pass census=tms.census({r}, {c})")
+    if (census.r, census.c) != (r, c):
+        raise ValueError(f"census is of (r, c) = ({census.r}, {census.c}), the sweep of ({r}, {c})")
+    return census.identity()
 
 
 @dataclass

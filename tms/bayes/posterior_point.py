@@ -60,11 +60,13 @@ def summaries(theta: torch.Tensor, data: SortedData, r: int, c: int) -> torch.Te
     return torch.cat([L, norms, b.sort(-1).values], -1)
 
 
-def classify_draws(theta: np.ndarray, r: int, c: int) -> np.ndarray:
-    """Zoo labels (...) of draws theta (..., d) (tms.theory.phases.classify, float64)."""
+def classify_draws(theta: np.ndarray, r: int, c: int, census=None) -> np.ndarray:
+    """Phase labels (...) of draws theta (..., d), float64, batched over every draw: the zoo
+    reading (tms.theory.phases.classify) without a census, else the census's posterior reading
+    (nearest local minimum modulo O(r) x permutations, tms.theory.census.Census.read_posterior)."""
     t = torch.as_tensor(theta, dtype=torch.float64)
     W, b = unflatten_params(t, r, c)
-    return np.asarray(classify(W, b))
+    return np.asarray(classify(W, b) if census is None else census.read_posterior(W, b))
 
 
 def fractions(labels: np.ndarray, phases: list[str], axis_draw: int) -> np.ndarray:

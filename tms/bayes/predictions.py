@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from tms.theory import zoo
+from tms.theory import census_free_energy, zoo
 from tms.theory.zoo import TransitionRow
 
 
@@ -58,3 +58,17 @@ def missing_llc_labels(c: int, result, min_mass: float = 0.02) -> list[str]:
     zoo has no lambda."""
     lam = {q.label: q.llc for q in zoo.critical_points(c)}
     return [p for p in _seen(result, min_mass) if lam.get(p, 0.0) is None]
+
+
+def add_census_predictions(result, census, beta_lik: float, llcs: dict[str, float] | None = None):
+    """The same from a census of any (r, c) (tms.theory.census_free_energy.census_transitions:
+    local minima with a lambda, rank/2 or supplied in llcs), in place; returned."""
+    rows = census_free_energy.census_transitions(census, llcs, beta_lik=beta_lik)
+    result.transitions = [row for row in rows if row.n_c is not None]
+    seen = set(_seen(result, 0.02))
+    lam = {q.label: (llcs or {}).get(q.label, q.llc) for q in census.points}
+    missing = sorted(p for p in seen if p in lam and lam[p] is None)
+    result.omitted_transitions = ("" if not missing else "n_c lines omitted for transitions involving "
+                                  + ", ".join(missing) + " (no lambda: L only C^1 there or not a minimum).")
+    result.transitions_error = None
+    return result

@@ -252,6 +252,20 @@ def zoo_levels(c: int, *, max_k: int | None = None) -> Levels:
                   np.array([q.prior for q in pts]))
 
 
+def census_levels(census, llcs: dict[str, float] | None = None, *, tie: float = 1e-9) -> Levels:
+    """Levels of any (r, c) from a census (tms.theory.census.Census), for r != 2 where the zoo's
+    levels do not apply: every census point (saddles too: SGD plateaus at them), points whose
+    losses lie within `tie` sharing the level of the first (the census lists ties in the order
+    found); llc: the census's rank/2, else llcs[label] (e.g. SGLD), else NaN."""
+    labels, loss, llc, prior = [], [], [], []
+    for q in census.points:
+        if loss and q.loss - loss[-1] < tie:
+            continue
+        lam = q.llc if q.llc is not None else (llcs or {}).get(q.label)
+        labels.append(q.label), loss.append(q.loss), llc.append(lam), prior.append(q.prior)
+    return make_levels(labels, loss, llc, prior)
+
+
 def label_checkpoints(W: torch.Tensor, b: torch.Tensor, loss, levels: Levels) -> tuple[np.ndarray, np.ndarray]:
     """Two labels for every checkpoint of every run: the zoo family read off the geometry
     (tms.theory.phases.classify) and the nearest zoo energy level of its loss.

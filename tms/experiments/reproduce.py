@@ -43,11 +43,12 @@ from tms.dynamics.analysis import TransitionsSettings
 from tms.dynamics.train import TrainSettings
 from tms.experiments import free_energy as free_energy_run
 from tms.experiments import posterior as posterior_run
+from tms.experiments import beyond_r2, train, transitions
 from tms.experiments import susceptibility as susceptibility_run
-from tms.experiments import train, transitions
 from tms.theory import zoo
 from tms.llc import zoo as llc_zoo
 from tms.llc.estimator import PROTOCOL
+from tms.report.plots.census import plot_beyond_r2
 from tms.report.plots.free_energy import plot_free_energy
 from tms.report.plots.posterior import plot_phase_sweep
 from tms.report.plots.sgd import sgd_many, sgd_trajectory
@@ -82,7 +83,8 @@ SCALES = {
     "full": dict(zoo_llc=dict(n_chains=16, n_burnin=PROTOCOL.n_burnin, n_draws=PROTOCOL.n_draws, n=600),
                  posterior=dict(scale="full", ns={}, settings=posterior_run.FULL),
                  train=train.FULL, train_random=train.FULL,
-                 transitions=TransitionsSettings(llc_points=40, n_chains=8), free_energy=dict(settings=_FE)),
+                 transitions=TransitionsSettings(llc_points=40, n_chains=8), free_energy=dict(settings=_FE),
+                 beyond_r2=beyond_r2.FULL),  # the r = 3 study (tiny, quick: none; quick stays within minutes)
 }
 
 
@@ -360,6 +362,18 @@ def _susceptibility_stage(x: _Ctx) -> _Stage:
                   compute, draw)
 
 
+def _beyond_r2_stage(x: _Ctx) -> _Stage:
+    """The r = 3 study (docs/beyond_r2.md): census, SGLD lambdas, posterior and SGD at r = 3, c = 7."""
+    settings = x.cfg["beyond_r2"].replace(seed=x.seed)
+    folder = x.out / "beyond_r2"
+
+    def compute():
+        beyond_r2.run(settings, out=folder, progress=x.progress)
+
+    return _Stage("beyond_r2", dict(settings=settings), [folder], compute,
+                  lambda: plot_beyond_r2(folder, x.figs / "beyond_r2"))
+
+
 @dataclass(frozen=True)
 class ReproduceRun:
     """What `tms reproduce` did: its scale and seed, the results and figures folders, REPORT.md's
@@ -409,5 +423,7 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
             pipe.run_together([tr_st, rtr_st])
         pipe.run(_free_energy_stage(x))
         pipe.run(_susceptibility_stage(x))
+        if x.cfg.get("beyond_r2") is not None:
+            pipe.run(_beyond_r2_stage(x))
         report = write_report(out, figs, scale=scale, seed=seed, cs=CS)  # cheap: always rewritten
     return ReproduceRun(scale=scale, seed=seed, out=out, figures=figs, report=report, stages=dict(pipe.status))

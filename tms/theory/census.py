@@ -26,7 +26,11 @@ Phase reading (`read_phase`, `Census.read`): the nearest census point in signatu
 (tms.theory.canonical.signature: invariant under O(r), permutations and the flat biases, a lower
 bound on the matched max-entry distance of (G, bt)), 'other' beyond READ_THRESHOLD = 0.1. At r = 2
 it agrees with the zoo reading (tms.theory.phases.classify) on zoo points with small noise
-(tests/theory/test_census.py).
+(tests/theory/test_census.py). Posterior draws (`Census.read_posterior`) are read among the local
+minima only (kinds 'min', 'min?': the phases; a draw is never labelled a saddle) with the wider
+POSTERIOR_THRESHOLD = 1.0: at r = 3, c = 7 and n = 300..3000 the beta = 1 draws lie at signature
+distance 0.15..1 from the nearest census point (posterior spread of order lambda / n in L), so the
+reading is a Voronoi partition of the draws among the census minima.
 """
 from __future__ import annotations
 
@@ -49,6 +53,8 @@ MU_START, MU_MAX, MAX_STEP = 1e-3, 1e10, 1.0  # LM damping: initial, give-up; st
 ZERO_BIAS = -1.0  # bias of a canonical dead zero column (the zoo's zero_bias)
 FAMILIES = ("zoo", "frame", "prior", "gd")
 READ_THRESHOLD = 0.1  # read_phase: signature distance beyond which a point is 'other'
+POSTERIOR_THRESHOLD = 1.0  # Census.read_posterior: the same for posterior draws (broad at r = 3, n ~ 10^3)
+PHASE_KINDS = ("min", "min?")  # the census points that are phases (local minima); saddles are not
 CHUNK = 256  # starts converged (and saved, with out=) together
 MAX_R, MAX_C = 6, 10  # the automorphism searches and the frames are validated up to here
 
@@ -257,9 +263,14 @@ class Census:
         """(P, m) canonical signatures of the points (tms.theory.canonical.signature)."""
         return canonical.signature(torch.stack([q.W for q in self.points]), torch.stack([q.b for q in self.points]))
 
-    def read(self, W, b, threshold: float = READ_THRESHOLD) -> np.ndarray:
-        """read_phase(W, b, self, threshold)."""
-        return read_phase(W, b, self, threshold=threshold)
+    def read(self, W, b, threshold: float = READ_THRESHOLD, kinds: tuple[str, ...] | None = None) -> np.ndarray:
+        """read_phase(W, b, self, threshold=threshold, kinds=kinds)."""
+        return read_phase(W, b, self, threshold=threshold, kinds=kinds)
+
+    def read_posterior(self, W, b) -> np.ndarray:
+        """The posterior's reading: the nearest local minimum (kinds PHASE_KINDS), 'other' beyond
+        POSTERIOR_THRESHOLD (module docstring)."""
+        return read_phase(W, b, self, threshold=POSTERIOR_THRESHOLD, kinds=PHASE_KINDS)
 
     def identity(self) -> dict:
         return dict(r=self.r, c=self.c, census=self.settings.as_record())
@@ -334,18 +345,23 @@ def census(r: int, c: int, settings: CensusSettings = QUICK, *, out=None, progre
     return result
 
 
-def read_phase(W, b, census: Census, *, threshold: float = READ_THRESHOLD) -> np.ndarray:
+def read_phase(W, b, census: Census, *, threshold: float = READ_THRESHOLD,
+               kinds: tuple[str, ...] | None = None) -> np.ndarray:
     """Phase reading for any r: the label of the census point nearest to each (W, b) in signature
     distance (tms.theory.canonical: invariant under O(r) and feature permutations, blind to the
-    flat biases), 'other' beyond `threshold`. W (..., r, c), b (..., c) -> numpy str array (...)."""
+    flat biases), 'other' beyond `threshold`; kinds: only points of these kinds are candidates
+    (None: all). W (..., r, c), b (..., c) -> numpy str array (...), batched over every draw."""
     W, b = checks.params(torch.as_tensor(W).double(), torch.as_tensor(b).double())
     if W.shape[-2:] != (census.r, census.c):
         raise ValueError(f"W must be (..., {census.r}, {census.c}) for this census, got {tuple(W.shape)}")
     B = torch.broadcast_shapes(W.shape[:-2], b.shape[:-1])
     sig = canonical.signature(W, b)
     sig = sig.reshape(-1, sig.shape[-1])
-    dist = torch.cdist(sig, census.signatures(), p=float("inf"))  # (N, P)
+    keep = [i for i, q in enumerate(census.points) if kinds is None or q.kind in kinds]
+    if not keep:
+        return np.full(tuple(B), phases.OTHER)
+    dist = torch.cdist(sig, census.signatures()[keep], p=float("inf"))  # (N, P')
     best, idx = dist.min(-1)
-    names = np.array([q.label for q in census.points] + [phases.OTHER], dtype=str)
-    idx = torch.where(best <= threshold, idx, len(census.points))
+    names = np.array([census.points[i].label for i in keep] + [phases.OTHER], dtype=str)
+    idx = torch.where(best <= threshold, idx, len(keep))
     return names[idx.numpy()].reshape(tuple(B))

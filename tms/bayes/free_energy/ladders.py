@@ -281,14 +281,15 @@ def _energies(draws: torch.Tensor, data: SortedData, r: int, c: int, beta_lik: f
     return E.permute(1, 0, 2, 3)
 
 
-def restricted(energy_grad, labels: np.ndarray, r: int, c: int):
+def restricted(energy_grad, labels: np.ndarray, r: int, c: int, reader=classify):
     """The energy with a wall: +inf where the zoo reading of theta is not the item's phase.
 
     energy_grad: theta (G, ..., d) -> (E (G, ...), grad); labels (G,) str: the phase of each
     item. HMC proposals that leave the phase are then rejected (tms.samplers.rounds treats
     a non-finite energy as a divergence), so the chains sample the posterior restricted to
     the phase region, exp(-beta E - |w|^2/2) 1[classify(w) = label] (SPEC 3: a local free
-    energy is the integral over that region)."""
+    energy is the integral over that region). reader (W, b) -> labels: the zoo reading, or a
+    census's (tms.theory.census.Census.read_posterior) at any r."""
     codes = {lab: i for i, lab in enumerate(sorted(set(labels.tolist())))}
     want = torch.tensor([codes[lab] for lab in labels.tolist()])
 
@@ -296,7 +297,7 @@ def restricted(energy_grad, labels: np.ndarray, r: int, c: int):
         E, g = energy_grad(theta)
         fin = torch.isfinite(theta).all(-1)
         W, b = unflatten_params(torch.where(fin.unsqueeze(-1), theta, torch.zeros_like(theta)).detach(), r, c)
-        lab = classify(W, b)
+        lab = reader(W, b)
         got = torch.from_numpy(np.vectorize(lambda x: codes.get(x, -1), otypes=[np.int64])(lab)).to(theta.device)
         ok = fin & (got == want.to(theta.device).reshape((-1,) + (1,) * (got.dim() - 1)))
         return torch.where(ok, E, torch.full_like(E, math.inf)), g
@@ -306,7 +307,7 @@ def restricted(energy_grad, labels: np.ndarray, r: int, c: int):
 
 def local_lambda(c: int, labels=None, settings: LocalLadders | None = None, *, r: int = 2, beta_lik: float = 1.0,
                  seed: int = 0, data=None, progress: bool = False, dtype: torch.dtype = torch.float64,
-                 device: str | torch.device = "cpu", **changes) -> LocalLambdas:
+                 device: str | torch.device = "cpu", census=None, **changes) -> LocalLambdas:
     """lambda_Bayes of each phase from local ladders restricted to the phase (SPEC 3).
 
     For every label and data set, R ladders of K temperatures beta_lo..1 (geometric, then
@@ -314,7 +315,9 @@ def local_lambda(c: int, labels=None, settings: LocalLadders | None = None, *, r
     confined to the phase by a wall (`restricted`): E = beta_lik n L_n at every slot and
     round, and `wbic_lambda` on them. settings: default tms.bayes.settings.
     FreeEnergySettings().local, with `changes` applied. data: optional list of S arrays
-    X (n, c) instead of the synthetic data sets data_seed(seed, n, s).
+    X (n, c) instead of the synthetic data sets data_seed(seed, n, s). census: a census of
+    (r, c) (tms.theory.census.Census): labels are its points', the ladders start there and its
+    posterior reading draws the wall (any r; its identity joins the settings).
     """
     st = (settings if settings is not None else FreeEnergySettings().local).replace(**changes)
     labels = list(labels) if labels is not None else lambda_labels(c)
@@ -324,16 +327,19 @@ def local_lambda(c: int, labels=None, settings: LocalLadders | None = None, *, r
     ids = [data_id(X) for X in Xs] if data is not None else [data_seed(seed, n, s) for s in range(S)]
     base = stack_sorted([sorted_data(X) for X in Xs])
     data_g = SortedData(*(t.repeat((len(labels),) + (1,) * (t.dim() - 1)).to(device) for t in base))  # label-major
-    theta0 = torch.stack([_flat_point(lab, c, dtype) for lab in labels]).repeat_interleave(S, 0).to(device)
+    start = _flat_point if census is None else (lambda lab, c, dt: _census_point(census, lab, dt))  # noqa: E731
+    theta0 = torch.stack([start(lab, c, dtype) for lab in labels]).repeat_interleave(S, 0).to(device)
     keys = sweep.chain_keys(seed, [(n, s, rng.FE_LOCAL, _label_code(lab)) for lab in labels for s in range(S)], (R, K),
                             device)
     betas = tempering.geometric_ladder(K, st.beta_lo, dtype=dtype).to(device).expand(len(labels) * S, 1, K).clone()
     tgt = ladder_target(data_g, r, c, beta_lik, st.max_steps)
-    tgt = tgt._replace(energy_grad=restricted(tgt.energy_grad, np.repeat(labels, S), r, c))
+    reader = classify if census is None else census.read_posterior
+    tgt = tgt._replace(energy_grad=restricted(tgt.energy_grad, np.repeat(labels, S), r, c, reader))
     out = run_ladders(tgt, theta0[:, None, None].expand(-1, R, K, d).clone(), keys, betas, st.n_warmup, st.n_draws,
                       all_slots=True, progress=progress, desc=f"local ladders ({len(labels)} phases)")
     E = _energies(out.draws, data_g, r, c, beta_lik).cpu().numpy()  # (T, G, R, K)
-    zl, _ = _label_draws(out.draws, r, c)
+    zl = _label_draws(out.draws, r, c)[0] if census is None else \
+        np.asarray(reader(*unflatten_params(out.draws.double().cpu(), r, c)))
     per = {}
     for i, lab in enumerate(labels):
         g, T = slice(i * S, (i + 1) * S), E.shape[0]
@@ -342,13 +348,20 @@ def local_lambda(c: int, labels=None, settings: LocalLadders | None = None, *, r
                           np.repeat(bet, R, 0), np.repeat(np.arange(S), R))
         per[lab] = LocalLambda(**vars(res), betas=bet, round_trips=out.round_trips[g].cpu().numpy(),
                                accept=out.accept[g].cpu().numpy(), wall=out.divergence_rate[g].cpu().numpy())
-    return LocalLambdas(labels, dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **st.as_record(), n_used=n), ids,
-                        per)
+    record = dict(c=c, r=r, beta_lik=float(beta_lik), seed=seed, **st.as_record(), n_used=n)
+    if census is not None:
+        record["census"] = census.identity()
+    return LocalLambdas(labels, record, ids, per)
 
 
 def _flat_point(label: str, c: int, dtype) -> torch.Tensor:
     W, b = zoo_point(label, c)
     return flatten_params(W, b).to(dtype)
+
+
+def _census_point(census, label: str, dtype) -> torch.Tensor:
+    (q,) = [q for q in census.points if q.label == label]
+    return flatten_params(q.W, q.b).to(dtype)
 
 
 def _label_code(label: str) -> int:

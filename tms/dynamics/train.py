@@ -22,8 +22,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from tms.core import progress as progress_bar
 from tms.core import checks, io
 from tms.core.settings import Settings, setting
 from tms.theory.data import sample_inputs
@@ -388,7 +388,7 @@ def _train_blocks(state: _State, lp: _Loop, Xflat, dev, partial, record, save_ev
     R, total = len(lp.run_ids), lp.epochs * lp.spe
     W, b = state.W.to(dev).contiguous(), state.b.to(dev).contiguous()
     t_save = time.monotonic()
-    bar = tqdm(total=total, initial=state.block * BLOCK_EPOCHS * lp.spe, disable=not progress,
+    bar = progress_bar.bar(total=total, initial=state.block * BLOCK_EPOCHS * lp.spe, disable=not progress,
                desc=f"SGD x {R} runs", unit="step", unit_scale=True, mininterval=1.0)
     try:
         for blk in range(state.block, n_blocks):

@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
+from tms.core import progress as progress_bar
 from tms.core import checks, rng
 from tms.core.settings import Settings, setting
 from tms.llc.result import MIN_DRAWS, LLCResult, reduce_trace
@@ -158,7 +158,7 @@ def _run_chains(state, grad_fn, batch_grad_fn, *, nbeta, eps, gamma, n_steps, pr
     (batch_grad_fn(keys, t) -> that step's grad_fn): a full-batch MALA probe every
     PROBE_EVERY steps, NaN in between."""
     losses, accepts = [], []
-    for t in tqdm(range(n_steps), desc="SGLD", disable=not progress, leave=False):
+    for t in progress_bar.bar(range(n_steps), desc="SGLD", disable=not progress, leave=False):
         if batch_grad_fn is None:
             state, info = sgld.step(state, grad_fn, nbeta=nbeta, eps=eps, gamma=gamma)
             accepts.append(info.accept_prob)

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from tms.core import progress as progress_bar
 from tms.core import checks, io, rng
 from tms.core.settings import Settings, setting
 from tms.theory import canonical, phases, zoo
@@ -285,7 +285,8 @@ def _converge_chunks(starts: Starts, r: int, c: int, settings: CensusSettings, o
     out_starts/chunkNNNN and reused on a rerun (io.reuse_problem): the census resumes."""
     thetas, norms = [], []
     n = len(starts.theta)
-    bar = tqdm(range(0, n, CHUNK), desc=f"census r={r} c={c} ({n} starts)", leave=False, disable=not progress)
+    bar = progress_bar.bar(range(0, n, CHUNK), desc=f"census r={r} c={c} ({n} starts)", leave=False,
+                           disable=not progress)
     for j, lo in enumerate(bar):
         block = starts.theta[lo: lo + CHUNK]
         ident = dict(r=r, c=c, census=settings.as_record(), first=lo, count=len(block))

@@ -79,7 +79,7 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = llc.run(point=args.point, checkpoints=args.checkpoints, c=args.c, loss=args.loss, data_seed=args.data_seed,
-                     every=args.every, settings=settings, device=checks.device(args.device), progress=True)
+                     every=args.every, settings=settings, device=checks.device(args.device), progress=args.progress)
     print(result.result.summary(max_rows=args.rows, labels=result.labels))
     if "zoo_llc" in result.record:
         _print_theory(result.record)

@@ -26,7 +26,7 @@ def run(args) -> int:
     where = common.options(args)  # checked first
     settings = common.settings_from(args, TransitionsSettings())
     res = experiment.run(args.input, settings, out=args.out, figures=args.figures, device=args.device,
-                         threads=args.threads, **where)
+                         threads=args.threads, progress=args.progress, **where)
     _print(res)
     return 0
 

@@ -31,14 +31,16 @@ def is_terminal(stream=None) -> bool:
 
 
 def bar(iterable=None, *, total: int | None = None, desc: str = "", disable: bool = False,
-        interval: float = PLAIN_INTERVAL, **tqdm_options):
+        interval: float | None = None, **tqdm_options):
     """A progress bar over `iterable` (or updated by hand up to `total`): tqdm on a terminal,
     `PlainBar` otherwise; `disable` shows nothing. tqdm_options (leave, unit, initial, ...)
-    go to tqdm; PlainBar uses `initial` and ignores the rest."""
+    go to tqdm; PlainBar uses `initial` and ignores the rest. interval: seconds between plain
+    lines (default PLAIN_INTERVAL)."""
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
         total = len(iterable)
     if not disable and is_terminal():
         return tqdm(iterable, total=total, desc=desc, **tqdm_options)
+    interval = PLAIN_INTERVAL if interval is None else interval
     return PlainBar(iterable, total=total, desc=desc, disable=disable, interval=interval,
                     initial=tqdm_options.get("initial", 0))
 

@@ -18,7 +18,7 @@ from tms.bayes import posterior, predictions
 from tms.bayes import tasks as bayes_tasks
 from tms.bayes.posterior import PhaseSweep
 from tms.bayes.settings import PosteriorSettings
-from tms.core import checks
+from tms.core import checks, work
 from tms.llc.estimator import PROTOCOL
 from tms.llc.zoo import zoo_llc
 from tms.report.plots.posterior import plot_phase_sweep
@@ -132,6 +132,10 @@ def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale
     llcs = dict(llcs or {})
     fig = _check(c, beta_lik, seed, threads, batch_points, save_every, llcs, out, figure)
     run_dir = posterior_run_dir(out, c, scale, beta_lik, seed)
+    work.announce(work.posterior(points=len(ns), seeds=settings.seeds, replicas=settings.replicas,
+                                 n_temps=settings.n_temps, rounds=settings.n_warmup + settings.n_draws,
+                                 max_steps=settings.max_steps, n_chains=settings.n_chains,
+                                 plain_draws=settings.plain_draws))
     if settings.n_temps == 1:
         checks.warn("n_temps 1: no tempering, so replica exchange is plain HMC and its 'posterior mass' is chain "
                     "occupancy (basins of the start), not posterior mass; labelled so on the figure")

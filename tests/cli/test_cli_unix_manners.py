@@ -96,3 +96,15 @@ def test_a_long_phase_writes_plain_lines_to_a_file_not_carriage_returns(tmp_path
     text = (tmp_path / "err.txt").read_text()
     assert "\r" not in text
     assert "SGD x 2 runs: " in text
+
+
+def test_an_identical_rerun_announces_what_it_reused(tmp_path, capsys):
+    argv = ["train", "--runs", "2", "--epochs", "3", "--n", "100", "--batch-size", "10", "--no-progress",
+            "--out", str(tmp_path / "train")]
+    assert cli_main.main(argv) == 0
+    first = capsys.readouterr()
+    assert "reused:" not in first.err
+    assert cli_main.main(argv) == 0
+    again = capsys.readouterr()
+    assert f"reused: training result (2 runs x 3 epochs, same settings) from {tmp_path / 'train'}" in again.err
+    assert again.out == first.out  # the same numbers, now said to come from the saved result

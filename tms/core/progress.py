@@ -4,7 +4,8 @@ Every long phase of the lab shows progress through `bar`. On a terminal (stderr 
 it is a tqdm bar. When stderr is a file or a pipe (a batch job's log, `2> log`, a test),
 a bar would write carriage returns into the log, so `bar` writes instead one plain line
 `desc: 40/100 (12 s, ~18 s left)` every `PLAIN_INTERVAL` seconds, and nothing at all for a
-phase that ends sooner. `write` prints a line without breaking a bar.
+phase that ends sooner. `write` prints a line without breaking a bar; `reused` announces a
+saved result used in place of a run.
 
     for k in progress.bar(range(10), desc="k-gon roots", disable=not show):
         ...
@@ -43,6 +44,12 @@ def bar(iterable=None, *, total: int | None = None, desc: str = "", disable: boo
     interval = PLAIN_INTERVAL if interval is None else interval
     return PlainBar(iterable, total=total, desc=desc, disable=disable, interval=interval,
                     initial=tqdm_options.get("initial", 0))
+
+
+def reused(what: str, path) -> None:
+    """Announce on stderr that a saved result stands in for a run: `reused: <what> from <path>`
+    (an identical rerun says so instead of looking like a fresh run)."""
+    write(f"reused: {what} from {path}")
 
 
 def write(line: str) -> None:

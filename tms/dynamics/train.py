@@ -302,6 +302,7 @@ def train_sgd(
         if problem is not None:
             raise ValueError(f"a different training result already exists at {path} ({problem}); "
                              "choose another path")
+        progress_bar.reused(f"training result ({settings.runs} runs x {settings.epochs} epochs, same settings)", path)
         return load_train(path, "path")
     s, dtype = settings, settings.torch_dtype
     X = training_data(ids, s.seed, n=s.n, c=s.c, shared=s.shared_data, dtype=dtype)

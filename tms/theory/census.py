@@ -316,6 +316,7 @@ def census(r: int, c: int, settings: CensusSettings = QUICK, *, out=None, progre
     c = checks.positive_int(c, "c", minimum=3, maximum=MAX_C)
     ident = dict(r=r, c=c, census=settings.as_record())
     if out is not None and io.reuse_problem(out, ident) is None:
+        progress_bar.reused(f"census r={r} c={c} (same settings)", out)
         return Census.load(out)
     starts = census_starts(r, c, settings)
     theta, gnorm = _converge_chunks(starts, r, c, settings, out, progress)

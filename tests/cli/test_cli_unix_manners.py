@@ -108,3 +108,32 @@ def test_an_identical_rerun_announces_what_it_reused(tmp_path, capsys):
     again = capsys.readouterr()
     assert f"reused: training result (2 runs x 3 epochs, same settings) from {tmp_path / 'train'}" in again.err
     assert again.out == first.out  # the same numbers, now said to come from the saved result
+
+
+class _Stop(Exception):
+    """Raised where the long work would begin: the estimate must be out by then."""
+
+
+def _stop(*args, **kwargs):
+    raise _Stop
+
+
+@pytest.mark.parametrize("argv, module, attr", [
+    (["llc", "--point", "6", "--n-chains", "100000", "--n-burnin", "5000000"], "tms.experiments.llc", "estimate_llc"),
+    (["train", "--runs", "10000", "--epochs", "1000000"], "tms.experiments.train", "tasks.train_sgd"),
+    (["posterior", "--c", "6", "--replicas", "10000", "--no-predict"], "tms.experiments.posterior",
+     "bayes_tasks.phase_sweep"),
+    (["zoo", "--c", "16", "--no-plot"], "tms.experiments.zoo", "zoo.critical_points"),
+], ids=["llc", "train", "posterior", "zoo-c16"])
+def test_the_issues_unbounded_runs_say_how_long_before_starting(argv, module, attr, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    owner = importlib.import_module(module)
+    *path, name = attr.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    monkeypatch.setattr(owner, name, _stop)
+    assert cli_main.main(["--debug", *argv]) == 1  # --debug: the stand-in error's traceback, not a log file
+    err = capsys.readouterr().err
+    assert "_Stop" in err
+    assert err.startswith("tms: expect about "), err
+    assert "progress follows" in err

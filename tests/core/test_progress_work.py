@@ -59,6 +59,8 @@ def test_the_issues_unbounded_runs_are_announced_and_a_default_run_is_not():
         assert out.getvalue().startswith("tms: expect about ") and "progress follows" in out.getvalue()
     out = stdio.StringIO()
     assert not work.announce(small, stream=out) and out.getvalue() == ""
+    out = stdio.StringIO()
+    assert work.announce(big[0], stream=out, progress=False) and "no progress is shown" in out.getvalue()
 
 
 @pytest.mark.parametrize("seconds, text", [(45, "45 s"), (600, "10 min"), (4 * 3600, "4.0 h"), (86400 * 3, "3.0 days")])

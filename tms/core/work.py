@@ -97,11 +97,12 @@ def zoo(c: int) -> WorkEstimate:
                         ZOO_START_S + ZOO_PER_C6 * c**6)
 
 
-def announce(estimate: WorkEstimate, bound: float = BOUND_S, stream=None) -> bool:
+def announce(estimate: WorkEstimate, bound: float = BOUND_S, stream=None, progress: bool = True) -> bool:
     """Print the estimate to stderr (or `stream`) when it exceeds `bound` seconds, before the
-    work starts; returns whether it printed."""
+    work starts (saying whether progress follows); returns whether it printed."""
     if estimate.seconds <= bound:
         return False
+    then = "progress follows" if progress else "no progress is shown (--no-progress)"
     print(f"tms: expect {estimate.describe()}, at rates measured with one thread on a 2-core machine; "
-          f"progress follows (Ctrl-C stops it, keeping what is saved)", file=stream or sys.stderr, flush=True)
+          f"{then}; Ctrl-C stops it", file=stream or sys.stderr, flush=True)
     return True

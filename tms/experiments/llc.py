@@ -114,7 +114,7 @@ def run(*, point: str | None = None, checkpoints: str | Path | None = None, c: i
     nbeta_used = settings.nbeta_for(n_used)
     work.announce(work.llc(centres=math.prod(W.shape[:-2]), n_chains=settings.n_chains,
                            steps=settings.n_burnin + settings.n_draws, n=n_used, empirical=loss == "empirical",
-                           batch_size=settings.batch_size))
+                           batch_size=settings.batch_size), progress=progress)
     dev = torch.device(device)
     res = estimate_llc(W.to(dev), b.to(dev), None if X is None else X.to(dev), nbeta=nbeta_used, eps=settings.eps,
                        gamma=settings.gamma, n_chains=settings.n_chains, n_burnin=settings.n_burnin,

@@ -135,7 +135,7 @@ def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale
     work.announce(work.posterior(points=len(ns), seeds=settings.seeds, replicas=settings.replicas,
                                  n_temps=settings.n_temps, rounds=settings.n_warmup + settings.n_draws,
                                  max_steps=settings.max_steps, n_chains=settings.n_chains,
-                                 plain_draws=settings.plain_draws))
+                                 plain_draws=settings.plain_draws), progress=progress)
     if settings.n_temps == 1:
         checks.warn("n_temps 1: no tempering, so replica exchange is plain HMC and its 'posterior mass' is chain "
                     "occupancy (basins of the start), not posterior mass; labelled so on the figure")

@@ -36,7 +36,8 @@ def run(settings: TrainSettings | None = None, *, scale: str = "quick", out: str
     checks.positive_float(save_every, "save_every", allow_zero=True)
     dev = checks.device(device, "device")
     out = checks.output_stem(out, "out")
-    work.announce(work.train(runs=settings.runs, epochs=settings.epochs, n=settings.n, batch_size=settings.batch_size))
+    work.announce(work.train(runs=settings.runs, epochs=settings.epochs, n=settings.n, batch_size=settings.batch_size),
+                  progress=progress)
     res = tasks.train_sgd(settings, path=out, device=dev, threads=threads, save_every=save_every, progress=progress,
                           scheduler=scheduler, workers=workers)
     _tidy(out)

@@ -137,3 +137,14 @@ def test_the_issues_unbounded_runs_say_how_long_before_starting(argv, module, at
     assert "_Stop" in err
     assert err.startswith("tms: expect about "), err
     assert "progress follows" in err
+
+
+def test_a_posterior_rerun_announces_its_reused_points(tmp_path, capsys):
+    argv = ["posterior", "--c", "3", "--ns", "40,80", "--seeds", "1", "--replicas", "2", "--n-temps", "2",
+            "--n-warmup", "10", "--n-draws", "10", "--min-draws", "10", "--max-steps", "8", "--plain-draws", "8",
+            "--no-predict", "--no-progress", "--out", str(tmp_path / "post"), "--figure", str(tmp_path / "p.png")]
+    assert cli_main.main(argv) == 0
+    assert "reused:" not in capsys.readouterr().err
+    assert cli_main.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "reused: 2 of 2 posterior points (n = 40, 80; same settings) from " in err

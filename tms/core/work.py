@@ -9,6 +9,11 @@ to stderr; every long phase also shows progress (tms.core.progress).
 
     est = work.llc(centres=1, n_chains=100_000, steps=5_000_000, n=1000, empirical=False)
     work.announce(est)          # prints when est.seconds > BOUND_S; returns whether it did
+
+What the commands say before the runs a new user tried (tests/cli/test_cli_unix_manners.py):
+`tms llc --point 6 --n-chains 100000 --n-burnin 5000000` about 58 days; `tms train --runs
+10000 --epochs 1000000` about 232 days; `tms posterior --c 6 --replicas 10000` about 26 h;
+`tms zoo --c 16` about 70 s (its Newton solves took 62 s of CPU here), then progress lines.
 """
 from __future__ import annotations
 

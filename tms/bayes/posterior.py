@@ -269,7 +269,7 @@ def _check_args(c: int, r: int, beta_lik: float, seed: int, ns) -> list[int]:
         raise ValueError(f"r must be <= c, got r = {r}, c = {c}")
     checks.positive_float(beta_lik, "beta_lik")
     checks.seed(seed, "seed")  # counter-based keys hash it: a non-negative int
-    ns = [checks.positive_int(int(n), "n") for n in ns]
+    ns = [checks.whole_number(n, "n") for n in ns]
     if not ns or len(set(ns)) != len(ns):
         raise ValueError(f"ns must be a non-empty list of distinct sample sizes, got {ns}")
     return ns

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import torch
-from tqdm.auto import tqdm
 
+from tms.core import progress as progress_bar
 from tms.bayes import checkpoint
 from tms.core import checks, io, rng
 from tms.samplers import tempering
@@ -164,7 +164,7 @@ def run(job: Job, items: list[Item], *, out_dir: str | Path | None = None, batch
     rest = [it for it in todo if it.n not in {it.n for it in first}]
     step = batch_points or max(1, len(rest))
     chunks = ([(first, resumed[1])] if first else []) + [(rest[i:i + step], None) for i in range(0, len(rest), step)]
-    for chunk, snap in tqdm(chunks, desc=desc, disable=not progress or len(chunks) < 2):
+    for chunk, snap in progress_bar.bar(chunks, desc=desc, disable=not progress or len(chunks) < 2):
         done.update(_run_chunk(job, chunk, snap, out_dir, save_every, progress))
     if out_dir is not None:
         _remove_stale(job, out_dir, set(done))
@@ -352,7 +352,8 @@ class _Bars:
         ph = self.phases[snap.phase]
         if self.at is None or self.at[0] != snap.phase:
             self.close()
-            self.bar = tqdm(total=ph.n_warmup + ph.n_draws, desc=f"{ph.desc} ({self.G} data sets)", leave=False)
+            self.bar = progress_bar.bar(total=ph.n_warmup + ph.n_draws, desc=f"{ph.desc} ({self.G} data sets)",
+                                        leave=False)
             self.at = (snap.phase, 0)
         done = (snap.warm.done if snap.warm is not None else 0 if snap.state is None
                 else ph.n_warmup + snap.rounds + snap.block_rounds)

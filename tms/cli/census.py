@@ -41,7 +41,7 @@ def run(args) -> int:
     settings = common.settings_from(args, QUICK)
     checks.positive_int(args.rows, "--rows")
     res = census_command.run(args.r, args.c, settings=settings, out=args.out, device=args.device,
-                             threads=args.threads, force=args.force)
+                             threads=args.threads, force=args.force, progress=args.progress)
     if args.json:
         json.dump(io.jsonable(dict(r=res.r, c=res.c, settings=res.settings, n_starts=res.n_starts,
                                    n_critical=res.n_critical, points=[q.as_record() for q in res.points])),

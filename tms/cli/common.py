@@ -10,6 +10,16 @@ from tms.core.cluster import check_cluster
 MAX_N, MAX_GRID = 10**6, 1000  # largest sample size; most n values in one grid
 
 
+PROGRESS_HELP = ("no progress bars or progress lines (on a terminal progress is a bar; otherwise a plain line "
+                 "every few seconds of a long phase)")
+
+
+def add_progress(parser) -> None:
+    """--no-progress (dest `progress`, default True): every command has it (tms.cli.main adds
+    it); a command passes `progress=args.progress` to its experiment's run."""
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=True, help=PROGRESS_HELP)
+
+
 def add_arguments(parser) -> None:
     """--scheduler ADDRESS | --workers N (mutually exclusive) for a command with tasks."""
     group = parser.add_mutually_exclusive_group()

@@ -42,7 +42,6 @@ def add_arguments(p) -> None:
     p.add_argument("--save-every", type=float, default=60.0, metavar="SECONDS",
                    help="save the unfinished points' sampler state (NAME_partial_nN) every this many seconds, and "
                         "on Ctrl-C or SIGTERM, so a killed run resumes there (default 60; 0 = after every step)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
 def settings_from(args) -> FreeEnergySettings:

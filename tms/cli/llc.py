@@ -82,7 +82,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     out = args.out or (str(Path(args.plot).with_suffix("")) + "_llc" if args.plot else None)
     result = llc.run(point=args.point, checkpoints=args.checkpoints, c=args.c, loss=args.loss, data_seed=args.data_seed,
-                     every=args.every, settings=settings, device=checks.device(args.device), progress=True, out=out,
+                     every=args.every, settings=settings, device=checks.device(args.device), progress=args.progress, out=out,
                      force=args.force)
     print(result.result.summary(max_rows=args.rows, labels=result.labels))
     if "zoo_llc" in result.record:

@@ -6,6 +6,10 @@ is a bug: one line names the command and the error, the traceback goes to a log 
 beside the results (tms-COMMAND-error.log), and the exit status is 1. `--debug` (before or
 after the command) prints the traceback instead.
 
+Unix manners: a closed pipe (`tms zoo | head -1`) ends quietly with status 0; on a terminal
+or stream whose encoding cannot write a character (PYTHONIOENCODING=ascii: a minus sign,
+lambda, Greek) it is replaced, not a crash; every command takes --no-progress.
+
 Interrupts: Ctrl-C (SIGINT) and SIGTERM (what `timeout`, `kill` and batch schedulers send)
 take the same path: the running command saves what it can (finished points, a training
 partial) and stops; the message lists the results this run saved, and the exit status is
@@ -26,6 +30,7 @@ import traceback
 from pathlib import Path
 
 import tms.cli
+from tms.cli import common
 from tms.core import io
 
 
@@ -61,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         mod.add_arguments(p)
         if not any(a.dest == "device" for a in p._actions):  # every command takes --device
             p.add_argument("--device", default="cpu", help=getattr(mod, "DEVICE_HELP", DEVICE_HELP))
+        common.add_progress(p)  # every command takes --no-progress
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         p.set_defaults(_run=mod.run, _parser=p)
     return parser
@@ -149,7 +155,40 @@ def _interrupted(args, err: KeyboardInterrupt, n_before: int) -> int:
     return 143 if term else 130
 
 
+def _replace_unwritable_characters() -> None:
+    """stdout and stderr write '?' for a character their encoding lacks (PYTHONIOENCODING=ascii
+    and a minus sign or lambda) instead of raising UnicodeEncodeError mid-table."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            "\u2212\u03bb".encode(stream.encoding or "ascii")
+        except UnicodeEncodeError:
+            with contextlib.suppress(AttributeError, ValueError):  # not a TextIOWrapper: leave it
+                stream.reconfigure(errors="replace")
+        except (AttributeError, LookupError):
+            pass
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (`| head -1`): as Python's docs advise, point stdout at
+    devnull so the interpreter's final flush cannot fail again, and end quietly with status 0."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The `tms` command: run it, then flush stdout; a closed pipe is a quiet exit 0."""
+    _replace_unwritable_characters()
+    try:
+        status = _main(argv)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
@@ -167,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             return int(args._run(args) or 0)
     except KeyboardInterrupt as err:  # SIGINT, or SIGTERM through Terminated
         return _interrupted(args, err, n_before)
+    except BrokenPipeError:
+        raise  # stdout's reader went away: main ends quietly
     except (ValueError, OSError) as err:
         if debug:
             traceback.print_exc()

@@ -45,7 +45,6 @@ def add_arguments(p) -> None:
     p.add_argument("--save-every", type=float, default=60.0, metavar="SECONDS",
                    help="save the unfinished points' sampler state (NAME_partial_nN) every this many seconds, and "
                         "on Ctrl-C or SIGTERM, so a killed run resumes there (default 60; 0 = after every step)")
-    p.add_argument("--no-progress", action="store_true")
     common.add_arguments(p)
 
 
@@ -74,7 +73,7 @@ def run(args) -> int:
     res = experiment.run(args.c, ns, settings, scale=args.scale, beta_lik=args.beta_lik, seed=args.seed,
                          out=args.out, figure=figure, llcs=parse_llcs(args.llc), llc_estimate=args.llc_estimate,
                          predict=not args.no_predict, batch_points=args.batch_points, save_every=args.save_every,
-                         device=args.device, threads=args.threads, progress=not args.no_progress,
+                         device=args.device, threads=args.threads, progress=args.progress,
                          llc_override=args.llc_override, force=args.force, **where)
     for note in res.notes:
         if note.startswith("lambda by SGLD"):

@@ -25,7 +25,6 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every random stage")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: the tensors are small, extra threads mostly wait on each other)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     common.add_arguments(p)
 
 
@@ -38,7 +37,7 @@ def run(args) -> int:
     print(f"tms reproduce: scale {args.scale}, seed {args.seed}, device {args.device}, results in {args.out}, "
           f"figures in {args.figures}", flush=True)
     res = reproduce.run(args.scale, seed=args.seed, out=args.out, figures=args.figures, device=args.device,
-                        force=args.force, threads=args.threads, progress=not args.no_progress,
+                        force=args.force, threads=args.threads, progress=args.progress,
                         log=lambda line: print(line, flush=True), **where)
     print(f"report: {res.report}")
     return 0

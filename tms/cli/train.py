@@ -34,7 +34,7 @@ def run(args) -> int:
     where = common.options(args)  # checked first
     settings = common.settings_from(args, experiment.PRESETS[args.scale])
     res = experiment.run(settings, out=args.out, device=args.device, threads=args.threads,
-                         save_every=args.save_every, force=args.force, **where)
+                         save_every=args.save_every, force=args.force, progress=args.progress, **where)
     s, L = res.settings, res.pop_loss[-1]
     print(f"{len(res.run_ids)} runs x {s.total_steps} steps ({s.epochs} epochs, n={s.n}, batch {s.batch_size}, "
           f"lr {s.lr}, init {s.init}) -> {Path(args.out)}.npz/.json")

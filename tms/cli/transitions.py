@@ -27,7 +27,7 @@ def run(args) -> int:
     where = common.options(args)  # checked first
     settings = common.settings_from(args, TransitionsSettings())
     res = experiment.run(args.input, settings, out=args.out, figures=args.figures, device=args.device,
-                         threads=args.threads, force=args.force, **where)
+                         threads=args.threads, force=args.force, progress=args.progress, **where)
     _print(res)
     return 0
 

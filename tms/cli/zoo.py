@@ -26,7 +26,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    res = zoo_command.run(args.c, kgons=args.kgons, out=args.out, plot=args.plot, device=args.device)
+    res = zoo_command.run(args.c, kgons=args.kgons, out=args.out, plot=args.plot, device=args.device,
+                             progress=args.progress)
     if args.json:
         json.dump(res.as_record(), sys.stdout, indent=1)
         print()

@@ -19,12 +19,20 @@ import torch
 from tms.core import io
 
 
+FLOAT_DTYPES = (torch.float32, torch.float64)  # the lab computes in these; half precision loses the loss's digits
+
+
 def tensor(x, name: str, *, min_dim: int = 0, finite: bool = True) -> torch.Tensor:
-    """Check that ``x`` is a floating torch tensor with at least ``min_dim`` dims."""
+    """Check that ``x`` is a float32 or float64 torch tensor holding data (not on the 'meta'
+    device) with at least ``min_dim`` dims, finite unless finite=False."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not torch.is_floating_point(x):
-        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{name} must be a float32 or float64 tensor, got dtype {x.dtype}"
+                         + (" (half precision loses the loss's digits)" if x.is_floating_point() else ""))
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is on the 'meta' device (shapes only, no values); expected a tensor on cpu, "
+                         "cuda or mps")
     if x.dim() < min_dim:
         raise ValueError(f"{name} must have at least {min_dim} dims, got shape {tuple(x.shape)}")
     if finite and not bool(torch.isfinite(x).all()):
@@ -32,10 +40,11 @@ def tensor(x, name: str, *, min_dim: int = 0, finite: bool = True) -> torch.Tens
     return x
 
 
-def params(W, b) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check a (W, b) pair: W (..., r, c), b (..., c), finite, same dtype, r, c >= 1."""
-    tensor(W, "W", min_dim=2)
-    tensor(b, "b", min_dim=1)
+def params(W, b, *, finite: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check a (W, b) pair: W (..., r, c), b (..., c), finite (unless finite=False: no device
+    sync, for functions on a hot path), same dtype and device, r, c >= 1."""
+    tensor(W, "W", min_dim=2, finite=finite)
+    tensor(b, "b", min_dim=1, finite=finite)
     r, c = W.shape[-2:]
     if r < 1 or c < 1:
         raise ValueError(f"W must have shape (..., r, c) with r, c >= 1, got {tuple(W.shape)}")
@@ -51,7 +60,25 @@ def params(W, b) -> tuple[torch.Tensor, torch.Tensor]:
         ) from None
     if W.dtype != b.dtype:
         raise ValueError(f"W and b must share a dtype, got {W.dtype} and {b.dtype}")
+    if W.device != b.device:
+        raise ValueError(f"W and b must be on one device, got {W.device} and {b.device}")
     return W, b
+
+
+def nonempty_batch(shape, name: str, what: str = "centres") -> int:
+    """The number of items in the batch dims `shape` (a torch.Size or tuple), at least one:
+    ValueError for an empty batch, e.g. W of shape (0, 2, 6) holds 0 centres."""
+    count = math.prod(shape)
+    if count < 1:
+        raise ValueError(f"{name} holds 0 {what} (batch shape {tuple(shape)}); expected at least one")
+    return count
+
+
+def same_dtype(x: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -> torch.Tensor:
+    """x in ref's dtype, or a ValueError naming both (no silent casts between float32 and float64)."""
+    if x.dtype != ref.dtype:
+        raise ValueError(f"{name} ({x.dtype}) must have the dtype of {ref_name} ({ref.dtype})")
+    return x
 
 
 def positive_int(x, name: str, minimum: int = 1, maximum: int | None = None) -> int:
@@ -61,6 +88,14 @@ def positive_int(x, name: str, minimum: int = 1, maximum: int | None = None) -> 
         bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
         raise ValueError(f"{name} must be an integer {bound}, got {x!r}")
     return int(x)
+
+
+def whole_number(x, name: str, minimum: int = 1) -> int:
+    """An integer >= minimum, given as an int or an integral float (200.0; 200.5 is refused,
+    never truncated)."""
+    if isinstance(x, (float, np.floating)) and math.isfinite(x) and float(x).is_integer():
+        x = int(x)
+    return positive_int(x, name, minimum=minimum)
 
 
 def positive_float(x, name: str, *, allow_zero: bool = False, maximum: float | None = None) -> float:

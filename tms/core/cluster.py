@@ -38,8 +38,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from tms.core import progress as progress_bar
 from tms.core import checks
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler before a ValueError
@@ -150,7 +150,7 @@ def run_tasks(tasks: Sequence[Task], *, scheduler: str | None = None, workers: i
     if not tasks:
         return []
     with client(scheduler, workers, timeout) as cl:
-        bar = tqdm(total=len(tasks), desc=desc, unit="task", disable=not progress)
+        bar = progress_bar.bar(total=len(tasks), desc=desc, unit="task", disable=not progress)
         results: list = [None] * len(tasks)
         failures: list[tuple[Task, str]] = []
         try:
@@ -160,7 +160,7 @@ def run_tasks(tasks: Sequence[Task], *, scheduler: str | None = None, workers: i
                     results[i] = outcome
                 else:
                     failures.append((tasks[i], err))
-                    tqdm.write(f"task failed: {_describe(tasks[i])}: {err}")
+                    progress_bar.write(f"task failed: {_describe(tasks[i])}: {err}")
         finally:
             bar.close()
     if failures:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from tms.core import checks, io
+from tms.core import progress as progress_bar, work
 from tms.core.settings import Settings, setting
 from tms.dynamics import tasks
 from tms.dynamics.antecedents import Antecedent, PlateauLLC, antecedent_table, plateau_llc
@@ -111,8 +112,11 @@ def checkpoint_llc(train: TrainResult, settings: TransitionsSettings, *, path: s
                   checkpoints=idx.tolist(), train=train.record)
     if path is not None and io.reuse_problem(path, record) is None:
         arr, _ = io.load_result(path)
+        progress_bar.reused("LLC estimates along the checkpoints (same settings and training result)", path)
         return CheckpointLLC(arr["llc_index"], arr["llc"], arr["llc_se"], arr["llc_ok"], record)
     ii, dev = torch.from_numpy(idx), checks.device(device)
+    work.announce(work.llc(centres=len(idx) * len(train.run_ids), n_chains=s.n_chains, steps=s.n_burnin + s.n_draws,
+                           n=train.settings.n, empirical=True), progress=progress)
     est = tasks.trajectory_llc(train.W[ii].to(dev), train.b[ii].to(dev), train.X.to(dev), nbeta=nbeta, eps=s.eps,
                                gamma=s.gamma, n_chains=s.n_chains, n_burnin=s.n_burnin, n_draws=s.n_draws,
                                seed=s.seed, progress=progress, scheduler=scheduler, workers=workers,

@@ -22,8 +22,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from tms.core import progress as progress_bar
 from tms.core import checks, io
 from tms.core.settings import Settings, setting
 from tms.theory.data import sample_inputs
@@ -302,6 +302,7 @@ def train_sgd(
         if problem is not None:
             raise ValueError(f"a different training result already exists at {path} ({problem}); "
                              "choose another path")
+        progress_bar.reused(f"training result ({settings.runs} runs x {settings.epochs} epochs, same settings)", path)
         return load_train(path, "path")
     s, dtype = settings, settings.torch_dtype
     X = training_data(ids, s.seed, n=s.n, c=s.c, shared=s.shared_data, dtype=dtype)
@@ -388,7 +389,7 @@ def _train_blocks(state: _State, lp: _Loop, Xflat, dev, partial, record, save_ev
     R, total = len(lp.run_ids), lp.epochs * lp.spe
     W, b = state.W.to(dev).contiguous(), state.b.to(dev).contiguous()
     t_save = time.monotonic()
-    bar = tqdm(total=total, initial=state.block * BLOCK_EPOCHS * lp.spe, disable=not progress,
+    bar = progress_bar.bar(total=total, initial=state.block * BLOCK_EPOCHS * lp.spe, disable=not progress,
                desc=f"SGD x {R} runs", unit="step", unit_scale=True, mininterval=1.0)
     try:
         for blk in range(state.block, n_blocks):

@@ -8,13 +8,14 @@ every checkpoint of a saved trajectory, with the record saved beside them.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from tms.core import checks, io
+from tms.core import checks, io, work
 from tms.theory import zoo
 from tms.theory.data import sample_inputs
 from tms.llc.estimator import PROTOCOL, LLCSettings, estimate_llc
@@ -45,10 +46,10 @@ class LLCRun:
         os.replace(tmp, nc)  # atomic: a reader sees the old file or the whole new one
 
 
-def _zoo_centre(point: str, c: int, loss: str, n: float, data_seed: int):
+def _zoo_centre(point: str, c: int, loss: str, n: float, data_seed: int, progress: bool = True):
     zoo.parse_label(point)  # a malformed label fails before the zoo is solved
     checks.positive_int(c, "c", minimum=3, maximum=16)
-    zoo.critical_points(c, progress=True)  # solved once (seconds at large c), then cached
+    zoo.critical_points(c, progress=progress)  # solved once (seconds at large c), then cached
     q = zoo.critical_point(c, point)
     X = sample_inputs(int(n), c, data_seed) if loss == "empirical" else None
     rec = dict(point=q.label, c=c, zoo_loss=q.loss, zoo_llc=q.llc, hessian_rank=q.hessian_rank)
@@ -128,7 +129,7 @@ def run(*, point: str | None = None, checkpoints: str | Path | None = None, c: i
         out = checks.output_stem(out, "out")
         io.claim_output(out, "llc", request, key="request", inputs=(checkpoints,), force=force)
     if point is not None:
-        W, b, X, labels, rec = _zoo_centre(point, c, loss, settings.n, data_seed)
+        W, b, X, labels, rec = _zoo_centre(point, c, loss, settings.n, data_seed, progress)
     else:
         W, b, X, labels, rec = _checkpoint_centres(checkpoints, every, loss, settings.n, data_seed)
         _check_n(settings, X, checkpoints)
@@ -137,6 +138,9 @@ def run(*, point: str | None = None, checkpoints: str | Path | None = None, c: i
                          "use at most n, or None for full batch")
     n_used = X.shape[-2] if X is not None else settings.n
     nbeta_used = settings.nbeta_for(n_used)
+    work.announce(work.llc(centres=math.prod(W.shape[:-2]), n_chains=settings.n_chains,
+                           steps=settings.n_burnin + settings.n_draws, n=n_used, empirical=loss == "empirical",
+                           batch_size=settings.batch_size), progress=progress)
     dev = torch.device(device)
     res = estimate_llc(W.to(dev), b.to(dev), None if X is None else X.to(dev), nbeta=nbeta_used, eps=settings.eps,
                        gamma=settings.gamma, n_chains=settings.n_chains, n_burnin=settings.n_burnin,

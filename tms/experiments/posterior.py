@@ -18,7 +18,7 @@ from tms.bayes import posterior, predictions
 from tms.bayes import tasks as bayes_tasks
 from tms.bayes.posterior import PhaseSweep
 from tms.bayes.settings import PosteriorSettings
-from tms.core import checks, io
+from tms.core import checks, io, progress as progress_bar, work
 from tms.llc.estimator import PROTOCOL
 from tms.llc.zoo import zoo_llc
 from tms.report.plots.posterior import plot_phase_sweep
@@ -131,6 +131,15 @@ def _estimate_text(label: str, value: float, se: float) -> str:
     return f"lambda({label}) = {value:.2f} (no standard error: fewer than 2 chains kept; FLAGGED, not trusted)"
 
 
+def _announce_reused(run_dir: Path, c: int, ns: list, fresh: list) -> None:
+    """`reused: K of N posterior points ... from RUN_DIR` when this run did not write all of them."""
+    names = {Path(p).name for p in fresh}
+    reused = [n for n in ns if f"posterior_c{c}_n{n}" not in names]
+    if reused:
+        which = ", ".join(map(str, reused[:6])) + (", ..." if len(reused) > 6 else "")
+        progress_bar.reused(f"{len(reused)} of {len(ns)} posterior points (n = {which}; same settings)", run_dir)
+
+
 def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale: str = "quick",
         beta_lik: float = 1.0, seed: int = 0, out: str | Path = "results/posterior", figure: str | Path | None = None,
         llcs: dict[str, float] | None = None, llc_estimate: bool = False, predict: bool = True,
@@ -159,15 +168,22 @@ def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale
     run_dir = posterior_run_dir(out, c, scale, beta_lik, seed)
     io.claim_output(run_dir / f"summary_c{c}", "posterior", dict(c=c, beta_lik=float(beta_lik), seed=seed,
                                                                  **settings.as_record()), force=force)
+    work.announce(work.posterior(points=len(ns), seeds=settings.seeds, replicas=settings.replicas,
+                                 n_temps=settings.n_temps, rounds=settings.n_warmup + settings.n_draws,
+                                 max_steps=settings.max_steps, n_chains=settings.n_chains,
+                                 plain_draws=settings.plain_draws), progress=progress)
     if settings.n_temps == 1:
         checks.warn("n_temps 1: no tempering, so replica exchange is plain HMC and its 'posterior mass' is chain "
                     "occupancy (basins of the start), not posterior mass; labelled so on the figure")
+    n_before = len(io.written())
     with checks.torch_threads(threads), io.recording_kind("posterior"):
         res = bayes_tasks.phase_sweep(c, ns, settings, beta_lik=beta_lik, seed=seed, out_dir=run_dir,
                                       progress=progress, batch_points=batch_points, save_every=save_every,
                                       device=checks.device(device),
                                       predict=predict, llcs=llcs, scheduler=scheduler, workers=workers)
         notes = _lambda_notes(res, c, beta_lik, seed, llcs, llc_estimate and predict)
+    if scheduler is None and workers is None:  # a Dask worker's writes are not seen in this process
+        _announce_reused(run_dir, c, ns, io.written()[n_before:])
     if settings.n_temps == 1:
         notes.append("n_temps 1: no tempering; the 'posterior mass' shown is chain occupancy of the ladder chains")
     for line in notes:

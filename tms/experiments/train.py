@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tms.core import checks, io
+from tms.core import checks, io, work
 from tms.core.cluster import check_cluster
 from tms.dynamics import tasks
 from tms.dynamics.train import TrainResult, TrainSettings, partial_path
@@ -39,6 +39,8 @@ def run(settings: TrainSettings | None = None, *, scale: str = "quick", out: str
     dev = checks.device(device, "device")
     out = checks.output_stem(out, "out")
     _claim(out, settings, force)
+    work.announce(work.train(runs=settings.runs, epochs=settings.epochs, n=settings.n, batch_size=settings.batch_size),
+                  progress=progress)
     with io.recording_kind("train"), checks.torch_threads(threads):  # provenance: the threads it ran with
         res = tasks.train_sgd(settings, path=out, device=dev, threads=threads, save_every=save_every,
                               progress=progress, scheduler=scheduler, workers=workers)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tms.core import checks
+from tms.core import checks, work
 from tms.theory import kgon, zoo
 from tms.theory.kgon import KgonReportRow
 from tms.theory.zoo import CriticalPoint
 from tms.report.plots.zoo import plot_zoo
 
 MAX_C = 16  # the zoo's search box and cost are validated up to here (~9 s at c = 16)
+ZOO_NOTICE_S = 20.0  # a zoo expected to take longer is announced (the solves are silent for seconds)
 MAX_KGONS = 32  # the k-gon search costs ~k/10 s per k on one core: 3..32 is about a minute
 
 
@@ -45,6 +46,8 @@ def run(c: int = 6, *, kgons: int = 0, out: str | None = None, plot: bool = True
     if kgons != 0:
         checks.positive_int(kgons, "kgons (0 = off)", minimum=3, maximum=MAX_KGONS)
     fig = checks.output_file(out or f"results/figures/zoo_c{c}.png", "out", suffixes=checks.FIGURE_SUFFIXES) if plot else None
+    if progress:
+        work.announce(work.zoo(c), bound=ZOO_NOTICE_S)
     pts = zoo.critical_points(c, progress=progress)
     report = kgon.kgon_report(range(3, kgons + 1), progress=progress) if kgons else None
     drawn = plot_zoo([q.as_record() for q in pts], fig, c) if fig is not None else None

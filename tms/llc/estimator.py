@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
+from tms.core import progress as progress_bar
 from tms.core import checks, rng
 from tms.core.settings import Settings, setting
 from tms.llc.result import MIN_DRAWS, LLCResult, reduce_trace
@@ -70,7 +70,12 @@ PROBE_EVERY = 10  # minibatch mode: a full-batch MALA probe every this many step
 
 def default_nbeta(n) -> float:
     """The standard inverse temperature times n: nbeta = n / log n (beta = 1/log n, SPEC 5)."""
-    n = float(n)
+    try:
+        if isinstance(n, (bool, str, bytes)):
+            raise TypeError
+        n = float(n)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"n must be a number > 1 for nbeta = n / log n, got {n!r}") from None
     if not n > 1:
         raise ValueError(f"n must be > 1 for nbeta = n / log n, got {n!r}")
     return n / math.log(n)
@@ -158,7 +163,7 @@ def _run_chains(state, grad_fn, batch_grad_fn, *, nbeta, eps, gamma, n_steps, pr
     (batch_grad_fn(keys, t) -> that step's grad_fn): a full-batch MALA probe every
     PROBE_EVERY steps, NaN in between."""
     losses, accepts = [], []
-    for t in tqdm(range(n_steps), desc="SGLD", disable=not progress, leave=False):
+    for t in progress_bar.bar(range(n_steps), desc="SGLD", disable=not progress, leave=False):
         if batch_grad_fn is None:
             state, info = sgld.step(state, grad_fn, nbeta=nbeta, eps=eps, gamma=gamma)
             accepts.append(info.accept_prob)
@@ -277,6 +282,9 @@ def estimate_llc(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor | None = None
     Returns an LLCResult (see its docstring and the module docstring for the rules).
     """
     checks.params(W, b)
+    checks.nonempty_batch(torch.broadcast_shapes(W.shape[:-2], b.shape[:-1]), "W, b", "centres")
+    if X is not None:
+        checks.tensor(X, "X", min_dim=2)
     check_sgld_args(nbeta, eps, gamma, n_chains, n_burnin, n_draws, batch_size)
     r, c = W.shape[-2:]
     C = torch.broadcast_shapes(W.shape[:-2], b.shape[:-1])
@@ -322,6 +330,7 @@ def estimate_llc_flat(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta0: t
     function); its gradient comes from autograd. Other arguments as in ``estimate_llc``.
     """
     checks.tensor(theta0, "theta0", min_dim=1)
+    checks.nonempty_batch(theta0.shape[:-1], "theta0", "centres")
     with torch.no_grad():
         centre_loss = loss_fn(theta0)
     return sample_llc(theta0, autograd_grad_fn(loss_fn), centre_loss, nbeta=nbeta, eps=eps, gamma=gamma,

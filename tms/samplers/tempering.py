@@ -30,8 +30,8 @@ import math
 from typing import Callable, NamedTuple
 
 import torch
-from tqdm.auto import tqdm
 
+from tms.core import progress as progress_bar
 from tms.core import checks
 from tms.core import rng
 from tms.samplers import rounds
@@ -286,7 +286,7 @@ def warmup_end(w: Warmup) -> tuple[SamplerState, WarmupInfo]:
 def warmup(state: SamplerState, target: Target, n_warmup: int, *, target_accept: float = 0.8,
            adapt_ladder: bool = True, progress: bool = False, desc: str = "warm-up") -> tuple[SamplerState, WarmupInfo]:
     """n_warmup adaptive rounds (trajectories to the first U-turn; see warmup_rounds)."""
-    with tqdm(total=n_warmup, desc=desc, disable=not progress, leave=False) as bar:
+    with progress_bar.bar(total=n_warmup, desc=desc, disable=not progress, leave=False) as bar:
         w = warmup_rounds(warmup_start(state), target, n_warmup, n_warmup, target_accept=target_accept,
                           adapt_ladder=adapt_ladder, bar=bar)
     return warmup_end(w)
@@ -315,7 +315,7 @@ def sample(state: SamplerState, target: Target, n_draws: int, *, record: Callabl
     record = record or (lambda th: th)
     acc, div, trans, stats, done = _sums(state, totals)
     draws = []
-    for it in tqdm(range(n_draws), desc=desc, disable=not progress, leave=False):
+    for it in progress_bar.bar(range(n_draws), desc=desc, disable=not progress, leave=False):
         state, info, _ = _round(state, target, stats, step_size=state.step_size, lengths=state.lengths)
         acc += info.accept_sum
         div += info.divergences

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from tms.core import progress as progress_bar
 from tms.core import checks, io, rng
 from tms.core.settings import Settings, setting
 from tms.theory import canonical, phases, zoo
@@ -296,7 +296,8 @@ def _converge_chunks(starts: Starts, r: int, c: int, settings: CensusSettings, o
     out_starts/chunkNNNN and reused on a rerun (io.reuse_problem): the census resumes."""
     thetas, norms = [], []
     n = len(starts.theta)
-    bar = tqdm(range(0, n, CHUNK), desc=f"census r={r} c={c} ({n} starts)", leave=False, disable=not progress)
+    bar = progress_bar.bar(range(0, n, CHUNK), desc=f"census r={r} c={c} ({n} starts)", leave=False,
+                           disable=not progress)
     for j, lo in enumerate(bar):
         block = starts.theta[lo: lo + CHUNK]
         ident = dict(r=r, c=c, census=settings.as_record(), first=lo, count=len(block))
@@ -326,6 +327,7 @@ def census(r: int, c: int, settings: CensusSettings = QUICK, *, out=None, progre
     c = checks.positive_int(c, "c", minimum=3, maximum=MAX_C)
     ident = dict(r=r, c=c, census=settings.as_record())
     if out is not None and io.reuse_problem(out, ident) is None:
+        progress_bar.reused(f"census r={r} c={c} (same settings)", out)
         return Census.load(out)
     starts = census_starts(r, c, settings)
     theta, gnorm = _converge_chunks(starts, r, c, settings, out, progress)

@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
+from tms.core import progress as progress_bar
 from tms.core import checks
 from tms.theory.loss import batched_hessian, is_smooth, population_loss
 
@@ -220,7 +220,7 @@ def kgon_report(ks=range(3, 17), progress: bool = False) -> list[KgonReportRow]:
     Cost grows with k (about 1 s at k = 16, 2.5 s at k = 24 on one core); `progress` shows a bar.
     """
     rows = []
-    for k in tqdm(list(ks), desc="k-gon search", leave=False, disable=not progress):
+    for k in progress_bar.bar(list(ks), desc="k-gon search", leave=False, disable=not progress):
         roots = kgon_roots(k)
         if not roots:
             rows.append(KgonReportRow(k, exists=False))

@@ -78,6 +78,7 @@ def use_compiled(compiled: bool | None, W: torch.Tensor) -> bool:
 
 def gram(W: torch.Tensor) -> torch.Tensor:
     """g = W^T W: (..., r, c) -> (..., c, c)."""
+    checks.tensor(W, "W", min_dim=2, finite=False)
     return einsum(W, W, "... r i, ... r j -> ... i j")
 
 
@@ -163,6 +164,7 @@ def empirical_loss(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor) -> torch.T
     """
     checks.params(W, b)
     checks.tensor(X, "X", min_dim=2)
+    checks.same_dtype(X, "X", W, "W")
     if X.shape[-2] < 1:
         raise ValueError(f"X must hold n >= 1 rows, got shape {tuple(X.shape)}")
     out = forward(W, b, X)
@@ -362,6 +364,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def flatten_params(W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(W (..., r, c), b (..., c)) -> theta (..., r*c + c), W row-major then b."""
+    checks.params(W, b, finite=False)
     B = torch.broadcast_shapes(W.shape[:-2], b.shape[:-1])
     Wf = rearrange(W, "... r c -> ... (r c)").expand(B + (-1,))
     return torch.cat([Wf, b.expand(B + (-1,))], -1)
@@ -369,6 +372,7 @@ def flatten_params(W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def unflatten_params(theta: torch.Tensor, r: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
     """theta (..., r*c + c) -> (W (..., r, c), b (..., c))."""
+    checks.tensor(theta, "theta", min_dim=1, finite=False)
     if theta.shape[-1] != r * c + c:
         raise ValueError(f"theta must have last dim r*c + c = {r * c + c}, got {theta.shape[-1]}")
     W = rearrange(theta[..., : r * c], "... (r c) -> ... r c", r=r)
@@ -380,6 +384,7 @@ def batched_grad(loss_fn: LossFn, W: torch.Tensor, b: torch.Tensor):
 
     loss_fn maps batched (W, b) to per-item losses (...). Returns (L, dL/dW, dL/db).
     """
+    checks.params(W, b, finite=False)
     W = W.detach().requires_grad_(True)
     b = b.detach().requires_grad_(True)
     with torch.enable_grad():

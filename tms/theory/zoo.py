@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy.optimize import brentq
-from tqdm.auto import tqdm
 
+from tms.core import progress as progress_bar
 from tms.core import checks
 from tms.theory.kgon import DTYPE, kgon_roots, solve_kgon
 from tms.theory.loss import (batched_grad, batched_hessian, flatten_params, is_smooth, population_loss,
@@ -232,10 +232,10 @@ _ZOO: dict[tuple[int, int], tuple[CriticalPoint, ...]] = {}  # cache of _critica
 def _critical_points(c: int, kmin: int, progress: bool = False) -> tuple[CriticalPoint, ...]:
     if (c, kmin) not in _ZOO:
         checks.positive_int(c, "c", minimum=kmin)
-        for k in tqdm(range(kmin, c + 1), desc=f"k-gon roots (c = {c})", leave=False, disable=not progress):
+        for k in progress_bar.bar(range(kmin, c + 1), desc=f"k-gon roots (c = {c})", leave=False, disable=not progress):
             kgon_roots(k)  # cached: the slow part at large c
         members = family_members(c, kmin)
-        pts = [_build(k, s, p, c) for k, s, p in tqdm(members, desc=f"zoo points (c = {c})", leave=False,
+        pts = [_build(k, s, p, c) for k, s, p in progress_bar.bar(members, desc=f"zoo points (c = {c})", leave=False,
                                                           disable=not progress)]
         # coincident losses (e.g. 3^{s+} and 4^{s+,-}) are ordered larger k first, deterministically
         _ZOO[(c, kmin)] = tuple(sorted(pts, key=lambda q: (round(q.loss, 12), -q.k, q.s, q.p)))

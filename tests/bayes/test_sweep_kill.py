@@ -5,6 +5,7 @@ uninterrupted run's time and ends with its numbers to the last bit."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -61,7 +62,10 @@ def test_sigterm_at_60_percent_keeps_the_sampler_state_and_the_rerun_resumes(tmp
     assert not list((work / RUN).glob("posterior_c4_n*.json"))  # no point was finished: all of it is the checkpoint
     rc, err, t_rerun = _run(work)
     assert rc == 0, err[-2000:]
-    assert t_rerun < 0.75 * t_ref, (t_rerun, t_ref)  # resumed: measured 0.44 (startup, draws files, figure ~7 s)
+    # resumed where the interrupt left it (wall time says little: startup, draws files and figure are ~12 of ~20 s)
+    said = re.search(rf"resumed: the points n = 100, 200, 400 from the checkpoint {partial} "
+                     rf"\(step {rec['phase'] + 1}, (\d+) rounds sampled\)", err)
+    assert said and int(said[1]) >= rec["rounds"], err[-2000:]
     assert _results(work) == _results(ref) and not list(work.rglob("*_partial*"))
     for stem in _results(ref):
         (xa, ra), (xb, rb) = io.load_result(ref / stem), io.load_result(work / stem)

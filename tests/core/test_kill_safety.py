@@ -108,7 +108,8 @@ def test_every_record_carries_provenance_and_comparisons_ignore_it(tmp_path, mon
 
 # ---- real processes killed at random moments ---------------------------------------------
 
-ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+# a plain progress line every 0.2 s: the SIGTERM test waits for the first to know training began
+ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", TMS_PROGRESS_INTERVAL="0.2")
 
 
 def _tms(argv, cwd: Path) -> subprocess.Popen:

@@ -197,7 +197,10 @@ def _checkpointed(job: Job, items: list[Item], todo: set, out_dir: Path) -> tupl
         chunk = [by_n[n] for n in ns or []]
         if chunk and reusable(path, _checkpoint_settings(job, chunk), what="its chunk from the start"):
             arrays, rec = io.load_result(path)
-            return chunk, Snapshot(*checkpoint.unflatten(rec["state"], arrays, job.device))
+            snap = Snapshot(*checkpoint.unflatten(rec["state"], arrays, job.device))
+            progress_bar.write(f"resumed: the points n = {', '.join(map(str, ns))} from the checkpoint {path} "
+                               f"(step {snap.phase + 1}, {snap.rounds + snap.block_rounds} rounds sampled)")
+            return chunk, snap
         if ns is None:
             checks.warn(f"{path}: {io.check_result(path)}; recomputing its chunk from the start")
         io.remove_result(path)

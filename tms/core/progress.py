@@ -3,7 +3,8 @@
 Every long phase of the lab shows progress through `bar`. On a terminal (stderr is a tty)
 it is a tqdm bar. When stderr is a file or a pipe (a batch job's log, `2> log`, a test),
 a bar would write carriage returns into the log, so `bar` writes instead one plain line
-`desc: 40/100 (12 s, ~18 s left)` every `PLAIN_INTERVAL` seconds, and nothing at all for a
+`desc: 40/100 (12 s, ~18 s left)` every `PLAIN_INTERVAL` seconds (10, or the
+environment's TMS_PROGRESS_INTERVAL), and nothing at all for a
 phase that ends sooner. `write` prints a line without breaking a bar; `reused` announces a
 saved result used in place of a run.
 
@@ -14,12 +15,26 @@ saved result used in place of a run.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 from tqdm.auto import tqdm
 
-PLAIN_INTERVAL = 10.0  # seconds between plain progress lines (and before the first)
+
+def _plain_interval(default: float = 10.0) -> float:
+    """TMS_PROGRESS_INTERVAL (seconds, >= 0) where set, else `default`."""
+    text = os.environ.get("TMS_PROGRESS_INTERVAL", "").strip()
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise SystemExit(f"error: TMS_PROGRESS_INTERVAL={text!r}: expected seconds >= 0 between progress lines")
+    return value
+
+
+PLAIN_INTERVAL = _plain_interval()  # seconds between plain progress lines (and before the first)
 
 
 def is_terminal(stream=None) -> bool:

@@ -42,7 +42,7 @@ from tms.bayes.settings import PosteriorSettings, SweepLadders
 from tms.bayes.posterior_point import (MAX_KEPT, PosteriorPoint, build_point, classify_draws, ladders_done,
                                        load_point, point_problem, save_point, summaries)
 from tms.core import checks, io, rng
-from tms.samplers import tempering
+from tms.samplers import compiled, tempering
 from tms.theory.data import sample_inputs
 from tms.theory.loss import SortedData, empirical_loss_sorted, loss_and_grad_flat, unflatten_params
 
@@ -86,6 +86,7 @@ def energy_grad_fn(data: SortedData, r: int, c: int, beta_lik: float = 1.0, rewe
     def energy_grad(theta: torch.Tensor):
         return loss_and_grad_flat(theta, r, c, data, scale=scale)
 
+    energy_grad.kernel = compiled.EnergyKernel(r, c, data, scale)  # HMC rounds may run compiled
     return energy_grad
 
 
@@ -117,6 +118,9 @@ def prior(theta: torch.Tensor) -> torch.Tensor:
 def prior_grad(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """|theta|^2 / 2 and its gradient theta."""
     return prior(theta), theta
+
+
+prior_grad.kernel_prior = True  # the N(0, I) prior the compiled HMC round adds itself
 
 
 def ladder_target(data: SortedData, r: int, c: int, beta_lik: float, max_steps: int,

@@ -252,8 +252,16 @@ def run_round(ch: Chains, keys: torch.Tensor, counts: torch.Tensor, n_ticks: int
     ticks per transition. Energy errors are checked at restart ticks (every tick in warm-up):
     a divergent trajectory (energy error > divergence) freezes there and is rejected at its
     scheduled end, so no timing depends on the state while sampling.
-    Returns (chains, info, da after the round, counts after the round).
+    Returns (chains, info, da after the round, counts after the round). The posterior's
+    target on the CPU runs compiled (tms.samplers.compiled); this torch body is the reference.
     """
+    from tms.samplers import compiled  # the compiled round where the target allows (same numbers to rounding)
+    if compiled.enabled() and compiled.applies(energy_grad, prior_grad, ch.theta):
+        out = compiled.run_round(ch, keys, counts, n_ticks, energy_grad, prior_grad, beta, step_size=step_size,
+                                 da=da, lengths=lengths, uturn=uturn, divergence=divergence,
+                                 target_accept=target_accept, restart_every=restart_every)
+        if out is not None:
+            return out
     st = _Round(ch, keys, counts, beta, step_size, da, lengths, prior_grad)
     egrad = guarded(energy_grad)
     st.start(torch.arange(st.theta.shape[0], device=st.theta.device), n_ticks)

@@ -87,71 +87,82 @@ def _tables(mu, count, nb):
 
 
 @njit(cache=True)
-def _row_tail(theta, p, r, c, Dm, gb, prior, grad):
-    """grad[p] = (W (D + D^T), gb) + prior theta (SPEC 1: g = W^T W); returns the prior's
-    energy prior |theta|^2 / 2. Called once per row (a call costs what a row's lookups do
-    not notice)."""
+def _row_tail(x, p, r, c, Dm, gb, prior, grad):
+    """grad[p] = (W (D + D^T), gb) + prior x[p] for row p of x (N, d) (SPEC 1: g = W^T W);
+    returns the prior's energy prior |x[p]|^2 / 2."""
     ssq = 0.0
     for k in range(r):
         for q in range(c):
-            s, w = 0.0, theta[p, k * c + q]
+            s, w = 0.0, x[p, k * c + q]
             for j in range(c):
-                s += theta[p, k * c + j] * (Dm[q, j] + Dm[j, q])
+                s += x[p, k * c + j] * (Dm[q, j] + Dm[j, q])
             grad[p, k * c + q] = s + prior * w
             ssq += w * w
     for j in range(c):
-        w = theta[p, r * c + j]
+        w = x[p, r * c + j]
         grad[p, r * c + j] = gb[j] + prior * w
         ssq += w * w
     return 0.5 * prior * ssq
 
 
+def _make_row(r: int, c: int):
+    @njit(cache=True)
+    def row(x, p, d, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, sc, prior, G, Dm, gb, K, grad):
+        """U = sc L_n + prior |x[p]|^2 / 2 of the finite row p of x (N, d) on data set d, its
+        gradient written to grad[p]; G, Dm, gb, K: the caller's scratch (c, c), (c, c), (c,), (c, c)
+        (rows by index, not views: a view per row costs what the lookups do not)."""
+        m, nb = mu.shape[2], tab.shape[2] - 3
+        for i in range(c):
+            for j in range(c):
+                s = 0.0
+                for k in range(r):
+                    s += x[p, k * c + i] * x[p, k * c + j]
+                G[i, j] = s
+        for i in range(c):  # all counts first: independent lookups overlap in the CPU
+            cnt = count[d, i]
+            for j in range(c):
+                g = G[i, j]
+                t = -x[p, r * c + j] / (g if g != 0 else 1.0)
+                if use_tab:  # inputs in earlier buckets are < t, in later ones > t
+                    y = (t - lo[d, i]) * inv[d, i] + 1.0  # _bucket, inline (see above)
+                    kb = int(min(max(y if y == y else 0.0, 0.0), nb + 2.0))
+                    f = tab[d, i, kb, 1]  # NaN: two or more inputs in the bucket (rare)
+                    K[i, j] = int(tab[d, i, kb, 0]) + (1 if f < t else 0) if f == f else _below(mu, d, i, cnt, t)
+                else:
+                    K[i, j] = _below(mu, d, i, cnt, t)
+        scale, err = 2.0 * sc / n[d], 0.0
+        for j in range(c):
+            gb[j] = 0.0
+        for i in range(c):
+            cnt, t1, t2 = count[d, i], cum1[d, i, m], cum2[d, i, m]
+            for j in range(c):
+                g, bj, k = G[i, j], x[p, r * c + j], K[i, j]
+                # S = sg * (sum below t) + tau * (class total): g > 0 above t, g < 0 below,
+                # g = 0 all iff b > 0 (SPEC 1); products by 0/1 keep S exact.
+                sg = 1.0 * (g < 0) - 1.0 * (g > 0)
+                tau = 1.0 * (g > 0) + 1.0 * ((g == 0) & (bj > 0))
+                S0, S1, S2 = sg * k + tau * cnt, sg * cum1[d, i, k] + tau * t1, sg * cum2[d, i, k] + tau * t2
+                dl = 1.0 if i == j else 0.0
+                a = dl - g
+                err += a * a * S2 - 2.0 * a * bj * S1 + bj * bj * S0 + dl * (t2 - S2)
+                Dm[i, j] = scale * (bj * S1 - a * S2)
+                gb[j] += scale * (bj * S0 - a * S1)
+        return sc * err / n[d] + _row_tail(x, p, r, c, Dm, gb, prior, grad)
+
+    return row
+
+
 def _make_empirical(r: int, c: int):
+    row = row_kernel(r, c)
+
     @njit(cache=True)
     def empirical(theta, didx, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, sc, ss, prior, L, grad):
         """U = sc L_n + prior |theta|^2 / 2 (N,) and dU/dtheta (N, d) of finite rows theta,
-        row p on data set didx[p], sc[p * ss]. One body: numba calls between jitted
-        functions are not inlined (and numba-inlined ones pay refcounts per call)."""
-        m, nb = mu.shape[2], tab.shape[2] - 3
+        row p on data set didx[p], sc[p * ss] (`row` of each)."""
         G, Dm, gb, K = np.empty((c, c)), np.empty((c, c)), np.empty(c), np.empty((c, c), np.int64)
         for p in range(theta.shape[0]):
-            d = didx[p]
-            for i in range(c):
-                for j in range(c):
-                    s = 0.0
-                    for k in range(r):
-                        s += theta[p, k * c + i] * theta[p, k * c + j]
-                    G[i, j] = s
-            for i in range(c):  # all counts first: independent lookups overlap in the CPU
-                cnt = count[d, i]
-                for j in range(c):
-                    g = G[i, j]
-                    t = -theta[p, r * c + j] / (g if g != 0 else 1.0)
-                    if use_tab:  # inputs in earlier buckets are < t, in later ones > t
-                        x = (t - lo[d, i]) * inv[d, i] + 1.0  # _bucket, inline (see above)
-                        kb = int(min(max(x if x == x else 0.0, 0.0), nb + 2.0))
-                        f = tab[d, i, kb, 1]  # NaN: two or more inputs in the bucket (rare)
-                        K[i, j] = int(tab[d, i, kb, 0]) + (1 if f < t else 0) if f == f else _below(mu, d, i, cnt, t)
-                    else:
-                        K[i, j] = _below(mu, d, i, cnt, t)
-            scale, err = 2.0 * sc[p * ss] / n[d], 0.0
-            for j in range(c):
-                gb[j] = 0.0
-            for i in range(c):
-                cnt, t1, t2 = count[d, i], cum1[d, i, m], cum2[d, i, m]
-                for j in range(c):
-                    g, bj, k = G[i, j], theta[p, r * c + j], K[i, j]
-                    # S = sg * (sum below t) + tau * (class total): g > 0 above t, g < 0 below,
-                    # g = 0 all iff b > 0 (SPEC 1); products by 0/1 keep S exact.
-                    sg = 1.0 * (g < 0) - 1.0 * (g > 0)
-                    tau = 1.0 * (g > 0) + 1.0 * ((g == 0) & (bj > 0))
-                    S0, S1, S2 = sg * k + tau * cnt, sg * cum1[d, i, k] + tau * t1, sg * cum2[d, i, k] + tau * t2
-                    dl = 1.0 if i == j else 0.0
-                    a = dl - g
-                    err += a * a * S2 - 2.0 * a * bj * S1 + bj * bj * S0 + dl * (t2 - S2)
-                    Dm[i, j] = scale * (bj * S1 - a * S2)
-                    gb[j] += scale * (bj * S0 - a * S1)
-            L[p] = sc[p * ss] * err / n[d] + _row_tail(theta, p, r, c, Dm, gb, prior, grad)
+            L[p] = row(theta, p, didx[p], mu, cum1, cum2, count, n, use_tab, tab, lo, inv, sc[p * ss], prior,
+                       G, Dm, gb, K, grad)
 
     return empirical
 
@@ -194,6 +205,12 @@ def _make_population(r: int, c: int):
 @lru_cache(maxsize=None)
 def _kernels(r: int, c: int):
     return _make_empirical(r, c), _make_population(r, c)
+
+
+@lru_cache(maxsize=None)
+def row_kernel(r: int, c: int):
+    """The compiled one-row energy and gradient (`_make_row`) at (r, c), for other kernels to call."""
+    return _make_row(r, c)
 
 
 _NO_TABLE = (np.zeros((0, 0, 3, 2)), np.zeros((0, 0)), np.zeros((0, 0)))

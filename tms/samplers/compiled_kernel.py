@@ -1,0 +1,188 @@
+"""The numba body of the compiled HMC round (tms.samplers.compiled): one chain's round per
+prange iteration, the arithmetic of tms.samplers.rounds.run_round step for step.
+
+Per chain p, with U = beta E + |theta|^2 / 2 (the prior where it is on) and H = U + |q|^2 / 2:
+a trajectory starts from the boundary state with momentum p0 (Box-Muller of the uniforms at
+the chain's trajectory counter), q = p0 - eps/2 grad U; each tick moves x += eps q, evaluates
+the fused energy at x and, unless it is the trajectory's last tick, q -= eps grad U; energy
+errors are checked at restart ticks, and a trajectory that has ended takes its Metropolis step
+at the next one (SPEC 3, docs/ARCHITECTURE.md: HMC in rounds).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from tms.theory.loss_kernels import row_kernel
+
+_M32 = np.uint64(0xFFFFFFFF)
+_S15, _S16 = np.uint64(15), np.uint64(16)
+_C1, _C2 = np.uint64(0x7FEB352D), np.uint64(0x846CA68B)
+_GOLD, _ADD = np.uint64(0x9E3779B9), np.uint64(0x85EBCA6B)
+_ONE, _TWO = np.uint64(1), np.uint64(2)
+_TWO_PI = 2.0 * math.pi
+
+
+@njit(cache=True, inline="always")
+def _mix32(x):
+    """tms.core.rng.mix32 on a uint64 below 2^32 (the products fit: both factors < 2^32)."""
+    x = x ^ (x >> _S16)
+    x = (x * _C1) & _M32
+    x = x ^ (x >> _S15)
+    x = (x * _C2) & _M32
+    return x ^ (x >> _S16)
+
+
+@njit(cache=True, inline="always")
+def _uniform(ks, j):
+    """Uniform j of a (key, counter, stream) hash ks: rng.uniform_at's last two lines."""
+    h = _mix32(ks ^ _mix32(np.uint64(j) * _TWO + _ONE))
+    return (float(h) + 1.0) / 4294967296.0
+
+
+@njit(cache=True, inline="always")
+def _stream_hash(key, count, stream_key):
+    """rng.uniform_at's hash of (chain key, trajectory counter, stream) before the index."""
+    cc = _mix32(_GOLD ^ _mix32(((np.uint64(count) & _M32) + _ADD) & _M32))
+    return _mix32(_mix32(key ^ cc) ^ stream_key)
+
+
+def make_round(r: int, c: int):
+    """(serial, parallel) compiled rounds at (r, c), one Python body compiled twice."""
+    row = row_kernel(r, c)
+    d = r * c + c
+
+    def round_(theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths,
+               n_ticks, uturn, divergence, target_accept, restart_every, didx, mu, cum1, cum2, count, n,
+               use_tab, tab, lo, inv, sc, ss, info, accept_sum, x, q, x0, ge, gx):
+        """One round for every chain p (rows of theta (N, d), E (N,), gE (N, d), counts (N,),
+        da (5, N): log_eps, log_eps_bar, h_bar, mu, t; all updated in place); info (4, N):
+        transitions, accepted, divergences, U-turn length (written); x, q, x0, ge (grad E), gx
+        (grad U) (N, d) scratch. lengths (M, N), M = 0 outside sampling. prior: 1.0 with the N(0, I) prior."""
+        for p in prange(theta.shape[0]):
+            _chain(p, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths,
+                   n_ticks, uturn, divergence, target_accept, restart_every, didx, mu, cum1, cum2, count, n,
+                   use_tab, tab, lo, inv, sc, ss, info, accept_sum, x, q, x0, ge, gx)
+
+    @njit(cache=True)
+    def _energy(x, p, dset, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, scale, G, Dm, gb, K, ge):
+        """rounds.guarded of the fused energy at row p of x, its gradient written to ge[p]: +inf
+        and a zero gradient where x or the energy is not finite."""
+        ok = True
+        for k in range(d):
+            ok = ok and math.isfinite(x[p, k])
+        Ex = row(x, p, dset, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, scale, 0.0, G, Dm, gb, K, ge) \
+            if ok else math.inf
+        if not math.isfinite(Ex):
+            Ex = math.inf
+            for k in range(d):
+                ge[p, k] = 0.0
+        return Ex
+
+    @njit(cache=True)
+    def _chain(p, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths,
+               n_ticks, uturn, divergence, target_accept, restart_every, didx, mu, cum1, cum2, count, n,
+               use_tab, tab, lo, inv, sc, ss, info, accept_sum, x, q, x0, ge, gx):
+        G, Dm, gb, K = np.empty((c, c)), np.empty((c, c)), np.empty(c), np.empty((c, c), np.int64)
+        dset, scale, bp = didx[p], sc[p * ss], beta[p]
+        first, steps, diverged, Ex, Ux, dH = True, 0, False, 0.0, 0.0, 0.0
+        eps, H0, u_acc, want = _start(p, theta, E, gE, keys, counts, stream_key, bp, prior, eps_fixed, use_da, da,
+                                      lengths, n_ticks, x, q, x0)
+        for j in range(n_ticks):
+            active = steps < want
+            moving = active and not diverged
+            if moving:  # a frozen chain keeps x, so its energy is the one last evaluated
+                for k in range(d):
+                    x[p, k] = x[p, k] + eps * q[p, k]
+                Ex = _energy(x, p, dset, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, scale, G, Dm, gb, K, ge)
+                ssq = 0.0
+                for k in range(d):
+                    gx[p, k] = bp * ge[p, k] + prior * x[p, k]
+                    ssq += x[p, k] * x[p, k]
+                Ux = bp * Ex + prior * (0.5 * ssq) if prior != 0.0 else bp * Ex
+            steps += 1 if active else 0
+            last = j == n_ticks - 1
+            check = uturn or last or (j + 1) % restart_every == 0
+            if check:  # energy errors: divergences, U-turns, and the Metropolis step below
+                kin, turn = 0.0, 0.0
+                for k in range(d):
+                    pk = q[p, k] - 0.5 * eps * gx[p, k]
+                    kin += pk * pk
+                    turn += (x[p, k] - x0[p, k]) * pk
+                dH = Ux + 0.5 * kin - H0
+                dH = math.inf if dH != dH else (1.7976931348623157e308 if dH == math.inf else
+                                                (-1.7976931348623157e308 if dH == -math.inf else dH))
+                diverged = diverged or (moving and dH > divergence)
+                if uturn and moving and turn < 0:
+                    want = steps
+            go_on = steps < want
+            if go_on and not diverged:
+                for k in range(d):
+                    q[p, k] = q[p, k] - eps * gx[p, k]
+            if not check or (not last and (j + 1) % restart_every) or go_on:
+                continue
+            if uturn and first:
+                info[3, p] = steps
+            first = False
+            _finish(p, theta, E, gE, x, ge, Ex, dH, diverged, u_acc, use_da, da, target_accept, info, accept_sum)
+            if not last:
+                eps, H0, u_acc, want = _start(p, theta, E, gE, keys, counts, stream_key, bp, prior, eps_fixed,
+                                              use_da, da, lengths, n_ticks - j - 1, x, q, x0)
+                steps, diverged = 0, False
+
+    @njit(cache=True)
+    def _start(p, theta, E, gE, keys, counts, stream_key, bp, prior, eps_fixed, use_da, da, lengths, left,
+               x, q, x0):
+        """A trajectory of chain p from its boundary state: (eps, H0, Metropolis uniform, length)."""
+        ks = _stream_hash(keys[p], counts[p], stream_key)
+        counts[p] += 1
+        h = (d + 1) // 2
+        m = 2 * h + 2
+        eps = math.exp(da[0, p]) if use_da else eps_fixed[p]
+        U, ssq, kin = bp * E[p], 0.0, 0.0
+        for k in range(d):
+            ssq += theta[p, k] * theta[p, k]
+        U = U + prior * (0.5 * ssq) if prior != 0.0 else U
+        for k in range(d):  # Box-Muller, both branches (rng.normals_from)
+            kk = k if k < h else k - h
+            rad = math.sqrt(-2.0 * math.log(_uniform(ks, kk)))
+            ang = _TWO_PI * _uniform(ks, h + kk)
+            p0 = rad * math.cos(ang) if k < h else rad * math.sin(ang)
+            g = bp * gE[p, k] + prior * theta[p, k]
+            x[p, k], x0[p, k] = theta[p, k], theta[p, k]
+            q[p, k] = p0 - 0.5 * eps * g
+            kin += p0 * p0
+        want = left
+        M = lengths.shape[0]
+        if M > 0:  # sampling: a recorded length of this chain, cut to the round end
+            pick = min(max(int(math.ceil(_uniform(ks, m - 1) * M)), 1), M) - 1
+            want = min(lengths[pick, p], left)
+        return eps, U + 0.5 * kin, _uniform(ks, m - 2), want
+
+    @njit(cache=True)
+    def _finish(p, theta, E, gE, x, ge, Ex, dH, div, u_acc, use_da, da, target_accept, info, accept_sum):
+        """The Metropolis step of chain p's finished trajectory (end state x, energy Ex)."""
+        acc = math.log(u_acc) < -dH and not div
+        if acc:
+            E[p] = Ex
+            for k in range(d):
+                theta[p, k], gE[p, k] = x[p, k], ge[p, k]
+        prob = 0.0 if div else math.exp(min(-dH, 0.0))
+        info[0, p] += 1
+        info[1, p] += 1 if acc else 0
+        info[2, p] += 1 if div else 0
+        accept_sum[p] += prob
+        if use_da:  # rounds.da_update, one learner
+            t = da[4, p] + 1.0
+            w = 1.0 / (t + 10.0)
+            hb = (1.0 - w) * da[2, p] + w * (target_accept - prob)
+            le = da[3, p] - math.sqrt(t) / 0.05 * hb
+            eta = math.exp(-0.75 * math.log(t))
+            da[1, p] = eta * le + (1.0 - eta) * da[1, p]
+            da[0, p], da[2, p], da[4, p] = le, hb, t
+
+    serial = njit(cache=True)(round_)
+    parallel = njit(cache=True, parallel=True)(round_)
+    return serial, parallel

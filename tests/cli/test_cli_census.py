@@ -4,9 +4,11 @@ import json
 
 import pytest
 
+from tms.cli import common
 from tms.cli.main import main
 from tms.core import io
 from tms.experiments import census as census_command
+from tms.theory import zoo
 from tms.theory.census import QUICK
 
 ARGS = ["--r", "2", "--c", "4", "--n-prior", "3", "--n-gd", "2", "--gd-steps", "100", "--max-iter", "80"]
@@ -48,3 +50,50 @@ def test_census_bad_input(tmp_path, capsys, argv, message):
     assert main(["census", *argv, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+ARGS5 = ["--r", "2", "--c", "5", "--n-prior", "3", "--n-gd", "2", "--gd-steps", "100", "--max-iter", "80"]
+
+
+def _sgld_cells(text: str, labels: set) -> dict:
+    """{label: SGLD column text} from the census table printed with --llc-points."""
+    header = next(ln for ln in text.splitlines() if ln.startswith("label"))
+    end = header.index("SGLD lambda") + len("SGLD lambda")  # a right-aligned 15-character column
+    return {ln.split()[0]: ln[end - 15:end].strip() for ln in text.splitlines() if ln.split() and ln.split()[0] in labels}
+
+
+def test_llc_points_give_the_5gon_its_sgld_lambda_and_a_rerun_reuses_it(tmp_path, capsys):
+    """r = 2, c = 5: the 5-gon's SGLD lambda (the lab's protocol) lies within 4 of its standard
+    errors of the zoo's rank/2 = 7 (tests/llc/test_llc_converge: the protocol's bias at k-gons is
+    about one unit, well inside); saddles among the 4 lowest points are 'saddle: n/a'; the rerun
+    reuses the saved lambdas and prints the same table."""
+    out = tmp_path / "c5"
+    argv = ["census", *ARGS5, "--out", str(out), "--llc-points", "4", "--threads", "1", "--no-progress"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    res = census_command.run(2, 5, settings=QUICK.replace(n_prior=3, n_gd=2, gd_steps=100, max_iter=80),
+                             out=str(out), progress=False, llc_points=4)  # the saved census and lambdas
+    first4 = res.points[:4]
+    assert [q.label for q in res.llcs] == [q.label for q in first4 if q.kind != "saddle"]
+    five = res.llcs[0]
+    assert five.label == "5" and five.rank_llc == zoo.critical_point(5, "5").llc == 7.0
+    assert abs(five.sgld - 7.0) <= 4 * five.sgld_se and five.sgld_se > 0
+    cells = _sgld_cells(text, {q.label for q in res.points})
+    assert all(cells[q.label] == "saddle: n/a" for q in first4 if q.kind == "saddle")
+    assert any(q.kind == "saddle" for q in first4) and cells[res.points[4].label] == "-"
+    for q in res.llcs:
+        assert cells[q.label] == common.plus_minus(q.sgld, q.sgld_se)
+    saved = census_command.llc_path(out) + ".json"
+    before = open(saved, "rb").read()
+    assert main(argv) == 0
+    assert capsys.readouterr().out == text and open(saved, "rb").read() == before
+
+
+def test_llc_points_zero_is_the_plain_census(tmp_path, capsys):
+    out = tmp_path / "c4"
+    assert main(["census", *ARGS, "--out", str(out), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["llcs"] == [] and not io.result_exists(census_command.llc_path(out))
+    assert main(["census", *ARGS, "--out", str(out), "--llc-points", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "llc_points must be >= 0" in err and len(err.strip().splitlines()) == 1

@@ -4,18 +4,18 @@ posterior phase mass against n read by the census, and SGD from random starts wi
 census levels and their Bayesian antecedents. Every part is saved under `out` and reused.
 
     from tms.experiments import beyond_r2
-    res = beyond_r2.run(beyond_r2.QUICK, out="results/beyond_r2")
+    res = beyond_r2.run(beyond_r2.QUICK, out="results/beyond_r2")    # tms beyond-r2
+    res = beyond_r2.run(beyond_r2.TINY, out="x", figures="x/figs", seed=1)  # tms beyond-r2 --scale tiny --seed 1
     res.transitions, res.crossings, res.sgd_counts
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from tms.bayes import posterior
 from tms.bayes.posterior import PhaseSweep
@@ -24,12 +24,14 @@ from tms.core import checks, io
 from tms.core.settings import Settings, setting
 from tms.dynamics.train import TrainResult, TrainSettings, train_sgd
 from tms.dynamics.transitions import Segmentation, census_levels, default_tol, segment
-from tms.llc.estimator import PROTOCOL, estimate_llc
+from tms.llc.census import CensusLLC, census_llcs
+from tms.report.plots.census import plot_beyond_r2
 from tms.theory import census as census_mod
 from tms.theory import census_free_energy
 from tms.theory.census import Census, CensusSettings
 from tms.theory.zoo import TransitionRow
 
+KIND = "beyond-r2"  # the command that makes the study's records (tms.core.io.recording_kind)
 SGD_LEVEL_GAP = 2e-3  # census levels closer than this share one SGD level (an SGD plateau sits O(1/n) above its level)
 CENSUS_PRESETS = dict(tiny=CensusSettings(n_prior=0, n_gd=0, frames=False, max_iter=60), quick=census_mod.QUICK,
                       full=census_mod.FULL)
@@ -79,19 +81,6 @@ PRESETS = dict(tiny=TINY, quick=QUICK, full=FULL)
 
 
 @dataclass(frozen=True)
-class CensusLLC:
-    """The SGLD lambda of one census minimum (tms.llc, the lab's protocol on the population loss)
-    beside rank / 2 (None where L is only C^1 or the point is not minimally singular)."""
-
-    label: str
-    loss: float
-    kind: str
-    rank_llc: float | None
-    sgld: float
-    sgld_se: float
-
-
-@dataclass(frozen=True)
 class Crossing:
     """An observed crossing of two phase masses: beta overtakes alpha at n (log-linear
     interpolation on the grid), n_se by the delta method from the masses' standard errors
@@ -107,7 +96,8 @@ class Crossing:
 class BeyondR2Run:
     """run's result: the census, SGLD lambdas, free-energy terms, predicted transitions (n_c), the
     posterior sweep with observed crossings, and SGD plateaus with transition counts and their
-    antecedent rows (n_c of each observed dL < 0 step; None where dlambda <= 0 or unknown)."""
+    antecedent rows (n_c of each observed dL < 0 step; None where dlambda <= 0 or unknown); the
+    figures drawn (empty unless run was given figures=)."""
 
     settings: BeyondR2Settings
     census: Census
@@ -120,31 +110,7 @@ class BeyondR2Run:
     sgd_counts: dict
     antecedents: list[TransitionRow]
     out: Path
-
-
-def census_llcs(census: Census, n_minima: int, n_chains: int, steps: int, seed: int, *,
-                out: Path | None = None) -> list[CensusLLC]:
-    """SGLD lambdas at the n_minima lowest local minima, one batched call (population loss,
-    nbeta = n / log n at n = 1000, eps 1e-3, gamma 1: tms.llc.estimator.PROTOCOL); saved at `out`
-    and reused there (tms.core.io.reuse_problem: the same census and sampler settings)."""
-    pts = [q for q in census.points if q.kind in census_mod.PHASE_KINDS][:n_minima]
-    ident = dict(census=census.identity(), labels=[q.label for q in pts], n_chains=n_chains, steps=steps, seed=seed)
-    if out is not None and io.reuse_problem(out, ident) is None:
-        return [CensusLLC(**row) for row in io.load_result(out)[1]["rows"]]
-    rows = _sgld(pts, n_chains, steps, seed)
-    if out is not None:
-        io.save_result(out, {}, dict(settings=ident, rows=[dataclasses.asdict(q) for q in rows]))
-    return rows
-
-
-def _sgld(pts: list, n_chains: int, steps: int, seed: int) -> list[CensusLLC]:
-    if not pts:
-        return []
-    res = estimate_llc(torch.stack([q.W for q in pts]), torch.stack([q.b for q in pts]),
-                       nbeta=PROTOCOL.nbeta_for(PROTOCOL.n), eps=PROTOCOL.eps, gamma=PROTOCOL.gamma,
-                       n_chains=n_chains, n_burnin=steps, n_draws=steps, loss="population", seed=seed)
-    return [CensusLLC(q.label, q.loss, q.kind, q.llc, float(m), float(se))
-            for q, m, se in zip(pts, res.llc.tolist(), res.llc_se.tolist())]
+    figures: list[Path] = field(default_factory=list)
 
 
 def observed_crossings(ns, phases: list[str], mass: np.ndarray, mass_se: np.ndarray) -> list[Crossing]:
@@ -184,29 +150,53 @@ def _finite(v) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
 
 
-def run(settings: BeyondR2Settings = QUICK, *, out: str | Path = "results/beyond_r2", progress: bool = False,
-        threads: int | None = None, **changes) -> BeyondR2Run:
-    """The r = 3 study with `settings` (and `changes`), every part saved under `out` and reused:
-    census (out/census), posterior points (out/posterior), SGD (out/sgd), the summary (out/summary)."""
+def run(settings: BeyondR2Settings = QUICK, *, out: str | Path = "results/beyond_r2", figures: str | Path | None = None,
+        progress: bool = False, threads: int | None = None, device=None, force: bool = False,
+        **changes) -> BeyondR2Run:
+    """The r = 3 study with `settings` (and `changes`, field names of BeyondR2Settings), every part
+    saved under `out` and reused: census (out/census), SGLD lambdas (out/llc), posterior points
+    (out/posterior), SGD (out/sgd), the summary (out/summary). figures: a folder for census.png,
+    census_columns.png and posterior.png (tms.report.plots.census.plot_beyond_r2; None: none).
+    A study of other settings in `out` is an error unless force=True (tms.core.io.claim_output;
+    then its parts are recomputed). device is checked and accepted: the study runs on the CPU."""
     settings = settings.replace(**changes) if changes else settings
     out = Path(checks.output_dir(out, "out"))
-    with checks.torch_threads(checks.threads(threads, "threads")):
-        cs = census_mod.census(settings.r, settings.c, CENSUS_PRESETS[settings.census_scale], out=out / "census",
-                               progress=progress)
-        llcs = census_llcs(cs, settings.n_minima, settings.llc_chains, settings.llc_steps, settings.seed,
-                           out=out / "llc")
-        supplied = {q.label: q.sgld for q in llcs if q.rank_llc is None and math.isfinite(q.sgld)}
-        sweep = posterior.phase_sweep(settings.c, list(settings.ns), settings.posterior_settings(), r=settings.r,
-                                      seed=settings.seed, out_dir=out / "posterior", census=cs, llcs=supplied,
-                                      progress=progress)
-        seg, counts, antecedents = _sgd(settings, cs, supplied, out, progress)
-    result = BeyondR2Run(settings, cs, llcs, census_free_energy.free_energy_terms(cs, supplied),
-                         census_free_energy.census_transitions(cs, supplied), sweep,
-                         observed_crossings(sweep.ns, sweep.phases, sweep.mass, sweep.mass_se), seg, counts,
-                         antecedents, out)
-    posterior.save_summary(out / "posterior_summary", sweep)  # the phase-mass figure's input
-    save_summary(out / "summary", result)
+    figs = None if figures is None else Path(checks.output_dir(figures, "figures"))
+    checks.device(device)
+    threads = checks.threads(threads, "threads")
+    _claim(out, settings, force)
+    with checks.torch_threads(threads), io.recording_kind(KIND):
+        result = _compute(settings, out, progress)
+        posterior.save_summary(out / "posterior_summary", result.posterior)  # the phase-mass figure's input
+        save_summary(out / "summary", result)
+    if figs is not None:
+        result.figures = plot_beyond_r2(out, figs)
     return result
+
+
+def _claim(out: Path, settings: BeyondR2Settings, force: bool) -> None:
+    """out holds nothing but this study (tms.core.io.claim_output on its summary); with force, an
+    SGD result of other settings (which train_sgd refuses to overwrite) is removed first, and every
+    other part is recomputed over its old one by its own reuse rule."""
+    io.claim_output(out / "summary", KIND, settings, force=force)
+    found = io.output_problem(out / "sgd", KIND, settings.train_settings())
+    if force and found is not None and found.overridable:
+        io.remove_result(out / "sgd")
+
+
+def _compute(settings: BeyondR2Settings, out: Path, progress: bool) -> BeyondR2Run:
+    cs = census_mod.census(settings.r, settings.c, CENSUS_PRESETS[settings.census_scale], out=out / "census",
+                           progress=progress)
+    llcs = census_llcs(cs, settings.n_minima, settings.llc_chains, settings.llc_steps, settings.seed, out=out / "llc")
+    supplied = {q.label: q.sgld for q in llcs if q.rank_llc is None and math.isfinite(q.sgld)}
+    sweep = posterior.phase_sweep(settings.c, list(settings.ns), settings.posterior_settings(), r=settings.r,
+                                  seed=settings.seed, out_dir=out / "posterior", census=cs, llcs=supplied,
+                                  progress=progress)
+    seg, counts, antecedents = _sgd(settings, cs, supplied, out, progress)
+    return BeyondR2Run(settings, cs, llcs, census_free_energy.free_energy_terms(cs, supplied),
+                       census_free_energy.census_transitions(cs, supplied), sweep,
+                       observed_crossings(sweep.ns, sweep.phases, sweep.mass, sweep.mass_se), seg, counts,
+                       antecedents, out)
 
 
 def save_summary(path: Path, res: BeyondR2Run) -> None:

@@ -33,6 +33,7 @@ Run: python benchmarks/bench_posterior.py [--n-chains 256 --threads 1]
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -42,7 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tms.samplers import diagnostics
+from tms.core import rng
+from tms.samplers import compiled, diagnostics, rounds
 from tms.bayes import posterior
 from tms.theory.data import sample_inputs
 from tms.theory.loss import sorted_data, stack_sorted
@@ -79,13 +81,62 @@ def run_old(data, th0, args):
     return out, time.perf_counter() - t, out["grad_evals"]
 
 
-def run_new(data, th0, args):
-    eg, calls = counted(posterior.energy_grad_fn(data, R, C))
+def run_new(data, th0, args, use_compiled: bool = True, threads: int | None = 1):
+    """The lab's sampler; on the compiled round (tms.samplers.compiled) or the torch one."""
+    eg = posterior.energy_grad_fn(data, R, C)
     t = time.perf_counter()
-    out = tempering.run_chains(None, th0, energy_grad_fn=eg, prior_grad_fn=posterior.prior_grad,
-                               n_warmup=args.warmup, n_draws=args.draws, max_steps=args.max_steps, generator=1,
-                               record=lambda th: th.to(torch.float32))
-    return out, time.perf_counter() - t, calls[0]
+    with compiled.use(use_compiled), compiled.threads(threads):
+        out = tempering.run_chains(None, th0, energy_grad_fn=eg, prior_grad_fn=posterior.prior_grad,
+                                   n_warmup=args.warmup, n_draws=args.draws, max_steps=args.max_steps, generator=1,
+                                   record=lambda th: th.to(torch.float32))
+    return out, time.perf_counter() - t, (args.warmup + args.draws) * args.max_steps  # one evaluation a tick
+
+
+def tick_cost(data, n_chains: int, use_compiled: bool, threads: int, budget: float = 0.3) -> float:
+    """us per chain-tick of sampling rounds (16 ticks, recorded lengths 8) at n_chains chains
+    near the posterior (prior draws x 0.3): rounds repeated for `budget` seconds, best of 3."""
+    eg = posterior.energy_grad_fn(data, R, C)
+    theta = 0.3 * rng.normal(rng.item_keys(2, (1, n_chains)), 0, R * C + C, torch.float64, rng.START)
+    ch, keys = rounds.evaluate(theta, eg), rng.item_keys(3, (1, n_chains))
+    counts = torch.zeros(1, n_chains, dtype=torch.long)
+    eps, lengths = torch.full((1, n_chains), 0.01, dtype=torch.float64), torch.full((1, 1, n_chains), 8)
+    with compiled.use(use_compiled), compiled.threads(threads):
+        def one():
+            rounds.run_round(ch, keys, counts, 16, eg, posterior.prior_grad, None, step_size=eps, lengths=lengths)
+        one()
+        t0, reps = time.perf_counter(), 0
+        while time.perf_counter() - t0 < budget / 3 or reps < 1:
+            one()
+            reps += 1
+        best = math.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                one()
+            best = min(best, (time.perf_counter() - t0) / reps)
+    return 1e6 * best / (16 * n_chains)
+
+
+def energy_cost(data, n_chains: int) -> float:
+    """us per row of the fused energy alone (one batched call of the compiled kernel, one thread)."""
+    eg = posterior.energy_grad_fn(data, R, C)
+    theta = 0.3 * rng.normal(rng.item_keys(2, (1, n_chains)), 0, R * C + C, torch.float64, rng.START)
+    eg(theta)
+    reps = max(1, 200_000 // n_chains)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        eg(theta)
+    return 1e6 * (time.perf_counter() - t0) / (reps * n_chains)
+
+
+def tick_table(data, sizes: list[int], torch_max: int) -> None:
+    print("us per chain-tick (sampling rounds of 16 ticks, c = 6, n = %d); energy alone: one batched kernel call"
+          % int(data.n.reshape(-1)[0]))
+    print(f"{'chains':>7} {'torch':>9} {'compiled 1t':>12} {'compiled 2t':>12} {'energy 1t':>10} {'torch/comp1':>11}")
+    for N in sizes:
+        tt = tick_cost(data, N, False, 1) if N <= torch_max else math.nan
+        c1, c2, e = tick_cost(data, N, True, 1), tick_cost(data, N, True, 2), energy_cost(data, N)
+        print(f"{N:7d} {tt:9.3f} {c1:12.3f} {c2:12.3f} {e:10.3f} {tt / c1:11.1f}", flush=True)
 
 
 def report(name, out, wall, grads):
@@ -107,17 +158,27 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=150)
     p.add_argument("--draws", type=int, default=400)
     p.add_argument("--max-steps", type=int, default=40)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--tick-chains", default="1,4,16,64,256,1024,4096,16384",
+                   help="batch sizes of the us per chain-tick table ('' skips it)")
+    p.add_argument("--torch-max", type=int, default=16384, help="largest batch timed on the torch tick")
+    p.add_argument("--old", action="store_true", help="also run the synchronous autograd sampler (minutes)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; c={C}, n={args.n}, {args.n_chains} chains")
     data = posterior.with_dims(stack_sorted([sorted_data(sample_inputs(args.n, C, 0))]), 1)  # (1, 1)
+    if args.tick_chains:
+        tick_table(data, [int(x) for x in args.tick_chains.split(",")], args.torch_max)
     th0 = torch.randn((1, args.n_chains, R * C + C), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    new = report(f"new (rounds of {args.max_steps}, {args.warmup}+{args.draws} rounds)", *run_new(data, th0, args))
-    old = report(f"old (sync, cap {args.old_max_steps}, {args.old_warmup}+{args.old_draws} transitions)",
-                 *run_old(data, th0, args))
-    print(f"ratio ESS/s new / old: {new / old:.1f}x")
+    label = f"rounds of {args.max_steps}, {args.warmup}+{args.draws} rounds"
+    comp = [report(f"compiled, {k} thread(s) ({label})", *run_new(data, th0, args, True, k)) for k in (1, 2)]
+    tor = report(f"torch tick ({label})", *run_new(data, th0, args, False))
+    print(f"ratio ESS/s compiled / torch tick: {comp[0] / tor:.1f}x (1 thread), {comp[1] / tor:.1f}x (2 threads)")
+    if args.old:
+        old = report(f"old (sync, cap {args.old_max_steps}, {args.old_warmup}+{args.old_draws} transitions)",
+                     *run_old(data, th0, args))
+        print(f"ratio ESS/s compiled (2 threads) / old: {comp[1] / old:.1f}x; torch tick / old: {tor / old:.1f}x")
 
 
 if __name__ == "__main__":

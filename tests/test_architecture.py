@@ -21,7 +21,9 @@ TOP = {"__init__": set(RANK), "__main__": {"cli"}}  # tms/__init__.py re-exports
 OPTIONAL = ("dask", "distributed", "dask_jobqueue")  # the cluster extra, imported only where used
 # function-local imports kept on purpose, with the reason
 LAZY = {("theory/loss.py", "tms.theory"): "numba compiles on first use; the eager path works without it",
-        "arviz": "ArviZ is imported only where InferenceData is written (its import warns and costs ~1 s)"}
+        "arviz": "ArviZ is imported only where InferenceData is written (its import warns and costs ~1 s)",
+        ("samplers/compiled.py", "tms.samplers"): "numba compiles the round where one runs; the torch path works without it",
+        "numba": "numba loads where a compiled round runs (tms.samplers.compiled); the torch path works without it"}
 CLI_SHARED = {"common", "main"}  # the cli modules a command may import
 MAX_FUNCTION_LINES, MAX_MODULE_LINES = 60, 500
 # modules still over the limit, each to be split by job (this list only shrinks)

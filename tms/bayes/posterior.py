@@ -44,7 +44,7 @@ from tms.bayes.posterior_point import (MAX_KEPT, PosteriorPoint, build_point, cl
 from tms.core import checks, io, rng
 from tms.samplers import compiled, tempering
 from tms.theory.data import sample_inputs
-from tms.theory.loss import SortedData, empirical_loss_sorted, loss_and_grad_flat, unflatten_params
+from tms.theory.loss import SortedData, empirical_loss_sorted, loss_and_grad_flat, row_energy, unflatten_params
 
 def data_seed(seed: int, n: int, s: int) -> int:
     """Seed of data set s at sample size n: independent of the grid and of the batching."""
@@ -86,7 +86,9 @@ def energy_grad_fn(data: SortedData, r: int, c: int, beta_lik: float = 1.0, rewe
     def energy_grad(theta: torch.Tensor):
         return loss_and_grad_flat(theta, r, c, data, scale=scale)
 
-    energy_grad.kernel = compiled.EnergyKernel(r, c, data, scale)  # HMC rounds may run compiled
+    kernel = row_energy(r, c, data, scale)
+    if kernel is not None:  # HMC rounds on the CPU run compiled (tms.samplers.compiled)
+        energy_grad.kernel = compiled.RowEnergy(*kernel)
     return energy_grad
 
 

@@ -29,7 +29,8 @@ def add_arguments(p) -> None:
     p.add_argument("--figures", default="results/figures/beyond_r2",
                    help="folder for census.png, census_columns.png and posterior.png")
     common.add_force(p)
-    p.add_argument("--threads", type=int, default=1, help="torch threads, 1..1024 (default 1: small tensors)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of the run, 1..1024 (default: every core for the compiled sampler, one for torch)")
 
 
 def run(args) -> int:

@@ -131,20 +131,34 @@ def scale(x, allowed=("quick", "full"), name: str = "scale") -> str:
 
 
 def threads(x, name: str = "--threads") -> int | None:
-    """A torch thread count: None (leave torch's choice) or an integer in [1, 1024]."""
+    """A thread count: None (the default: every core for the compiled kernels, torch's own
+    choice) or an integer in [1, 1024]."""
     return None if x is None else positive_int(x, name, minimum=1, maximum=1024)
 
 
+_KERNEL_THREADS: list = [None]  # threads of the compiled kernels now (None: every core)
+
+
+def kernel_threads() -> int | None:
+    """Threads the compiled kernels (tms.samplers.compiled) may use now; None: every core."""
+    return _KERNEL_THREADS[0]
+
+
 @contextlib.contextmanager
-def torch_threads(k: int | None):
-    """torch uses k threads inside the block (None: unchanged); the caller's count is restored."""
-    before = torch.get_num_threads()
-    if k is not None:
-        torch.set_num_threads(k)
+def torch_threads(k: int | None, torch_cap: int | None = None):
+    """A run's threads inside the block: the compiled kernels use k (None: every core); torch
+    uses k, else torch_cap (e.g. 1 where its work is many small ops), else its own choice.
+    The caller's counts are restored. Results do not depend on either count."""
+    before, kernel_before = torch.get_num_threads(), _KERNEL_THREADS[0]
+    want = k if k is not None else torch_cap
+    if want is not None:
+        torch.set_num_threads(want)
+    _KERNEL_THREADS[0] = k
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        _KERNEL_THREADS[0] = kernel_before
 
 
 def generator(g, name: str = "generator") -> torch.Generator:

@@ -165,7 +165,7 @@ def run(settings: BeyondR2Settings = QUICK, *, out: str | Path = "results/beyond
     checks.device(device)
     threads = checks.threads(threads, "threads")
     _claim(out, settings, force)
-    with checks.torch_threads(threads), io.recording_kind(KIND):
+    with checks.torch_threads(threads, torch_cap=1), io.recording_kind(KIND):
         result = _compute(settings, out, progress)
         posterior.save_summary(out / "posterior_summary", result.posterior)  # the phase-mass figure's input
         save_summary(out / "summary", result)

@@ -113,11 +113,11 @@ def run(c: int = 6, ns: list[int] | None = None, settings: FreeEnergySettings | 
     run_dir = Path(out) / f"c{c}_{scale}{'_data' if datasets is not None else ''}_b{beta_lik:g}_s{seed}"
     io.claim_output(run_dir / f"summary_c{c}", "free-energy",
                     dict(c=c, seed=seed, beta_lik=beta_lik, **settings.as_record()), force=force)
-    with checks.torch_threads(threads or 1), io.recording_kind("free-energy"):
+    with checks.torch_threads(threads, torch_cap=1), io.recording_kind("free-energy"):
         res = measure(c, ns, settings, seed=seed, scale=scale, out_dir=run_dir, datasets=datasets, beta_lik=beta_lik,
                       progress=progress, labels=labels, batch_points=batch_points, save_every=save_every,
                       device=device)
     res.settings["reading"] = reading
-    with io.recording_kind("free-energy"), checks.torch_threads(threads or 1):  # provenance: threads it ran with
+    with io.recording_kind("free-energy"), checks.torch_threads(threads, torch_cap=1):  # provenance: threads it ran with
         save_summary(run_dir / f"summary_c{c}", res)
     return FreeEnergyRun(res, run_dir, plot_free_energy(run_dir / f"summary_c{c}", fig_path, reading=reading))

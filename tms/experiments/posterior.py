@@ -176,7 +176,7 @@ def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale
         checks.warn("n_temps 1: no tempering, so replica exchange is plain HMC and its 'posterior mass' is chain "
                     "occupancy (basins of the start), not posterior mass; labelled so on the figure")
     n_before = len(io.written())
-    with checks.torch_threads(threads), io.recording_kind("posterior"):
+    with checks.torch_threads(threads, torch_cap=1), io.recording_kind("posterior"):
         res = bayes_tasks.phase_sweep(c, ns, settings, beta_lik=beta_lik, seed=seed, out_dir=run_dir,
                                       progress=progress, batch_points=batch_points, save_every=save_every,
                                       device=checks.device(device),
@@ -189,7 +189,7 @@ def run(c: int = 6, ns=None, settings: PosteriorSettings | None = None, *, scale
     for line in notes:
         _note(res, line)
     summary = run_dir / f"summary_c{c}"
-    with io.recording_kind("posterior"), checks.torch_threads(threads):  # provenance: the threads it ran with
+    with io.recording_kind("posterior"), checks.torch_threads(threads, torch_cap=1):  # provenance: the threads it ran with
         posterior.save_summary(summary, res)
     if fig is not None:
         plot_phase_sweep(summary, fig)

@@ -389,13 +389,14 @@ class ReproduceRun:
 
 def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/reproduce",
         figures: str | Path = "results/figures", device: str | torch.device = "cpu", force: bool = False,
-        threads: int | None = 1, progress: bool = False, log: Callable[[str], None] | None = print,
+        threads: int | None = None, progress: bool = False, log: Callable[[str], None] | None = print,
         scheduler: str | None = None, workers: int | None = None) -> ReproduceRun:
     """Every stage of the lab at scale tiny | quick | full (SCALES), results under `out`,
     figures and REPORT.md in `figures`; finished stages are reused (module docstring).
 
-    threads: torch threads while it runs (1 is fastest at these sizes; None: unchanged); the
-    caller's setting is restored at the end.
+    threads: threads while it runs (None: every core for the compiled sampler, one for torch,
+    whose tensors here are small; tms.core.checks.torch_threads); the caller's settings are
+    restored at the end. Results do not depend on it.
     log: where the one-line stage messages go (None: nowhere). scheduler / workers: the
     stages' sweeps as Dask tasks on one cluster for the whole run (tms.core.cluster.session), and
     the stages that do not depend on each other (the three posterior sweeps and both
@@ -409,7 +410,7 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
     figs.mkdir(parents=True, exist_ok=True)
     cluster.check_cluster(scheduler, workers)
     pipe = _Pipeline(out, figs, force, log or (lambda _: None))
-    with io.recording_device(dev), checks.torch_threads(threads), cluster.session(scheduler, workers) as where:
+    with io.recording_device(dev), checks.torch_threads(threads, torch_cap=1), cluster.session(scheduler, workers) as where:
         x = _Ctx(out, figs, SCALES[scale], seed, dev, progress, where)
         for st in _zoo_stages(x):
             pipe.run(st)

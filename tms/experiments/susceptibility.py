@@ -149,7 +149,7 @@ def run(run_dir: str | Path, settings: SusceptibilitySettings | None = None, *, 
     ns, beta_lik = np.asarray(sweep_arrays["ns"]), float(sweep_rec["settings"]["beta_lik"])
     if settings.local is not None:
         zoo.critical_point(c, settings.local)  # an unknown label fails before any work
-    with checks.torch_threads(threads):
+    with checks.torch_threads(threads, torch_cap=1):
         responses, X_by_n, data_seeds = [], [], []
         for n in ns:
             W, b, X, point_settings = point_draws(Path(run_dir), c, int(n))
@@ -165,7 +165,7 @@ def run(run_dir: str | Path, settings: SusceptibilitySettings | None = None, *, 
     arrays = _summary_arrays(ns, responses)
     if local is not None:
         arrays.update(_summary_arrays(ns, local.responses, "local_"), local_acceptance=local.acceptance)
-    with io.recording_kind("susceptibility"), checks.torch_threads(threads):  # provenance: the threads it ran with
+    with io.recording_kind("susceptibility"), checks.torch_threads(threads, torch_cap=1):  # provenance: the threads it ran with
         io.save_result(summary, arrays, dict(
             settings=settings.as_record(), sweep=sweep_rec["settings"], run_dir=os.path.relpath(run_dir, out), c=c,
             beta_lik=beta_lik, crossings=[dataclasses.asdict(x) for x in crossings],

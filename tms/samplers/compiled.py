@@ -13,78 +13,77 @@ tick with U-turns), divergences, the Metropolis step at a trajectory's end and p
 averaging. The two paths agree to rounding (sums over d and libm's log/exp/cos/sin round
 differently from torch's vector code), the integer counts exactly in practice.
 
-It applies where the target is the posterior's: the energy from
-tms.bayes.posterior.energy_grad_fn (marked with `kernel`: r, c, the sorted data sets, the
-per-data-set scale) and the N(0, I) prior (marked `kernel_prior`), float64 on the CPU with
-numba loaded; run_round falls back to its torch path anywhere else (and is the reference).
-Threads: `threads(k)` (tms.core.checks.torch_threads sets it); rounds of fewer than
+It applies where the energy carries a compiled one-row form (`kernel`, a RowEnergy: the
+posterior's tms.bayes.posterior.energy_grad_fn does, through tms.theory.loss.row_energy) and
+the prior is None or the N(0, I) prior (marked `kernel_prior`), in float64 on the CPU;
+run_round takes its torch path anywhere else (and is the reference).
+Threads: the run's (tms.core.checks.torch_threads, every core by default); rounds of fewer than
 PARALLEL_MIN chains run on one thread, where a thread pool costs more than it saves.
 """
 from __future__ import annotations
 
 import math
-import os
+import threading
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 
-from tms.core import rng
+from tms.core import checks, rng
 
 PARALLEL_MIN = 256  # chains below which a round runs on one thread
-_THREADS: int | None = None  # compiled kernels' threads (None: every core)
 
 
-class EnergyKernel(NamedTuple):
-    """What the compiled round needs of an energy: beta_lik n L_n(theta) on sorted `data`
-    (batch dims broadcasting with the chains'), `scale` = beta_lik n per data set."""
+class RowEnergy(NamedTuple):
+    """An energy in the form the compiled round calls, row by row (numba functions):
+    energy(x, p, dset, scale, ge, data, work) -> E of row p of x (N, d) on data set dset,
+    its gradient written to ge[p]; scratch() -> work, one chain's buffers; bind(B) ->
+    (data-set index (N,), scale (N,), data: a tuple of arrays) for chains of batch B, or
+    None where the chains do not fit the data."""
 
-    r: int
-    c: int
-    data: object
-    scale: object
-
-
-def available() -> bool:
-    """Whether numba loads (the compiled energy kernels do)."""
-    from tms.theory import loss
-    return loss._kernels() is not None
+    energy: Callable
+    scratch: Callable
+    bind: Callable
 
 
 def applies(energy_grad, prior_grad, theta: torch.Tensor) -> bool:
     """Whether a round of these chains can run compiled (module docstring)."""
-    return (isinstance(getattr(energy_grad, "kernel", None), EnergyKernel)
+    return (isinstance(getattr(energy_grad, "kernel", None), RowEnergy)
             and (prior_grad is None or getattr(prior_grad, "kernel_prior", False))
-            and theta.device.type == "cpu" and theta.dtype == torch.float64 and available())
+            and theta.device.type == "cpu" and theta.dtype == torch.float64)
 
 
-@contextmanager
 def threads(k: int | None):
-    """The compiled rounds use k threads inside the block (None: every core)."""
-    global _THREADS
-    before, _THREADS = _THREADS, k
-    try:
-        yield
-    finally:
-        _THREADS = before
+    """The compiled rounds use k threads inside the block (None: every core); torch's count is
+    left as it is (tms.core.checks.torch_threads sets both)."""
+    return checks.torch_threads(k, torch_cap=torch.get_num_threads())
 
 
 def thread_count() -> int:
-    """Threads a parallel round uses now: the set count, else every core numba sees."""
+    """Threads a parallel round uses now: the run's count (checks.kernel_threads), else every
+    core numba sees."""
+    cores = _numba().config.NUMBA_NUM_THREADS
+    k = checks.kernel_threads()
+    return max(1, min(k or cores, cores))
+
+
+def _numba():
+    """numba, imported where a compiled round runs (the torch path works without it)."""
     import numba
-    return max(1, min(_THREADS or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS))
+    return numba
 
 
 @lru_cache(maxsize=None)
-def _round_kernels(r: int, c: int):
-    """(serial, parallel) compiled rounds at (r, c) (tms.samplers.compiled_kernel)."""
+def _round_kernels(energy, scratch, d: int):
+    """(serial, parallel) compiled rounds on a one-row energy (tms.samplers.compiled_kernel)."""
     from tms.samplers import compiled_kernel
-    return compiled_kernel.make_round(r, c)
+    return compiled_kernel.make_round(energy, scratch, d)
 
 
 _ENABLED = True
+_PARALLEL = threading.Lock()
 _STREAM = np.uint64(rng.key(rng.HMC_MOMENTUM))  # the momentum stream's hash (rng.uniform_at)
 
 
@@ -116,33 +115,15 @@ def _flat(x: torch.Tensor | None, B: tuple, N: int, dtype, fill=0.0) -> np.ndarr
     return np.array(a.reshape((N,) + tail), dtype=dtype, order="C")
 
 
-def _data_args(kernel: EnergyKernel, B: tuple):
-    """The kernel's data arguments for chains of batch B: (didx, arrays..., use_tab, tables...,
-    sc, ss), or None where the data's batch dims do not broadcast to B."""
-    from tms.theory import loss_kernels as lk
-    data = kernel.data
-    D = tuple(data.mu.shape[:-2])
-    try:
-        if lk._broadcast_shape(B, D) != B:
-            return None
-    except ValueError:
-        return None
-    nd = math.prod(D)
-    didx = np.ascontiguousarray(np.broadcast_to(np.arange(nd).reshape(D), B).reshape(-1)) if D \
-        else np.zeros(math.prod(B), np.int64)
-    arrays, tables = lk._prepared(data, np.float64, nd, True)
-    return (didx, *arrays, True, *tables, *lk._scales(kernel.scale, B))
-
-
 def run_round(ch, keys, counts, n_ticks, energy_grad, prior_grad=None, beta=None, *, step_size=None, da=None,
               lengths=None, uturn=False, divergence=1000.0, target_accept=0.8, restart_every=4):
-    """tms.samplers.rounds.run_round, compiled (same arguments and results); None where the
-    data do not fit the chains' batch (the caller takes the torch path)."""
-    from tms.samplers import rounds
-    kernel: EnergyKernel = energy_grad.kernel
-    B, d = tuple(ch.energy.shape), ch.theta.shape[-1]
-    data_args = _data_args(kernel, B)
-    if data_args is None:
+    """tms.samplers.rounds.run_round, compiled (same arguments): (theta, E, gE, (transitions,
+    accept_sum, accepted, divergences, uturn), da fields or None, counts) as tensors of the
+    chains' batch, or None where the chains do not fit the energy's data (torch path then)."""
+    kernel: RowEnergy = energy_grad.kernel
+    B, d = tuple(ch[1].shape), ch[0].shape[-1]
+    bound = kernel.bind(B)
+    if bound is None:
         return None
     N = math.prod(B)
     theta, E, gE = (_flat(t, B, N, np.float64) for t in ch)
@@ -151,21 +132,21 @@ def run_round(ch, keys, counts, n_ticks, energy_grad, prior_grad=None, beta=None
     lens = (np.ascontiguousarray(np.broadcast_to(lengths.numpy(), lengths.shape[:1] + B).reshape(-1, N),
                                  dtype=np.int64) if lengths is not None else np.zeros((0, N), np.int64))
     info, accept_sum = np.zeros((4, N), np.int64), np.zeros(N)
-    scratch = [np.empty((N, d)) for _ in range(5)]
-    serial, parallel = _round_kernels(kernel.r, kernel.c)
+    args = (theta, E, gE, _flat(keys, B, N, np.uint64), cnt, _STREAM, _flat(beta, B, N, np.float64, 1.0),
+            1.0 if prior_grad is not None else 0.0, _flat(step_size, B, N, np.float64), da is not None, dav, lens,
+            int(n_ticks), bool(uturn), float(divergence), float(target_accept), int(restart_every), *bound,
+            info, accept_sum, *(np.empty((N, d)) for _ in range(5)))
+    serial, parallel = _round_kernels(kernel.energy, kernel.scratch, d)
     k = thread_count() if N >= PARALLEL_MIN else 1
-    fn = parallel if k > 1 else serial
     if k > 1:
-        import numba
-        numba.set_num_threads(k)
-    fn(theta, E, gE, _flat(keys, B, N, np.uint64), cnt, _STREAM, _flat(beta, B, N, np.float64, 1.0),
-       1.0 if prior_grad is not None else 0.0, _flat(step_size, B, N, np.float64),
-       da is not None, dav, lens, int(n_ticks), bool(uturn), float(divergence), float(target_accept),
-       int(restart_every), *data_args, info, accept_sum, *scratch)
+        with _PARALLEL:  # one parallel round at a time: numba's workqueue layer is not thread-safe
+            _numba().set_num_threads(k)
+            parallel(*args)
+    else:
+        serial(*args)
+
     def t(a):
         return torch.from_numpy(a.reshape(B + a.shape[1:]))
 
-    chains = rounds.Chains(t(theta), t(E), t(gE))
-    out_info = rounds.RoundInfo(t(info[0]), t(accept_sum), t(info[1]), t(info[2]), t(info[3]))
-    out_da = None if da is None else rounds.DualAverage(*(t(dav[i]) for i in range(5)))
-    return chains, out_info, out_da, t(cnt)
+    stats = (t(info[0]), t(accept_sum), t(info[1]), t(info[2]), t(info[3]))
+    return t(theta), t(E), t(gE), stats, None if da is None else tuple(t(dav[i]) for i in range(5)), t(cnt)

@@ -1,5 +1,6 @@
 """The numba body of the compiled HMC round (tms.samplers.compiled): one chain's round per
-prange iteration, the arithmetic of tms.samplers.rounds.run_round step for step.
+prange iteration, the arithmetic of tms.samplers.rounds.run_round step for step, for any
+energy given as a compiled one-row function (tms.samplers.compiled.RowEnergy).
 
 Per chain p, with U = beta E + |theta|^2 / 2 (the prior where it is on) and H = U + |q|^2 / 2:
 a trajectory starts from the boundary state with momentum p0 (Box-Muller of the uniforms at
@@ -15,7 +16,6 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from tms.theory.loss_kernels import row_kernel
 
 _M32 = np.uint64(0xFFFFFFFF)
 _S15, _S16 = np.uint64(15), np.uint64(16)
@@ -23,6 +23,7 @@ _C1, _C2 = np.uint64(0x7FEB352D), np.uint64(0x846CA68B)
 _GOLD, _ADD = np.uint64(0x9E3779B9), np.uint64(0x85EBCA6B)
 _ONE, _TWO = np.uint64(1), np.uint64(2)
 _TWO_PI = 2.0 * math.pi
+_BIG = 1.7976931348623157e308  # torch.nan_to_num's stand-in for +-inf (the largest float64)
 
 
 @njit(cache=True, inline="always")
@@ -49,92 +50,9 @@ def _stream_hash(key, count, stream_key):
     return _mix32(_mix32(key ^ cc) ^ stream_key)
 
 
-def make_round(r: int, c: int):
-    """(serial, parallel) compiled rounds at (r, c), one Python body compiled twice."""
-    row = row_kernel(r, c)
-    d = r * c + c
-
-    def round_(theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths,
-               n_ticks, uturn, divergence, target_accept, restart_every, didx, mu, cum1, cum2, count, n,
-               use_tab, tab, lo, inv, sc, ss, info, accept_sum, x, q, x0, ge, gx):
-        """One round for every chain p (rows of theta (N, d), E (N,), gE (N, d), counts (N,),
-        da (5, N): log_eps, log_eps_bar, h_bar, mu, t; all updated in place); info (4, N):
-        transitions, accepted, divergences, U-turn length (written); x, q, x0, ge (grad E), gx
-        (grad U) (N, d) scratch. lengths (M, N), M = 0 outside sampling. prior: 1.0 with the N(0, I) prior."""
-        for p in prange(theta.shape[0]):
-            _chain(p, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths,
-                   n_ticks, uturn, divergence, target_accept, restart_every, didx, mu, cum1, cum2, count, n,
-                   use_tab, tab, lo, inv, sc, ss, info, accept_sum, x, q, x0, ge, gx)
-
+def _make_start(d: int):
     @njit(cache=True)
-    def _energy(x, p, dset, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, scale, G, Dm, gb, K, ge):
-        """rounds.guarded of the fused energy at row p of x, its gradient written to ge[p]: +inf
-        and a zero gradient where x or the energy is not finite."""
-        ok = True
-        for k in range(d):
-            ok = ok and math.isfinite(x[p, k])
-        Ex = row(x, p, dset, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, scale, 0.0, G, Dm, gb, K, ge) \
-            if ok else math.inf
-        if not math.isfinite(Ex):
-            Ex = math.inf
-            for k in range(d):
-                ge[p, k] = 0.0
-        return Ex
-
-    @njit(cache=True)
-    def _chain(p, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths,
-               n_ticks, uturn, divergence, target_accept, restart_every, didx, mu, cum1, cum2, count, n,
-               use_tab, tab, lo, inv, sc, ss, info, accept_sum, x, q, x0, ge, gx):
-        G, Dm, gb, K = np.empty((c, c)), np.empty((c, c)), np.empty(c), np.empty((c, c), np.int64)
-        dset, scale, bp = didx[p], sc[p * ss], beta[p]
-        first, steps, diverged, Ex, Ux, dH = True, 0, False, 0.0, 0.0, 0.0
-        eps, H0, u_acc, want = _start(p, theta, E, gE, keys, counts, stream_key, bp, prior, eps_fixed, use_da, da,
-                                      lengths, n_ticks, x, q, x0)
-        for j in range(n_ticks):
-            active = steps < want
-            moving = active and not diverged
-            if moving:  # a frozen chain keeps x, so its energy is the one last evaluated
-                for k in range(d):
-                    x[p, k] = x[p, k] + eps * q[p, k]
-                Ex = _energy(x, p, dset, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, scale, G, Dm, gb, K, ge)
-                ssq = 0.0
-                for k in range(d):
-                    gx[p, k] = bp * ge[p, k] + prior * x[p, k]
-                    ssq += x[p, k] * x[p, k]
-                Ux = bp * Ex + prior * (0.5 * ssq) if prior != 0.0 else bp * Ex
-            steps += 1 if active else 0
-            last = j == n_ticks - 1
-            check = uturn or last or (j + 1) % restart_every == 0
-            if check:  # energy errors: divergences, U-turns, and the Metropolis step below
-                kin, turn = 0.0, 0.0
-                for k in range(d):
-                    pk = q[p, k] - 0.5 * eps * gx[p, k]
-                    kin += pk * pk
-                    turn += (x[p, k] - x0[p, k]) * pk
-                dH = Ux + 0.5 * kin - H0
-                dH = math.inf if dH != dH else (1.7976931348623157e308 if dH == math.inf else
-                                                (-1.7976931348623157e308 if dH == -math.inf else dH))
-                diverged = diverged or (moving and dH > divergence)
-                if uturn and moving and turn < 0:
-                    want = steps
-            go_on = steps < want
-            if go_on and not diverged:
-                for k in range(d):
-                    q[p, k] = q[p, k] - eps * gx[p, k]
-            if not check or (not last and (j + 1) % restart_every) or go_on:
-                continue
-            if uturn and first:
-                info[3, p] = steps
-            first = False
-            _finish(p, theta, E, gE, x, ge, Ex, dH, diverged, u_acc, use_da, da, target_accept, info, accept_sum)
-            if not last:
-                eps, H0, u_acc, want = _start(p, theta, E, gE, keys, counts, stream_key, bp, prior, eps_fixed,
-                                              use_da, da, lengths, n_ticks - j - 1, x, q, x0)
-                steps, diverged = 0, False
-
-    @njit(cache=True)
-    def _start(p, theta, E, gE, keys, counts, stream_key, bp, prior, eps_fixed, use_da, da, lengths, left,
-               x, q, x0):
+    def start(p, theta, E, gE, keys, counts, stream_key, bp, prior, eps_fixed, use_da, da, lengths, left, x, q, x0):
         """A trajectory of chain p from its boundary state: (eps, H0, Metropolis uniform, length)."""
         ks = _stream_hash(keys[p], counts[p], stream_key)
         counts[p] += 1
@@ -161,8 +79,12 @@ def make_round(r: int, c: int):
             want = min(lengths[pick, p], left)
         return eps, U + 0.5 * kin, _uniform(ks, m - 2), want
 
+    return start
+
+
+def _make_finish(d: int):
     @njit(cache=True)
-    def _finish(p, theta, E, gE, x, ge, Ex, dH, div, u_acc, use_da, da, target_accept, info, accept_sum):
+    def finish(p, theta, E, gE, x, ge, Ex, dH, div, u_acc, use_da, da, target_accept, info, accept_sum):
         """The Metropolis step of chain p's finished trajectory (end state x, energy Ex)."""
         acc = math.log(u_acc) < -dH and not div
         if acc:
@@ -183,6 +105,105 @@ def make_round(r: int, c: int):
             da[1, p] = eta * le + (1.0 - eta) * da[1, p]
             da[0, p], da[2, p], da[4, p] = le, hb, t
 
-    serial = njit(cache=True)(round_)
-    parallel = njit(cache=True, parallel=True)(round_)
-    return serial, parallel
+    return finish
+
+
+def _make_move(d: int, energy):
+    @njit(cache=True)
+    def move(p, x, q, eps, dset, scale, ge, gx, data, work, bp, prior):
+        """x += eps q, then E, grad E (ge) and U, grad U (gx) there; rounds.guarded: +inf and a
+        zero gradient where x or the energy is not finite. Returns (E, U)."""
+        ok, ssq = True, 0.0
+        for k in range(d):
+            x[p, k] = x[p, k] + eps * q[p, k]
+            ok = ok and math.isfinite(x[p, k])
+        Ex = energy(x, p, dset, scale, ge, data, work) if ok else math.inf
+        if not math.isfinite(Ex):
+            Ex = math.inf
+            for k in range(d):
+                ge[p, k] = 0.0
+        for k in range(d):
+            gx[p, k] = bp * ge[p, k] + prior * x[p, k]
+            ssq += x[p, k] * x[p, k]
+        return Ex, (bp * Ex + prior * (0.5 * ssq) if prior != 0.0 else bp * Ex)
+
+    return move
+
+
+def _make_check(d: int):
+    @njit(cache=True)
+    def check(p, q, x, x0, gx, eps, Ux, H0):
+        """(energy error dH, as torch.nan_to_num(nan=inf) leaves it; the U-turn sum (x - x0).p)
+        with the momentum p = q - eps/2 grad U level with x."""
+        kin, turn = 0.0, 0.0
+        for k in range(d):
+            pk = q[p, k] - 0.5 * eps * gx[p, k]
+            kin += pk * pk
+            turn += (x[p, k] - x0[p, k]) * pk
+        dH = Ux + 0.5 * kin - H0
+        if dH != dH:
+            return math.inf, turn
+        if dH == math.inf or dH == -math.inf:
+            return math.copysign(_BIG, dH), turn
+        return dH, turn
+
+    return check
+
+
+def _make_chain(d: int, scratch, start, finish, move, check):
+    @njit(cache=True)
+    def chain(p, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
+              uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge, gx):
+        """One chain's round (rounds.run_round's tick loop for one chain)."""
+        work, dset, scale, bp = scratch(), didx[p], sc[p], beta[p]
+        first, steps, diverged, Ex, Ux, dH = True, 0, False, 0.0, 0.0, 0.0
+        eps, H0, u_acc, want = start(p, theta, E, gE, keys, counts, stream_key, bp, prior, eps_fixed, use_da, da,
+                                     lengths, n_ticks, x, q, x0)
+        for j in range(n_ticks):
+            active = steps < want
+            moving = active and not diverged
+            if moving:  # a frozen chain keeps x, so its energy is the one last evaluated
+                Ex, Ux = move(p, x, q, eps, dset, scale, ge, gx, data, work, bp, prior)
+            steps += 1 if active else 0
+            last = j == n_ticks - 1
+            checked = uturn or last or (j + 1) % restart_every == 0
+            if checked:  # energy errors: divergences, U-turns, and the Metropolis step below
+                dH, turn = check(p, q, x, x0, gx, eps, Ux, H0)
+                diverged = diverged or (moving and dH > divergence)
+                if uturn and moving and turn < 0:
+                    want = steps
+            go_on = steps < want
+            if go_on and not diverged:
+                for k in range(d):
+                    q[p, k] = q[p, k] - eps * gx[p, k]
+            if not checked or (not last and (j + 1) % restart_every) or go_on:
+                continue
+            if uturn and first:
+                info[3, p] = steps
+            first = False
+            finish(p, theta, E, gE, x, ge, Ex, dH, diverged, u_acc, use_da, da, target_accept, info, accept_sum)
+            if not last:
+                eps, H0, u_acc, want = start(p, theta, E, gE, keys, counts, stream_key, bp, prior, eps_fixed, use_da,
+                                             da, lengths, n_ticks - j - 1, x, q, x0)
+                steps, diverged = 0, False
+
+    return chain
+
+
+def make_round(energy, scratch, d: int):
+    """(serial, parallel) compiled rounds of chains of dimension d on a one-row `energy`
+    (tms.samplers.compiled.RowEnergy), one Python body compiled twice."""
+    chain = _make_chain(d, scratch, _make_start(d), _make_finish(d), _make_move(d, energy), _make_check(d))
+
+    def round_(theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks, uturn,
+               divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge, gx):
+        """One round for every chain p (rows of theta (N, d), E (N,), gE (N, d), counts (N,),
+        da (5, N): log_eps, log_eps_bar, h_bar, mu, t; all updated in place); info (4, N):
+        transitions, accepted, divergences, U-turn length (added to); x, q, x0, ge (grad E),
+        gx (grad U) (N, d) scratch; lengths (M, N), M = 0 outside sampling; prior 1.0 with the
+        N(0, I) prior, else 0.0; didx, sc (N,): each chain's data set and scale."""
+        for p in prange(theta.shape[0]):
+            chain(p, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
+                  uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge, gx)
+
+    return njit(cache=True)(round_), njit(cache=True, parallel=True)(round_)

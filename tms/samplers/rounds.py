@@ -34,6 +34,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from tms.core import rng
+from tms.samplers import compiled
 
 GradFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 BUFFER = 4  # trajectories of random numbers generated ahead per chain
@@ -236,6 +237,18 @@ class _Round:
         return ch, info, da, self.counts.reshape(B)
 
 
+def _compiled_round(ch, keys, counts, n_ticks, energy_grad, prior_grad, beta, step_size, da, lengths, uturn,
+                    divergence, target_accept, restart_every):
+    """run_round by tms.samplers.compiled, as run_round returns it; None where it cannot run."""
+    out = compiled.run_round(ch, keys, counts, n_ticks, energy_grad, prior_grad, beta, step_size=step_size, da=da,
+                             lengths=lengths, uturn=uturn, divergence=divergence, target_accept=target_accept,
+                             restart_every=restart_every)
+    if out is None:
+        return None
+    theta, E, gE, stats, da_out, counts_out = out
+    return Chains(theta, E, gE), RoundInfo(*stats), None if da_out is None else DualAverage(*da_out), counts_out
+
+
 def run_round(ch: Chains, keys: torch.Tensor, counts: torch.Tensor, n_ticks: int, energy_grad: GradFn,
               prior_grad: GradFn | None = None, beta: torch.Tensor | None = None, *,
               step_size: torch.Tensor | None = None, da: DualAverage | None = None,
@@ -255,11 +268,9 @@ def run_round(ch: Chains, keys: torch.Tensor, counts: torch.Tensor, n_ticks: int
     Returns (chains, info, da after the round, counts after the round). The posterior's
     target on the CPU runs compiled (tms.samplers.compiled); this torch body is the reference.
     """
-    from tms.samplers import compiled  # the compiled round where the target allows (same numbers to rounding)
     if compiled.enabled() and compiled.applies(energy_grad, prior_grad, ch.theta):
-        out = compiled.run_round(ch, keys, counts, n_ticks, energy_grad, prior_grad, beta, step_size=step_size,
-                                 da=da, lengths=lengths, uturn=uturn, divergence=divergence,
-                                 target_accept=target_accept, restart_every=restart_every)
+        out = _compiled_round(ch, keys, counts, n_ticks, energy_grad, prior_grad, beta, step_size, da, lengths, uturn,
+                              divergence, target_accept, restart_every)
         if out is not None:
             return out
     st = _Round(ch, keys, counts, beta, step_size, da, lengths, prior_grad)

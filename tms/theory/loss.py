@@ -57,6 +57,17 @@ def _kernels():
     return _KERNELS or None
 
 
+def row_energy(r: int, c: int, data: SortedData, scale):
+    """(energy, scratch, bind) for a compiled sampler (tms.samplers.compiled.RowEnergy): the
+    fused one-row energy scale L_n on `data` (tms.theory.loss_kernels.row_energy) and
+    bind(B) -> (data-set index, scale, data arrays) for chains of batch B; None without numba."""
+    kernels = _kernels()
+    if kernels is None or not COMPILE:
+        return None
+    energy, scratch = kernels.row_energy(r, c)
+    return energy, scratch, lambda B: kernels.row_binding(data, scale, B)
+
+
 def use_compiled(compiled: bool | None, W: torch.Tensor) -> bool:
     """Whether the fused loss-and-gradient functions run the compiled CPU kernel (numba).
 

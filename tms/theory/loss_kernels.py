@@ -213,6 +213,44 @@ def row_kernel(r: int, c: int):
     return _make_row(r, c)
 
 
+@lru_cache(maxsize=None)
+def row_energy(r: int, c: int):
+    """(energy, scratch): the one-row energy in the generic form a compiled sampler calls,
+    energy(x, p, dset, scale, ge, data, work) -> scale L_n of row p of x on data set dset,
+    gradient to ge[p]; data = `row_binding`'s tuple, work = scratch() (one chain's buffers)."""
+    row = row_kernel(r, c)
+
+    @njit(cache=True, inline="always")
+    def energy(x, p, dset, scale, ge, data, work):
+        mu, cum1, cum2, count, n, use_tab, tab, lo, inv = data
+        G, Dm, gb, K = work
+        return row(x, p, dset, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, scale, 0.0, G, Dm, gb, K, ge)
+
+    @njit(cache=True)
+    def scratch():
+        return np.empty((c, c)), np.empty((c, c)), np.empty(c), np.empty((c, c), np.int64)
+
+    return energy, scratch
+
+
+def row_binding(data, scale, B: tuple):
+    """For chains of batch B on sorted data (batch dims D broadcasting to B) and a scale
+    broadcasting to B: (data-set index (N,), scale (N,), the data tuple `row_energy` reads),
+    or None where D or the scale do not broadcast to B."""
+    D = tuple(data.mu.shape[:-2])
+    try:
+        if _broadcast_shape(B, D) != B:
+            return None
+        sc, ss = _scales(scale, B)
+    except ValueError:
+        return None
+    N, nd = math.prod(B), math.prod(D)
+    didx = np.ascontiguousarray(np.broadcast_to(np.arange(nd).reshape(D), B).reshape(-1)) if D \
+        else np.zeros(N, np.int64)
+    arrays, tables = _prepared(data, np.float64, nd, True)
+    return didx, (sc if ss else np.full(N, sc[0])), (*arrays, True, *tables)
+
+
 _NO_TABLE = (np.zeros((0, 0, 3, 2)), np.zeros((0, 0)), np.zeros((0, 0)))
 _PREPARED: OrderedDict = OrderedDict()  # the last few data sets: numpy views and tables
 _PREPARED_MAX = 4

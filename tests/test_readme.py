@@ -15,7 +15,7 @@ ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 SETUP = "bash scripts/setup.sh && "  # not run: it creates .venv and installs from the network; these
 # tests run in the environment it makes, so `.venv/bin/X` is this interpreter's X
 SKIPPED = {  # a block (by its first line) that is not run here -> why
-    ".venv/bin/python -m pytest -q": "the test suite itself (this file is in it); .ci/run runs it verbatim, "
+    ".venv/bin/python -m pytest -q -n 2": "the test suite itself (this file is in it); .ci/run runs it verbatim, "
                                      "checked by test_ci_runs_the_readme_test_command_verbatim",
     "from dask_jobqueue import SLURMCluster": "needs a SLURM cluster and dask-jobqueue; compiled only",
 }

@@ -140,7 +140,8 @@ def tick_table(data, sizes: list[int], torch_max: int) -> None:
 
 
 def report(name, out, wall, grads):
-    e = bias_ess(out["draws"] if isinstance(out, dict) else out.draws)  # the reference returns a dict
+    out = out if isinstance(out, dict) else out._asdict()  # the reference returns a dict, run_chains a ChainRun
+    e = bias_ess(out["draws"])
     print(f"{name}: wall {wall:7.1f} s, {grads} gradient evals per chain, bias ESS (sum over chains) min {e.min():.0f} "
           f"mean {e.mean():.0f}; ESS/s min {e.min() / wall:.2f}; ESS per 1000 grads per chain {1000 * e.min() / grads:.1f}; "
           f"mean steps {out['mean_steps'].mean():.1f}, accept {out['accept_rate'].mean():.3f}, "

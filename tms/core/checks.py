@@ -147,10 +147,11 @@ def kernel_threads() -> int | None:
 @contextlib.contextmanager
 def torch_threads(k: int | None, torch_cap: int | None = None):
     """A run's threads inside the block: the compiled kernels use k (None: every core); torch
-    uses k, else torch_cap (e.g. 1 where its work is many small ops), else its own choice.
-    The caller's counts are restored. Results do not depend on either count."""
+    uses k capped at torch_cap (e.g. 1 where its work is many small ops: its idle OpenMP
+    threads would spin on the cores the compiled kernels use), else its own choice. The
+    caller's counts are restored. Results do not depend on either count."""
     before, kernel_before = torch.get_num_threads(), _KERNEL_THREADS[0]
-    want = k if k is not None else torch_cap
+    want = min(k, torch_cap) if k is not None and torch_cap is not None else k if k is not None else torch_cap
     if want is not None:
         torch.set_num_threads(want)
     _KERNEL_THREADS[0] = k

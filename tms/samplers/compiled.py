@@ -129,8 +129,8 @@ def run_round(ch, keys, counts, n_ticks, energy_grad, prior_grad=None, beta=None
     theta, E, gE = (_flat(t, B, N, np.float64) for t in ch)
     cnt = _flat(counts, B, N, np.int64)
     dav = np.stack([_flat(t, B, N, np.float64) for t in da]) if da is not None else np.zeros((5, N))
-    lens = (np.ascontiguousarray(np.broadcast_to(lengths.numpy(), lengths.shape[:1] + B).reshape(-1, N),
-                                 dtype=np.int64) if lengths is not None else np.zeros((0, N), np.int64))
+    lens = (np.array(np.broadcast_to(lengths.numpy(), lengths.shape[:1] + B).reshape(-1, N), dtype=np.int64)
+            if lengths is not None else np.zeros((0, N), np.int64))  # a writable copy: one compiled signature
     info, accept_sum = np.zeros((4, N), np.int64), np.zeros(N)
     args = (theta, E, gE, _flat(keys, B, N, np.uint64), cnt, _STREAM, _flat(beta, B, N, np.float64, 1.0),
             1.0 if prior_grad is not None else 0.0, _flat(step_size, B, N, np.float64), da is not None, dav, lens,

@@ -51,7 +51,7 @@ def _stream_hash(key, count, stream_key):
 
 
 def _make_start(d: int):
-    @njit(cache=True)
+    @njit(cache=True, inline="always")
     def start(p, theta, E, gE, keys, counts, stream_key, bp, prior, eps_fixed, use_da, da, lengths, left, x, q, x0):
         """A trajectory of chain p from its boundary state: (eps, H0, Metropolis uniform, length)."""
         ks = _stream_hash(keys[p], counts[p], stream_key)
@@ -83,7 +83,7 @@ def _make_start(d: int):
 
 
 def _make_finish(d: int):
-    @njit(cache=True)
+    @njit(cache=True, inline="always")
     def finish(p, theta, E, gE, x, ge, Ex, dH, div, u_acc, use_da, da, target_accept, info, accept_sum):
         """The Metropolis step of chain p's finished trajectory (end state x, energy Ex)."""
         acc = math.log(u_acc) < -dH and not div
@@ -109,7 +109,7 @@ def _make_finish(d: int):
 
 
 def _make_move(d: int, energy):
-    @njit(cache=True)
+    @njit(cache=True, inline="always")
     def move(p, x, q, eps, dset, scale, ge, gx, data, work, bp, prior):
         """x += eps q, then E, grad E (ge) and U, grad U (gx) there; rounds.guarded: +inf and a
         zero gradient where x or the energy is not finite. Returns (E, U)."""
@@ -131,7 +131,7 @@ def _make_move(d: int, energy):
 
 
 def _make_check(d: int):
-    @njit(cache=True)
+    @njit(cache=True, inline="always")
     def check(p, q, x, x0, gx, eps, Ux, H0):
         """(energy error dH, as torch.nan_to_num(nan=inf) leaves it; the U-turn sum (x - x0).p)
         with the momentum p = q - eps/2 grad U level with x."""
@@ -192,18 +192,31 @@ def _make_chain(d: int, scratch, start, finish, move, check):
 
 def make_round(energy, scratch, d: int):
     """(serial, parallel) compiled rounds of chains of dimension d on a one-row `energy`
-    (tms.samplers.compiled.RowEnergy), one Python body compiled twice."""
+    (tms.samplers.compiled.RowEnergy)."""
     chain = _make_chain(d, scratch, _make_start(d), _make_finish(d), _make_move(d, energy), _make_check(d))
 
-    def round_(theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks, uturn,
-               divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge, gx):
+    @njit(cache=True)
+    def round_serial(theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
+                     uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge,
+                     gx):
         """One round for every chain p (rows of theta (N, d), E (N,), gE (N, d), counts (N,),
         da (5, N): log_eps, log_eps_bar, h_bar, mu, t; all updated in place); info (4, N):
         transitions, accepted, divergences, U-turn length (added to); x, q, x0, ge (grad E),
         gx (grad U) (N, d) scratch; lengths (M, N), M = 0 outside sampling; prior 1.0 with the
         N(0, I) prior, else 0.0; didx, sc (N,): each chain's data set and scale."""
+        for p in range(theta.shape[0]):
+            chain(p, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
+                  uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge, gx)
+
+    # a function of its own, not round_serial compiled again: numba's disk cache keys a
+    # function by its name and source, not by the parallel flag
+    @njit(cache=True, parallel=True)
+    def round_parallel(theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
+                       uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0,
+                       ge, gx):
+        """round_serial with the chains split over threads."""
         for p in prange(theta.shape[0]):
             chain(p, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
                   uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge, gx)
 
-    return njit(cache=True)(round_), njit(cache=True, parallel=True)(round_)
+    return round_serial, round_parallel

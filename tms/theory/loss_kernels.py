@@ -86,7 +86,7 @@ def _tables(mu, count, nb):
     return tab, lo, inv
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _row_tail(x, p, r, c, Dm, gb, prior, grad):
     """grad[p] = (W (D + D^T), gb) + prior x[p] for row p of x (N, d) (SPEC 1: g = W^T W);
     returns the prior's energy prior |x[p]|^2 / 2."""
@@ -106,7 +106,7 @@ def _row_tail(x, p, r, c, Dm, gb, prior, grad):
 
 
 def _make_row(r: int, c: int):
-    @njit(cache=True)
+    @njit(cache=True, inline="always")
     def row(x, p, d, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, sc, prior, G, Dm, gb, K, grad):
         """U = sc L_n + prior |x[p]|^2 / 2 of the finite row p of x (N, d) on data set d, its
         gradient written to grad[p]; G, Dm, gb, K: the caller's scratch (c, c), (c, c), (c,), (c, c)

@@ -16,6 +16,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from tms.core import jit
+
 
 _M32 = np.uint64(0xFFFFFFFF)
 _S15, _S16 = np.uint64(15), np.uint64(16)
@@ -50,6 +52,10 @@ def _stream_hash(key, count, stream_key):
     return _mix32(_mix32(key ^ cc) ^ stream_key)
 
 
+for _kernel in (_mix32, _uniform, _stream_hash):  # reached from cached closures (tms.core.jit)
+    jit.stable(_kernel)
+
+
 def _make_start(d: int):
     @njit(cache=True, inline="always")
     def start(p, theta, E, gE, keys, counts, stream_key, bp, prior, eps_fixed, use_da, da, lengths, left, x, q, x0):
@@ -79,7 +85,7 @@ def _make_start(d: int):
             want = min(lengths[pick, p], left)
         return eps, U + 0.5 * kin, _uniform(ks, m - 2), want
 
-    return start
+    return jit.stable(start, d)
 
 
 def _make_finish(d: int):
@@ -105,10 +111,10 @@ def _make_finish(d: int):
             da[1, p] = eta * le + (1.0 - eta) * da[1, p]
             da[0, p], da[2, p], da[4, p] = le, hb, t
 
-    return finish
+    return jit.stable(finish, d)
 
 
-def _make_move(d: int, energy):
+def _make_move(d: int, energy, key: str):
     @njit(cache=True, inline="always")
     def move(p, x, q, eps, dset, scale, ge, gx, data, work, bp, prior):
         """x += eps q, then E, grad E (ge) and U, grad U (gx) there; rounds.guarded: +inf and a
@@ -127,7 +133,7 @@ def _make_move(d: int, energy):
             ssq += x[p, k] * x[p, k]
         return Ex, (bp * Ex + prior * (0.5 * ssq) if prior != 0.0 else bp * Ex)
 
-    return move
+    return jit.stable(move, d, key)
 
 
 def _make_check(d: int):
@@ -147,10 +153,10 @@ def _make_check(d: int):
             return math.copysign(_BIG, dH), turn
         return dH, turn
 
-    return check
+    return jit.stable(check, d)
 
 
-def _make_chain(d: int, scratch, start, finish, move, check):
+def _make_chain(d: int, scratch, start, finish, move, check, key: str):
     @njit(cache=True)
     def chain(p, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
               uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge, gx):
@@ -187,13 +193,14 @@ def _make_chain(d: int, scratch, start, finish, move, check):
                                              da, lengths, n_ticks - j - 1, x, q, x0)
                 steps, diverged = 0, False
 
-    return chain
+    return jit.stable(chain, d, key)
 
 
 def make_round(energy, scratch, d: int):
     """(serial, parallel) compiled rounds of chains of dimension d on a one-row `energy`
     (tms.samplers.compiled.RowEnergy)."""
-    chain = _make_chain(d, scratch, _make_start(d), _make_finish(d), _make_move(d, energy), _make_check(d))
+    key = f"{energy._uuid}|{scratch._uuid}"  # the energy's identity (stable where its maker made it so)
+    chain = _make_chain(d, scratch, _make_start(d), _make_finish(d), _make_move(d, energy, key), _make_check(d), key)
 
     @njit(cache=True)
     def round_serial(theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
@@ -219,4 +226,4 @@ def make_round(energy, scratch, d: int):
             chain(p, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
                   uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge, gx)
 
-    return round_serial, round_parallel
+    return jit.stable(round_serial, d, key), jit.stable(round_parallel, d, key)

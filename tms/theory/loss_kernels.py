@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from tms.core import checks
+from tms.core import checks, jit
 from tms.theory.loss import SortedData, _check_sorted_data
 
 TABLE_ROWS = 32  # bucket tables when at least this many rows share each data set on average
@@ -105,6 +105,10 @@ def _row_tail(x, p, r, c, Dm, gb, prior, grad):
     return 0.5 * prior * ssq
 
 
+for _kernel in (_below, _bucket, _tables, _row_tail):  # reached from cached closures (tms.core.jit)
+    jit.stable(_kernel)
+
+
 def _make_row(r: int, c: int):
     @njit(cache=True, inline="always")
     def row(x, p, d, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, sc, prior, G, Dm, gb, K, grad):
@@ -149,7 +153,7 @@ def _make_row(r: int, c: int):
                 gb[j] += scale * (bj * S0 - a * S1)
         return sc * err / n[d] + _row_tail(x, p, r, c, Dm, gb, prior, grad)
 
-    return row
+    return jit.stable(row, r, c)
 
 
 def _make_empirical(r: int, c: int):
@@ -164,7 +168,7 @@ def _make_empirical(r: int, c: int):
             L[p] = row(theta, p, didx[p], mu, cum1, cum2, count, n, use_tab, tab, lo, inv, sc[p * ss], prior,
                        G, Dm, gb, K, grad)
 
-    return empirical
+    return jit.stable(empirical, r, c)
 
 
 def _make_population(r: int, c: int):
@@ -230,7 +234,7 @@ def row_energy(r: int, c: int):
     def scratch():
         return np.empty((c, c)), np.empty((c, c)), np.empty(c), np.empty((c, c), np.int64)
 
-    return energy, scratch
+    return jit.stable(energy, r, c), jit.stable(scratch, r, c)
 
 
 def row_binding(data, scale, B: tuple):

@@ -39,7 +39,9 @@ class StepRate:
 SGLD_POPULATION = StepRate(2e-3, 1e-5)  # items: centres x chains (exact population loss)
 SGLD_MINIBATCH = StepRate(2e-3, 1e-8)  # items: centres x chains x minibatch rows per step
 SGD = StepRate(4e-4, 4e-5)  # items: runs (minibatch 20)
-HMC_TICK = StepRate(2e-3, 6e-6)  # steps: rounds x leapfrog ticks; items: chains (data sets x ladders x temps)
+# HMC: the compiled round (tms.samplers.compiled), one thread: 0.7-0.75 us a chain-tick from 256
+# chains, ~0.25 ms a round and the sweep's per-round bookkeeping (benchmarks/bench_posterior.py)
+HMC_TICK = StepRate(1e-4, 8e-7)  # steps: rounds x leapfrog ticks; items: chains (data sets x ladders x temps)
 ZOO_START_S, ZOO_PER_C6 = 3.0, 4e-6  # the zoo's solves: 3 s + 4e-6 c^6 s (measured 4 s at c = 8, 9 s at 12, 62 s at 16)
 
 

@@ -105,7 +105,18 @@ def _row_tail(x, p, r, c, Dm, gb, prior, grad):
     return 0.5 * prior * ssq
 
 
-for _kernel in (_below, _bucket, _tables, _row_tail):  # reached from cached closures (tms.core.jit)
+@njit(cache=True, inline="always")
+def _gram(x, p, r, c, G):
+    """G = W^T W (c, c) of row p of x (N, d), W its first r*c entries row-major (SPEC 1)."""
+    for i in range(c):
+        for j in range(c):
+            s = 0.0
+            for k in range(r):
+                s += x[p, k * c + i] * x[p, k * c + j]
+            G[i, j] = s
+
+
+for _kernel in (_below, _bucket, _tables, _row_tail, _gram):  # reached from cached closures (tms.core.jit)
     jit.stable(_kernel)
 
 
@@ -116,12 +127,7 @@ def _make_row(r: int, c: int):
         gradient written to grad[p]; G, Dm, gb, K: the caller's scratch (c, c), (c, c), (c,), (c, c)
         (rows by index, not views: a view per row costs what the lookups do not)."""
         m, nb = mu.shape[2], tab.shape[2] - 3
-        for i in range(c):
-            for j in range(c):
-                s = 0.0
-                for k in range(r):
-                    s += x[p, k * c + i] * x[p, k * c + j]
-                G[i, j] = s
+        _gram(x, p, r, c, G)
         for i in range(c):  # all counts first: independent lookups overlap in the CPU
             cnt = count[d, i]
             for j in range(c):
@@ -179,12 +185,7 @@ def _make_population(r: int, c: int):
         G, Dm, gb = np.empty((c, c)), np.empty((c, c)), np.empty(c)
         for p in range(theta.shape[0]):
             scale = 2.0 * sc[p * ss] / c
-            for i in range(c):
-                for j in range(c):
-                    s = 0.0
-                    for k in range(r):
-                        s += theta[p, k * c + i] * theta[p, k * c + j]
-                    G[i, j] = s
+            _gram(theta, p, r, c, G)
             err = 0.0
             for j in range(c):
                 gb[j] = 0.0

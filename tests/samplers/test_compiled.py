@@ -9,7 +9,7 @@ import torch
 from numba import njit
 
 from tms.bayes.posterior import energy_grad_fn, ladder_target, plain_target, prior_grad, with_dims
-from tms.core import rng
+from tms.core import jit, rng
 from tms.samplers import compiled, rounds, tempering
 from tms.theory.data import sample_inputs
 from tms.theory import loss
@@ -193,6 +193,10 @@ def _mixture_row(x, p, dset, scale, ge, data, work):
 @njit(cache=True)
 def _no_scratch():
     return np.empty(0)
+
+
+jit.stable(_mixture_row, "test")  # the round compiled on them is cached under a stable name
+jit.stable(_no_scratch, "test")
 
 
 def _mixture():

@@ -57,7 +57,6 @@ for _kernel in (_mix32, _uniform, _stream_hash):  # reached from cached closures
 
 
 def _make_start(d: int):
-    @njit(cache=True, inline="always")
     def start(p, theta, E, gE, keys, counts, stream_key, bp, prior, eps_fixed, use_da, da, lengths, left, x, q, x0):
         """A trajectory of chain p from its boundary state: (eps, H0, Metropolis uniform, length)."""
         ks = _stream_hash(keys[p], counts[p], stream_key)
@@ -85,11 +84,10 @@ def _make_start(d: int):
             want = min(lengths[pick, p], left)
         return eps, U + 0.5 * kin, _uniform(ks, m - 2), want
 
-    return jit.stable(start, d)
+    return jit.kernel(start, d, inline="always")
 
 
 def _make_finish(d: int):
-    @njit(cache=True, inline="always")
     def finish(p, theta, E, gE, x, ge, Ex, dH, div, u_acc, use_da, da, target_accept, info, accept_sum):
         """The Metropolis step of chain p's finished trajectory (end state x, energy Ex)."""
         acc = math.log(u_acc) < -dH and not div
@@ -111,11 +109,10 @@ def _make_finish(d: int):
             da[1, p] = eta * le + (1.0 - eta) * da[1, p]
             da[0, p], da[2, p], da[4, p] = le, hb, t
 
-    return jit.stable(finish, d)
+    return jit.kernel(finish, d, inline="always")
 
 
 def _make_move(d: int, energy, key: str):
-    @njit(cache=True, inline="always")
     def move(p, x, q, eps, dset, scale, ge, gx, data, work, bp, prior):
         """x += eps q, then E, grad E (ge) and U, grad U (gx) there; rounds.guarded: +inf and a
         zero gradient where x or the energy is not finite. Returns (E, U)."""
@@ -133,11 +130,10 @@ def _make_move(d: int, energy, key: str):
             ssq += x[p, k] * x[p, k]
         return Ex, (bp * Ex + prior * (0.5 * ssq) if prior != 0.0 else bp * Ex)
 
-    return jit.stable(move, d, key)
+    return jit.kernel(move, d, key, inline="always")
 
 
 def _make_check(d: int):
-    @njit(cache=True, inline="always")
     def check(p, q, x, x0, gx, eps, Ux, H0):
         """(energy error dH, as torch.nan_to_num(nan=inf) leaves it; the U-turn sum (x - x0).p)
         with the momentum p = q - eps/2 grad U level with x."""
@@ -153,11 +149,10 @@ def _make_check(d: int):
             return math.copysign(_BIG, dH), turn
         return dH, turn
 
-    return jit.stable(check, d)
+    return jit.kernel(check, d, inline="always")
 
 
 def _make_chain(d: int, scratch, start, finish, move, check, key: str):
-    @njit(cache=True)
     def chain(p, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
               uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge, gx):
         """One chain's round (rounds.run_round's tick loop for one chain)."""
@@ -193,7 +188,7 @@ def _make_chain(d: int, scratch, start, finish, move, check, key: str):
                                              da, lengths, n_ticks - j - 1, x, q, x0)
                 steps, diverged = 0, False
 
-    return jit.stable(chain, d, key)
+    return jit.kernel(chain, d, key)
 
 
 def make_round(energy, scratch, d: int):
@@ -202,7 +197,6 @@ def make_round(energy, scratch, d: int):
     key = f"{energy._uuid}|{scratch._uuid}"  # the energy's identity (stable where its maker made it so)
     chain = _make_chain(d, scratch, _make_start(d), _make_finish(d), _make_move(d, energy, key), _make_check(d), key)
 
-    @njit(cache=True)
     def round_serial(theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
                      uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge,
                      gx):
@@ -217,7 +211,6 @@ def make_round(energy, scratch, d: int):
 
     # a function of its own, not round_serial compiled again: numba's disk cache keys a
     # function by its name and source, not by the parallel flag
-    @njit(cache=True, parallel=True)
     def round_parallel(theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
                        uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0,
                        ge, gx):
@@ -226,4 +219,4 @@ def make_round(energy, scratch, d: int):
             chain(p, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
                   uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge, gx)
 
-    return jit.stable(round_serial, d, key), jit.stable(round_parallel, d, key)
+    return jit.kernel(round_serial, d, key), jit.kernel(round_parallel, d, key, parallel=True)

@@ -121,7 +121,6 @@ for _kernel in (_below, _bucket, _tables, _row_tail, _gram):  # reached from cac
 
 
 def _make_row(r: int, c: int):
-    @njit(cache=True, inline="always")
     def row(x, p, d, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, sc, prior, G, Dm, gb, K, grad):
         """U = sc L_n + prior |x[p]|^2 / 2 of the finite row p of x (N, d) on data set d, its
         gradient written to grad[p]; G, Dm, gb, K: the caller's scratch (c, c), (c, c), (c,), (c, c)
@@ -159,13 +158,12 @@ def _make_row(r: int, c: int):
                 gb[j] += scale * (bj * S0 - a * S1)
         return sc * err / n[d] + _row_tail(x, p, r, c, Dm, gb, prior, grad)
 
-    return jit.stable(row, r, c)
+    return jit.kernel(row, r, c, inline="always")
 
 
 def _make_empirical(r: int, c: int):
     row = row_kernel(r, c)
 
-    @njit(cache=True)
     def empirical(theta, didx, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, sc, ss, prior, L, grad):
         """U = sc L_n + prior |theta|^2 / 2 (N,) and dU/dtheta (N, d) of finite rows theta,
         row p on data set didx[p], sc[p * ss] (`row` of each)."""
@@ -174,11 +172,10 @@ def _make_empirical(r: int, c: int):
             L[p] = row(theta, p, didx[p], mu, cum1, cum2, count, n, use_tab, tab, lo, inv, sc[p * ss], prior,
                        G, Dm, gb, K, grad)
 
-    return jit.stable(empirical, r, c)
+    return jit.kernel(empirical, r, c)
 
 
 def _make_population(r: int, c: int):
-    @njit(cache=True)
     def population(theta, sc, ss, prior, L, grad):
         """U = sc L + prior |theta|^2 / 2 (N,) and dU/dtheta (N, d) of finite rows theta, L
         the closed-form population loss, sc[p * ss]. One body, as the empirical kernel."""
@@ -204,7 +201,7 @@ def _make_population(r: int, c: int):
                     gb[j] += scale * (bj * m1 - a * m2)
             L[p] = sc[p * ss] * err / c + _row_tail(theta, p, r, c, Dm, gb, prior, grad)
 
-    return population
+    return jit.kernel(population, r, c)
 
 
 @lru_cache(maxsize=None)
@@ -225,17 +222,15 @@ def row_energy(r: int, c: int):
     gradient to ge[p]; data = `row_binding`'s tuple, work = scratch() (one chain's buffers)."""
     row = row_kernel(r, c)
 
-    @njit(cache=True, inline="always")
     def energy(x, p, dset, scale, ge, data, work):
         mu, cum1, cum2, count, n, use_tab, tab, lo, inv = data
         G, Dm, gb, K = work
         return row(x, p, dset, mu, cum1, cum2, count, n, use_tab, tab, lo, inv, scale, 0.0, G, Dm, gb, K, ge)
 
-    @njit(cache=True)
     def scratch():
         return np.empty((c, c)), np.empty((c, c)), np.empty(c), np.empty((c, c), np.int64)
 
-    return jit.stable(energy, r, c), jit.stable(scratch, r, c)
+    return jit.kernel(energy, r, c, inline="always"), jit.kernel(scratch, r, c)
 
 
 def row_binding(data, scale, B: tuple):

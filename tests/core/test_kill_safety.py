@@ -228,10 +228,11 @@ def test_sigterm_saves_the_training_partial_and_says_so(tmp_path):
     assert _leftovers(work) == []
 
 
-# each n takes a good fraction of a second, so a kill after the first point often lands mid-sweep
+# each n takes a second or two (1200 rounds on the compiled sampler), so a kill after the first
+# point often lands mid-sweep
 POSTERIOR = ["posterior", "--c", "3", "--ns", "40,80", "--batch-points", "1", "--seeds", "1", "--n-chains", "2",
-             "--replicas", "2", "--n-temps", "2", "--n-warmup", "30", "--n-draws", "30", "--max-steps", "10",
-             "--plain-draws", "10", "--min-draws", "30", "--seed", "5",
+             "--replicas", "2", "--n-temps", "2", "--n-warmup", "30", "--n-draws", "1200", "--max-steps", "10",
+             "--plain-draws", "10", "--min-draws", "1200", "--seed", "5",
              "--no-predict", "--no-progress", "--threads", "1", "--out", "res", "--figure", "figs/post.png"]
 RUN = "res/c3_quick_b1_s5"
 

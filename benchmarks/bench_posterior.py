@@ -69,16 +69,6 @@ def bias_ess(draws: torch.Tensor) -> np.ndarray:
     return np.nansum(diagnostics.ess(x), axis=1)
 
 
-def counted(fn):
-    calls = [0]
-
-    def f(th):
-        calls[0] += 1
-        return fn(th)
-
-    return f, calls
-
-
 def run_old(data, th0, args):
     t = time.perf_counter()
     out = reference.run_chains(posterior.energy_fn(data, R, C), th0, n_warmup=args.old_warmup,

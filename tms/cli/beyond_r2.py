@@ -29,8 +29,7 @@ def add_arguments(p) -> None:
     p.add_argument("--figures", default="results/figures/beyond_r2",
                    help="folder for census.png, census_columns.png and posterior.png")
     common.add_force(p)
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads of the run, 1..1024 (default: every core for the compiled sampler, one for torch)")
+    common.add_threads(p)
 
 
 def run(args) -> int:

@@ -37,6 +37,13 @@ def add_force(parser) -> None:
                              "an input, never another command's result); without it that is an error")
 
 
+def add_threads(parser) -> None:
+    """--threads for a command whose run samples on the compiled kernels (tms.core.checks.torch_threads)."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of the run, 1..1024 (default: every core for the compiled sampler, one for "
+                             "torch, whose tensors here are small); results do not depend on it")
+
+
 def plus_minus(value, se, fmt: str = ".2f", why: str = "no s.e.") -> str:
     """'value +- se', or 'value (why)' when the standard error is missing or not finite."""
     if se is None or not math.isfinite(float(se)):

@@ -37,8 +37,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="results/free_energy", help="results directory (finished pieces are skipped)")
     common.add_force(p)
     p.add_argument("--figure", help="figure path (default results/figures/free_energy_c{c}.png)")
-    p.add_argument("--threads", type=int, help="threads of the run, 1..1024 (default: every core for the "
-                                               "compiled sampler, one for torch: its work is many small ops)")
+    common.add_threads(p)
     p.add_argument("--save-every", type=float, default=60.0, metavar="SECONDS",
                    help="save the unfinished points' sampler state (NAME_partial_nN) every this many seconds, and "
                         "on Ctrl-C or SIGTERM, so a killed run resumes there (default 60; 0 = after every step)")

@@ -41,7 +41,7 @@ def add_arguments(p) -> None:
     p.add_argument("--llc-estimate", action="store_true",
                    help="estimate by SGLD (population loss) the lambda of phases seen that the zoo lacks (4-gons)")
     p.add_argument("--no-predict", action="store_true", help="skip the predicted n_c (no zoo)")
-    p.add_argument("--threads", type=int, help="threads of the run, 1..1024 (default: every core for the compiled sampler, one for torch); results do not depend on it")
+    common.add_threads(p)
     p.add_argument("--save-every", type=float, default=60.0, metavar="SECONDS",
                    help="save the unfinished points' sampler state (NAME_partial_nN) every this many seconds, and "
                         "on Ctrl-C or SIGTERM, so a killed run resumes there (default 60; 0 = after every step)")

@@ -23,9 +23,7 @@ def add_arguments(p) -> None:
                    help="where the figures and REPORT.md go (the README's figures only when asked: --figures figures)")
     p.add_argument("--force", action="store_true", help="rerun every stage even if its results exist")
     p.add_argument("--seed", type=int, default=0, help="seed of every random stage")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads of the run, 1..1024 (default: every core for the compiled sampler, one for torch, "
-                        "whose tensors here are small); results do not depend on it")
+    common.add_threads(p)
     common.add_arguments(p)
 
 

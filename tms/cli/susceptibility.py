@@ -22,7 +22,7 @@ def add_arguments(p) -> None:
     common.add_force(p)
     p.add_argument("--figure", help="figure path (default results/figures/susceptibility_c{c}.png)")
     p.add_argument("--no-predict", action="store_true", help="skip the predicted n_c (no zoo)")
-    p.add_argument("--threads", type=int, help="threads of the run, 1..1024 (default: every core for the compiled sampler, one for torch); results do not depend on it")
+    common.add_threads(p)
 
 
 def run(args) -> int:

@@ -145,21 +145,30 @@ def kernel_threads() -> int | None:
 
 
 @contextlib.contextmanager
+def kernel_threads_set(k: int | None):
+    """The compiled kernels use k threads inside the block (None: every core); restored after."""
+    before, _KERNEL_THREADS[0] = _KERNEL_THREADS[0], k
+    try:
+        yield
+    finally:
+        _KERNEL_THREADS[0] = before
+
+
+@contextlib.contextmanager
 def torch_threads(k: int | None, torch_cap: int | None = None):
     """A run's threads inside the block: the compiled kernels use k (None: every core); torch
     uses k capped at torch_cap (e.g. 1 where its work is many small ops: its idle OpenMP
     threads would spin on the cores the compiled kernels use), else its own choice. The
     caller's counts are restored. Results do not depend on either count."""
-    before, kernel_before = torch.get_num_threads(), _KERNEL_THREADS[0]
-    want = min(k, torch_cap) if k is not None and torch_cap is not None else k if k is not None else torch_cap
+    before = torch.get_num_threads()
+    want = k if torch_cap is None else torch_cap if k is None else min(k, torch_cap)
     if want is not None:
         torch.set_num_threads(want)
-    _KERNEL_THREADS[0] = k
     try:
-        yield
+        with kernel_threads_set(k):
+            yield
     finally:
         torch.set_num_threads(before)
-        _KERNEL_THREADS[0] = kernel_before
 
 
 def generator(g, name: str = "generator") -> torch.Generator:

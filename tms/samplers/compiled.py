@@ -58,7 +58,7 @@ def applies(energy_grad, prior_grad, theta: torch.Tensor) -> bool:
 def threads(k: int | None):
     """The compiled rounds use k threads inside the block (None: every core); torch's count is
     left as it is (tms.core.checks.torch_threads sets both)."""
-    return checks.torch_threads(k, torch_cap=torch.get_num_threads())
+    return checks.kernel_threads_set(k)
 
 
 def thread_count() -> int:

@@ -245,10 +245,8 @@ def row_binding(data, scale, B: tuple):
     except ValueError:
         return None
     N, nd = math.prod(B), math.prod(D)
-    didx = np.ascontiguousarray(np.broadcast_to(np.arange(nd).reshape(D), B).reshape(-1)) if D \
-        else np.zeros(N, np.int64)
     arrays, tables = _prepared(data, np.float64, nd, True)
-    return didx, (sc if ss else np.full(N, sc[0])), (*arrays, True, *tables)
+    return np.ascontiguousarray(_dataset_index(D, B)), (sc if ss else np.full(N, sc[0])), (*arrays, True, *tables)
 
 
 _NO_TABLE = (np.zeros((0, 0, 3, 2)), np.zeros((0, 0)), np.zeros((0, 0)))
@@ -299,12 +297,17 @@ def _scales(scale, B: tuple):
     return np.full(1, float(scale)), 0
 
 
+def _dataset_index(D: tuple, B: tuple) -> np.ndarray:
+    """The data set (index into the flattened data dims D) of every row of the batch B (N,)."""
+    return np.broadcast_to(np.arange(math.prod(D)).reshape(D), B).reshape(-1) if D else np.zeros(math.prod(B), np.int64)
+
+
 def empirical_rows(theta: np.ndarray, r: int, data, D: tuple, B: tuple, scale=1.0, prior=0.0):
     """Rows theta (N, d) of the broadcast batch B, on sorted data with batch dims D
     (broadcasting to B) -> (U (N,), dU/dtheta (N, d)), U = scale L_n + prior |theta|^2 / 2."""
     N, nd = theta.shape[0], math.prod(D)
     c = theta.shape[1] // (r + 1)
-    didx = np.broadcast_to(np.arange(nd).reshape(D), B).reshape(-1) if D else np.zeros(N, np.int64)
+    didx = _dataset_index(D, B)
     arrays, tables = _prepared(data, theta.dtype, nd, N >= TABLE_ROWS * nd)
     L, grad = np.empty(N, theta.dtype), np.empty_like(theta)
     use_tab = tables is not None

@@ -25,8 +25,8 @@ import torch
 from tms.bayes.feature_response import FeatureResponse, feature_response
 from tms.core import rng
 from tms.llc.estimator import LLCSettings, chain_keys, check_sgld_args
-from tms.samplers import sgld
-from tms.theory.loss import flatten_params, loss_and_grad_flat, sorted_data, stack_sorted, unflatten_params
+from tms.samplers import compiled, compiled_sgld, sgld
+from tms.theory.loss import flatten_params, loss_and_grad_flat, row_energy, sorted_data, stack_sorted, unflatten_params
 
 
 @dataclass
@@ -69,6 +69,23 @@ def local_draws(W0: torch.Tensor, b0: torch.Tensor, X: list[torch.Tensor], nbeta
     def grad_fn(theta):
         return loss_and_grad_flat(theta, r, c, data)
 
+    kernel = row_energy(r, c, data, 1.0)
+    out = None
+    if kernel is not None:  # compiled steps (tms.samplers.compiled_sgld), the torch loop the reference
+        grad_fn.kernel = compiled.RowEnergy(*kernel)
+        if compiled_sgld.applies(grad_fn, theta0):
+            out = compiled_sgld.run(state, grad_fn, nbeta=nb, eps=sampler.eps, gamma=sampler.gamma,
+                                    n_steps=sampler.n_burnin + sampler.n_draws, keep_from=sampler.n_burnin, thin=thin)
+    if out is not None:
+        theta, accept = out[3], out[2][..., sampler.n_burnin:]  # (P, K, T, d), (P, K, n_draws)
+    else:
+        theta, accept = _torch_draws(state, grad_fn, nb, sampler, thin)
+    W, b = unflatten_params(theta, r, c)
+    return LocalDraws(W, b, nbeta, accept.nanmean((-2, -1)))
+
+
+def _torch_draws(state, grad_fn, nb, sampler: LLCSettings, thin: int):
+    """local_draws' SGLD loop on torch: (kept points (P, K, T, d), acceptances (P, K, n_draws))."""
     kept, accepts = [], []
     for t in range(sampler.n_burnin + sampler.n_draws):
         state, info = sgld.step(state, grad_fn, nbeta=nb, eps=sampler.eps, gamma=sampler.gamma)
@@ -76,9 +93,7 @@ def local_draws(W0: torch.Tensor, b0: torch.Tensor, X: list[torch.Tensor], nbeta
             accepts.append(info.accept_prob)
             if (t - sampler.n_burnin) % thin == thin - 1:
                 kept.append(state.theta)
-    theta = torch.stack(kept, -2)  # (P, K, T, d)
-    W, b = unflatten_params(theta, r, c)
-    return LocalDraws(W, b, nbeta, torch.stack(accepts, -1).nanmean((-2, -1)))
+    return torch.stack(kept, -2), torch.stack(accepts, -1)
 
 
 @dataclass

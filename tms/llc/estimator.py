@@ -60,12 +60,14 @@ from tms.theory.loss import (
     flatten_params,
     loss_and_grad_flat,
     population_loss,
+    row_energy,
     sorted_data,
     unflatten_params,
 )
-from tms.samplers import sgld
+from tms.samplers import compiled, compiled_sgld, sgld
 
 PROBE_EVERY = 10  # minibatch mode: a full-batch MALA probe every this many steps
+COMPILED_BLOCK = 200_000  # chain-steps per compiled call (a progress update every ~0.1 s)
 
 
 def default_nbeta(n) -> float:
@@ -162,6 +164,10 @@ def _run_chains(state, grad_fn, batch_grad_fn, *, nbeta, eps, gamma, n_steps, pr
     Full batch: the acceptance of every move (free, see sgld.step). Minibatch
     (batch_grad_fn(keys, t) -> that step's grad_fn): a full-batch MALA probe every
     PROBE_EVERY steps, NaN in between."""
+    if batch_grad_fn is None and compiled_sgld.applies(grad_fn, state.theta):
+        out = _run_compiled(state, grad_fn, nbeta=nbeta, eps=eps, gamma=gamma, n_steps=n_steps, progress=progress)
+        if out is not None:
+            return out
     losses, accepts = [], []
     for t in progress_bar.bar(range(n_steps), desc="SGLD", disable=not progress, leave=False):
         if batch_grad_fn is None:
@@ -177,6 +183,23 @@ def _run_chains(state, grad_fn, batch_grad_fn, *, nbeta, eps, gamma, n_steps, pr
             accepts.append(acc)
         losses.append(info.loss)
     return torch.stack(losses, -1), torch.stack(accepts, -1)
+
+
+def _run_compiled(state, grad_fn, *, nbeta, eps, gamma, n_steps, progress):
+    """_run_chains' full-batch loop as compiled blocks of steps (tms.samplers.compiled_sgld), a
+    block of about COMPILED_BLOCK chain-steps per call; None where it does not fit (torch path)."""
+    block = max(50, COMPILED_BLOCK // max(1, state.key.numel()))
+    losses, accepts = [], []
+    with progress_bar.bar(total=n_steps, desc="SGLD", disable=not progress, leave=False) as bar:
+        for t in range(0, n_steps, block):
+            out = compiled_sgld.run(state, grad_fn, nbeta=nbeta, eps=eps, gamma=gamma, n_steps=min(block, n_steps - t))
+            if out is None:
+                return None
+            state, loss, accept, _ = out
+            losses.append(loss)
+            accepts.append(accept)
+            bar.update(loss.shape[-1])
+    return torch.cat(losses, -1), torch.cat(accepts, -1)
 
 
 def sample_llc(theta0: torch.Tensor, grad_fn, centre_loss: torch.Tensor, *, nbeta, eps: float, gamma: float,
@@ -238,6 +261,15 @@ def _tms_data(X, C, c, device, dtype):
     return X, X
 
 
+def _marked(grad_fn, r: int, c: int, data: SortedData | None):
+    """grad_fn of the exact full loss (population where data is None), marked with its compiled
+    one-row form (tms.samplers.compiled_sgld runs the steps then)."""
+    kernel = row_energy(r, c, data, 1.0)
+    if kernel is not None:
+        grad_fn.kernel = compiled.RowEnergy(*kernel)
+    return grad_fn
+
+
 def _tms_losses(X, loss: str, batch_size, C, r: int, c: int, device, dtype):
     """(full loss (W, b) -> (...), grad_fn over flat theta, X, Xc) for the TMS front end."""
     if loss == "population":
@@ -245,7 +277,7 @@ def _tms_losses(X, loss: str, batch_size, C, r: int, c: int, device, dtype):
             raise ValueError('X must be None for loss="population" (the exact population loss needs no data)')
         if batch_size is not None:
             raise ValueError('batch_size must be None for loss="population"')
-        return population_loss, lambda th: loss_and_grad_flat(th, r, c), None, None  # exact, no autograd
+        return population_loss, _marked(lambda th: loss_and_grad_flat(th, r, c), r, c, None), None, None
     if loss != "empirical":
         raise ValueError(f'loss must be "empirical" or "population", got {loss!r}')
     X, Xc = _tms_data(X, C, c, device, dtype)
@@ -255,7 +287,7 @@ def _tms_losses(X, loss: str, batch_size, C, r: int, c: int, device, dtype):
     data = sorted_data(X)
     data = _unsqueeze_data(data) if X.dim() > 2 else data
     full = lambda W_, b_: empirical_loss_sorted(W_, b_, data)  # noqa: E731  exact O(c^2 log n), SPEC 1
-    return full, lambda th: loss_and_grad_flat(th, r, c, data), X, Xc
+    return full, _marked(lambda th: loss_and_grad_flat(th, r, c, data), r, c, data), X, Xc
 
 
 def minibatch_rows(keys: torch.Tensor, t: int, n: int, batch_size: int) -> torch.Tensor:

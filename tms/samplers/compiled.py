@@ -115,6 +115,18 @@ def _flat(x: torch.Tensor | None, B: tuple, N: int, dtype, fill=0.0) -> np.ndarr
     return np.array(a.reshape((N,) + tail), dtype=dtype, order="C")
 
 
+def call(serial, parallel, N: int, args: tuple) -> None:
+    """A compiled kernel over N chains: `parallel` on the run's threads (thread_count) from
+    PARALLEL_MIN chains on, else `serial`."""
+    k = thread_count() if N >= PARALLEL_MIN else 1
+    if k > 1:
+        with _PARALLEL:  # one parallel call at a time: numba's workqueue layer is not thread-safe
+            _numba().set_num_threads(k)
+            parallel(*args)
+    else:
+        serial(*args)
+
+
 def run_round(ch, keys, counts, n_ticks, energy_grad, prior_grad=None, beta=None, *, step_size=None, da=None,
               lengths=None, uturn=False, divergence=1000.0, target_accept=0.8, restart_every=4):
     """tms.samplers.rounds.run_round, compiled (same arguments): (theta, E, gE, (transitions,
@@ -137,13 +149,7 @@ def run_round(ch, keys, counts, n_ticks, energy_grad, prior_grad=None, beta=None
             int(n_ticks), bool(uturn), float(divergence), float(target_accept), int(restart_every), *bound,
             info, accept_sum, *(np.empty((N, d)) for _ in range(5)))
     serial, parallel = _round_kernels(kernel.energy, kernel.scratch, d)
-    k = thread_count() if N >= PARALLEL_MIN else 1
-    if k > 1:
-        with _PARALLEL:  # one parallel round at a time: numba's workqueue layer is not thread-safe
-            _numba().set_num_threads(k)
-            parallel(*args)
-    else:
-        serial(*args)
+    call(serial, parallel, N, args)
 
     def t(a):
         return torch.from_numpy(a.reshape(B + a.shape[1:]))

@@ -57,13 +57,17 @@ def _kernels():
     return _KERNELS or None
 
 
-def row_energy(r: int, c: int, data: SortedData, scale):
+def row_energy(r: int, c: int, data: SortedData | None, scale):
     """(energy, scratch, bind) for a compiled sampler (tms.samplers.compiled.RowEnergy): the
-    fused one-row energy scale L_n on `data` (tms.theory.loss_kernels.row_energy) and
-    bind(B) -> (data-set index, scale, data arrays) for chains of batch B; None without numba."""
+    fused one-row energy scale L_n on `data` (tms.theory.loss_kernels.row_energy), or scale L
+    of the population loss where data is None, and bind(B) -> (data-set index, scale, data
+    arrays) for chains of batch B; None without numba."""
     kernels = _kernels()
     if kernels is None or not COMPILE:
         return None
+    if data is None:
+        energy, scratch = kernels.population_row_energy(r, c)
+        return energy, scratch, lambda B: kernels.population_binding(scale, B)
     energy, scratch = kernels.row_energy(r, c)
     return energy, scratch, lambda B: kernels.row_binding(data, scale, B)
 

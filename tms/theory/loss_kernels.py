@@ -175,31 +175,42 @@ def _make_empirical(r: int, c: int):
     return jit.kernel(empirical, r, c)
 
 
+def _make_population_row(r: int, c: int):
+    def row(x, p, sc, prior, G, Dm, gb, grad):
+        """U = sc L + prior |x[p]|^2 / 2 of the finite row p of x (N, d), L the closed-form
+        population loss (SPEC 1), its gradient written to grad[p]; G, Dm, gb: scratch as `row`'s."""
+        scale = 2.0 * sc / c
+        _gram(x, p, r, c, G)
+        err = 0.0
+        for j in range(c):
+            gb[j] = 0.0
+        for i in range(c):
+            for j in range(c):
+                g, bj = G[i, j], x[p, r * c + j]
+                t = min(max(-bj / (g if g != 0 else 1.0), 0.0), 1.0)
+                pos, neg = 1.0 * (g > 0), 1.0 * (g < 0)
+                # g > 0: active on [t, 1]; g < 0: on [0, t]; g = 0: [0, 1] iff b > 0.
+                lo, hi = pos * t, pos + neg * t + 1.0 * ((g == 0) & (bj > 0))
+                m1, m2, m3 = hi - lo, (hi * hi - lo * lo) / 2, (hi * hi * hi - lo * lo * lo) / 3
+                dl = 1.0 if i == j else 0.0
+                a = dl - g
+                err += a * a * m3 - 2.0 * a * bj * m2 + bj * bj * m1 + dl * (1.0 / 3.0 - m3)
+                Dm[i, j] = scale * (bj * m2 - a * m3)
+                gb[j] += scale * (bj * m1 - a * m2)
+        return sc * err / c + _row_tail(x, p, r, c, Dm, gb, prior, grad)
+
+    return jit.kernel(row, r, c, inline="always")
+
+
 def _make_population(r: int, c: int):
+    row = population_row_kernel(r, c)
+
     def population(theta, sc, ss, prior, L, grad):
         """U = sc L + prior |theta|^2 / 2 (N,) and dU/dtheta (N, d) of finite rows theta, L
-        the closed-form population loss, sc[p * ss]. One body, as the empirical kernel."""
+        the closed-form population loss, sc[p * ss] (`population_row` of each)."""
         G, Dm, gb = np.empty((c, c)), np.empty((c, c)), np.empty(c)
         for p in range(theta.shape[0]):
-            scale = 2.0 * sc[p * ss] / c
-            _gram(theta, p, r, c, G)
-            err = 0.0
-            for j in range(c):
-                gb[j] = 0.0
-            for i in range(c):
-                for j in range(c):
-                    g, bj = G[i, j], theta[p, r * c + j]
-                    t = min(max(-bj / (g if g != 0 else 1.0), 0.0), 1.0)
-                    pos, neg = 1.0 * (g > 0), 1.0 * (g < 0)
-                    # g > 0: active on [t, 1]; g < 0: on [0, t]; g = 0: [0, 1] iff b > 0.
-                    lo, hi = pos * t, pos + neg * t + 1.0 * ((g == 0) & (bj > 0))
-                    m1, m2, m3 = hi - lo, (hi * hi - lo * lo) / 2, (hi * hi * hi - lo * lo * lo) / 3
-                    dl = 1.0 if i == j else 0.0
-                    a = dl - g
-                    err += a * a * m3 - 2.0 * a * bj * m2 + bj * bj * m1 + dl * (1.0 / 3.0 - m3)
-                    Dm[i, j] = scale * (bj * m2 - a * m3)
-                    gb[j] += scale * (bj * m1 - a * m2)
-            L[p] = sc[p * ss] * err / c + _row_tail(theta, p, r, c, Dm, gb, prior, grad)
+            L[p] = row(theta, p, sc[p * ss], prior, G, Dm, gb, grad)
 
     return jit.kernel(population, r, c)
 
@@ -213,6 +224,12 @@ def _kernels(r: int, c: int):
 def row_kernel(r: int, c: int):
     """The compiled one-row energy and gradient (`_make_row`) at (r, c), for other kernels to call."""
     return _make_row(r, c)
+
+
+@lru_cache(maxsize=None)
+def population_row_kernel(r: int, c: int):
+    """The compiled one-row population energy and gradient (`_make_population_row`) at (r, c)."""
+    return _make_population_row(r, c)
 
 
 @lru_cache(maxsize=None)
@@ -231,6 +248,33 @@ def row_energy(r: int, c: int):
         return np.empty((c, c)), np.empty((c, c)), np.empty(c), np.empty((c, c), np.int64)
 
     return jit.kernel(energy, r, c, inline="always"), jit.kernel(scratch, r, c)
+
+
+@lru_cache(maxsize=None)
+def population_row_energy(r: int, c: int):
+    """(energy, scratch) as `row_energy`, of the closed-form population loss: scale L of row
+    p (dset and data unused; `population_binding` gives them)."""
+    row = population_row_kernel(r, c)
+
+    def energy(x, p, dset, scale, ge, data, work):
+        G, Dm, gb, K = work
+        return row(x, p, scale, 0.0, G, Dm, gb, ge)
+
+    def scratch():
+        return np.empty((c, c)), np.empty((c, c)), np.empty(c), np.empty((c, c), np.int64)
+
+    return jit.kernel(energy, "population", r, c, inline="always"), jit.kernel(scratch, "population", r, c)
+
+
+def population_binding(scale, B: tuple):
+    """`row_binding` of the population energy: (zeros (N,), scale (N,), a placeholder data
+    tuple), or None where the scale does not broadcast to B."""
+    try:
+        sc, ss = _scales(scale, B)
+    except ValueError:
+        return None
+    N = math.prod(B)
+    return np.zeros(N, np.int64), (sc if ss else np.full(N, sc[0])), (np.zeros(1),)
 
 
 def row_binding(data, scale, B: tuple):

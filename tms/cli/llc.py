@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from tms.cli import common
 from tms.core import checks
 from tms.llc.estimator import PROTOCOL, LLCSettings
@@ -37,7 +35,7 @@ def add_arguments(p) -> None:
     p.add_argument("--data-seed", type=int, default=0, help="seed of a drawn data set (empirical loss, no X given)")
     common.add_settings(p, LLCSettings, preset=PROTOCOL)
     p.add_argument("--every", type=int, default=1, help="--checkpoints: use every k-th checkpoint (default 1)")
-    p.add_argument("--threads", type=int, help="torch threads, 1..1024 (default: torch's choice)")
+    common.add_threads(p)
     p.add_argument("--rows", type=int, default=30, help="centres printed in the table (default 30)")
     p.add_argument("--out", help="save the result here (tms.core.io: PATH.npz + PATH.json; the draws as ArviZ "
                                  "InferenceData: PATH.nc)")
@@ -78,12 +76,10 @@ def run(args) -> int:
     settings = common.settings_from(args, PROTOCOL)
     for note in _validate(args, settings):
         checks.warn(note)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     out = args.out or (str(Path(args.plot).with_suffix("")) + "_llc" if args.plot else None)
     result = llc.run(point=args.point, checkpoints=args.checkpoints, c=args.c, loss=args.loss, data_seed=args.data_seed,
-                     every=args.every, settings=settings, device=checks.device(args.device), progress=args.progress, out=out,
-                     force=args.force)
+                     every=args.every, settings=settings, device=checks.device(args.device), threads=args.threads,
+                     progress=args.progress, out=out, force=args.force)
     print(result.result.summary(max_rows=args.rows, labels=result.labels))
     if "zoo_llc" in result.record:
         _print_theory(result.record)

@@ -18,7 +18,7 @@ def add_arguments(p) -> None:
     p.add_argument("--figures", default="results/figures",
                    help="folder for sgd_trajectory.png and sgd_many.png (the README's figures only when asked: --figures figures)")
     common.add_settings(p, TransitionsSettings)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: leave as is)")
+    common.add_threads(p)
     common.add_force(p)
     common.add_arguments(p)
 

@@ -105,7 +105,8 @@ def _check_n(settings: LLCSettings, X, checkpoints) -> None:
 
 def run(*, point: str | None = None, checkpoints: str | Path | None = None, c: int | None = None,
         loss: str | None = None, data_seed: int = 0, every: int = 1, settings: LLCSettings = PROTOCOL, device="cpu",
-        progress: bool = False, out: str | Path | None = None, force: bool = False, **changes) -> LLCRun:
+        threads: int | None = None, progress: bool = False, out: str | Path | None = None, force: bool = False,
+        **changes) -> LLCRun:
     """`tms llc`: the LLC at the zoo point `point` of c features, or at every checkpoint of a
     saved trajectory (SPEC 5).
 
@@ -117,9 +118,12 @@ def run(*, point: str | None = None, checkpoints: str | Path | None = None, c: i
     when there is one, else settings.n. c (default 6) is for a point only; with checkpoints, an
     n other than their training set's size is an error. out: save the LLCRun there (LLCRun.save)
     after claiming it (tms.core.io.claim_output: never the checkpoints file, never another
-    kind of result; an LLC result of other settings only with force=True).
+    kind of result; an LLC result of other settings only with force=True). threads: the
+    run's threads (None: every core for the compiled SGLD, one for torch; the numbers do not
+    depend on it).
     """
     settings = settings.replace(**changes) if changes else settings
+    threads = checks.threads(threads, "threads")
     _check_sources(point, checkpoints, c, data_seed, every)
     loss = loss or ("population" if point is not None else "empirical")
     c = (6 if c is None else c) if point is not None else None
@@ -142,10 +146,11 @@ def run(*, point: str | None = None, checkpoints: str | Path | None = None, c: i
                            steps=settings.n_burnin + settings.n_draws, n=n_used, empirical=loss == "empirical",
                            batch_size=settings.batch_size), progress=progress)
     dev = torch.device(device)
-    res = estimate_llc(W.to(dev), b.to(dev), None if X is None else X.to(dev), nbeta=nbeta_used, eps=settings.eps,
-                       gamma=settings.gamma, n_chains=settings.n_chains, n_burnin=settings.n_burnin,
-                       n_draws=settings.n_draws, loss=loss, batch_size=settings.batch_size, seed=settings.seed,
-                       progress=progress)
+    with checks.torch_threads(threads, torch_cap=1):
+        res = estimate_llc(W.to(dev), b.to(dev), None if X is None else X.to(dev), nbeta=nbeta_used,
+                           eps=settings.eps, gamma=settings.gamma, n_chains=settings.n_chains,
+                           n_burnin=settings.n_burnin, n_draws=settings.n_draws, loss=loss,
+                           batch_size=settings.batch_size, seed=settings.seed, progress=progress)
     result = LLCRun(res, labels, settings, dict(rec, n=n_used, nbeta=nbeta_used, nbeta_default=settings.nbeta is None,
                                                 request=request))
     if out is not None:

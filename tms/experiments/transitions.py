@@ -30,7 +30,8 @@ def run(input: str | Path = "results/sgd/train", settings: TransitionsSettings |
 
     settings: a TransitionsSettings (default TransitionsSettings()) with `changes` applied
     (its field names, the flags of `tms transitions`: n_chains=8, llc=False, ...). threads:
-    torch threads (None: leave as is). scheduler / workers: the LLC checkpoint blocks as Dask
+    the run's threads (None: every core for the compiled SGLD, one for torch; the numbers do
+    not depend on it). scheduler / workers: the LLC checkpoint blocks as Dask
     tasks (tms.core.cluster; the same numbers). OUT (and OUT_llc) never is the input, and an
     analysis with other settings, or another kind of record, there is a ValueError naming it
     (tms.core.io.claim_output); force=True replaces an analysis of other settings.
@@ -43,7 +44,7 @@ def run(input: str | Path = "results/sgd/train", settings: TransitionsSettings |
     io.claim_output(out_path, "transitions", settings, inputs=(input,), force=force)
     io.claim_output(out_path.with_name(out_path.stem + "_llc"), "transitions", inputs=(input,),
                     name="out (its LLC result)")
-    with checks.torch_threads(threads), io.recording_kind("transitions"):
+    with checks.torch_threads(threads, torch_cap=1), io.recording_kind("transitions"):
         result = analyse_training(train, settings, llc_path=out_path.with_name(out_path.stem + "_llc"),
                                   device=device, progress=progress, scheduler=scheduler, workers=workers)
         result = dataclasses.replace(result, input=str(input))

@@ -115,10 +115,10 @@ def _flat(x: torch.Tensor | None, B: tuple, N: int, dtype, fill=0.0) -> np.ndarr
     return np.array(a.reshape((N,) + tail), dtype=dtype, order="C")
 
 
-def call(serial, parallel, N: int, args: tuple) -> None:
+def call(serial, parallel, N: int, args: tuple, min_chains: int = PARALLEL_MIN) -> None:
     """A compiled kernel over N chains: `parallel` on the run's threads (thread_count) from
-    PARALLEL_MIN chains on, else `serial`."""
-    k = thread_count() if N >= PARALLEL_MIN else 1
+    min_chains chains on, else `serial`."""
+    k = thread_count() if N >= min_chains else 1
     if k > 1:
         with _PARALLEL:  # one parallel call at a time: numba's workqueue layer is not thread-safe
             _numba().set_num_threads(k)

@@ -24,6 +24,7 @@ from tms.core import jit, rng
 from tms.samplers import compiled
 from tms.samplers.sgld import SGLDState
 
+PARALLEL_WORK = 20_000  # chain-steps in a call from which even a few chains split over threads
 _NOISE = (np.uint64(rng.key(rng.SGLD_NOISE)), np.uint64(rng.key(rng.SGLD_NOISE + 1)))
 
 
@@ -151,7 +152,7 @@ def run(state: SGLDState, grad_fn, *, nbeta, eps: float, gamma: float, n_steps: 
             t0, int(n_steps), nb, float(eps), float(gamma), *bound, *_NOISE, int(keep_from), int(thin), m0,
             losses, accepts, kept, np.empty((N, d)), np.empty((N, d)))
     serial, parallel = _kernels(kernel, d)
-    compiled.call(serial, parallel, N, args)
+    compiled.call(serial, parallel, N, args, min_chains=2 if N * n_steps >= PARALLEL_WORK else compiled.PARALLEL_MIN)
 
     def t(a):
         return torch.from_numpy(a.reshape(B + a.shape[1:]))

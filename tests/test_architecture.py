@@ -23,6 +23,7 @@ OPTIONAL = ("dask", "distributed", "dask_jobqueue")  # the cluster extra, import
 LAZY = {("theory/loss.py", "tms.theory"): "numba compiles on first use; the eager path works without it",
         "arviz": "ArviZ is imported only where InferenceData is written (its import warns and costs ~1 s)",
         ("samplers/compiled.py", "tms.samplers"): "numba compiles the round where one runs; the torch path works without it",
+        ("dynamics/train_compiled.py", "tms.dynamics"): "numba compiles the SGD block where one runs; the torch path works without it",
         "numba": "numba loads where a compiled round runs (tms.samplers.compiled); the torch path works without it"}
 CLI_SHARED = {"common", "main"}  # the cli modules a command may import
 MAX_FUNCTION_LINES, MAX_MODULE_LINES = 60, 500

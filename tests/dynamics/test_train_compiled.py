@@ -104,3 +104,25 @@ def test_a_whole_training_run_compiled_equals_torch():
 def test_divergence_raises_on_both_paths(compiled):
     with train_compiled.use(compiled), pytest.raises(ValueError, match="SGD diverged .* in epoch block 0; lower lr"):
         train.train_sgd(runs=2, n=100, epochs=5, lr=1e3, progress=False)
+
+
+def test_tms_train_threads_reach_the_compiled_block_and_change_no_number(tmp_path, monkeypatch):
+    from tms.cli.main import main
+
+    seen, orig = [], train_compiled.run_block
+
+    def spy(*args, **kwargs):
+        seen.append(checks.kernel_threads())
+        return orig(*args, **kwargs)
+
+    monkeypatch.setattr(train_compiled, "run_block", spy)
+    argv = ["train", "--runs", "8", "--epochs", "60", "--n", "100", "--batch-size", "10", "--no-progress"]
+    results = {}
+    for threads in ([], ["--threads", "1"], ["--threads", "2"]):  # 8 runs x 500 steps a block: parallel
+        seen.clear()
+        out = tmp_path / f"t{len(threads) and threads[1]}"
+        assert main([*argv, *threads, "--out", str(out)]) == 0
+        assert set(seen) == {int(threads[1]) if threads else None}  # the default: every core
+        results[out.name] = train.load_train(out)
+    for res in results.values():
+        assert torch.equal(res.W, results["t1"].W) and torch.equal(res.b, results["t1"].b)

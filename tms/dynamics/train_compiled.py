@@ -1,12 +1,12 @@
 """A compiled SGD epoch block (numba): the steps of tms.dynamics.train._run_block for every
 run in one call, parallel over runs.
 
-The torch step (`tms.dynamics.sgd_step.sgd_step_`) is a dozen small kernels, so at the paper's scale (32
-runs, r = 2, c = 6, batch 20) it costs its fixed per-call overheads, not its arithmetic. Here
-a block of steps is one call: each run runs its steps in sequence on its own (a run never
-reads another), gathering its minibatch rows by the block's index array (drawn in Python by
-`train._block_order`, unchanged), doing `sgd_step_`'s arithmetic and copying the block's
-checkpoints (tms.dynamics.train_kernel). The runs split over threads (numba prange), so a
+The torch step (tms.dynamics.sgd_step.sgd_step_) is a dozen small kernels, so at the paper's
+scale (32 runs, r = 2, c = 6, batch 20) it costs its fixed per-call overheads, not its
+arithmetic. Here a block of steps is one call: each run runs its steps in sequence on its own
+(a run never reads another), gathering its minibatch rows by the block's index array (drawn
+in Python by `train._block_order`, unchanged), doing `sgd_step_`'s arithmetic and copying
+the block's checkpoints (tms.dynamics.train_kernel). The runs split over threads (numba prange), so a
 run's numbers are the same bits whatever the thread count or the other runs of its batch,
 and they agree with the torch step's to rounding (its matrix products sum in other orders).
 

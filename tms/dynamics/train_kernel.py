@@ -7,9 +7,9 @@ Per run p and step t, with the minibatch rows x_k = X[idx[t, p, k] + off[p]] (k 
     A = sum_k x_k^T d_k,  W += scale W (A + A^T),  b += scale sum_k d_k,
 with scale = -2 lr / B. The training rows are given sparse (CSR: rowptr, cols, vals; the
 lab's data have one nonzero a row, SPEC 1): a product with a zero entry of x adds an exact
-zero to its sum, so skipping it changes no bit of a finite sum, and sums run in the order
-torch's dense ones do (over k, then over the entries of a row). The two paths still differ
-by rounding: torch's matrix products may block their sums differently.
+zero to its sum, so skipping it changes no bit of a finite sum. Sums run in index order
+(over k, then over a row's entries); torch's matrix products may order or block theirs
+otherwise, so the two paths differ by rounding (~1 ulp: tests/dynamics/test_train_compiled.py).
 """
 from __future__ import annotations
 

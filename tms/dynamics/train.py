@@ -286,7 +286,7 @@ def train_sgd(
     Xflat = Xd.reshape(-1, s.c)
     loop = _Loop(ids, s.seed, s.n, s.batch_size, s.c, s.epochs, s.steps_per_epoch, -2.0 * s.lr / s.batch_size,
                  ck.tolist(), s.lr, None if s.shared_data else (torch.arange(len(ids)) * s.n).view(1, -1, 1),
-                 train_compiled.prepare(Xflat, W.to(dev), s.n, s.shared_data))
+                 train_compiled.prepare(Xflat, W, s.n, s.shared_data))
     k = checks.kernel_threads() if threads is None else threads  # None: the enclosing run's count
     with checks.torch_threads(k, torch_cap=1), torch.no_grad():
         _train_blocks(state, loop, Xflat, dev, partial, record, save_every, progress)

@@ -213,7 +213,9 @@ def test_sigterm_saves_the_training_partial_and_says_so(tmp_path):
     """SIGTERM (what `timeout` and schedulers send) mid-training, with no interval save due:
     the partial is saved at the last block boundary, the message names it, the exit status is
     143, and the rerun resumes to the uninterrupted result."""
-    argv = [*TRAIN[:4], "6000", *TRAIN[5:]]  # 6000 epochs = 120 blocks of 50: seconds of training
+    # 64 runs x 6000 epochs = 120 blocks of 50 epochs of 10 steps: seconds of training on the
+    # compiled block (tms.dynamics.train_compiled), ~20 ms a block at one thread
+    argv = [TRAIN[0], "--runs", "64", "--epochs", "6000", *TRAIN[5:]]
     argv[argv.index("--save-every") + 1] = "1000"  # no interval save is due before the signal
     ref, work = tmp_path / "ref", tmp_path / "work"
     ref.mkdir(), work.mkdir()

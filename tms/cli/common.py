@@ -38,9 +38,10 @@ def add_force(parser) -> None:
 
 
 def add_threads(parser) -> None:
-    """--threads for a command whose run samples on the compiled kernels (tms.core.checks.torch_threads)."""
+    """--threads for a command whose run is on the compiled kernels (HMC rounds, SGD blocks;
+    tms.core.checks.torch_threads)."""
     parser.add_argument("--threads", type=int, default=None,
-                        help="threads of the run, 1..1024 (default: every core for the compiled sampler, one for "
+                        help="threads of the run, 1..1024 (default: every core for the compiled kernels, one for "
                              "torch, whose tensors here are small); results do not depend on it")
 
 

@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
                         f"steps); quick (default): {quick.runs} runs x {quick.epochs} epochs; the flags below "
                         "override it")
     common.add_settings(p, TrainSettings, preset=quick)
-    p.add_argument("--threads", type=int, default=1, help="torch threads, 1..1024 (1 is fastest at these sizes)")
+    common.add_threads(p)
     p.add_argument("--save-every", type=float, default=60.0, metavar="SECONDS",
                    help="save the unfinished run (PATH_partial) at the first epoch-block boundary after this many "
                         "seconds, and on Ctrl-C or SIGTERM, so a killed run resumes there (default 60; 0 = at every "

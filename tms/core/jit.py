@@ -15,6 +15,11 @@ all made stable.
 from __future__ import annotations
 
 import hashlib
+import threading
+
+# One parallel kernel call at a time in a process (numba's workqueue threading layer is not
+# thread-safe; the stages of `tms reproduce` run in threads): held around every prange call.
+PARALLEL = threading.Lock()
 
 
 def stable(dispatcher, *key):

@@ -12,7 +12,7 @@ to stderr; every long phase also shows progress (tms.core.progress).
 
 What the commands say before the runs a new user tried (tests/cli/test_cli_unix_manners.py):
 `tms llc --point 6 --n-chains 100000 --n-burnin 5000000` about 58 days; `tms train --runs
-10000 --epochs 1000000` about 232 days; `tms posterior --c 6 --replicas 10000` about 26 h;
+10000 --epochs 1000000` about 5.8 days; `tms posterior --c 6 --replicas 10000` about 26 h;
 `tms zoo --c 16` about 70 s (its Newton solves took 62 s of CPU here), then progress lines.
 """
 from __future__ import annotations
@@ -38,7 +38,9 @@ class StepRate:
 # 16 ticks at 16 and 256 chains, n = 300):
 SGLD_POPULATION = StepRate(2e-3, 1e-5)  # items: centres x chains (exact population loss)
 SGLD_MINIBATCH = StepRate(2e-3, 1e-8)  # items: centres x chains x minibatch rows per step
-SGD = StepRate(4e-4, 4e-5)  # items: runs (minibatch 20)
+# SGD: the compiled epoch block (tms.dynamics.train_compiled), one thread: 0.4-0.6 us a run-step
+# and ~0.3 us of drawing the data order (benchmarks/bench_train.py; protocol 32 x 225,000 in 8 s)
+SGD = StepRate(2e-6, 1e-6)  # items: runs (minibatch 20)
 # HMC: the compiled round (tms.samplers.compiled), one thread: 0.7-0.75 us a chain-tick from 256
 # chains, ~0.25 ms a round and the sweep's per-round bookkeeping (benchmarks/bench_posterior.py)
 HMC_TICK = StepRate(1e-4, 8e-7)  # steps: rounds x leapfrog ticks; items: chains (data sets x ladders x temps)

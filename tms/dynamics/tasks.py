@@ -43,7 +43,7 @@ def merge_train(blocks: Sequence[train.TrainResult]) -> train.TrainResult:
 
 
 def train_sgd(settings: train.TrainSettings | None = None, *, run_ids: Sequence[int] | None = None,
-              path: str | Path | None = None, device=None, save_every: float = 60.0, threads: int | None = 1,
+              path: str | Path | None = None, device=None, save_every: float = 60.0, threads: int | None = None,
               progress: bool = True, scheduler: str | None = None, workers: int | None = None,
               runs_per_task: int = 4, timeout: float = CONNECT_TIMEOUT, **changes) -> train.TrainResult:
     """tms.dynamics.train.train_sgd (the same arguments), its runs split into tasks of

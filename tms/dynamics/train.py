@@ -1,11 +1,9 @@
 """The dynamical experiment (SPEC 4): plain SGD on the TMS, vectorised over many runs.
 
-Runs are a leading dim: W (R, r, c), b (R, c). The only Python loop on the hot path is the
-loop over SGD steps; each step is a dozen batched kernels with an analytic gradient.
-
-Minibatch gradient (SPEC 4, loss = batch mean of ||x - f(x)||^2, f = ReLU(g x + b), g = W^T W):
-with pre = X g + b (rows x_k; g symmetric), out = ReLU(pre), delta = 2/B (out - x) [pre > 0]:
-    dL/db = sum_k delta_k,   dL/dg = X^T delta =: A,   dL/dW = W (A + A^T).
+Runs are a leading dim: W (R, r, c), b (R, c). Steps go in epoch blocks: on the CPU in
+float64 a block is one compiled call for every run (tms.dynamics.train_compiled), elsewhere a
+Python loop over its steps, each a dozen batched torch kernels with an analytic gradient
+(tms.dynamics.sgd_step, the reference). The two agree to rounding.
 
 Randomness is per run and independent of the batch layout: run i of seed s draws its start
 from its own stream (s, INIT, i), its training set (when not shared) from (s, DATA, i), and
@@ -26,6 +24,8 @@ import torch
 from tms.core import progress as progress_bar
 from tms.core import checks, io
 from tms.core.settings import Settings, setting
+from tms.dynamics import train_compiled
+from tms.dynamics.sgd_step import minibatch_loss_grad, sgd_step_  # noqa: F401  (minibatch_loss_grad: re-exported)
 from tms.theory.data import sample_inputs
 from tms.theory.loss import empirical_loss_sorted, population_loss, sorted_data
 
@@ -236,44 +236,12 @@ def _block_order(runs, seed: int, block: int, n_epochs: int, n: int, batch_size:
     return torch.stack(out, 1)
 
 
-# ---- the minibatch gradient and the step -------------------------------------------------
-
-
-def minibatch_loss_grad(W: torch.Tensor, b: torch.Tensor, Xb: torch.Tensor):
-    """Loss and analytic gradient of the minibatch mean of ||x - f(x)||^2.
-
-    W: (R, r, c), b: (R, c), Xb: (R, B, c). Returns (L (R,), dL/dW (R, r, c), dL/db (R, c)).
-    """
-    Bsz = Xb.shape[-2]
-    g = torch.bmm(W.transpose(1, 2), W)
-    pre = torch.baddbmm(b.unsqueeze(1), Xb, g)
-    out = torch.relu(pre)
-    err = out - Xb
-    L = (err**2).sum((-2, -1)) / Bsz
-    d = torch.ops.aten.threshold_backward(err, out, 0.0) * (2.0 / Bsz)  # err where out > 0
-    A = torch.bmm(Xb.transpose(1, 2), d)
-    return L, torch.bmm(W, A + A.transpose(1, 2)), d.sum(1)
-
-
-def _sgd_step_(W, b, Xb, scale: float) -> None:
-    """In place: W, b -= lr * grad, with scale = -lr * 2 / B folded into one multiply."""
-    g = torch.bmm(W.transpose(1, 2), W)
-    pre = torch.baddbmm(b.unsqueeze(1), Xb, g)
-    out = torch.relu(pre)
-    err = out - Xb
-    d = torch.ops.aten.threshold_backward(err, out, 0.0)
-    A = torch.bmm(Xb.transpose(1, 2), d)
-    gW = torch.bmm(W, A + A.transpose(1, 2))  # not W.baddbmm_(W, ...): W would alias its input
-    W.add_(gW, alpha=scale)
-    b.add_(d.sum(1), alpha=scale)
-
-
 # ---- the trainer -------------------------------------------------------------------------
 
 
 def train_sgd(
     settings: TrainSettings | None = None, *, run_ids: Sequence[int] | None = None, path: str | Path | None = None,
-    device: torch.device | str | None = None, save_every: float = 60.0, threads: int | None = 1,
+    device: torch.device | str | None = None, save_every: float = 60.0, threads: int | None = None,
     progress: bool = True, **changes,
 ) -> TrainResult:
     """Plain SGD (no momentum) on the minibatch mean of ||x - f(x)||^2, for many runs at once.
@@ -287,8 +255,10 @@ def train_sgd(
     one (`<path stem>_partial`) is resumed; both through tms.core.io.reuse_problem. The
     partial is written at the first epoch-block boundary after every `save_every` seconds (0:
     at every block) and when the run is interrupted (KeyboardInterrupt: Ctrl-C, or SIGTERM
-    under `tms`). threads: torch threads during training (1 is fastest at these sizes; None
-    leaves the setting alone). device: where the steps run (default: the CPU).
+    under `tms`). threads: of the compiled block (tms.dynamics.train_compiled), None: the
+    enclosing run's (tms.core.checks.kernel_threads; every core by default); torch uses one
+    (its tensors are small); no number depends on it. device: where the steps run (default:
+    the CPU; float64 on the CPU runs compiled, anything else on torch).
 
     Returns TrainResult with checkpoints (T, R, ...).
     """
@@ -313,10 +283,13 @@ def train_sgd(
     state = _start_state(W, b, ck, record, partial)
     dev = torch.device(device) if device is not None else X.device
     Xd = X.to(dev)
+    Xflat = Xd.reshape(-1, s.c)
     loop = _Loop(ids, s.seed, s.n, s.batch_size, s.c, s.epochs, s.steps_per_epoch, -2.0 * s.lr / s.batch_size,
-                 ck.tolist(), s.lr, None if s.shared_data else (torch.arange(len(ids)) * s.n).view(1, -1, 1))
-    with checks.torch_threads(threads), torch.no_grad():
-        _train_blocks(state, loop, Xd.reshape(-1, s.c), dev, partial, record, save_every, progress)
+                 ck.tolist(), s.lr, None if s.shared_data else (torch.arange(len(ids)) * s.n).view(1, -1, 1),
+                 train_compiled.prepare(Xflat, W, s.n, s.shared_data))
+    k = checks.kernel_threads() if threads is None else threads  # None: the enclosing run's count
+    with checks.torch_threads(k, torch_cap=1), torch.no_grad():
+        _train_blocks(state, loop, Xflat, dev, partial, record, save_every, progress)
     res = _finish(ck, state.W_ck.to(dev), state.b_ck.to(dev), Xd, s.shared_data, record)
     if path is not None:
         save_train(path, res)
@@ -345,7 +318,8 @@ class _State:
 
 class _Loop(NamedTuple):
     """The fixed settings of one training loop (see train_sgd); offset (1, R, 1) indexes the
-    per-run training sets in the flattened data, None when the set is shared."""
+    per-run training sets in the flattened data, None when the set is shared; compiled: the
+    data of the compiled block, None on the torch path."""
 
     run_ids: list
     seed: int
@@ -358,6 +332,7 @@ class _Loop(NamedTuple):
     ck: list
     lr: float
     offset: torch.Tensor | None
+    compiled: train_compiled.Data | None
 
 
 def _start_state(W, b, ck, record: dict, partial: Path | None) -> _State:
@@ -413,19 +388,36 @@ def _run_block(W, b, state: _State, lp: _Loop, Xflat, dev, blk: int) -> int:
     R, B, ck = len(lp.run_ids), lp.batch_size, lp.ck
     ep = min(BLOCK_EPOCHS, lp.epochs - blk * BLOCK_EPOCHS)
     idx = _block_order(lp.run_ids, lp.seed, blk, ep, lp.n, B)  # (S, R, B)
+    if lp.compiled is not None:
+        return _run_block_compiled(W, b, state, lp, idx, blk)
     if lp.offset is not None:
         idx = idx + lp.offset
     idx = idx.reshape(idx.shape[0], R * B).to(dev)
     step0 = blk * BLOCK_EPOCHS * lp.spe
     nxt = next((j for j, s in enumerate(ck) if s > step0), len(ck))
     for t in range(idx.shape[0]):
-        _sgd_step_(W, b, Xflat.index_select(0, idx[t]).view(R, B, lp.c), lp.scale)
+        sgd_step_(W, b, Xflat.index_select(0, idx[t]).view(R, B, lp.c), lp.scale)
         if nxt < len(ck) and step0 + t + 1 == ck[nxt]:
             state.W_ck[nxt], state.b_ck[nxt] = W.cpu(), b.cpu()
             nxt += 1
+    _check_finite(W, b, lp, blk)
+    return idx.shape[0]
+
+
+def _run_block_compiled(W, b, state: _State, lp: _Loop, idx, blk: int) -> int:
+    """_run_block's steps in one compiled call (tms.dynamics.train_compiled)."""
+    step0, S = blk * BLOCK_EPOCHS * lp.spe, idx.shape[0]
+    hits = [j for j, s in enumerate(lp.ck) if step0 < s <= step0 + S]
+    W_ck, b_ck = train_compiled.run_block(W, b, idx, lp.compiled, lp.scale, [lp.ck[j] - step0 - 1 for j in hits])
+    if hits:
+        state.W_ck[hits[0]:hits[-1] + 1], state.b_ck[hits[0]:hits[-1] + 1] = W_ck, b_ck
+    _check_finite(W, b, lp, blk)
+    return S
+
+
+def _check_finite(W, b, lp: _Loop, blk: int) -> None:
     if not bool(torch.isfinite(W).all() and torch.isfinite(b).all()):
         raise ValueError(f"SGD diverged (non-finite parameters) in epoch block {blk}; lower lr (got {lp.lr})")
-    return idx.shape[0]
 
 
 def partial_path(path) -> Path:

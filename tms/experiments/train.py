@@ -20,7 +20,7 @@ PRESETS = dict(quick=QUICK, full=FULL)
 
 
 def run(settings: TrainSettings | None = None, *, scale: str = "quick", out: str | Path = "results/sgd/train",
-        device="cpu", threads: int | None = 1, save_every: float = 60.0, progress: bool = True,
+        device="cpu", threads: int | None = None, save_every: float = 60.0, progress: bool = True,
         scheduler: str | None = None, workers: int | None = None, force: bool = False, **changes) -> TrainResult:
     """SGD runs of `settings` (default: the preset of `scale`, quick | full) with `changes`
     applied (field names of TrainSettings, the flags of `tms train`: runs=4, init="random",
@@ -29,7 +29,8 @@ def run(settings: TrainSettings | None = None, *, scale: str = "quick", out: str
     saved every `save_every` seconds and on Ctrl-C / SIGTERM) resumed. A result or partial run
     with other settings at OUT, or any other kind of record there, is a ValueError naming it
     (tms.core.io.claim_output); force=True discards a training result or partial run of other
-    settings and trains afresh. threads: torch threads (1 is fastest at these sizes).
+    settings and trains afresh. threads: of the compiled SGD block (default: every core;
+    torch uses one, its tensors are small; tms.core.checks.torch_threads); no number depends on it.
     scheduler / workers: run blocks as Dask tasks (the same numbers)."""
     checks.scale(scale, tuple(PRESETS))
     settings = (PRESETS[scale] if settings is None else settings).replace(**changes)
@@ -41,7 +42,7 @@ def run(settings: TrainSettings | None = None, *, scale: str = "quick", out: str
     _claim(out, settings, force)
     work.announce(work.train(runs=settings.runs, epochs=settings.epochs, n=settings.n, batch_size=settings.batch_size),
                   progress=progress)
-    with io.recording_kind("train"), checks.torch_threads(threads):  # provenance: the threads it ran with
+    with io.recording_kind("train"), checks.torch_threads(threads, torch_cap=1):  # provenance: the threads it ran with
         res = tasks.train_sgd(settings, path=out, device=dev, threads=threads, save_every=save_every,
                               progress=progress, scheduler=scheduler, workers=workers)
     _tidy(out)

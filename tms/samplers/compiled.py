@@ -23,7 +23,6 @@ PARALLEL_MIN chains run on one thread, where a thread pool costs more than it sa
 from __future__ import annotations
 
 import math
-import threading
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Callable, NamedTuple
@@ -31,7 +30,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from tms.core import checks, rng
+from tms.core import checks, jit, rng
 
 PARALLEL_MIN = 256  # chains below which a round runs on one thread
 
@@ -83,7 +82,6 @@ def _round_kernels(energy, scratch, d: int):
 
 
 _ENABLED = True
-_PARALLEL = threading.Lock()
 _STREAM = np.uint64(rng.key(rng.HMC_MOMENTUM))  # the momentum stream's hash (rng.uniform_at)
 
 
@@ -120,7 +118,7 @@ def call(serial, parallel, N: int, args: tuple, min_chains: int = PARALLEL_MIN) 
     min_chains chains on, else `serial`."""
     k = thread_count() if N >= min_chains else 1
     if k > 1:
-        with _PARALLEL:  # one parallel call at a time: numba's workqueue layer is not thread-safe
+        with jit.PARALLEL:  # one parallel call at a time in the process (the SGD block's too)
             _numba().set_num_threads(k)
             parallel(*args)
     else:

@@ -62,7 +62,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from scipy import stats
 
 from tms.core import checks, io
 from tms.samplers import diagnostics
@@ -368,6 +367,8 @@ def _trend(post: torch.Tensor, z: torch.Tensor, inc: torch.Tensor) -> tuple[torc
     one = torch.where(inc, z, zero).sum(-1)
     stat = torch.where(k >= 2, t, torch.where(k == 1, one, torch.full_like(t, float("nan"))))
     s, kk = stat.detach().cpu().numpy(), k.cpu().numpy()
+    from scipy import stats  # here only: scipy.stats costs ~0.5 s to import (tests/test_architecture.py LAZY)
+
     with np.errstate(invalid="ignore"):
         p = np.where(kk >= 2, 2 * stats.t.sf(np.abs(s), np.maximum(kk - 1, 1)), 2 * stats.norm.sf(np.abs(s)))
     return stat, torch.as_tensor(p, dtype=post.dtype, device=post.device)

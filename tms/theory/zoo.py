@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.optimize import brentq
 
 from tms.core import progress as progress_bar
 from tms.core import checks
@@ -311,6 +310,8 @@ def _root(dL: float, dlam: float, dc: float) -> float | None:
     hi = 2 * lo
     while f(hi) > 0:
         hi *= 2
+    from scipy.optimize import brentq  # here only: scipy.optimize costs ~0.4 s to import (test_architecture LAZY)
+
     return float(brentq(f, lo, hi, xtol=1e-12 * hi, rtol=1e-14, maxiter=500))
 
 

@@ -357,6 +357,8 @@ def _trend(post: torch.Tensor, z: torch.Tensor, inc: torch.Tensor) -> tuple[torc
     """The centre's trend statistic and two-sided p-value (C...,): with k >= 2 included chains
     the t statistic of the chains' differences last-50% mean - first-10% mean (independent
     chains: k - 1 dof, no ESS needed); with one chain its own half-difference z (normal)."""
+    from scipy import stats  # here only: scipy.stats costs ~0.5 s to import (tests/test_architecture.py LAZY)
+
     T = post.shape[-1]
     diff = post[..., T // 2:].mean(-1) - post[..., : max(T // 10, 1)].mean(-1)  # (C..., K) Geweke windows
     k = inc.sum(-1)
@@ -367,8 +369,6 @@ def _trend(post: torch.Tensor, z: torch.Tensor, inc: torch.Tensor) -> tuple[torc
     one = torch.where(inc, z, zero).sum(-1)
     stat = torch.where(k >= 2, t, torch.where(k == 1, one, torch.full_like(t, float("nan"))))
     s, kk = stat.detach().cpu().numpy(), k.cpu().numpy()
-    from scipy import stats  # here only: scipy.stats costs ~0.5 s to import (tests/test_architecture.py LAZY)
-
     with np.errstate(invalid="ignore"):
         p = np.where(kk >= 2, 2 * stats.t.sf(np.abs(s), np.maximum(kk - 1, 1)), 2 * stats.norm.sf(np.abs(s)))
     return stat, torch.as_tensor(p, dtype=post.dtype, device=post.device)

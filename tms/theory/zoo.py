@@ -300,6 +300,8 @@ def critical_sample_size(alpha: CriticalPoint, beta: CriticalPoint, prior: bool 
 
 def _root(dL: float, dlam: float, dc: float) -> float | None:
     """Largest n >= 1 with n dL + dlam log n + dc = 0 crossing from + to -; None if none."""
+    from scipy.optimize import brentq  # here only: scipy.optimize costs ~0.4 s to import (test_architecture LAZY)
+
     if not dL < 0:
         return None
     f = lambda n: n * dL + dlam * math.log(n) + dc  # noqa: E731
@@ -310,8 +312,6 @@ def _root(dL: float, dlam: float, dc: float) -> float | None:
     hi = 2 * lo
     while f(hi) > 0:
         hi *= 2
-    from scipy.optimize import brentq  # here only: scipy.optimize costs ~0.4 s to import (test_architecture LAZY)
-
     return float(brentq(f, lo, hi, xtol=1e-12 * hi, rtol=1e-14, maxiter=500))
 
 

@@ -22,6 +22,9 @@ OPTIONAL = ("dask", "distributed", "dask_jobqueue")  # the cluster extra, import
 # function-local imports kept on purpose, with the reason
 LAZY = {("theory/loss.py", "tms.theory"): "numba compiles on first use; the eager path works without it",
         "arviz": "ArviZ is imported only where InferenceData is written (its import warns and costs ~1 s)",
+        "h5py": "h5py is imported only where saved draws are read (tms.core.inference)",
+        "matplotlib": "matplotlib is imported at the first figure (tms.report.plots.pyplot), not with tms (~0.7 s)",
+        "scipy": "scipy is imported where a p-value or a root is computed, not with tms (~1 s with scipy.stats)",
         ("samplers/compiled.py", "tms.samplers"): "numba compiles the round where one runs; the torch path works without it",
         ("samplers/compiled_sgld.py", "tms.samplers"): "numba compiles the SGLD steps where they run; the torch step "
                                                        "works without it",

@@ -86,6 +86,25 @@ def test_loaded_point_draws_round_trip(swept):
             assert da["phase_labels"] == db["phase_labels"] and da["thin_stride"] == db["thin_stride"]
 
 
+def test_draws_read_with_h5py_equal_the_arviz_reading(swept, monkeypatch):
+    # load_point_draws reads the netCDF-4 (HDF5) file raw with h5py; ArviZ (xarray) is the fallback
+    out, _ = swept
+    path = out / "posterior_c4_n200_draws_s1.nc"
+    fast = inference.load_point_draws(path)
+
+    def no_h5py(_):
+        raise ImportError("h5py")
+
+    monkeypatch.setattr(inference, "_read_hdf5", no_h5py)
+    slow = inference.load_point_draws(path)
+    assert fast.keys() == slow.keys()
+    for k in ("theta", "loss", "energy", "phase"):
+        assert fast[k].dtype == slow[k].dtype
+        np.testing.assert_array_equal(fast[k], slow[k])
+    for k in ("phase_labels", "thin_stride", "max_kept"):
+        assert fast[k] == slow[k] and type(fast[k]) is type(slow[k])
+
+
 def test_llc_trace_inference_data_round_trip(tmp_path):
     pts = {q.label: q for q in zoo.critical_points(5)}
     W, b = torch.stack([pts["5"].W, pts["4"].W]), torch.stack([pts["5"].b, pts["4"].b])

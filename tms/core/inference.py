@@ -9,8 +9,8 @@ A posterior point (one data set at one n, tms.bayes.posterior) is saved as one n
                   phase (chain, draw) int codes into the attribute `phase_labels`
     attrs         settings (JSON), phase_labels (JSON list), n, dataset, thin_stride, max_kept
 Writes are atomic (a temporary file in the same folder, then a rename). ArviZ is imported only
-inside the functions that build or read InferenceData: its import costs about a second, which
-no `tms` command that writes none should pay.
+inside the functions that build InferenceData: its import costs about a second, which no `tms`
+command that writes none should pay. The draws are read back with h5py (imported there too).
 """
 from __future__ import annotations
 
@@ -68,16 +68,59 @@ def save_netcdf(idata: arviz.InferenceData, path: str | os.PathLike) -> Path:
 
 def load_point_draws(path: str | os.PathLike) -> dict:
     """The per-data-set draw record back from a point's netCDF file (inverse of
-    point_inference_data): theta (chain, draw, d), loss, energy, phase, phase_labels, ..."""
+    point_inference_data): theta (chain, draw, d), loss, energy, phase, phase_labels, ...
+
+    Read with h5py (a netCDF-4 file is an HDF5 file: milliseconds, where arviz.from_netcdf
+    through xarray takes ~0.3 s a file); a file that h5py cannot read as saved (netCDF-3,
+    or values netCDF would decode) goes through ArviZ, with the same record."""
+    try:
+        post, stats, attrs = _read_hdf5(path)
+    except (ImportError, OSError, KeyError, ValueError):
+        post, stats, attrs = _read_arviz(path)
+    W, b = post["W"], post["b"]
+    theta = np.concatenate([W.reshape(W.shape[:2] + (-1,)), b], -1)
+    return dict(theta=theta, loss=post["loss"], energy=stats["energy"], phase=stats["phase"],
+                phase_labels=json.loads(attrs["phase_labels"]), thin_stride=int(attrs["thin_stride"]),
+                max_kept=int(attrs["max_kept"]))
+
+
+_DRAW_VARIABLES = dict(posterior=("W", "b", "loss"), sample_stats=("energy", "phase"))
+_ATTRS = ("phase_labels", "thin_stride", "max_kept")
+
+
+def _read_hdf5(path) -> tuple[dict, dict, dict]:
+    """(posterior arrays, sample_stats arrays, posterior attrs) of a point's file, read raw with h5py;
+    a ValueError where netCDF would decode a variable (scale, offset, a fill value other than NaN)."""
+    import h5py  # here only: what reads the draws (module docstring)
+
+    with h5py.File(path, "r") as f:
+        groups = [{k: _raw_values(f[g][k]) for k in names} for g, names in _DRAW_VARIABLES.items()]
+        attrs = {k: _attr(f["posterior"].attrs[k]) for k in _ATTRS}
+    return groups[0], groups[1], attrs
+
+
+def _raw_values(var) -> np.ndarray:
+    """An HDF5 dataset's values, as xarray would decode them (only undecoded ones are accepted)."""
+    fill = var.attrs.get("_FillValue")
+    if {"scale_factor", "add_offset"} & set(var.attrs) or (fill is not None and not np.isnan(fill).all()):
+        raise ValueError(f"{var.name} needs netCDF decoding")
+    return var[()]
+
+
+def _attr(value):
+    """An HDF5 attribute as netCDF reads it: text as str, a one-element array as its number."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return value.item() if isinstance(value, np.ndarray) and value.size == 1 else value
+
+
+def _read_arviz(path) -> tuple[dict, dict, dict]:
+    """As _read_hdf5, through arviz.from_netcdf."""
     import arviz  # here only (module docstring)
 
     idata = arviz.from_netcdf(path)
-    post, stats = idata.posterior, idata.sample_stats
-    W, b = post["W"].values, post["b"].values
-    theta = np.concatenate([W.reshape(W.shape[:2] + (-1,)), b], -1)
-    return dict(theta=theta, loss=post["loss"].values, energy=stats["energy"].values, phase=stats["phase"].values,
-                phase_labels=json.loads(post.attrs["phase_labels"]), thin_stride=int(post.attrs["thin_stride"]),
-                max_kept=int(post.attrs["max_kept"]))
+    groups = [{k: getattr(idata, g)[k].values for k in names} for g, names in _DRAW_VARIABLES.items()]
+    return groups[0], groups[1], dict(idata.posterior.attrs)
 
 
 def llc_inference_data(result, max_draws: int = 1000) -> arviz.InferenceData:

@@ -76,8 +76,8 @@ def point_draws(run_dir: Path, c: int, n: int) -> tuple[list[np.ndarray], list[n
     path = posterior_point.point_path(run_dir, c, n)
     if not posterior_point.point_done(run_dir, c, n):
         raise ValueError(f"run_dir: point n = {n} is not complete on disk ({path}); finish the sweep first")
-    point = posterior_point.load_point(path)
-    settings = io.load_result(path)[1]["settings"]
+    point = posterior_point.load_point(path)  # checks the result's files
+    settings = io.load_json(path.with_suffix(".json"))["settings"]
     r = int(settings["r"])
     thetas = [np.asarray(d["theta"], dtype=np.float64) for d in point.draws]  # (R, T, d) each
     W = [t[..., : r * c].reshape(t.shape[:2] + (r, c)) for t in thetas]

@@ -62,7 +62,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from scipy import stats
 
 from tms.core import checks, io
 from tms.samplers import diagnostics
@@ -358,6 +357,8 @@ def _trend(post: torch.Tensor, z: torch.Tensor, inc: torch.Tensor) -> tuple[torc
     """The centre's trend statistic and two-sided p-value (C...,): with k >= 2 included chains
     the t statistic of the chains' differences last-50% mean - first-10% mean (independent
     chains: k - 1 dof, no ESS needed); with one chain its own half-difference z (normal)."""
+    from scipy import stats  # here only: scipy.stats costs ~0.5 s to import (tests/test_architecture.py LAZY)
+
     T = post.shape[-1]
     diff = post[..., T // 2:].mean(-1) - post[..., : max(T // 10, 1)].mean(-1)  # (C..., K) Geweke windows
     k = inc.sum(-1)

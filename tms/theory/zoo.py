@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.optimize import brentq
 
 from tms.core import progress as progress_bar
 from tms.core import checks
@@ -301,6 +300,8 @@ def critical_sample_size(alpha: CriticalPoint, beta: CriticalPoint, prior: bool 
 
 def _root(dL: float, dlam: float, dc: float) -> float | None:
     """Largest n >= 1 with n dL + dlam log n + dc = 0 crossing from + to -; None if none."""
+    from scipy.optimize import brentq  # here only: scipy.optimize costs ~0.4 s to import (test_architecture LAZY)
+
     if not dL < 0:
         return None
     f = lambda n: n * dL + dlam * math.log(n) + dc  # noqa: E731

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from tms.report.plots import save_figure
+from tms.report.plots import pyplot, save_figure
 from tms.report.plots.posterior import plot_phase_sweep
 from tms.theory.census import Census
 
@@ -21,6 +20,7 @@ def plot_census(census_path, fig_path, *, max_points: int = 40) -> Path:
     where minimally singular, else '?'). Returns the figure path."""
     cs = Census.load(census_path)
     pts = cs.points[:max_points]
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 6))
     for kind, marker in KIND_MARKERS.items():
         sel = [q for q in pts if q.kind == kind]
@@ -44,6 +44,7 @@ def plot_census(census_path, fig_path, *, max_points: int = 40) -> Path:
 
 def _draw_columns(ax, W: np.ndarray, title: str) -> None:
     """The columns of W (3, c) as arrows from the origin, zero columns left out."""
+    plt = pyplot()
     lim = max(1e-9, float(np.abs(W).max()))
     for i in range(W.shape[1]):
         if np.linalg.norm(W[:, i]) > 1e-6:
@@ -63,6 +64,7 @@ def plot_columns_3d(census_path, fig_path, *, n_points: int = 6, kinds: tuple = 
     pts = [q for q in cs.points if q.kind in kinds][:n_points]
     cols = min(3, max(1, len(pts)))
     rows = max(1, -(-len(pts) // cols))
+    plt = pyplot()
     fig = plt.figure(figsize=(3.4 * cols, 3.2 * rows + 0.4))
     for k, q in enumerate(pts):
         W = np.zeros((3, cs.c))

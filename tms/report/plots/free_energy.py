@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from tms.core import io
-from tms.report.plots import save_figure
+from tms.report.plots import pyplot, save_figure
 
 STYLE = {"paper": ("0.3", "--", "asymptotic formula n dL + dlambda log n + d|w*|^2/2"),
          "measured": ("C3", "-", "formula + measured O(1) (fitted constant)"),
@@ -65,6 +64,7 @@ def plot_free_energy(summary_path, fig_path, *, reading: str | None = None, pair
     arrays, rec = io.load_result(summary_path)
     reading = reading or rec["settings"].get("reading", "zoo")
     prim = rec["readings"][reading]["primary"]
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 5.2), gridspec_kw=dict(width_ratios=[1.6, 1]))
     if prim and pair < len(prim) and prim[pair].get("theory"):
         _pair_panel(axes[0], prim[pair], np.asarray(arrays["ns"], float), np.asarray(arrays["n_fine"], float), reading,

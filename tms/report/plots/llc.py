@@ -6,10 +6,10 @@ plot_llc_checkpoints: the estimate at every checkpoint of every run (a saved tra
 """
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from tms.core import io
+from tms.report.plots import pyplot
 
 
 def _nbeta(record: dict, shape) -> np.ndarray:
@@ -29,6 +29,7 @@ def plot_traces(result_path, out_path, max_centres: int = 6) -> None:
     bad = (arr["escaped"] | arr["nonfinite"]).reshape(-1, K)
     labels = rec.get("labels") or [str(i) for i in range(C)]
     m = min(C, max_centres)
+    plt = pyplot()
     fig, axes = plt.subplots(1, m, figsize=(max(4.2 * m, 7.0), 3.8), squeeze=False)
     burn = rec.get("n_burnin", 0)
     for i, ax in enumerate(axes[0]):
@@ -64,6 +65,7 @@ def plot_llc_checkpoints(result_path, out_path, steps=None) -> None:
     if llc.ndim == 1:
         llc, se = llc[:, None], se[:, None]
     x = np.arange(llc.shape[0]) if steps is None else np.asarray(steps)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for r in range(llc.shape[1]):
         ax.errorbar(x, llc[:, r], yerr=se[:, r], lw=0.8, capsize=2, label=f"run {r}" if llc.shape[1] <= 8 else None)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from tms.core import io
-from tms.report.plots import save_figure
+from tms.report.plots import pyplot, save_figure
 
 
 def plot_phase_sweep(summary_path, fig_path, *, min_mass: float = 0.02) -> Path:
@@ -21,6 +20,7 @@ def plot_phase_sweep(summary_path, fig_path, *, min_mass: float = 0.02) -> Path:
     st = rec["settings"]
     show = [i for i, p in enumerate(phases)
             if max(arrays["mass"][:, i].max(), arrays["occupancy"][:, i].max()) >= min_mass]
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5.6))
     colors = plt.get_cmap("tab10")
     for j, i in enumerate(show):

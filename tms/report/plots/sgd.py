@@ -5,10 +5,10 @@ of `tms transitions` (levels, plateaus, LLC along the trajectories).
 """
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from tms.core import io
+from tms.report.plots import pyplot
 from tms.dynamics.transitions import choose_run
 
 
@@ -58,6 +58,7 @@ def sgd_trajectory(train_path, trans_path, out, run: int | None = None) -> int:
     starts, ends, labs = an["plateau_start"][sel], an["plateau_end"][sel], np.asarray(rec["plateau_labels"])[sel]
     snaps = [(int((s + e) // 2), lab) for s, e, lab in zip(starts, ends, labs)] or [(len(tr["steps"]) - 1, "(no plateau)")]
     n_snap = max(len(snaps), 3)
+    plt = pyplot()
     fig = plt.figure(figsize=(max(8, 2.2 * n_snap), 9))
     gs = fig.add_gridspec(3, n_snap, height_ratios=[1.0, 1.3, 1.0], hspace=0.45)
     lim = 1.1 * float(np.abs(tr["W"][:, run]).max())
@@ -148,6 +149,7 @@ def sgd_many(train_path, trans_path, out) -> None:
     an, rec = io.load_result(trans_path)
     x = tr["steps"].astype(float) + 1
     L = tr["pop_loss"]
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.5))
     cmap = plt.get_cmap("viridis")
     R = L.shape[1]

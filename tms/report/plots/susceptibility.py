@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from tms.core import io
-from tms.report.plots import save_figure
+from tms.report.plots import pyplot, save_figure
 
 OBSERVABLES = ("norm", "bias", "feature_loss")  # FeatureResponse fields, one panel each
 TITLES = dict(norm="self response of |W_k|\u00b2", bias="self response of b_k",
@@ -77,6 +76,7 @@ def plot_susceptibility(summary_path, fig_path) -> Path:
     first measured mass crossing. Returns the figure path."""
     arrays, rec = io.load_result(summary_path)
     ns = np.asarray(arrays["ns"], dtype=float)
+    plt = pyplot()
     fig = plt.figure(figsize=(8.5, 2.4 * len(OBSERVABLES) + 3.4))
     grid = fig.add_gridspec(len(OBSERVABLES) + 1, 3, height_ratios=[1] * len(OBSERVABLES) + [1.25])
     axes = [fig.add_subplot(grid[0, :])]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib import cm, colors
+
+from tms.report.plots import pyplot
 
 
 def plot_zoo(rows: list[dict], path: str | Path, c: int, dpi: int = 72) -> Path:
@@ -18,6 +18,8 @@ def plot_zoo(rows: list[dict], path: str | Path, c: int, dpi: int = 72) -> Path:
     n = len(rows)
     ncol = min(6, n)
     nrow = math.ceil(n / ncol)
+    plt = pyplot()
+    from matplotlib import cm, colors  # here only, as pyplot (tms.report.plots)
     fig, axes = plt.subplots(nrow, ncol, figsize=(2.0 * ncol, 2.15 * nrow + 0.6), squeeze=False)
     bmax = max(1e-9, max(abs(v) for r in rows for v in r["b"]))
     norm = colors.TwoSlopeNorm(vmin=-bmax, vcenter=0.0, vmax=max(bmax * 0.1, 0.1))

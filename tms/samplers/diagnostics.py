@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 
 def _as_np(x) -> np.ndarray:
@@ -105,6 +104,8 @@ def ess(x, split: bool = True) -> np.ndarray:
 
 def _z_scale(x: np.ndarray) -> np.ndarray:
     """Normal scores of the ranks over the last two axes jointly (ties averaged): same shape."""
+    from scipy import stats  # ~1 s to import: loaded where R-hat is computed, not with tms
+
     flat = x.reshape(x.shape[:-2] + (-1,))
     rank = stats.rankdata(flat, method="average", axis=-1)
     return stats.norm.ppf((rank - 0.375) / (flat.shape[-1] + 0.25)).reshape(x.shape)

@@ -22,6 +22,7 @@ OPTIONAL = ("dask", "distributed", "dask_jobqueue")  # the cluster extra, import
 # function-local imports kept on purpose, with the reason
 LAZY = {("theory/loss.py", "tms.theory"): "numba compiles on first use; the eager path works without it",
         "arviz": "ArviZ is imported only where InferenceData is written (its import warns and costs ~1 s)",
+        ("theory/phases.py", "tms.theory"): "numba compiles the one-row zoo reading where a wall runs; classify works without it",
         ("samplers/compiled.py", "tms.samplers"): "numba compiles the round where one runs; the torch path works without it",
         "numba": "numba loads where a compiled round runs (tms.samplers.compiled); the torch path works without it"}
 CLI_SHARED = {"common", "main"}  # the cli modules a command may import

@@ -17,12 +17,12 @@ from tms.bayes import sweep
 from tms.bayes.posterior import cold_slot, data_seed, ladder_start, ladder_target, with_dims
 from tms.bayes.settings import FreeEnergySettings, FreeEnergySweep, LocalLadders
 from tms.bayes.free_energy.estimators import Record, WbicLambda, ladder_fractions, wbic_lambda
-from tms.bayes.free_energy.terms import MAX_PERM_C, data_term, zoo_point
+from tms.bayes.free_energy.terms import MAX_PERM_C, data_term, sorted_losses, zoo_point
 from tms.core import checks, io, rng
 from tms.samplers import compiled, tempering
 from tms.theory import zoo
 from tms.theory.data import sample_inputs
-from tms.theory.loss import (SortedData, empirical_loss_sorted, flatten_params, sorted_data, stack_sorted,
+from tms.theory.loss import (SortedData, flatten_params, sorted_data, stack_sorted,
                              unflatten_params)
 from tms.theory.phases import classify, classify_hull, wall_kernel
 
@@ -277,7 +277,7 @@ def _energies(draws: torch.Tensor, data: SortedData, r: int, c: int, beta_lik: f
     """beta_lik n L_n of draws (T, G, R, K, d) on data (G,) -> (T, G, R, K)."""
     th = draws.permute(1, 0, 2, 3, 4)  # (G, T, R, K, d)
     W, b = unflatten_params(th.to(data.mu.dtype), r, c)
-    E = beta_lik * with_dims(data, 3).n * empirical_loss_sorted(W, b, with_dims(data, 3))
+    E = beta_lik * with_dims(data, 3).n * sorted_losses(W, b, with_dims(data, 3))
     return E.permute(1, 0, 2, 3)
 
 

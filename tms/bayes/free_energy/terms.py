@@ -15,7 +15,8 @@ from tms.bayes.posterior import data_seed
 from tms.core import rng
 from tms.theory import zoo
 from tms.theory.data import sample_inputs
-from tms.theory.loss import SortedData, empirical_loss_sorted, population_loss, sorted_data, stack_sorted
+from tms.theory.loss import (SortedData, empirical_loss_and_grad_sorted, empirical_loss_sorted, population_loss,
+                             sorted_data, stack_sorted, use_compiled)
 from tms.theory.phases import classify
 
 MAX_PERM_C = 8  # the data term enumerates all c! permutations up to this c
@@ -139,6 +140,15 @@ def zoo_point(label: str, c: int) -> tuple[torch.Tensor, torch.Tensor]:
     return zoo.kgon_params(k, c, s, p)
 
 
+def sorted_losses(W: torch.Tensor, b: torch.Tensor, data: SortedData) -> torch.Tensor:
+    """L_n of W (..., r, c), b (..., c) on sorted data (batch dims broadcasting) -> (B...): the
+    compiled fused kernel where it runs (tms.theory.loss.use_compiled; its gradient unused),
+    else empirical_loss_sorted; the two agree to rounding (SPEC 1)."""
+    if use_compiled(None, W):
+        return empirical_loss_and_grad_sorted(W, b, data)[0]
+    return empirical_loss_sorted(W, b, data)
+
+
 def data_term(data: SortedData, c: int, labels) -> np.ndarray | None:
     """The data term of each phase per data set: -log mean_sigma exp(-n (L_n(sigma w*) - L(w*))).
 
@@ -156,7 +166,7 @@ def data_term(data: SortedData, c: int, labels) -> np.ndarray | None:
     out = []
     for s in range(data.mu.shape[0]):
         one = SortedData(*(t[s] for t in data))
-        Ln = empirical_loss_sorted(W.to(one.mu.dtype), b.to(one.mu.dtype), one)  # (L, P)
+        Ln = sorted_losses(W.to(one.mu.dtype), b.to(one.mu.dtype), one)  # (L, P)
         x = -one.n * (Ln - Lpop[:, None].to(Ln.dtype))
         out.append(-(torch.logsumexp(x, -1) - math.log(x.shape[-1])))
     return torch.stack(out).double().numpy()

@@ -49,7 +49,8 @@ class O1Terms(Record):
 def _zero_column_draws(c: int, label: str, n_mc: int, seed: int):
     """w* of `label` with its negative-bias zero columns (W_z, b_z) drawn from the prior:
     W (n_mc, 2, c), b (n_mc, c) and the population-loss increase dL (n_mc,); None when the
-    point has no such column."""
+    point has no such column. dL is computed once per (c, label, n_mc, seed) and shared
+    (flat_prior_mass and flat_volume read the same draws): do not change it in place."""
     k, s, p = zoo.parse_label(label)
     W, b = zoo.kgon_params(k, c, s, p)
     z = list(range(k + s, c))
@@ -59,9 +60,22 @@ def _zero_column_draws(c: int, label: str, n_mc: int, seed: int):
     Ws, bs = W.expand(n_mc, 2, c).clone(), b.expand(n_mc, c).clone()
     Ws[:, :, z] = torch.randn(n_mc, 2, len(z), generator=gen, dtype=W.dtype)
     bs[:, z] = torch.randn(n_mc, len(z), generator=gen, dtype=W.dtype)
-    L0 = float(population_loss(W, b))
-    dL = torch.cat([population_loss(Wc, bc) - L0 for Wc, bc in zip(Ws.split(20000), bs.split(20000))])
-    return Ws, bs, dL
+    return Ws, bs, _loss_increase(c, label, n_mc, seed, Ws, bs, W, b)
+
+
+_INCREASES: dict = {}  # (c, label, n_mc, seed) -> dL (n_mc,) of the last few draws
+_INCREASES_MAX = 8
+
+
+def _loss_increase(c: int, label: str, n_mc: int, seed: int, Ws, bs, W, b) -> torch.Tensor:
+    """L(Ws, bs) - L(W, b) (n_mc,) of _zero_column_draws' draws, kept for the next call."""
+    key = (c, label, n_mc, seed, Ws.dtype)
+    if key not in _INCREASES:
+        L0 = float(population_loss(W, b))
+        _INCREASES[key] = torch.cat([population_loss(Wc, bc) - L0 for Wc, bc in zip(Ws.split(20000), bs.split(20000))])
+        while len(_INCREASES) > _INCREASES_MAX:
+            _INCREASES.pop(next(iter(_INCREASES)))
+    return _INCREASES[key]
 
 
 def flat_prior_mass(c: int, label: str, n_mc: int = 200_000, seed: int = 0) -> tuple[float, float]:

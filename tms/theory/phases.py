@@ -157,7 +157,7 @@ def _reading(c: int):
 
 
 def classify_codes(theta, c: int) -> np.ndarray:
-    """The compiled reading of rows theta (N, 3 c) (float64; W row-major then b): label codes
+    """The compiled reading of finite rows theta (N, 3 c) (float64; W row-major then b): label codes
     (N,) int64 (`label_codes`), classify's labels to rounding in atan2 (phase_kernels)."""
     code, buf, tables = _reading(c)
     rows = theta.detach().cpu().numpy() if isinstance(theta, torch.Tensor) else np.asarray(theta)

@@ -25,6 +25,7 @@ LAZY = {("theory/loss.py", "tms.theory"): "numba compiles on first use; the eage
         "h5py": "h5py is imported only where saved draws are read (tms.core.inference)",
         "matplotlib": "matplotlib is imported at the first figure (tms.report.plots.pyplot), not with tms (~0.7 s)",
         "scipy": "scipy is imported where a p-value or a root is computed, not with tms (~1 s with scipy.stats)",
+        ("theory/phases.py", "tms.theory"): "numba compiles the one-row zoo reading where a wall runs; classify works without it",
         ("samplers/compiled.py", "tms.samplers"): "numba compiles the round where one runs; the torch path works without it",
         ("samplers/compiled_sgld.py", "tms.samplers"): "numba compiles the SGLD steps where they run; the torch step "
                                                        "works without it",

@@ -212,6 +212,38 @@ def test_o1_terms_and_data_term():
         assert dt[s, 1] < -np.mean(x)  # the copy of lowest L_n dominates: below the mean copy
 
 
+def test_flat_mass_and_volume_share_their_draws_losses(monkeypatch):
+    """flat_volume reads the loss increases flat_prior_mass computed (same draws): no second
+    population-loss pass, and the same numbers as from a fresh computation."""
+    P, _ = terms.flat_prior_mass(6, "5", n_mc=5000, seed=3)
+    calls = []
+    real = terms.population_loss
+    monkeypatch.setattr(terms, "population_loss", lambda W, b: calls.append(1) or real(W, b))
+    vol = terms.flat_volume(6, "5", [100, 1000], n_mc=5000, seed=3)
+    assert not calls
+    monkeypatch.setattr(terms, "_INCREASES", {})
+    assert np.array_equal(terms.flat_volume(6, "5", [100, 1000], n_mc=5000, seed=3), vol) and calls
+    assert terms.flat_prior_mass(6, "5", n_mc=5000, seed=3)[0] == P and 0 < P < 1
+
+
+def test_data_term_and_local_energies_are_the_same_on_the_compiled_and_eager_losses(monkeypatch):
+    """terms.sorted_losses (the compiled fused kernel where it runs) against the eager torch
+    loss: the data term of every zoo label and ladders' energies to rounding."""
+    from tms.theory import loss
+    from tms.theory.data import sample_inputs
+    from tms.theory.loss import sorted_data, stack_sorted
+
+    if loss._kernels() is None:
+        pytest.skip("numba not available")
+    data = stack_sorted([sorted_data(sample_inputs(n, 6, n).double()) for n in (150, 700)])
+    draws = 0.8 * torch.randn(3, 2, 2, 4, 18, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    fast = terms.data_term(data, 6, zoo.labels(6)), ladders._energies(draws, data, 2, 6, 1.0)
+    monkeypatch.setattr(loss, "COMPILE", False)
+    slow = terms.data_term(data, 6, zoo.labels(6)), ladders._energies(draws, data, 2, 6, 1.0)
+    assert np.allclose(fast[0], slow[0], rtol=1e-12, atol=1e-11)
+    torch.testing.assert_close(fast[1], slow[1], rtol=1e-12, atol=1e-10)
+
+
 # ---- the TMS pipeline ---------------------------------------------------------------------------------
 
 TINY = FreeEnergySettings(sweep=FreeEnergySweep(seeds=2, replicas=2, n_temps=4, n_warmup=8, n_draws=12, max_steps=8),

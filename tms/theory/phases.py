@@ -17,6 +17,9 @@ Every step is invariant under rotations/reflections of the plane (they use norms
 and the multiset of angular gaps) and under feature permutations (they count).
 Everything is vectorised over the batch: two sorts of c angles per item, no Python loop;
 float32 inputs are classified in float32 (same labels on the benchmark; half the memory).
+`classify_codes` is the same reading compiled for rows theta (tms.theory.phase_kernels), and
+`wall_kernel` puts it around a compiled one-row energy: the phase wall of the local ladders
+(SPEC 3) on the compiled HMC round.
 """
 from __future__ import annotations
 
@@ -91,6 +94,11 @@ def classify(W, b, *, zero_tol: float = 0.3, plus_tol: float = 0.0, off_ratio: f
     return table[code].reshape(tuple(B))
 
 
+def _expected(kk: torch.Tensor) -> torch.Tensor:
+    """2 pi / k of integer k (...) as classify computes it (torch's default float dtype)."""
+    return 2 * math.pi / kk
+
+
 def _regular(ang: torch.Tensor, norm: torch.Tensor, poly: torch.Tensor, angle_tol: float,
              norm_tol: float) -> torch.Tensor:
     """Do the columns in `poly` (N, c) form a regular k-gon? Sorted angles (N, c), gaps vs 2 pi/k."""
@@ -98,7 +106,7 @@ def _regular(ang: torch.Tensor, norm: torch.Tensor, poly: torch.Tensor, angle_to
     k = poly.sum(-1)
     ang = torch.where(poly, ang, torch.full_like(ang, math.inf)).sort(-1).values  # members first
     kk = k.clamp(min=1).unsqueeze(-1)
-    expected = 2 * math.pi / kk
+    expected = _expected(kk)
     if c > 1:
         gaps = ang[:, 1:] - ang[:, :-1]  # (N, c-1); valid for j < k - 1
         j = torch.arange(c - 1, device=ang.device)
@@ -111,6 +119,78 @@ def _regular(ang: torch.Tensor, norm: torch.Tensor, poly: torch.Tensor, angle_to
     big = torch.where(poly, norm, torch.zeros_like(norm)).amax(-1)
     small = torch.where(poly, norm, torch.full_like(norm, math.inf)).amin(-1)
     return regular & (big <= (1 + norm_tol) * small)
+
+
+# ---- the compiled one-row reading and the phase wall (tms.theory.phase_kernels) ------------------
+
+
+def _kernels():
+    """tms.theory.phase_kernels, or None where numba is missing or fails to load."""
+    try:
+        from tms.theory import phase_kernels
+    except Exception:  # ImportError, or a broken numba/llvmlite install: the torch path
+        return None
+    return phase_kernels
+
+
+def label_codes(c: int) -> dict[str, int]:
+    """The integer code of every label classify gives at c (its table's index; OTHER: (c + 1)^3)."""
+    table, m = _lookup(c)
+    return {str(lab): (i if lab != OTHER else m * m * m) for i, lab in enumerate(table)}
+
+
+@functools.lru_cache(maxsize=None)
+def _reading(c: int):
+    """(code, buf, tables): classify's compiled one-row reading at c with its default thresholds
+    (tms.theory.phase_kernels.reader), its scratch maker and its tables (known codes
+    (m^3 + 1,) bool; 2 pi / k and angle_tol 2 pi / k (c + 1,) float64, as `_regular` computes
+    them); None without numba."""
+    k = _kernels()
+    if k is None:
+        return None
+    t = dict(classify.__kwdefaults__)
+    angle_tol = t.pop("angle_tol")
+    table, _ = _lookup(c)
+    expected = _expected(torch.arange(c + 1).clamp(min=1))
+    tables = (np.ascontiguousarray(table != OTHER), expected.double().numpy(), (angle_tol * expected).double().numpy())
+    return k.reader(c, **t), k.buffers(c), tables
+
+
+def classify_codes(theta, c: int) -> np.ndarray:
+    """The compiled reading of finite rows theta (N, 3 c) (float64; W row-major then b): label codes
+    (N,) int64 (`label_codes`), classify's labels to rounding in atan2 (phase_kernels)."""
+    code, buf, tables = _reading(c)
+    rows = theta.detach().cpu().numpy() if isinstance(theta, torch.Tensor) else np.asarray(theta)
+    return _kernels().codes(rows.reshape(-1, 3 * c), code, buf, tables)
+
+
+@functools.lru_cache(maxsize=None)
+def _walled(energy, scratch, c: int):
+    code, buf, _ = _reading(c)
+    return _kernels().walled(energy, scratch, code, buf)
+
+
+def wall_kernel(c: int, energy, scratch, bind, labels):
+    """A compiled one-row energy (energy, scratch, bind: tms.samplers.compiled.RowEnergy's
+    fields) behind classify's wall (SPEC 3): (energy, scratch, bind) of E where the zoo reading
+    of the row is its item's label, +inf elsewhere; labels (G,) str, one per item of the
+    chains' leading batch dim. None without numba (tms.theory.phase_kernels.walled)."""
+    if _reading(c) is None:
+        return None
+    codes = label_codes(c)
+    want = np.array([codes.get(lab, -1) for lab in np.asarray(labels).tolist()], dtype=np.int64)
+    wall_energy, wall_scratch = _walled(energy, scratch, c)
+
+    def wall_bind(B: tuple):
+        """bind(B)'s (data-set index, scale, data) with data = (inner data, wanted code (N,),
+        the reading's tables); None where the chains do not fit (B[0] not the items)."""
+        inner = bind(B)
+        if inner is None or not B or len(want) not in (B[0], 1):
+            return None
+        rows = np.broadcast_to(want.reshape((-1,) + (1,) * (len(B) - 1)), B).reshape(-1)
+        return inner[0], inner[1], (inner[2], np.ascontiguousarray(rows), _reading(c)[2])
+
+    return wall_energy, wall_scratch, wall_bind
 
 
 # ---- energy levels -------------------------------------------------------------------------------

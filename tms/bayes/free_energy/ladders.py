@@ -17,14 +17,14 @@ from tms.bayes import sweep
 from tms.bayes.posterior import cold_slot, data_seed, ladder_start, ladder_target, with_dims
 from tms.bayes.settings import FreeEnergySettings, FreeEnergySweep, LocalLadders
 from tms.bayes.free_energy.estimators import Record, WbicLambda, ladder_fractions, wbic_lambda
-from tms.bayes.free_energy.terms import MAX_PERM_C, data_term, zoo_point
+from tms.bayes.free_energy.terms import MAX_PERM_C, data_term, sorted_losses, zoo_point
 from tms.core import checks, io, rng
-from tms.samplers import tempering
+from tms.samplers import compiled, tempering
 from tms.theory import zoo
 from tms.theory.data import sample_inputs
-from tms.theory.loss import (SortedData, empirical_loss_sorted, flatten_params, sorted_data, stack_sorted,
+from tms.theory.loss import (SortedData, flatten_params, sorted_data, stack_sorted,
                              unflatten_params)
-from tms.theory.phases import classify, classify_hull
+from tms.theory.phases import classify, classify_hull, wall_kernel
 
 @dataclass
 class FreeEnergyPoint(Record):
@@ -277,7 +277,7 @@ def _energies(draws: torch.Tensor, data: SortedData, r: int, c: int, beta_lik: f
     """beta_lik n L_n of draws (T, G, R, K, d) on data (G,) -> (T, G, R, K)."""
     th = draws.permute(1, 0, 2, 3, 4)  # (G, T, R, K, d)
     W, b = unflatten_params(th.to(data.mu.dtype), r, c)
-    E = beta_lik * with_dims(data, 3).n * empirical_loss_sorted(W, b, with_dims(data, 3))
+    E = beta_lik * with_dims(data, 3).n * sorted_losses(W, b, with_dims(data, 3))
     return E.permute(1, 0, 2, 3)
 
 
@@ -289,7 +289,10 @@ def restricted(energy_grad, labels: np.ndarray, r: int, c: int, reader=classify)
     a non-finite energy as a divergence), so the chains sample the posterior restricted to
     the phase region, exp(-beta E - |w|^2/2) 1[classify(w) = label] (SPEC 3: a local free
     energy is the integral over that region). reader (W, b) -> labels: the zoo reading, or a
-    census's (tms.theory.census.Census.read_posterior) at any r."""
+    census's (tms.theory.census.Census.read_posterior) at any r. With the zoo reading and an
+    energy_grad that carries a compiled one-row form (`kernel`), the walled energy carries one
+    too (tms.theory.phases.wall_kernel), so HMC rounds on the CPU run compiled: the same
+    walls and numbers to rounding as this torch function (a census reading stays on it)."""
     codes = {lab: i for i, lab in enumerate(sorted(set(labels.tolist())))}
     want = torch.tensor([codes[lab] for lab in labels.tolist()])
 
@@ -302,6 +305,11 @@ def restricted(energy_grad, labels: np.ndarray, r: int, c: int, reader=classify)
         ok = fin & (got == want.to(theta.device).reshape((-1,) + (1,) * (got.dim() - 1)))
         return torch.where(ok, E, torch.full_like(E, math.inf)), g
 
+    kernel = getattr(energy_grad, "kernel", None)
+    if isinstance(kernel, compiled.RowEnergy) and reader is classify and r == 2:
+        walled = wall_kernel(c, *kernel, labels)
+        if walled is not None:
+            f.kernel = compiled.RowEnergy(*walled)
     return f
 
 

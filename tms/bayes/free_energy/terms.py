@@ -15,7 +15,8 @@ from tms.bayes.posterior import data_seed
 from tms.core import rng
 from tms.theory import zoo
 from tms.theory.data import sample_inputs
-from tms.theory.loss import SortedData, empirical_loss_sorted, population_loss, sorted_data, stack_sorted
+from tms.theory.loss import (SortedData, empirical_loss_and_grad_sorted, empirical_loss_sorted, population_loss,
+                             sorted_data, stack_sorted, use_compiled)
 from tms.theory.phases import classify
 
 MAX_PERM_C = 8  # the data term enumerates all c! permutations up to this c
@@ -48,7 +49,8 @@ class O1Terms(Record):
 def _zero_column_draws(c: int, label: str, n_mc: int, seed: int):
     """w* of `label` with its negative-bias zero columns (W_z, b_z) drawn from the prior:
     W (n_mc, 2, c), b (n_mc, c) and the population-loss increase dL (n_mc,); None when the
-    point has no such column."""
+    point has no such column. dL is computed once per (c, label, n_mc, seed) and shared
+    (flat_prior_mass and flat_volume read the same draws): do not change it in place."""
     k, s, p = zoo.parse_label(label)
     W, b = zoo.kgon_params(k, c, s, p)
     z = list(range(k + s, c))
@@ -58,9 +60,22 @@ def _zero_column_draws(c: int, label: str, n_mc: int, seed: int):
     Ws, bs = W.expand(n_mc, 2, c).clone(), b.expand(n_mc, c).clone()
     Ws[:, :, z] = torch.randn(n_mc, 2, len(z), generator=gen, dtype=W.dtype)
     bs[:, z] = torch.randn(n_mc, len(z), generator=gen, dtype=W.dtype)
-    L0 = float(population_loss(W, b))
-    dL = torch.cat([population_loss(Wc, bc) - L0 for Wc, bc in zip(Ws.split(20000), bs.split(20000))])
-    return Ws, bs, dL
+    return Ws, bs, _loss_increase(c, label, n_mc, seed, Ws, bs, W, b)
+
+
+_INCREASES: dict = {}  # (c, label, n_mc, seed) -> dL (n_mc,) of the last few draws
+_INCREASES_MAX = 8
+
+
+def _loss_increase(c: int, label: str, n_mc: int, seed: int, Ws, bs, W, b) -> torch.Tensor:
+    """L(Ws, bs) - L(W, b) (n_mc,) of _zero_column_draws' draws, kept for the next call."""
+    key = (c, label, n_mc, seed, Ws.dtype)
+    if key not in _INCREASES:
+        L0 = float(population_loss(W, b))
+        _INCREASES[key] = torch.cat([population_loss(Wc, bc) - L0 for Wc, bc in zip(Ws.split(20000), bs.split(20000))])
+        while len(_INCREASES) > _INCREASES_MAX:
+            _INCREASES.pop(next(iter(_INCREASES)))
+    return _INCREASES[key]
 
 
 def flat_prior_mass(c: int, label: str, n_mc: int = 200_000, seed: int = 0) -> tuple[float, float]:
@@ -139,6 +154,15 @@ def zoo_point(label: str, c: int) -> tuple[torch.Tensor, torch.Tensor]:
     return zoo.kgon_params(k, c, s, p)
 
 
+def sorted_losses(W: torch.Tensor, b: torch.Tensor, data: SortedData) -> torch.Tensor:
+    """L_n of W (..., r, c), b (..., c) on sorted data (batch dims broadcasting) -> (B...): the
+    compiled fused kernel where it runs (tms.theory.loss.use_compiled; its gradient unused),
+    else empirical_loss_sorted; the two agree to rounding (SPEC 1)."""
+    if use_compiled(None, W):
+        return empirical_loss_and_grad_sorted(W, b, data)[0]
+    return empirical_loss_sorted(W, b, data)
+
+
 def data_term(data: SortedData, c: int, labels) -> np.ndarray | None:
     """The data term of each phase per data set: -log mean_sigma exp(-n (L_n(sigma w*) - L(w*))).
 
@@ -156,7 +180,7 @@ def data_term(data: SortedData, c: int, labels) -> np.ndarray | None:
     out = []
     for s in range(data.mu.shape[0]):
         one = SortedData(*(t[s] for t in data))
-        Ln = empirical_loss_sorted(W.to(one.mu.dtype), b.to(one.mu.dtype), one)  # (L, P)
+        Ln = sorted_losses(W.to(one.mu.dtype), b.to(one.mu.dtype), one)  # (L, P)
         x = -one.n * (Ln - Lpop[:, None].to(Ln.dtype))
         out.append(-(torch.logsumexp(x, -1) - math.log(x.shape[-1])))
     return torch.stack(out).double().numpy()

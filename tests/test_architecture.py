@@ -23,6 +23,7 @@ OPTIONAL = ("dask", "distributed", "dask_jobqueue")  # the cluster extra, import
 LAZY = {("theory/loss.py", "tms.theory"): "numba compiles on first use; the eager path works without it",
         "arviz": "ArviZ is imported only where InferenceData is written (its import warns and costs ~1 s)",
         "h5py": "h5py is imported only where saved draws are read (tms.core.inference)",
+        "netCDF4": "netCDF4 is imported where draws are written, to pick xarray's engine (tms.core.inference)",
         "matplotlib": "matplotlib is imported at the first figure (tms.report.plots.pyplot), not with tms (~0.7 s)",
         "scipy": "scipy is imported where a p-value or a root is computed, not with tms (~1 s with scipy.stats)",
         ("theory/phases.py", "tms.theory"): "numba compiles the one-row zoo reading where a wall runs; classify works without it",

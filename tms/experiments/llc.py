@@ -9,13 +9,12 @@ every checkpoint of a saved trajectory, with the record saved beside them.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from tms.core import checks, io, work
+from tms.core import checks, inference, io, work
 from tms.theory import zoo
 from tms.theory.data import sample_inputs
 from tms.llc.estimator import PROTOCOL, LLCSettings, estimate_llc
@@ -40,10 +39,7 @@ class LLCRun:
         rec = dict(self.result.settings, labels=self.labels, **self.record, shape=list(self.result.llc.shape))
         with io.recording_kind("llc"):
             self.result.save(out, **rec)
-        nc = Path(f"{out}.nc")
-        tmp = nc.with_name(nc.name + ".tmp")
-        self.result.to_inference_data().to_netcdf(str(tmp))
-        os.replace(tmp, nc)  # atomic: a reader sees the old file or the whole new one
+        inference.save_netcdf(self.result.to_inference_data(), f"{out}.nc")  # atomic, as a point's draws
 
 
 def _zoo_centre(point: str, c: int, loss: str, n: float, data_seed: int, progress: bool = True):

@@ -26,6 +26,7 @@ differs from the one the stage drew (another figures folder).
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import shutil
 import threading
@@ -54,6 +55,7 @@ from tms.report.plots.posterior import plot_phase_sweep
 from tms.report.plots.sgd import sgd_many, sgd_trajectory
 from tms.report.plots.susceptibility import plot_susceptibility
 from tms.report.plots.zoo import plot_zoo
+from tms.report import background
 from tms.report.markdown import write_report
 
 CS = (4, 5, 6)
@@ -109,14 +111,14 @@ def _digest(path: Path) -> str | None:
 
 class _Stage(NamedTuple):
     """One stage: its name, identity (JSON), the result paths it owns (files or folders),
-    compute() (resumes over what is on disk) and draw() (figures from the saved results;
-    returns the figure paths)."""
+    compute() (resumes over what is on disk) and draw, None or a picklable job (figures from
+    the saved results, drawn in the background: tms.report.background; returns their paths)."""
 
     name: str
     identity: dict
     paths: list[Path]
     compute: Callable[[], None]
-    draw: Callable[[], list[Path]] = lambda: []
+    draw: Callable[[], list[Path]] | None = None
 
 
 def _clear(paths: list[Path]) -> None:
@@ -132,8 +134,9 @@ class _Pipeline:
     """Runs stages over one results folder `out` and figures folder `figs` (see the module
     docstring); `status` maps each stage to reused | ran | resumed | repaired."""
 
-    def __init__(self, out: Path, figs: Path, force: bool, log: Callable[[str], None]):
-        self.out, self.figs, self.force, self.log = out, figs, force, log
+    def __init__(self, out: Path, figs: Path, force: bool, log: Callable[[str], None],
+                 queue: background.FigureQueue):
+        self.out, self.figs, self.force, self.log, self.queue = out, figs, force, log, queue
         self.status: dict[str, str] = {}
 
     def _marker(self, name: str) -> Path:
@@ -164,12 +167,21 @@ class _Pipeline:
         return not isinstance(figs, dict) or any(_digest(self.figs / f) != sha for f, sha in figs.items())
 
     def _finish(self, st: _Stage, ident: dict, seconds: float | None, rec: dict | None = None) -> None:
-        """Draw the figures and write the marker "done" with the files and figures' checksums."""
-        figures = {str(Path(f).resolve().relative_to(self.figs.resolve())): _digest(Path(f)) for f in st.draw()}
+        """Write the marker "done" with the files' checksums, its figures pending (None: a run
+        stopped before they are drawn redraws them), and queue the figures; their checksums
+        join the marker once they are drawn."""
         if rec is None:
             files = {str(s.relative_to(self.out)): io.json_digest(s) for s in _result_stems(self.out, st.paths)}
             rec = dict(files=files, seconds=round(seconds, 1), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
-        io.save_json(self._marker(st.name), dict(rec, settings=ident, status="done", figures=figures))
+        rec = dict(rec, settings=ident, status="done")
+        io.save_json(self._marker(st.name), dict(rec, figures=None if st.draw is not None else {}))
+
+        def drawn(paths: list[Path]) -> None:
+            figures = {str(Path(f).resolve().relative_to(self.figs.resolve())): _digest(Path(f)) for f in paths}
+            io.save_json(self._marker(st.name), dict(rec, figures=figures))
+
+        if st.draw is not None:
+            self.queue.submit(st.draw, drawn)
 
     def _start(self, st: _Stage) -> tuple[dict, str] | None:
         """Reuse the stage (None) or prepare it to compute: (identity, mode)."""
@@ -249,6 +261,18 @@ class _Ctx(NamedTuple):
     where: dict | None = None  # scheduler= / workers= of tms.core.cluster (None: in-process)
 
 
+def _zoo_figure(out: Path, figs: Path, c: int) -> Path:
+    return plot_zoo(io.load_json(out / "zoo" / f"zoo_c{c}.json")["points"], figs / f"zoo_c{c}.png", c)
+
+
+def _transition_figures(train_path: Path, tr_path: Path, fig_dir: Path) -> list[Path]:
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    shown = io.load_json(tr_path.with_suffix(".json"))["figure_run"]
+    sgd_trajectory(str(train_path), str(tr_path), fig_dir / "sgd_trajectory.png", run=shown)
+    sgd_many(str(train_path), str(tr_path), fig_dir / "sgd_many.png")
+    return [fig_dir / "sgd_trajectory.png", fig_dir / "sgd_many.png"]
+
+
 def _zoo_stages(x: _Ctx) -> list[_Stage]:
     """The zoo of c = 4, 5, 6 (SPEC 2), and SGLD lambdas where the zoo has none (SPEC 5)."""
     def zoo_compute():
@@ -256,10 +280,6 @@ def _zoo_stages(x: _Ctx) -> list[_Stage]:
             if not io.result_exists(x.out / "zoo" / f"zoo_c{c}"):  # resumed stage: the c already done are kept
                 rows = [q.as_record() for q in zoo.critical_points(c)]
                 io.save_result(x.out / "zoo" / f"zoo_c{c}", {}, dict(c=c, r=2, points=rows))
-
-    def zoo_draw():
-        return [plot_zoo(io.load_json(x.out / "zoo" / f"zoo_c{c}.json")["points"], x.figs / f"zoo_c{c}.png", c)
-                for c in CS]
 
     zl = x.cfg["zoo_llc"]
 
@@ -269,6 +289,7 @@ def _zoo_stages(x: _Ctx) -> list[_Stage]:
             if not io.result_exists(path):  # resumed stage: the c already done are kept
                 io.save_result(path, {}, llc_zoo.zoo_llc(c, seed=x.seed, **zl).as_record())
 
+    zoo_draw = background.calls(*((_zoo_figure, x.out, x.figs, c) for c in CS))
     return [_Stage("zoo", dict(cs=CS), [x.out / "zoo"], zoo_compute, zoo_draw),
             _Stage("zoo_llc", dict(zl, seed=x.seed, cs=CS), [x.out / "zoo_llc"], zoo_llc_compute)]
 
@@ -286,9 +307,7 @@ def _posterior_stage(x: _Ctx, c: int) -> _Stage:
         posterior_run.run(c, ns, pc["settings"], scale=pc["scale"], seed=x.seed, out=folder, figure=None, llcs=llcs,
                           device=x.device, progress=x.progress, **(x.where or {}))
 
-    def draw():
-        return [plot_phase_sweep(run_dir / f"summary_c{c}", x.figs / f"posterior_c{c}.png")]
-
+    draw = background.calls((plot_phase_sweep, run_dir / f"summary_c{c}", x.figs / f"posterior_c{c}.png"))
     ident = dict(c=c, ns=ns, scale=pc["scale"], settings=pc["settings"], seed=x.seed, llcs=llcs)
     return _Stage(f"posterior_c{c}", ident, [folder], compute, draw)
 
@@ -308,13 +327,7 @@ def _sgd_stages(x: _Ctx, init: str, sub: str) -> list[_Stage]:
         transitions.run(str(train_path), trc, out=str(tr_path), figures=None, device=x.device, progress=x.progress,
                         **(x.where or {}))
 
-    def tr_draw():
-        fig_dir.mkdir(parents=True, exist_ok=True)
-        shown = io.load_json(tr_path.with_suffix(".json"))["figure_run"]
-        sgd_trajectory(str(train_path), str(tr_path), fig_dir / "sgd_trajectory.png", run=shown)
-        sgd_many(str(train_path), str(tr_path), fig_dir / "sgd_many.png")
-        return [fig_dir / "sgd_trajectory.png", fig_dir / "sgd_many.png"]
-
+    tr_draw = background.calls((_transition_figures, train_path, tr_path, fig_dir))
     t_ident = dict(settings=tc)
     train_paths = [train_path, train_path.with_name("train_partial"), train_path.with_name("train_blocks")]
     return [_Stage(f"train{sub}", t_ident, train_paths, train_compute),
@@ -335,9 +348,7 @@ def _free_energy_stage(x: _Ctx) -> _Stage:
         res.settings["reading"] = "zoo"
         free_energy.save_summary(summary, res)
 
-    def draw():
-        return [plot_free_energy(summary, x.figs / "free_energy_c6.png", reading="zoo")]
-
+    draw = background.calls((functools.partial(plot_free_energy, reading="zoo"), summary, x.figs / "free_energy_c6.png"))
     ident = dict(ns=fc.get("ns"), settings=fc["settings"], c=6, seed=x.seed)
     return _Stage("free_energy", ident, [x.out / "free_energy"], compute, draw)
 
@@ -353,9 +364,8 @@ def _susceptibility_stage(x: _Ctx) -> _Stage:
                 run_dir = posterior_run.posterior_run_dir(x.out / f"posterior_c{c}", c, pc["scale"], 1.0, x.seed)
                 susceptibility_run.run(run_dir, settings, out=folder)
 
-    def draw():
-        return [plot_susceptibility(folder / f"susceptibility_c{c}", x.figs / f"susceptibility_c{c}.png") for c in CS]
-
+    draw = background.calls(*((plot_susceptibility, folder / f"susceptibility_c{c}", x.figs / f"susceptibility_c{c}.png")
+                              for c in CS))
     posterior = {c: dict(ns=list(pc["ns"].get(c, posterior_run.posterior_grid(c, pc["scale"]))), scale=pc["scale"],
                          settings=pc["settings"]) for c in CS}
     return _Stage("susceptibility", dict(settings=settings, posterior=posterior, seed=x.seed, cs=CS), [folder],
@@ -371,7 +381,7 @@ def _beyond_r2_stage(x: _Ctx) -> _Stage:
         beyond_r2.run(settings, out=folder, progress=x.progress)
 
     return _Stage("beyond_r2", dict(settings=settings), [folder], compute,
-                  lambda: plot_beyond_r2(folder, x.figs / "beyond_r2"))
+                  background.calls((plot_beyond_r2, folder, x.figs / "beyond_r2")))
 
 
 @dataclass(frozen=True)
@@ -390,7 +400,8 @@ class ReproduceRun:
 def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/reproduce",
         figures: str | Path = "results/figures", device: str | torch.device = "cpu", force: bool = False,
         threads: int | None = None, progress: bool = False, log: Callable[[str], None] | None = print,
-        scheduler: str | None = None, workers: int | None = None) -> ReproduceRun:
+        scheduler: str | None = None, workers: int | None = None,
+        figures_in_background: bool = True) -> ReproduceRun:
     """Every stage of the lab at scale tiny | quick | full (SCALES), results under `out`,
     figures and REPORT.md in `figures`; finished stages are reused (module docstring).
 
@@ -400,7 +411,9 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
     log: where the one-line stage messages go (None: nowhere). scheduler / workers: the
     stages' sweeps as Dask tasks on one cluster for the whole run (tms.core.cluster.session), and
     the stages that do not depend on each other (the three posterior sweeps and both
-    trainings, then both transition analyses) at once. Returns a ReproduceRun.
+    trainings, then both transition analyses) at once. figures_in_background: a stage's
+    figures are drawn in a worker process while the next stages compute
+    (tms.report.background), else here, after the stage. Returns a ReproduceRun.
     """
     checks.scale(scale, SCALE_NAMES)
     seed, threads = checks.seed(seed, "seed"), checks.threads(threads, "threads")
@@ -409,8 +422,10 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
     out.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
     cluster.check_cluster(scheduler, workers)
-    pipe = _Pipeline(out, figs, force, log or (lambda _: None))
-    with io.recording_device(dev), checks.torch_threads(threads, torch_cap=1), cluster.session(scheduler, workers) as where:
+    queue = background.FigureQueue(background=figures_in_background)
+    pipe = _Pipeline(out, figs, force, log or (lambda _: None), queue)
+    with io.recording_device(dev), checks.torch_threads(threads, torch_cap=1), queue, \
+            cluster.session(scheduler, workers) as where:
         x = _Ctx(out, figs, SCALES[scale], seed, dev, progress, where)
         for st in _zoo_stages(x):
             pipe.run(st)
@@ -426,5 +441,6 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
         pipe.run(_susceptibility_stage(x))
         if x.cfg.get("beyond_r2") is not None:
             pipe.run(_beyond_r2_stage(x))
+        queue.wait()  # every figure drawn before the report that shows them
         report = write_report(out, figs, scale=scale, seed=seed, cs=CS)  # cheap: always rewritten
     return ReproduceRun(scale=scale, seed=seed, out=out, figures=figs, report=report, stages=dict(pipe.status))

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
-from concurrent.futures import Future, ProcessPoolExecutor
+import os
+import threading
+import time
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Callable
 
@@ -31,12 +34,24 @@ def calls(*specs) -> Callable[[], list[Path]]:
     return functools.partial(_run, [(fn, tuple(args)) for fn, *args in specs])
 
 
-def _worker_init() -> None:
-    """A figure's tensors are small: one torch thread, so the worker does not take the cores
-    the computing uses."""
+def _watch_parent(parent: int) -> None:
+    """End this worker when the process that started it is gone (killed: nothing else would)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def _worker_init(parent: int) -> None:
+    """One torch thread (a figure's tensors are small; the cores are the computing's); output
+    to the null device, so a reader of the command's output is not kept waiting by the worker
+    (a job's error comes back with its result); a watchdog on the parent."""
     import torch
 
     torch.set_num_threads(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
 class FigureQueue:
@@ -44,8 +59,8 @@ class FigureQueue:
 
     def __init__(self, background: bool = True):
         self.background = background
-        self._pool: ProcessPoolExecutor | None = None
-        self._pending: list[tuple[Future, Callable[[list[Path]], None]]] = []
+        self._pool = None
+        self._pending: list[tuple[AsyncResult, Callable[[list[Path]], None]]] = []
 
     def submit(self, job: Callable[[], list[Path]], then: Callable[[list[Path]], None]) -> None:
         """Draw job() (returns its figure paths); then(paths) runs here once it has finished."""
@@ -53,16 +68,15 @@ class FigureQueue:
             then(job())
             return
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_worker_init)
-        self._pending.append((self._pool.submit(job), then))
+            self._pool = multiprocessing.get_context("spawn").Pool(1, _worker_init, (os.getpid(),))
+        self._pending.append((self._pool.apply_async(job), then))
         self._collect(block=False)
 
     def _collect(self, block: bool) -> None:
         """Run `then` of every finished job (of every job, waiting, when block), in order."""
-        while self._pending and (block or self._pending[0][0].done()):
-            future, then = self._pending.pop(0)
-            then(future.result())
+        while self._pending and (block or self._pending[0][0].ready()):
+            result, then = self._pending.pop(0)
+            then(result.get())
 
     def wait(self) -> None:
         """Every submitted figure drawn and its `then` run."""
@@ -76,6 +90,10 @@ class FigureQueue:
             if kind is None:
                 self.wait()
         finally:
-            if self._pool is not None:  # after an error: the unfinished figures are dropped
-                self._pool.shutdown(wait=kind is None, cancel_futures=kind is not None)
+            if self._pool is not None:
+                if kind is None:
+                    self._pool.close()
+                else:  # after an error or an interrupt: the unfinished figures are dropped at once
+                    self._pool.terminate()
+                self._pool.join()
                 self._pool = None

@@ -149,7 +149,7 @@ def _same_results(a: Path, b: Path, skip=lambda stem: False) -> int:
 
 # every n in one batch; the precision stop ends n = 40, 80, 160 at different rounds (seconds apart
 # on the compiled sampler), so kills land between points being saved
-POSTERIOR = ["posterior", "--c", "3", "--ns", "40,80,160", "--seeds", "1", "--n-chains", "2", "--replicas", "4",
+POSTERIOR = ["posterior", "--c", "3", "--ns", "40,80,120,160,240,320", "--seeds", "1", "--n-chains", "2", "--replicas", "4",
              "--n-temps", "3", "--n-warmup", "30", "--n-draws", "2000", "--max-steps", "40", "--plain-draws", "10",
              "--min-draws", "40", "--target-se", "0.004", "--seed", "5", "--no-predict", "--no-progress",
              "--threads", "1", "--out", "res", "--figure", "figs/post.png"]
@@ -182,7 +182,7 @@ def test_posterior_killed_by_any_signal_keeps_and_reuses_every_finished_point(po
     assert any(c in (130, 143) for c in codes), codes  # at least one clean interrupt mid-sweep
     _rerun_to_the_end(POSTERIOR, tmp_path)
     assert not [p for p in tmp_path.rglob("*.tmp")]
-    assert _same_results(ref / "res", tmp_path / "res") == 4  # 3 points + the summary, as uninterrupted
+    assert _same_results(ref / "res", tmp_path / "res") == 7  # 6 points + the summary, as uninterrupted
 
 
 def _rerun_to_the_end(argv: list[str], cwd: Path) -> None:

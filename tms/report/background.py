@@ -19,6 +19,8 @@ from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 
 def _run(calls) -> list[Path]:
     out = []
@@ -45,8 +47,6 @@ def _worker_init(parent: int) -> None:
     """One torch thread (a figure's tensors are small; the cores are the computing's); output
     to the null device, so a reader of the command's output is not kept waiting by the worker
     (a job's error comes back with its result); a watchdog on the parent."""
-    import torch
-
     torch.set_num_threads(1)
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)

@@ -156,7 +156,11 @@ POSTERIOR = ["posterior", "--c", "3", "--ns", "40,80,120,160,240,320", "--seeds"
 
 
 def _reference(tmp_path_factory, argv: list[str], name: str):
-    """(folder, timeline of saved files) of one uninterrupted run of argv."""
+    """(folder, timeline of saved files) of one uninterrupted run of argv, after a first run
+    that loads (on a fresh checkout: compiles) the numba kernels: the trials find them cached,
+    so a cold reference would place every kill after a trial has finished."""
+    warm = tmp_path_factory.mktemp(name + "_warm")
+    _timeline(argv, warm, warm / "res")
     d = tmp_path_factory.mktemp(name)
     return d, _timeline(argv, d, d / "res")
 

@@ -97,12 +97,10 @@ def run_block(W: torch.Tensor, b: torch.Tensor, idx: torch.Tensor, data: Data, s
     args = (W.numpy(), b.numpy(), np.ascontiguousarray(idx.numpy(), dtype=np.int64), data.off, data.rowptr,
             data.cols, data.vals, float(scale), np.asarray(ck_t, dtype=np.int64), W_ck.numpy(), b_ck.numpy())
     serial, parallel = _kernels(r, c)
-    k = compiled_round.thread_count() if R > 1 and R * S >= PARALLEL_MIN else 1
-    if k == 1 or warm:
+    if warm:  # both kernels, with no runs
         serial(*args)
-    if k > 1 or warm:
-        import numba
-        with jit.PARALLEL:  # one parallel call at a time: numba's workqueue layer is not thread-safe
-            numba.set_num_threads(k)
+        with jit.PARALLEL:
             parallel(*args)
+    else:  # the runs over threads from two runs when the block holds PARALLEL_MIN run-steps
+        compiled_round.call(serial, parallel, R, args, min_chains=2 if R * S >= PARALLEL_MIN else R + 1)
     return W_ck, b_ck

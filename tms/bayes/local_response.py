@@ -24,9 +24,9 @@ import torch
 
 from tms.bayes.feature_response import FeatureResponse, feature_response
 from tms.core import rng
-from tms.llc.estimator import LLCSettings, chain_keys, check_sgld_args
-from tms.samplers import compiled, compiled_sgld, sgld
-from tms.theory.loss import flatten_params, loss_and_grad_flat, row_energy, sorted_data, stack_sorted, unflatten_params
+from tms.llc.estimator import LLCSettings, chain_keys, check_sgld_args, marked_grad_fn
+from tms.samplers import compiled_sgld, sgld
+from tms.theory.loss import flatten_params, loss_and_grad_flat, sorted_data, stack_sorted, unflatten_params
 
 
 @dataclass
@@ -66,16 +66,11 @@ def local_draws(W0: torch.Tensor, b0: torch.Tensor, X: list[torch.Tensor], nbeta
     state = sgld.init(theta0, centre=theta0, generator=keys)
     nb = nbeta.unsqueeze(-1)  # (P, 1)
 
-    def grad_fn(theta):
-        return loss_and_grad_flat(theta, r, c, data)
-
-    kernel = row_energy(r, c, data, 1.0)
+    grad_fn = marked_grad_fn(lambda theta: loss_and_grad_flat(theta, r, c, data), r, c, data)
     out = None
-    if kernel is not None:  # compiled steps (tms.samplers.compiled_sgld), the torch loop the reference
-        grad_fn.kernel = compiled.RowEnergy(*kernel)
-        if compiled_sgld.applies(grad_fn, theta0):
-            out = compiled_sgld.run(state, grad_fn, nbeta=nb, eps=sampler.eps, gamma=sampler.gamma,
-                                    n_steps=sampler.n_burnin + sampler.n_draws, keep_from=sampler.n_burnin, thin=thin)
+    if compiled_sgld.applies(grad_fn, theta0):  # compiled steps, the torch loop the reference
+        out = compiled_sgld.run(state, grad_fn, nbeta=nb, eps=sampler.eps, gamma=sampler.gamma,
+                                n_steps=sampler.n_burnin + sampler.n_draws, keep_from=sampler.n_burnin, thin=thin)
     if out is not None:
         theta, accept = out[3], out[2][..., sampler.n_burnin:]  # (P, K, T, d), (P, K, n_draws)
     else:

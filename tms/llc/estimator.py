@@ -261,7 +261,7 @@ def _tms_data(X, C, c, device, dtype):
     return X, X
 
 
-def _marked(grad_fn, r: int, c: int, data: SortedData | None):
+def marked_grad_fn(grad_fn, r: int, c: int, data: SortedData | None):
     """grad_fn of the exact full loss (population where data is None), marked with its compiled
     one-row form (tms.samplers.compiled_sgld runs the steps then)."""
     kernel = row_energy(r, c, data, 1.0)
@@ -277,7 +277,7 @@ def _tms_losses(X, loss: str, batch_size, C, r: int, c: int, device, dtype):
             raise ValueError('X must be None for loss="population" (the exact population loss needs no data)')
         if batch_size is not None:
             raise ValueError('batch_size must be None for loss="population"')
-        return population_loss, _marked(lambda th: loss_and_grad_flat(th, r, c), r, c, None), None, None
+        return population_loss, marked_grad_fn(lambda th: loss_and_grad_flat(th, r, c), r, c, None), None, None
     if loss != "empirical":
         raise ValueError(f'loss must be "empirical" or "population", got {loss!r}')
     X, Xc = _tms_data(X, C, c, device, dtype)
@@ -287,7 +287,7 @@ def _tms_losses(X, loss: str, batch_size, C, r: int, c: int, device, dtype):
     data = sorted_data(X)
     data = _unsqueeze_data(data) if X.dim() > 2 else data
     full = lambda W_, b_: empirical_loss_sorted(W_, b_, data)  # noqa: E731  exact O(c^2 log n), SPEC 1
-    return full, _marked(lambda th: loss_and_grad_flat(th, r, c, data), r, c, data), X, Xc
+    return full, marked_grad_fn(lambda th: loss_and_grad_flat(th, r, c, data), r, c, data), X, Xc
 
 
 def minibatch_rows(keys: torch.Tensor, t: int, n: int, batch_size: int) -> torch.Tensor:

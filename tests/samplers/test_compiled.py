@@ -236,3 +236,30 @@ def test_a_generic_energy_runs_compiled_equal_to_torch_and_keeps_its_target():
     assert 0.3 < info.accepted.sum().item() / info.transitions.sum().item() < 0.95
     assert info.transitions.float().mean() > 2
     assert max(_stationarity(x, out[0].theta)) < 4
+
+
+def test_a_chains_round_is_the_same_in_any_group():
+    """Chains of a data set run in lockstep groups with one vectorised energy call a tick
+    (tms.theory.loss_lanes): a chain's round gives the same bits in a full group of 32, in a
+    group of 7 and alone (the one-row kernel), warm-up and sampling rounds alike."""
+    r, c, G, K = 2, 6, 2, 45
+    data = stack_sorted([sorted_data(sample_inputs(n, c, n).double()) for n in (150, 900)])
+    eg = energy_grad_fn(with_dims(data, 1), r, c, 1.0)
+    theta = 0.5 * rng.normal(rng.item_keys(1, (G, K)), 0, r * c + c, D, rng.START)
+    keys, counts = rng.item_keys(3, (G, K)), torch.arange(G * K).reshape(G, K)
+    beta, eps = torch.linspace(0.2, 1.0, K, dtype=D).expand(G, K), torch.full((G, K), 0.05, dtype=D)
+    lengths = torch.randint(1, 12, (7, G, K), generator=torch.Generator().manual_seed(0))
+    for kw in [dict(uturn=True, da=rounds.da_init(eps)), dict(step_size=eps, lengths=lengths)]:
+        def run(sl):
+            ch = rounds.evaluate(theta[:, sl], eg)
+            part = {k: (tuple(t[..., sl] for t in v) if k == "da" else v if k == "uturn" else v[..., sl])
+                    for k, v in kw.items()}
+            return rounds.run_round(ch, keys[:, sl], counts[:, sl], 16, eg, prior_grad, beta[:, sl], **part)
+
+        whole = run(slice(None))
+        for sl in (slice(3, 10), slice(33, 34), slice(5, 6)):
+            part = run(sl)
+            leaves = [torch.utils._pytree.tree_leaves(x) for x in (part, whole)]
+            assert len(leaves[0]) == len(leaves[1]) >= 9  # chains, statistics, counters (and learners)
+            for a, b in zip(*leaves):
+                assert (a is None and b is None) or torch.equal(a, b[:, sl]), (kw.keys(), sl)

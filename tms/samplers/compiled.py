@@ -4,9 +4,11 @@ parallel over chains.
 `run_round` spends most of a tick, at the batch sizes the posterior sweeps use, on ~25 small
 torch operations of bookkeeping around one fused energy call. Here a round is one compiled
 call: each chain runs its n_ticks leapfrog ticks on its own (a chain's round never reads
-another chain), calling the fused one-row energy of tms.theory.loss_kernels in place, so the
-chains split over threads (numba prange) and a chain's numbers are the same whatever the
-thread count or its place in the batch. The arithmetic is run_round's, step for step:
+another chain), in groups of up to 32 consecutive chains of one data set that tick in
+lockstep, so that a tick's energies are one vectorised call (tms.theory.loss_lanes, the fused
+one-row energy of tms.theory.loss_kernels over the group's rows, bit for bit); the groups
+split over threads (numba prange) and a chain's numbers are the same whatever the thread
+count, its group or its place in the batch. The arithmetic is run_round's, step for step:
 momentum refresh from the counter-based keys (tms.core.rng: the same hash, the same
 Box-Muller), the leapfrog with frozen chains, energy-error checks at restart ticks (every
 tick with U-turns), divergences, the Metropolis step at a trajectory's end and per-chain dual
@@ -33,6 +35,7 @@ import torch
 from tms.core import checks, jit, rng
 
 PARALLEL_MIN = 256  # chains below which a round runs on one thread
+GROUP = 32  # chains a group of a round holds at most (where the energy has no group form)
 
 
 class RowEnergy(NamedTuple):
@@ -40,11 +43,14 @@ class RowEnergy(NamedTuple):
     energy(x, p, dset, scale, ge, data, work) -> E of row p of x (N, d) on data set dset,
     its gradient written to ge[p]; scratch() -> work, one chain's buffers; bind(B) ->
     (data-set index (N,), scale (N,), data: a tuple of arrays) for chains of batch B, or
-    None where the chains do not fit the data."""
+    None where the chains do not fit the data. lanes: optionally its group form (lanes,
+    lanes_scratch, width): lanes(x, rows, nm, dset, sc, ge, E, data, lanes_scratch()) ->
+    E[l] and ge of rows rows[:nm] (nm <= width) on data set dset, bit-identical to energy's."""
 
     energy: Callable
     scratch: Callable
     bind: Callable
+    lanes: tuple | None = None
 
 
 def applies(energy_grad, prior_grad, theta: torch.Tensor) -> bool:
@@ -75,10 +81,18 @@ def _numba():
 
 
 @lru_cache(maxsize=None)
-def _round_kernels(energy, scratch, d: int):
+def _round_kernels(energy, scratch, d: int, lanes=None, lanes_scratch=None):
     """(serial, parallel) compiled rounds on a one-row energy (tms.samplers.compiled_kernel)."""
     from tms.samplers import compiled_kernel
-    return compiled_kernel.make_round(energy, scratch, d)
+    return compiled_kernel.make_round(energy, scratch, d, lanes, lanes_scratch)
+
+
+def groups(didx: np.ndarray, width: int) -> np.ndarray:
+    """Bounds (G + 1,) of the round's groups: runs of consecutive chains on one data set
+    (didx (N,)), cut every `width` chains; group g is chains bounds[g] .. bounds[g + 1] - 1."""
+    N = didx.shape[0]
+    runs = np.concatenate(([0], np.flatnonzero(didx[1:] != didx[:-1]) + 1, [N]))
+    return np.concatenate([np.arange(a, b, width) for a, b in zip(runs[:-1], runs[1:])] + [[N]]).astype(np.int64)
 
 
 _ENABLED = True
@@ -142,11 +156,12 @@ def run_round(ch, keys, counts, n_ticks, energy_grad, prior_grad=None, beta=None
     lens = (np.array(np.broadcast_to(lengths.numpy(), lengths.shape[:1] + B).reshape(-1, N), dtype=np.int64)
             if lengths is not None else np.zeros((0, N), np.int64))  # a writable copy: one compiled signature
     info, accept_sum = np.zeros((4, N), np.int64), np.zeros(N)
-    args = (theta, E, gE, _flat(keys, B, N, np.uint64), cnt, _STREAM, _flat(beta, B, N, np.float64, 1.0),
+    lanes, lanes_scratch, width = kernel.lanes or (None, None, GROUP)
+    args = (groups(bound[0], width), theta, E, gE, _flat(keys, B, N, np.uint64), cnt, _STREAM, _flat(beta, B, N, np.float64, 1.0),
             1.0 if prior_grad is not None else 0.0, _flat(step_size, B, N, np.float64), da is not None, dav, lens,
             int(n_ticks), bool(uturn), float(divergence), float(target_accept), int(restart_every), *bound,
             info, accept_sum, *(np.empty((N, d)) for _ in range(5)))
-    serial, parallel = _round_kernels(kernel.energy, kernel.scratch, d)
+    serial, parallel = _round_kernels(kernel.energy, kernel.scratch, d, lanes, lanes_scratch)
     call(serial, parallel, N, args)
 
     def t(a):

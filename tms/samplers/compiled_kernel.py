@@ -1,6 +1,9 @@
-"""The numba body of the compiled HMC round (tms.samplers.compiled): one chain's round per
-prange iteration, the arithmetic of tms.samplers.rounds.run_round step for step, for any
-energy given as a compiled one-row function (tms.samplers.compiled.RowEnergy).
+"""The numba body of the compiled HMC round (tms.samplers.compiled): one group of chains (of
+one data set) per prange iteration, in lockstep, each chain's arithmetic tms.samplers.rounds.
+run_round's step for step, for any energy given as a compiled one-row function (tms.samplers.
+compiled.RowEnergy); where the energy has a group form (tms.theory.loss_lanes) a tick's moving
+chains take one vectorised call, else their rows one by one. A chain's numbers do not depend
+on its group: the group form equals the row form bit for bit.
 
 Per chain p, with U = beta E + |theta|^2 / 2 (the prior where it is on) and H = U + |q|^2 / 2:
 a trajectory starts from the boundary state with momentum p0 (Box-Muller of the uniforms at
@@ -17,6 +20,8 @@ import numpy as np
 from numba import njit, prange
 
 from tms.core import jit
+
+LANES_MIN = 4  # moving chains of a group from which their energies take the group kernel
 
 
 _M32 = np.uint64(0xFFFFFFFF)
@@ -112,15 +117,23 @@ def _make_finish(d: int):
     return jit.kernel(finish, d, inline="always")
 
 
-def _make_move(d: int, energy, key: str):
-    def move(p, x, q, eps, dset, scale, ge, gx, data, work, bp, prior):
-        """x += eps q, then E, grad E (ge) and U, grad U (gx) there; rounds.guarded: +inf and a
-        zero gradient where x or the energy is not finite. Returns (E, U)."""
-        ok, ssq = True, 0.0
+def _make_advance(d: int):
+    def advance(p, x, q, eps):
+        """x += eps q for chain p; whether x is finite there (rounds.guarded)."""
+        ok = True
         for k in range(d):
             x[p, k] = x[p, k] + eps * q[p, k]
             ok = ok and math.isfinite(x[p, k])
-        Ex = energy(x, p, dset, scale, ge, data, work) if ok else math.inf
+        return ok
+
+    return jit.kernel(advance, d, inline="always")
+
+
+def _make_settle(d: int):
+    def settle(p, x, ge, gx, Ex, bp, prior):
+        """E = Ex at chain p's x (+inf and a zero gradient ge[p] where it is not finite: rounds.
+        guarded), grad U to gx[p]. Returns (E, U)."""
+        ssq = 0.0
         if not math.isfinite(Ex):
             Ex = math.inf
             for k in range(d):
@@ -130,7 +143,28 @@ def _make_move(d: int, energy, key: str):
             ssq += x[p, k] * x[p, k]
         return Ex, (bp * Ex + prior * (0.5 * ssq) if prior != 0.0 else bp * Ex)
 
-    return jit.kernel(move, d, key, inline="always")
+    return jit.kernel(settle, d, inline="always")
+
+
+def _make_evaluate(energy, lanes, key: str):
+    def by_row(x, rows, nm, dset, sc, ge, Eg, data, work, wl):
+        """Eg[l] = the energy of row rows[l] of x (N, d), its gradient to ge, for l < nm (wl unused)."""
+        for l in range(nm):
+            p = rows[l]
+            Eg[l] = energy(x, p, dset, sc[p], ge, data, work)
+
+    by_row = jit.kernel(by_row, key, inline="always")
+    if lanes is None:
+        return by_row
+
+    def evaluate(x, rows, nm, dset, sc, ge, Eg, data, work, wl):
+        """by_row's numbers: the group kernel from LANES_MIN rows on, else row by row."""
+        if nm >= LANES_MIN:
+            lanes(x, rows, nm, dset, sc, ge, Eg, data, wl)
+        else:
+            by_row(x, rows, nm, dset, sc, ge, Eg, data, work, wl)
+
+    return jit.kernel(evaluate, key, "lanes", inline="always")
 
 
 def _make_check(d: int):
@@ -152,71 +186,92 @@ def _make_check(d: int):
     return jit.kernel(check, d, inline="always")
 
 
-def _make_chain(d: int, scratch, start, finish, move, check, key: str):
-    def chain(p, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
+def _make_group(d: int, scratch, lanes_scratch, evaluate, key: str):
+    start, finish, advance, settle, check = _make_start(d), _make_finish(d), _make_advance(d), _make_settle(d), \
+        _make_check(d)
+
+    def group(g0, g1, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
               uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge, gx):
-        """One chain's round (rounds.run_round's tick loop for one chain)."""
-        work, dset, scale, bp = scratch(), didx[p], sc[p], beta[p]
-        first, steps, diverged, Ex, Ux, dH = True, 0, False, 0.0, 0.0, 0.0
-        eps, H0, u_acc, want = start(p, theta, E, gE, keys, counts, stream_key, bp, prior, eps_fixed, use_da, da,
-                                     lengths, n_ticks, x, q, x0)
+        """The round of chains g0 .. g1 - 1 (one data set, at most LANES) in lockstep: each
+        chain's tick is rounds.run_round's, the moving chains' energies one group call a tick."""
+        nl, dset, work, wl = g1 - g0, didx[g0], scratch(), lanes_scratch()
+        first, diverged, moving = np.ones(nl, np.bool_), np.zeros(nl, np.bool_), np.zeros(nl, np.bool_)
+        steps, want, rows = np.zeros(nl, np.int64), np.zeros(nl, np.int64), np.zeros(nl, np.int64)
+        Ex, Ux, dH, Eg = np.zeros(nl), np.zeros(nl), np.zeros(nl), np.zeros(nl)
+        eps, H0, u_acc = np.zeros(nl), np.zeros(nl), np.zeros(nl)
+        for l in range(nl):
+            eps[l], H0[l], u_acc[l], want[l] = start(g0 + l, theta, E, gE, keys, counts, stream_key, beta[g0 + l],
+                                                     prior, eps_fixed, use_da, da, lengths, n_ticks, x, q, x0)
         for j in range(n_ticks):
-            active = steps < want
-            moving = active and not diverged
-            if moving:  # a frozen chain keeps x, so its energy is the one last evaluated
-                Ex, Ux = move(p, x, q, eps, dset, scale, ge, gx, data, work, bp, prior)
-            steps += 1 if active else 0
-            last = j == n_ticks - 1
+            nm = 0
+            for l in range(nl):  # a frozen chain keeps x, so its energy is the one last evaluated
+                moving[l] = steps[l] < want[l] and not diverged[l]
+                if moving[l] and advance(g0 + l, x, q, eps[l]):
+                    rows[nm] = g0 + l
+                    nm += 1
+            evaluate(x, rows, nm, dset, sc, ge, Eg, data, work, wl)
+            last, m = j == n_ticks - 1, 0
             checked = uturn or last or (j + 1) % restart_every == 0
-            if checked:  # energy errors: divergences, U-turns, and the Metropolis step below
-                dH, turn = check(p, q, x, x0, gx, eps, Ux, H0)
-                diverged = diverged or (moving and dH > divergence)
-                if uturn and moving and turn < 0:
-                    want = steps
-            go_on = steps < want
-            if go_on and not diverged:
-                for k in range(d):
-                    q[p, k] = q[p, k] - eps * gx[p, k]
-            if not checked or (not last and (j + 1) % restart_every) or go_on:
-                continue
-            if uturn and first:
-                info[3, p] = steps
-            first = False
-            finish(p, theta, E, gE, x, ge, Ex, dH, diverged, u_acc, use_da, da, target_accept, info, accept_sum)
-            if not last:
-                eps, H0, u_acc, want = start(p, theta, E, gE, keys, counts, stream_key, bp, prior, eps_fixed, use_da,
-                                             da, lengths, n_ticks - j - 1, x, q, x0)
-                steps, diverged = 0, False
+            for l in range(nl):
+                p = g0 + l
+                if moving[l]:
+                    done = m < nm and rows[m] == p  # evaluated (x finite)
+                    Ex[l], Ux[l] = settle(p, x, ge, gx, Eg[m] if done else math.inf, beta[p], prior)
+                    m += 1 if done else 0
+                steps[l] += 1 if steps[l] < want[l] else 0
+                if checked:  # energy errors: divergences, U-turns, and the Metropolis step below
+                    dH[l], turn = check(p, q, x, x0, gx, eps[l], Ux[l], H0[l])
+                    diverged[l] = diverged[l] or (moving[l] and dH[l] > divergence)
+                    if uturn and moving[l] and turn < 0:
+                        want[l] = steps[l]
+                go_on = steps[l] < want[l]
+                if go_on and not diverged[l]:
+                    for k in range(d):
+                        q[p, k] = q[p, k] - eps[l] * gx[p, k]
+                if not checked or (not last and (j + 1) % restart_every) or go_on:
+                    continue
+                if uturn and first[l]:
+                    info[3, p] = steps[l]
+                first[l] = False
+                finish(p, theta, E, gE, x, ge, Ex[l], dH[l], diverged[l], u_acc[l], use_da, da, target_accept, info,
+                       accept_sum)
+                if not last:
+                    eps[l], H0[l], u_acc[l], want[l] = start(p, theta, E, gE, keys, counts, stream_key, beta[p], prior,
+                                                             eps_fixed, use_da, da, lengths, n_ticks - j - 1, x, q, x0)
+                    steps[l], diverged[l] = 0, False
 
-    return jit.kernel(chain, d, key)
+    return jit.kernel(group, d, key)
 
 
-def make_round(energy, scratch, d: int):
+def make_round(energy, scratch, d: int, lanes=None, lanes_scratch=None):
     """(serial, parallel) compiled rounds of chains of dimension d on a one-row `energy`
-    (tms.samplers.compiled.RowEnergy)."""
-    key = f"{energy._uuid}|{scratch._uuid}"  # the energy's identity (stable where its maker made it so)
-    chain = _make_chain(d, scratch, _make_start(d), _make_finish(d), _make_move(d, energy, key), _make_check(d), key)
+    (tms.samplers.compiled.RowEnergy), with its group form `lanes` where it has one."""
+    key = "|".join(f._uuid for f in (energy, scratch, lanes, lanes_scratch) if f is not None)  # the energy's identity
+    group = _make_group(d, scratch, lanes_scratch or scratch, _make_evaluate(energy, lanes, key), key)
 
-    def round_serial(theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
-                     uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge,
-                     gx):
-        """One round for every chain p (rows of theta (N, d), E (N,), gE (N, d), counts (N,),
-        da (5, N): log_eps, log_eps_bar, h_bar, mu, t; all updated in place); info (4, N):
-        transitions, accepted, divergences, U-turn length (added to); x, q, x0, ge (grad E),
-        gx (grad U) (N, d) scratch; lengths (M, N), M = 0 outside sampling; prior 1.0 with the
-        N(0, I) prior, else 0.0; didx, sc (N,): each chain's data set and scale."""
-        for p in range(theta.shape[0]):
-            chain(p, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
-                  uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge, gx)
+    def round_serial(groups, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths,
+                     n_ticks, uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q,
+                     x0, ge, gx):
+        """One round for every chain p, in groups of chains groups[g] .. groups[g + 1] - 1
+        (rows of theta (N, d), E (N,), gE (N, d), counts (N,), da (5, N): log_eps,
+        log_eps_bar, h_bar, mu, t; all updated in place); info (4, N): transitions, accepted,
+        divergences, U-turn length (added to); x, q, x0, ge (grad E), gx (grad U) (N, d)
+        scratch; lengths (M, N), M = 0 outside sampling; prior 1.0 with the N(0, I) prior, else
+        0.0; didx, sc (N,): each chain's data set and scale."""
+        for g in range(groups.shape[0] - 1):
+            group(groups[g], groups[g + 1], theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da,
+                  da, lengths, n_ticks, uturn, divergence, target_accept, restart_every, didx, sc, data, info,
+                  accept_sum, x, q, x0, ge, gx)
 
     # a function of its own, not round_serial compiled again: numba's disk cache keys a
     # function by its name and source, not by the parallel flag
-    def round_parallel(theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
-                       uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0,
-                       ge, gx):
-        """round_serial with the chains split over threads."""
-        for p in prange(theta.shape[0]):
-            chain(p, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
-                  uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge, gx)
+    def round_parallel(groups, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths,
+                       n_ticks, uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x,
+                       q, x0, ge, gx):
+        """round_serial with the groups split over threads."""
+        for g in prange(groups.shape[0] - 1):
+            group(groups[g], groups[g + 1], theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da,
+                  da, lengths, n_ticks, uturn, divergence, target_accept, restart_every, didx, sc, data, info,
+                  accept_sum, x, q, x0, ge, gx)
 
     return jit.kernel(round_serial, d, key), jit.kernel(round_parallel, d, key, parallel=True)

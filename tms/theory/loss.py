@@ -58,18 +58,21 @@ def _kernels():
 
 
 def row_energy(r: int, c: int, data: SortedData | None, scale):
-    """(energy, scratch, bind) for a compiled sampler (tms.samplers.compiled.RowEnergy): the
-    fused one-row energy scale L_n on `data` (tms.theory.loss_kernels.row_energy), or scale L
-    of the population loss where data is None, and bind(B) -> (data-set index, scale, data
-    arrays) for chains of batch B; None without numba."""
+    """(energy, scratch, bind[, lanes]) for a compiled sampler (tms.samplers.compiled.RowEnergy):
+    the fused one-row energy scale L_n on `data` (tms.theory.loss_kernels.row_energy) with its
+    group form (tms.theory.loss_lanes), or scale L of the population loss where data is None,
+    and bind(B) -> (data-set index, scale, data arrays) for chains of batch B; None without numba."""
     kernels = _kernels()
     if kernels is None or not COMPILE:
         return None
     if data is None:
         energy, scratch = kernels.population_row_energy(r, c)
         return energy, scratch, lambda B: kernels.population_binding(scale, B)
+    from tms.theory import loss_lanes
+
     energy, scratch = kernels.row_energy(r, c)
-    return energy, scratch, lambda B: kernels.row_binding(data, scale, B)
+    return energy, scratch, lambda B: kernels.row_binding(data, scale, B), (*loss_lanes.lanes_energy(r, c),
+                                                                            loss_lanes.LANES)
 
 
 def use_compiled(compiled: bool | None, W: torch.Tensor) -> bool:

@@ -307,7 +307,7 @@ def restricted(energy_grad, labels: np.ndarray, r: int, c: int, reader=classify)
 
     kernel = getattr(energy_grad, "kernel", None)
     if isinstance(kernel, compiled.RowEnergy) and reader is classify and r == 2:
-        walled = wall_kernel(c, *kernel, labels)
+        walled = wall_kernel(c, kernel.energy, kernel.scratch, kernel.bind, labels)
         if walled is not None:
             f.kernel = compiled.RowEnergy(*walled)
     return f

@@ -23,32 +23,35 @@ over the six biases. Gradients per chain: NUTS's leapfrog steps (num_steps, warm
 included; a vectorized run computes every chain's lane until the longest tree of the
 iteration ends, reported as "lockstep"); the lab's ticks ((warmup + draws) x max steps).
 
-Measured (2-core AMD EPYC, 2026-12-07, shared: another job held about one core most of the
-time, so walls vary by up to 2x between runs; torch 2.13, numba 0.68, jax 0.10.2, numpyro 0.22.0;
-defaults unless said; ESS and step counts are the same in every run, ranges are of walls):
+Measured (2-core AMD EPYC, idle, 2026-12-07 evening; torch 2.13, numba 0.68, jax 0.10.2,
+numpyro 0.22.0; defaults unless said; the lab on its grouped round, bench_posterior.py):
   NUTS vectorized, 4 chains, 500 + 1000: 168k gradients per chain (112 leapfrog steps per
     iteration, 197 in lockstep, trees up to the 1023-step cap), bias ESS 1,558 (2.3 per chain
-    per 1000 of its gradients); run 29.6-38.6 s + JAX compile 12-28 s: 40-53 ESS/s (26-32
-    with compile).
+    per 1000 of its gradients); run 33.1 s + JAX compile 16.1 s: 47.1 ESS/s (31.7 with compile).
   NUTS parallel (2 host devices x 2 vectorized chains): 170k gradients per chain (lockstep
-    154), ESS 1,355 (2.0 per 1000; other keys); run 17.4-28.2 s + compile 7-9 s: 48-78
-    ESS/s. In the same process its run took 2.2x and 1.1x less time than the vectorized
-    one's (ESS/s 1.9x and 1.0x): faster, by as much as the second core is free.
+    154), ESS 1,355 (2.0 per 1000; other keys); run 17.3 s + compile 8.4 s: 78.2 ESS/s.
   Lab, 256 chains, 150 + 400 rounds of 40 ticks, compiled: 22,000 gradients per chain, ESS
-    80,052 (14.2 per chain per 1000, 6x NUTS's); 4.1-5.5 s on 1 thread: 14,500-19,400 ESS/s;
-    3.1-7.4 s on 2 threads: 10,800-25,700 ESS/s (slower than 1 thread in the runs where the
-    other job held the second core; bench_posterior measured 28,500 on a free one).
-  Ratio lab / NUTS ESS/s, in three runs of the defaults: 276x, 348x, 374x (1 thread) and
-    205x, 234x, 495x (2 threads) against vectorized NUTS; 190-250x (1 thread) and up to 330x
-    (2 threads) against NUTS's best (parallel, 78 ESS/s).
+    80,052 (14.2 per chain per 1000, 6x NUTS's); 3.2 s on 1 thread: 24,900 ESS/s; 1.9 s on 2
+    threads: 43,200 ESS/s.
+  Ratio lab / NUTS ESS/s: on the same two cores (lab 2 threads, NUTS parallel on 2 devices)
+    502x; one core each (lab 1 thread, NUTS vectorized on one device) 530x; lab 2 threads
+    against vectorized NUTS 919x. (Earlier the same day, shared machine, before the lab's
+    grouped round: 276-374x on 1 thread.)
   Bias means: NUTS (vectorized) -0.624 -0.569 -0.551 -0.566 -0.604 -0.596, lab -0.636 -0.575
     -0.561 -0.571 -0.613 -0.605: 0.005-0.012 apart, 1-2 standard errors of NUTS's means (sd
     of the chain means 0.01-0.02 in both, 4 NUTS chains); NUTS parallel with 8 chains,
     300 + 800, --seed 1: -0.640 -0.578 -0.565 -0.568 -0.608 -0.603, within 0.005 of the lab.
     No chain of either sits apart (in another phase, with other biases) from these starts.
+What the machine's limit would allow. The lab's tick costs ~0.5 us a chain on one core
+(~1,500 cycles; bench_posterior.py: the scalar table lookups and the per-chain bookkeeping
+bound it, at ~0.7 flop per cycle). The limit of a core for one chain-tick is its loads and
+divisions: ~110 loads (36 bucket lookups, 72 prefix sums) at 2 per cycle and 36 divisions at
+~4 per 8 cycles, ~150 cycles, about 10x below the tick now; the ~1,000 flops at AVX2's 16 per
+cycle are below that. At that limit the ratio would be ~5,000x on the same cores (NUTS's
+gradient is XLA's dense one, left as it is).
 What bounds NUTS here. The gradient: U + grad U dense over 600 inputs costs 20-30 us per
-chain in XLA (float64, 6-wide matrices; measured alone above), against ~0.7 us for the lab's
-whole tick on the exact sorted energy (O(c^2 log n), bench_posterior): 27-40x. NUTS then
+chain in XLA (float64, 6-wide matrices; measured alone above), against ~0.5 us for the lab's
+whole tick on the exact sorted energy (O(c^2 log n), bench_posterior): 40-60x. NUTS then
 takes ~112 leapfrog steps an iteration, vectorized chains wait for the longest tree of each
 iteration (197 steps, 1.75x), and its ESS per gradient is 6x below the lab's.
 Compile: JAX traces and compiles the warm-up loop and the sampling loop separately (7-28 s,
@@ -57,7 +60,7 @@ chains x the gradient's cost (24 s of the 29.6 s run).
 
 Run: python benchmarks/bench_nuts.py [--nuts-chains 4 --nuts-warmup 500 --nuts-samples 1000
      --chain-method vectorized|parallel|both --n-chains 256 --warmup 150 --draws 400
-     --max-steps 40 --lab-threads 1,2]  (defaults: NUTS ~1 min with compile, the lab ~15 s)
+     --max-steps 40 --lab-threads 1,2]  (defaults: NUTS ~1 min with compile, the lab ~10 s)
 Needs the optional extra: pip install -e '.[nuts]' (numpyro, which pulls jax).
 """
 from __future__ import annotations

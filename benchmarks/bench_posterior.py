@@ -14,25 +14,34 @@ Protocol. c = 6, r = 2, one data set of n = 600 (seed 0), posterior N(0, I) exp(
    round ends), summed over chains; min over the biases, per wall second (warm-up included).
 3. (--old) the synchronous reference sampler of tests/reference/samplers.py, as before.
 
-Measured (2-core AMD EPYC, shared, 2026-12-07; torch 2.13, numba 0.68, torch on 1 thread):
+Measured (2-core AMD EPYC, idle, 2026-12-07 evening; torch 2.13, numba 0.68, torch on 1 thread;
+the compiled round ticks chains of a data set in lockstep groups of up to 32, a tick's energies
+one vectorised call, tms.theory.loss_lanes):
   chains     torch  compiled 1t  compiled 2t  energy 1t
-       1   581.1        16.4         16.8      105.3    (us per chain-tick)
-      16    26.9         1.36         1.41       5.60
-     256     2.10        0.75         0.62       0.99
-    1024     1.51        0.74         0.35       0.63
-    4096     1.02        0.71         0.41       0.85
-   16384      -          0.73         0.33       0.64
-  ESS/s of the biases at 256 chains (60 + 150 rounds of 40): compiled 18,700 (1 thread),
-  28,500 (2 threads), torch tick 4,100: 4.5x and 6.9x, the same ESS per gradient (3,610
-  against 3,570 per 1000 gradients per chain: the same sampler).
+       1   364.1        12.8         17.6       70.0    (us per chain-tick)
+      16    27.3         1.15         1.19       5.57
+      64     7.40        0.99         0.72       1.82
+     256     2.44        0.59         0.35       0.94
+    1024     1.76        0.51         0.30       0.64
+    4096     1.28        0.53         0.29       0.67
+   16384      -          0.53         0.27       0.86
+  ("energy 1t": the one-row kernel over a batch through its torch front end, the reference.)
+  Before the groups (same machine, shared, that afternoon): compiled 0.71-0.75 (1t), 0.33-0.41 (2t).
+  ESS/s of the biases at 256 chains (150 + 400 rounds of 40): compiled 25,800 (1 thread),
+  44,600 (2 threads), torch tick 5,200: 4.9x and 8.6x, the same ESS per gradient (3,640
+  against 3,610 per 1000 gradients per chain: the same sampler). Against NumPyro's NUTS on
+  the same posterior: benchmarks/bench_nuts.py (~500x on the same two cores).
 What bounds it. Below ~64 chains a round costs its fixed ~0.25 ms (the Python front end and
-numba's dispatch of 27 arguments): interpreter-bound. From 256 chains on the compiled tick
-costs 0.71-0.75 us per chain on one thread, about one fused energy row (c^2 = 36 bucket
-lookups and divisions, ~1,000 flops: 0.5 flop per cycle against a peak of ~16, so neither
-FLOPs nor bandwidth bound it: the latency of the dependent lookups and divisions does, and the
-leapfrog bookkeeping adds ~10%); two threads give 2.1x at >= 1024 chains (0.33-0.35 us), 1.2x
-at 256 (the round ends when its slowest chain does). The torch tick's ~25 small ops a tick
-cost ~0.4 ms, so it approaches the compiled tick only at >= 4096 chains.
+numba's dispatch of 28 arguments): interpreter-bound. From 256 chains on, a chain-tick costs
+~0.5 us on one thread (~1,500 cycles): the group energy ~0.28 us (tms.theory.loss_lanes; 0.50
+for the one-row kernel: its c^2 = 36 thresholds' divisions, Gram matrix, sums and gradient now
+run 4 rows per AVX2 instruction, the 36 bucket lookups and prefix-sum loads a row stay scalar
+loads) and the leapfrog bookkeeping ~0.2 us (momentum, U-turn and energy checks,
+per chain, scalar; a version with the bookkeeping in columns vectorised over the group measured
+slower, 0.59-0.65 us, and was not kept). Arithmetic is ~1,000 flops a chain-tick: ~0.7 flop
+per cycle against AVX2's 16, so neither FLOPs nor bandwidth (the tables of a data set fit in
+L2) bound it: the scalar lookups' latency and the per-chain bookkeeping do. Two threads give
+1.7-1.9x from 256 chains on.
 
 Run: python benchmarks/bench_posterior.py [--n-chains 256 --tick-chains 1,16,256 --old]
 """

@@ -11,10 +11,11 @@ Every random start is a counter-based function of (seed, family, scale, item) (t
 stream START), so a start converges to the same point whatever batch it shares.
 
 Convergence (`solve_critical`): Levenberg-Marquardt on grad L = 0, i.e. least squares on the
-gradient with the exact autograd Hessian H as its Jacobian: (H^T H + mu I) step = -H^T g, mu
-adapted per start. It goes to saddles as well as minima. Batched over starts (no loop over
-them); the Hessian is the reverse-mode Jacobian of the analytic gradient (SPEC 1, equal to the
-double-backward Hessian of the closed form, `batched_hessian`, to rounding, and 3-10 times faster).
+gradient with the exact Hessian H as its Jacobian: (H^T H + mu I) step = -H^T g, mu adapted
+per start. It goes to saddles as well as minima. Batched over starts (no loop over them); the
+Hessian is the closed form's (tms.theory.hessian: equal to the double-backward Hessian of the
+closed form, `batched_hessian`, to rounding, and about 10 times faster than the reverse-mode
+Jacobian of the analytic gradient it replaced).
 A point is kept when its gradient, re-evaluated by autograd of the closed form, is below
 GRAD_TOL after `canonicalise`: zero columns (|W_i| <= ZERO_TOL) are set to 0, the flat bias
 of a dead output (b_i <= -m_i, tms.theory.canonical) is set to the zoo's value (-1 for a zero
@@ -45,6 +46,7 @@ from tms.core import checks, io, rng
 from tms.core.settings import Settings, setting
 from tms.theory import canonical, phases, zoo
 from tms.theory.census_points import CensusPoint, describe, points_from_arrays, points_to_arrays
+from tms.theory.hessian import population_hessian
 from tms.theory.loss import batched_grad, flatten_params, population_loss, population_loss_and_grad, unflatten_params
 
 GRAD_TOL = 1e-10  # a kept point's full gradient norm (autograd of the closed form) is below this
@@ -153,20 +155,9 @@ def _grad(theta: torch.Tensor, r: int, c: int) -> torch.Tensor:
     return flatten_params(gW, gb)
 
 
-def gradient_jacobian(theta: torch.Tensor, r: int, c: int) -> torch.Tensor:
-    """Exact Hessian (N, d, d) of L at theta (N, d): the autograd Jacobian of the analytic gradient."""
-    x = theta.detach().clone().requires_grad_(True)
-    n, d = x.shape
-    with torch.enable_grad():
-        g = _grad(x, r, c)
-        basis = torch.eye(d, dtype=x.dtype).unsqueeze(1).expand(d, n, d)
-        (H,) = torch.autograd.grad(g, x, grad_outputs=basis, is_grads_batched=True)
-    return H.transpose(0, 1)
-
-
 def _lm_step(theta, g, mu, frozen, r: int, c: int):
     """One damped Gauss-Newton step per start; frozen (A, d) coordinates do not move."""
-    H = gradient_jacobian(theta, r, c)
+    H = population_hessian(*unflatten_params(theta, r, c))
     fz = frozen.to(H.dtype)
     H = H * (1 - fz).unsqueeze(-1) * (1 - fz).unsqueeze(-2) + torch.diag_embed(fz)
     A = H.mT @ H + mu[:, None, None] * torch.eye(H.shape[-1], dtype=H.dtype)

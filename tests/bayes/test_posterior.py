@@ -199,3 +199,20 @@ def test_fused_energy_gradient_equals_autograd_of_the_energy():
     E, g = posterior.energy_grad_fn(data, r, c, beta_lik=0.7)(theta)
     E_ref, g_ref = with_grad(posterior.energy_fn(data, r, c, beta_lik=0.7))(theta)
     assert torch.allclose(E, E_ref, rtol=1e-12, atol=0) and torch.allclose(g, g_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_summaries_equal_the_direct_loss_norms_and_biases():
+    from tms.bayes.posterior_point import summaries
+
+    r, c, G, C = 2, 6, 3, 5
+    X = torch.stack([sample_inputs(400, c, seed=g) for g in range(G)])
+    data = posterior.with_dims(sorted_data(X), 1)  # (G, 1, ...) against chains (T, G, C)
+    theta = 0.6 * torch.randn(4, G, C, r * c + c, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    got = summaries(theta, data, r, c)
+    W, b = unflatten_params(theta, r, c)
+    L = empirical_loss(W, b, X[None, :, None])  # the direct sum over every input
+    assert got.shape == (4, G, C, 2 * c + 1)
+    torch.testing.assert_close(got[..., 0], L, rtol=0, atol=1e-12)
+    norms = torch.stack([W[..., :, i].pow(2).sum(-1).sqrt() for i in range(c)], -1)
+    torch.testing.assert_close(got[..., 1 : c + 1], norms.sort(-1).values, rtol=0, atol=1e-14)
+    torch.testing.assert_close(got[..., c + 1 :], b.sort(-1).values, rtol=0, atol=0)

@@ -140,3 +140,27 @@ def test_stuck_chain_and_unequal_scale_are_flagged():
     assert "rhat" in d_stuck.flags and "ess_tail" in d_wide.flags
     iid = diagnostics.phase_diagnostics(rng.standard_normal((4, 1000, 2)), labels).phases["0"]
     assert iid.flags == () and iid.max_rhat < 1.01
+
+
+def test_ranks_equal_scipy_rankdata_exactly():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(5)
+    cases = [rng.standard_normal((3, 500)), rng.integers(0, 4, (2, 3, 300)).astype(float),
+             np.round(rng.standard_normal((4, 101)), 1), np.zeros((2, 7)), rng.standard_normal((1, 1))]
+    withnan = rng.standard_normal((3, 40))
+    withnan[1, 7] = np.nan
+    for x in cases + [withnan]:
+        np.testing.assert_array_equal(diagnostics._ranks(x), stats.rankdata(x, method="average", axis=-1))
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_rank_diagnostics_together_equal_each_alone(case):
+    x = _cases()[case]
+    together = diagnostics.rank_diagnostics(x)
+    alone = (diagnostics.rhat(x), diagnostics.ess_bulk(x), diagnostics.ess_tail(x))
+    for t, a in zip(together, alone):
+        np.testing.assert_array_equal(t, a)
+    one = x[..., :1, :]  # a single chain: R-hat undefined, the ESS as alone
+    r1 = diagnostics.rank_diagnostics(one)
+    assert np.all(np.isnan(r1[0]))
+    np.testing.assert_array_equal(r1[1], diagnostics.ess_bulk(one))

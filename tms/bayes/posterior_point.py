@@ -112,8 +112,7 @@ def _draw_records(recs: list[dict], phases: list[str]) -> tuple[list[dict], dict
         draws.append(kept)
         for v in ("loss", "energy"):
             x = kept[v] if kept[v].shape[-1] >= 4 else np.full((1, 4), np.nan)
-            for q in ("rhat", "ess_bulk", "ess_tail"):
-                val = float(getattr(diagnostics, q)(x))
+            for q, val in zip(("rhat", "ess_bulk", "ess_tail"), map(float, diagnostics.rank_diagnostics(x))):
                 diag[f"{q}_{v}"].append(val if np.isfinite(val) else None)
         diag["flags"].append(diagnostics.failing({k: v[-1] for k, v in diag.items() if k != "flags"}))
     return draws, diag

@@ -102,13 +102,29 @@ def ess(x, split: bool = True) -> np.ndarray:
     return np.where(np.isfinite(W) & (W > 0), out, np.nan)
 
 
+def _ranks(flat: np.ndarray) -> np.ndarray:
+    """Ranks 1..N over the last axis with ties averaged (scipy.stats.rankdata's "average",
+    the same numbers): (..., N) -> (..., N) float, NaN over a row holding a NaN."""
+    order = np.argsort(flat, axis=-1)  # any order among ties: their ranks are averaged
+    s = np.take_along_axis(flat, order, -1)
+    new = np.ones(flat.shape, dtype=bool)
+    new[..., 1:] = s[..., 1:] != s[..., :-1]  # a tie group starts
+    end = np.ones(flat.shape, dtype=bool)
+    end[..., :-1] = new[..., 1:]
+    idx = np.arange(flat.shape[-1])
+    first = np.maximum.accumulate(np.where(new, idx, 0), axis=-1)
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(end, idx, flat.shape[-1]), -1), axis=-1), -1)
+    out = np.empty(flat.shape)
+    np.put_along_axis(out, order, (first + last) / 2 + 1, -1)
+    return np.where(np.isnan(flat).any(-1, keepdims=True), np.nan, out)
+
+
 def _z_scale(x: np.ndarray) -> np.ndarray:
     """Normal scores of the ranks over the last two axes jointly (ties averaged): same shape."""
-    from scipy import stats  # ~1 s to import: loaded where R-hat is computed, not with tms
+    from scipy import special  # loaded where R-hat is computed, not with tms
 
     flat = x.reshape(x.shape[:-2] + (-1,))
-    rank = stats.rankdata(flat, method="average", axis=-1)
-    return stats.norm.ppf((rank - 0.375) / (flat.shape[-1] + 0.25)).reshape(x.shape)
+    return special.ndtri((_ranks(flat) - 0.375) / (flat.shape[-1] + 0.25)).reshape(x.shape)  # = norm.ppf
 
 
 def _classic_rhat(x: np.ndarray) -> np.ndarray:
@@ -164,15 +180,29 @@ def rhat(x) -> np.ndarray:
     if x.shape[-2] < 2:
         return np.full(x.shape[:-2], np.nan)
     s = _split(x)
+    return _nan_where_invalid(x, _rhat_of_split(s, _z_scale(s)))
+
+
+def _rhat_of_split(s: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """rhat's value from the split chains s and their rank z-scores z (both (..., 2m, n))."""
     med = np.median(s.reshape(s.shape[:-2] + (-1,)), -1)[..., None, None]
-    out = np.maximum(_classic_rhat(_z_scale(s)), _classic_rhat(_z_scale(np.abs(s - med))))
-    return _nan_where_invalid(x, out)
+    return np.maximum(_classic_rhat(z), _classic_rhat(_z_scale(np.abs(s - med))))
 
 
 def ess_bulk(x) -> np.ndarray:
     """Bulk ESS of samples (..., chains, draws) -> (...): ESS of the split chains' rank z-scores."""
     x = _as_np(x)
     return _nan_where_invalid(x, _geyer_ess(_z_scale(_split(x))))
+
+
+def rank_diagnostics(x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rhat, ess_bulk, ess_tail) of samples (..., chains, draws), each (...), the three
+    functions' numbers with the split chains' rank z-scores computed once."""
+    x = _as_np(x)
+    s = _split(x)
+    z = _z_scale(s)
+    rh = _rhat_of_split(s, z) if x.shape[-2] >= 2 else np.full(x.shape[:-2], np.nan)
+    return _nan_where_invalid(x, rh), _nan_where_invalid(x, _geyer_ess(z)), ess_tail(x)
 
 
 def ess_tail(x, prob: tuple[float, float] = (0.05, 0.95)) -> np.ndarray:
@@ -285,7 +315,7 @@ def _chain_group_diagnostics(v: np.ndarray) -> ChainGroupDiagnostics:
     """rank R-hat, bulk and tail ESS of (p, k, draws), worst over the p parameters, and flags."""
     def worst(a, fn):
         return float(fn(a)) if np.isfinite(a).any() else float("nan")
-    rh = worst(rhat(v), np.nanmax)
-    bulk, tail = worst(ess_bulk(v), np.nanmin), worst(ess_tail(v), np.nanmin)
+    rh, bulk, tail = rank_diagnostics(v)
+    rh, bulk, tail = worst(rh, np.nanmax), worst(bulk, np.nanmin), worst(tail, np.nanmin)
     flags = failing({"rhat": rh, "ess_bulk": bulk, "ess_tail": tail})
     return ChainGroupDiagnostics(v.shape[1], rh, bulk, tail, tuple(flags))

@@ -155,13 +155,19 @@ def _grad(theta: torch.Tensor, r: int, c: int) -> torch.Tensor:
     return flatten_params(gW, gb)
 
 
-def _lm_step(theta, g, mu, frozen, r: int, c: int):
-    """One damped Gauss-Newton step per start; frozen (A, d) coordinates do not move."""
+def _normal_equations(theta, g, frozen, r: int, c: int):
+    """(H^T H (A, d, d), H^T g (A, d, 1)) of the damped Gauss-Newton step at theta (A, d), with
+    H the exact Hessian; frozen (A, d) coordinates' rows and columns are the identity's."""
     H = population_hessian(*unflatten_params(theta, r, c))
     fz = frozen.to(H.dtype)
     H = H * (1 - fz).unsqueeze(-1) * (1 - fz).unsqueeze(-2) + torch.diag_embed(fz)
-    A = H.mT @ H + mu[:, None, None] * torch.eye(H.shape[-1], dtype=H.dtype)
-    step = -torch.linalg.solve(A, (H.mT @ g.unsqueeze(-1))).squeeze(-1)
+    return H.mT @ H, H.mT @ g.unsqueeze(-1)
+
+
+def _lm_step(theta, HtH, Htg, mu):
+    """One damped Gauss-Newton step per start: (H^T H + mu I) step = -H^T g, its length capped."""
+    A = HtH + mu[:, None, None] * torch.eye(HtH.shape[-1], dtype=HtH.dtype)
+    step = -torch.linalg.solve(A, Htg).squeeze(-1)
     step = torch.where(torch.isfinite(step).all(-1, keepdim=True), step, torch.zeros_like(step))
     return theta + step / step.norm(dim=-1, keepdim=True).clamp(min=MAX_STEP) * MAX_STEP
 
@@ -171,21 +177,30 @@ def solve_critical(theta: torch.Tensor, r: int, c: int, *, max_iter: int = 200,
     """Levenberg-Marquardt on grad L = 0 from every start: theta (N, d) -> (theta (N, d),
     |grad| (N,)). Each start has its own damping and stops on its own (|grad| < STOP_TOL or
     damping above MU_MAX), so its result does not depend on the batch. frozen (N, d) bool:
-    coordinates held fixed (their gradient entries are ignored)."""
+    coordinates held fixed (their gradient entries are ignored). A start whose step was
+    rejected keeps its normal equations (theta and g unchanged): only mu changes."""
     theta = theta.detach().clone()
     frozen = torch.zeros_like(theta, dtype=torch.bool) if frozen is None else frozen
     g = torch.where(frozen, 0.0, _grad(theta, r, c))
     mu = torch.full(theta.shape[:1], MU_START, dtype=theta.dtype)
+    n, d = theta.shape
+    HtH, Htg = theta.new_empty(n, d, d), theta.new_empty(n, d, 1)
+    stale = torch.ones(n, dtype=torch.bool)
     active = torch.nonzero(g.norm(dim=-1) > STOP_TOL).flatten()
     for _ in range(max_iter):
         if not len(active):
             break
-        new = _lm_step(theta[active], g[active], mu[active], frozen[active], r, c)
+        redo = active[stale[active]]
+        if len(redo):
+            HtH[redo], Htg[redo] = _normal_equations(theta[redo], g[redo], frozen[redo], r, c)
+            stale[redo] = False
+        new = _lm_step(theta[active], HtH[active], Htg[active], mu[active])
         g_new = torch.where(frozen[active], 0.0, _grad(new, r, c))
         better = g_new.norm(dim=-1) < g[active].norm(dim=-1)
         theta[active] = torch.where(better[:, None], new, theta[active])
         g[active] = torch.where(better[:, None], g_new, g[active])
         mu[active] = torch.where(better, mu[active] / 3, mu[active] * 4)
+        stale[active[better]] = True
         active = active[(g[active].norm(dim=-1) > STOP_TOL) & (mu[active] < MU_MAX)]
     return theta, g.norm(dim=-1)
 

@@ -14,8 +14,8 @@ Convergence (`solve_critical`): Levenberg-Marquardt on grad L = 0, i.e. least sq
 gradient with the exact Hessian H as its Jacobian: (H^T H + mu I) step = -H^T g, mu adapted
 per start. It goes to saddles as well as minima. Batched over starts (no loop over them); the
 Hessian is the closed form's (tms.theory.hessian: equal to the double-backward Hessian of the
-closed form, `batched_hessian`, to rounding, and about 10 times faster than the reverse-mode
-Jacobian of the analytic gradient it replaced).
+closed form, `batched_hessian`, to rounding; 7 times faster than the reverse-mode Jacobian of
+the analytic gradient it replaced at the census's 256 starts a chunk: benchmarks/bench_hessian.py).
 A point is kept when its gradient, re-evaluated by autograd of the closed form, is below
 GRAD_TOL after `canonicalise`: zero columns (|W_i| <= ZERO_TOL) are set to 0, the flat bias
 of a dead output (b_i <= -m_i, tms.theory.canonical) is set to the zoo's value (-1 for a zero

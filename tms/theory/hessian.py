@@ -70,9 +70,10 @@ def _second_derivatives(W: torch.Tensor, b: torch.Tensor):
     a = eye - G
     Fg = 2 * (bj * m2 - a * m3)
     g_own = torch.diagonal(G, dim1=-2, dim2=-1)
-    t = -b / torch.where(g_own > 0, g_own, torch.ones_like(g_own))
+    safe = torch.where(g_own > 0, g_own, torch.ones_like(g_own))
+    t = -b / safe
     inside = (g_own > 0) & (t >= 0) & (t <= 1)  # ends included, as autograd through clamp takes them
-    k = torch.where(inside, 2 * t / torch.where(g_own > 0, g_own, torch.ones_like(g_own)), torch.zeros_like(t))
+    k = torch.where(inside, 2 * t / safe, torch.zeros_like(t))
     # the moving lower end mu = t of the own output's active interval (module docstring)
     Fgg = 2 * m3 - torch.diag_embed(k * t * t)
     Fgb = 2 * m2 - torch.diag_embed(k * t)

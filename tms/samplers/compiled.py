@@ -158,7 +158,8 @@ def run_round(ch, keys, counts, n_ticks, energy_grad, prior_grad=None, beta=None
     info, accept_sum = np.zeros((4, N), np.int64), np.zeros(N)
     lanes, lanes_scratch, width = kernel.lanes or (None, None, GROUP)
     args = (groups(bound[0], width), theta, E, gE, _flat(keys, B, N, np.uint64), cnt, _STREAM,
-            _flat(beta, B, N, np.float64, 1.0), 1.0 if prior_grad is not None else 0.0, _flat(step_size, B, N, np.float64), da is not None, dav, lens,
+            _flat(beta, B, N, np.float64, 1.0), 1.0 if prior_grad is not None else 0.0,
+            _flat(step_size, B, N, np.float64), da is not None, dav, lens,
             int(n_ticks), bool(uturn), float(divergence), float(target_accept), int(restart_every), *bound,
             info, accept_sum, *(np.empty((N, d)) for _ in range(5)))
     serial, parallel = _round_kernels(kernel.energy, kernel.scratch, d, lanes, lanes_scratch)

@@ -192,7 +192,7 @@ def _make_group(d: int, scratch, lanes_scratch, evaluate, key: str):
 
     def group(g0, g1, theta, E, gE, keys, counts, stream_key, beta, prior, eps_fixed, use_da, da, lengths, n_ticks,
               uturn, divergence, target_accept, restart_every, didx, sc, data, info, accept_sum, x, q, x0, ge, gx):
-        """The round of chains g0 .. g1 - 1 (one data set, at most LANES) in lockstep: each
+        """The round of chains g0 .. g1 - 1 (one data set, at most the group width) in lockstep: each
         chain's tick is rounds.run_round's, the moving chains' energies one group call a tick."""
         nl, dset, work, wl = g1 - g0, didx[g0], scratch(), lanes_scratch()
         first, diverged, moving = np.ones(nl, np.bool_), np.zeros(nl, np.bool_), np.zeros(nl, np.bool_)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reference.quadrature import population_loss_quad
-from tms.core import io
+from tms.core import checks, io
 from tms.theory import canonical, phases, zoo
 from tms.theory import census as census_mod
 from tms.theory.census import Census, CensusSettings, census, census_starts, converge, solve_critical
@@ -184,6 +184,17 @@ def test_a_start_converges_alike_alone_and_in_any_batch():
     theta_all, g_all = converge(s.theta, 3, 7, 60)
     theta_one, g_one = converge(s.theta[3:4], 3, 7, 60)
     assert torch.equal(theta_all[3:4], theta_one) and torch.equal(g_all[3:4], g_one)
+
+
+def test_chunks_on_two_threads_give_the_census_of_one(tmp_path, monkeypatch):
+    few = CensusSettings(n_prior=6, n_gd=2, gd_steps=20, frames=False, max_iter=40)
+    monkeypatch.setattr(census_mod, "CHUNK", 5)  # several chunks, converged two at a time
+    with checks.kernel_threads_set(1):
+        one = census_mod._converge_chunks(census_starts(2, 5, few), 2, 5, few, None, False)
+    with checks.kernel_threads_set(2):
+        two = census_mod._converge_chunks(census_starts(2, 5, few), 2, 5, few, tmp_path / "c", False)
+    assert len(list((tmp_path / "c_starts").glob("chunk*.npz"))) > 2
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
 
 
 def test_solve_critical_holds_frozen_coordinates():

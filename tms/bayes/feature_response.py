@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from tms.bayes.influence import Influence, group_means, influence
+from tms.bayes.sample_losses import sample_losses as compiled_losses
 from tms.bayes.susceptibility import Susceptibility, as_draws, susceptibility
 from tms.core.settings import Settings, setting
 from tms.theory.loss import gram
@@ -85,7 +86,8 @@ def feature_population_losses(W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def sample_losses(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-    """Per-sample losses l_k = ||x_k - f(x_k)||^2 at every draw.
+    """Per-sample losses l_k = ||x_k - f(x_k)||^2 at every draw, by the batched forward pass
+    (differentiable; the reference of tms.bayes.sample_losses, which feature_response uses).
 
     W (..., D, r, c), b (..., D, c): D draws per data set; X (..., n, c) -> (..., D, n), the
     draws taken DRAW_CHUNK at a time (memory)."""
@@ -145,7 +147,7 @@ def _draw_quantities(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor) -> dict:
     the perturbations dL (C, T, c), the observables (C, T, c) and the feature counts (c,)."""
     C, T, r, c = W.shape
     features = active_features(X).numpy()
-    losses = sample_losses(W.reshape(C * T, r, c), b.reshape(C * T, c), X).reshape(C, T, -1).numpy()
+    losses = compiled_losses(W.reshape(C * T, r, c), b.reshape(C * T, c), X).reshape(C, T, -1)
     per_feature, counts = group_means(losses, features, c)
     if (counts == 0).any():
         raise ValueError(f"every data set needs inputs of every feature; feature counts {counts.tolist()}")

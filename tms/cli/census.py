@@ -29,7 +29,9 @@ def add_arguments(p) -> None:
     common.add_settings(p, census_command.CensusLLCSettings)
     p.add_argument("--out", default=None, help="result path (default results/census/r<r>_c<c>)")
     common.add_force(p)
-    p.add_argument("--threads", type=int, help="torch threads, 1..1024 (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of the run, 1..1024: chunks of starts converged at once, torch one thread each "
+                        "(default: every core); results do not depend on it")
     p.add_argument("--rows", type=int, default=40, help="points printed, lowest loss first (default 40)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
 

@@ -144,6 +144,13 @@ def kernel_threads() -> int | None:
     return _KERNEL_THREADS[0]
 
 
+def cores() -> int:
+    """Threads a run may use now: its count (kernel_threads), else every core this process may run on."""
+    k = kernel_threads()
+    return k if k is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+
+
 @contextlib.contextmanager
 def kernel_threads_set(k: int | None):
     """The compiled kernels use k threads inside the block (None: every core); restored after."""

@@ -57,7 +57,8 @@ def run(r: int = 3, c: int = 7, *, settings: CensusSettings = QUICK, out: str | 
     """The census at (r, c) with `settings` (and `changes`, e.g. n_prior=256), saved at `out`
     (default `default_out(r, c)`; reused there when its settings and package version match, and
     resumed chunk by chunk otherwise). device is checked and accepted: the census solves many
-    tiny float64 problems and runs on the CPU. threads: torch threads for the run (None: torch's).
+    tiny float64 problems and runs on the CPU. threads: chunks of starts converged at once, torch one
+    thread each (None: every core).
     A census of other settings at `out` is an error unless force=True (tms.core.io.claim_output).
     llc_points, llc_chains, llc_steps (CensusLLCSettings): the SGLD lambdas, saved at
     llc_path(out) and reused there with the same census and sampler settings."""
@@ -71,7 +72,7 @@ def run(r: int = 3, c: int = 7, *, settings: CensusSettings = QUICK, out: str | 
     io.claim_output(out, "census", dict(r=r, c=c, census=wanted.as_record()), force=force)
     if sgld.llc_points:
         io.claim_output(llc_path(out), "census", None, force=force)  # never another command's result
-    with checks.torch_threads(threads), io.recording_kind("census"):
+    with checks.torch_threads(threads, torch_cap=1), io.recording_kind("census"):
         cs = census(r, c, settings, out=out, progress=progress, **changes)
         llcs = point_llcs(cs, cs.points[:sgld.llc_points], sgld.llc_chains, sgld.llc_steps, cs.settings.seed,
                           out=llc_path(out)) if sgld.llc_points else []

@@ -35,6 +35,7 @@ reading is a Voronoi partition of the draws among the census minima.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -298,25 +299,29 @@ class Census:
 
 
 def _converge_chunks(starts: Starts, r: int, c: int, settings: CensusSettings, out, progress: bool):
-    """converge() over chunks of CHUNK starts; with out, each chunk is saved at
-    out_starts/chunkNNNN and reused on a rerun (io.reuse_problem): the census resumes."""
-    thetas, norms = [], []
+    """converge() over chunks of CHUNK starts, checks.cores() chunks at once (threads: torch's ops
+    release the GIL; a chunk's numbers do not depend on its thread); with out, each chunk is
+    saved at out_starts/chunkNNNN and reused on a rerun (io.reuse_problem): the census resumes."""
     n = len(starts.theta)
-    bar = progress_bar.bar(range(0, n, CHUNK), desc=f"census r={r} c={c} ({n} starts)", leave=False,
-                           disable=not progress)
-    for j, lo in enumerate(bar):
+
+    def chunk(j: int):
+        lo = j * CHUNK
         block = starts.theta[lo: lo + CHUNK]
         ident = dict(r=r, c=c, census=settings.as_record(), first=lo, count=len(block))
         path = None if out is None else Path(f"{out}_starts") / f"chunk{j:04d}"
         if path is not None and io.reuse_problem(path, ident) is None:
             arrays, _ = io.load_result(path)
-            theta, gnorm = torch.from_numpy(arrays["theta"]), torch.from_numpy(arrays["grad_norm"])
-        else:
-            theta, gnorm = converge(block, r, c, settings.max_iter)
-            if path is not None:
-                io.save_result(path, dict(theta=theta, grad_norm=gnorm), dict(settings=ident))
-        thetas.append(theta)
-        norms.append(gnorm)
+            return torch.from_numpy(arrays["theta"]), torch.from_numpy(arrays["grad_norm"])
+        theta, gnorm = converge(block, r, c, settings.max_iter)
+        if path is not None:
+            io.save_result(path, dict(theta=theta, grad_norm=gnorm), dict(settings=ident))
+        return theta, gnorm
+
+    count = -(-n // CHUNK)
+    with ThreadPoolExecutor(max_workers=max(1, min(checks.cores(), count))) as pool:
+        done = progress_bar.bar(pool.map(chunk, range(count)), total=count, desc=f"census r={r} c={c} ({n} starts)",
+                                leave=False, disable=not progress)
+        thetas, norms = zip(*done)
     return torch.cat(thetas), torch.cat(norms)
 
 

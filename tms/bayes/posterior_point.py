@@ -19,6 +19,7 @@ import torch
 
 from tms.core import inference, io
 from tms.samplers import diagnostics
+from tms.theory import loss_kernels
 from tms.theory.loss import SortedData, empirical_loss_sorted, unflatten_params
 from tms.theory.phases import classify
 
@@ -52,10 +53,13 @@ def summaries(theta: torch.Tensor, data: SortedData, r: int, c: int) -> torch.Te
     """Symmetry-invariant summaries for diagnostics: L_n, sorted column norms, sorted biases.
 
     theta (G, ..., d) -> (G, ..., 2c + 1). Invariant under O(2) and feature permutations,
-    so chains in the same phase but different symmetric copies are comparable.
+    so chains in the same phase but different symmetric copies are comparable. L_n by the
+    compiled kernel on CPU float64 (tms.theory.loss_kernels.fused_flat: the eager loss to
+    rounding, ~10x faster), else the eager loss.
     """
     W, b = unflatten_params(theta, r, c)
-    L = empirical_loss_sorted(W, b, data).unsqueeze(-1)
+    fused = theta.device.type == data.mu.device.type == "cpu" and theta.dtype == data.mu.dtype == torch.float64
+    L = (loss_kernels.fused_flat(theta, r, c, data)[0] if fused else empirical_loss_sorted(W, b, data)).unsqueeze(-1)
     norms = W.norm(dim=-2).sort(-1).values
     return torch.cat([L, norms, b.sort(-1).values], -1)
 

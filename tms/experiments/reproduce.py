@@ -12,25 +12,11 @@ Stages (docs/SPEC.md sections in brackets):
   susceptibility  feature susceptibilities and the BIF from the posterior stages' draws (SPEC 7)
   report        REPORT.md beside the figures, from the saved results (always rewritten)
 
-Reuse. A stage's marker OUT/stages/NAME.json holds its identity: the settings that change its
-numbers (scale settings, seed, grid, the inputs it takes from earlier stages, the package
-version), never a path, so a moved or copied results folder, or a relative instead of an
-absolute path, is reused as it is. A finished stage is reused only after every result file it
-listed passes tms.core.io.check_result and still has the checksum it had when the stage ended; a
-missing or damaged file is reported and its piece recomputed (one n of a posterior stage,
-the other n kept). A stage interrupted mid-way (marker "running") resumes over its saved
-pieces; changed settings or force=True clear the stage's results first. Figures are drawn
-from the saved results after the stage, and redrawn when reused if a figure is missing or
-differs from the one the stage drew (another figures folder).
+Reuse: tms.experiments.stages (a finished stage is reused while its settings and files hold).
 """
 from __future__ import annotations
 
-import contextvars
 import functools
-import hashlib
-import shutil
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -45,6 +31,7 @@ from tms.dynamics.train import TrainSettings
 from tms.experiments import free_energy as free_energy_run
 from tms.experiments import posterior as posterior_run
 from tms.experiments import beyond_r2, train, transitions
+from tms.experiments.stages import Pipeline, Stage
 from tms.experiments import susceptibility as susceptibility_run
 from tms.theory import zoo
 from tms.llc import zoo as llc_zoo
@@ -90,165 +77,6 @@ SCALES = {
 }
 
 
-# ---- stages: identity, integrity, reuse ----------------------------------------------------------
-
-
-def _result_stems(out: Path, paths: list[Path]) -> list[Path]:
-    """Every result (a .json with its .npz) under the stage's paths, as stems."""
-    found = []
-    for p in paths:
-        jsons = sorted(p.rglob("*.json")) if p.is_dir() else [p.with_suffix(".json")]
-        found += [j.with_suffix("") for j in jsons if j.is_file() and j.with_suffix(".npz").is_file()]
-    return found
-
-
-def _digest(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
-class _Stage(NamedTuple):
-    """One stage: its name, identity (JSON), the result paths it owns (files or folders),
-    compute() (resumes over what is on disk) and draw, None or a picklable job (figures from
-    the saved results, drawn in the background: tms.report.background; returns their paths)."""
-
-    name: str
-    identity: dict
-    paths: list[Path]
-    compute: Callable[[], None]
-    draw: Callable[[], list[Path]] | None = None
-
-
-def _clear(paths: list[Path]) -> None:
-    """Remove a stage's results: folders whole, result stems as their .npz and .json."""
-    for p in paths:
-        if p.is_dir():
-            shutil.rmtree(p)
-        for f in (p.with_suffix(".npz"), p.with_suffix(".json")) if not p.is_dir() else ():
-            f.unlink(missing_ok=True)
-
-
-class _Pipeline:
-    """Runs stages over one results folder `out` and figures folder `figs` (see the module
-    docstring); `status` maps each stage to reused | ran | resumed | repaired."""
-
-    def __init__(self, out: Path, figs: Path, force: bool, log: Callable[[str], None],
-                 queue: background.FigureQueue):
-        self.out, self.figs, self.force, self.log, self.queue = out, figs, force, log, queue
-        self.status: dict[str, str] = {}
-
-    def _marker(self, name: str) -> Path:
-        return self.out / "stages" / f"{name}.json"
-
-    def _load_marker(self, name: str) -> dict:
-        try:
-            rec = io.load_json(self._marker(name)) if self._marker(name).exists() else {}
-        except ValueError:  # a damaged marker is not trusted: the stage runs again
-            rec = {}
-        return rec if isinstance(rec, dict) else {}
-
-    def problems(self, rec: dict) -> list[tuple[Path, str]]:
-        """(stem, what is wrong) for each result a finished stage listed that is missing,
-        damaged (tms.core.io.check_result) or not the one the stage wrote (checksum)."""
-        bad = []
-        for rel, sha in sorted(rec.get("files", {}).items()):
-            stem = self.out / rel
-            why = io.check_result(stem)
-            if why is None and io.json_digest(stem) != sha:
-                why = f"{stem}.json is not the result this stage wrote (checksum differs)"
-            if why is not None:
-                bad.append((stem, why))
-        return bad
-
-    def _figures_stale(self, rec: dict) -> bool:
-        figs = rec.get("figures")
-        return not isinstance(figs, dict) or any(_digest(self.figs / f) != sha for f, sha in figs.items())
-
-    def _finish(self, st: _Stage, ident: dict, seconds: float | None, rec: dict | None = None) -> None:
-        """Write the marker "done" with the files' checksums, its figures pending (None: a run
-        stopped before they are drawn redraws them), and queue the figures; their checksums
-        join the marker once they are drawn."""
-        if rec is None:
-            files = {str(s.relative_to(self.out)): io.json_digest(s) for s in _result_stems(self.out, st.paths)}
-            rec = dict(files=files, seconds=round(seconds, 1), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
-        rec = dict(rec, settings=ident, status="done")
-        io.save_json(self._marker(st.name), dict(rec, figures=None if st.draw is not None else {}))
-
-        def drawn(paths: list[Path]) -> None:
-            figures = {str(Path(f).resolve().relative_to(self.figs.resolve())): _digest(Path(f)) for f in paths}
-            io.save_json(self._marker(st.name), dict(rec, figures=figures))
-
-        if st.draw is not None:
-            self.queue.submit(st.draw, drawn)
-
-    def _start(self, st: _Stage) -> tuple[dict, str] | None:
-        """Reuse the stage (None) or prepare it to compute: (identity, mode)."""
-        ident = io.jsonable(dict(st.identity, package_version=io.package_version()))
-        rec = self._load_marker(st.name)
-        same = not self.force and rec.get("settings") == ident
-        if same and rec.get("status") == "done":
-            bad = self.problems(rec)
-            if not bad:
-                redraw = self._figures_stale(rec)
-                if redraw:
-                    self._finish(st, ident, None, rec)
-                self.log(f"[{st.name}] reused (settings unchanged, files intact{'; figures redrawn' if redraw else ''})")
-                self.status[st.name] = "reused"
-                return None
-            for stem, why in bad:
-                self.log(f"[{st.name}] {why}; recomputing {stem.name}")
-                _clear([stem])
-            mode = "repaired"
-        elif same and rec.get("status") == "running":
-            mode = "resumed"
-        else:
-            _clear(st.paths)  # new, changed or forced: start clean so nothing old is mixed in
-            mode = "ran"
-        io.save_json(self._marker(st.name), dict(settings=ident, status="running"))
-        self.log(f"[{st.name}] {dict(ran='running', resumed='resuming', repaired='repairing')[mode]} ...")
-        return ident, mode
-
-    def _end(self, st: _Stage, ident: dict, mode: str, t0: float) -> None:
-        self._finish(st, ident, time.perf_counter() - t0)
-        self.status[st.name] = mode
-        self.log(f"[{st.name}] done in {time.perf_counter() - t0:.0f} s")
-
-    def run(self, st: _Stage) -> None:
-        started = self._start(st)
-        if started is not None:
-            t0 = time.perf_counter()
-            st.compute()
-            self._end(st, *started, t0)
-
-    def run_together(self, stages: list[_Stage]) -> None:
-        """Stages that do not depend on each other, computed at once: each in a thread that
-        mostly waits on its Dask tasks (a cluster is attached); then, here, their figures and
-        markers one by one (pyplot is not thread-safe). A failure stops the group."""
-        todo = [(st, s) for st in stages if (s := self._start(st)) is not None]
-        errors: list[BaseException] = []
-
-        def work(st: _Stage) -> None:
-            try:
-                st.compute()
-            except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
-                errors.append(err)
-
-        t0 = time.perf_counter()
-        # not daemons: after Ctrl-C the cluster closes, their waits fail and they end cleanly
-        threads = [threading.Thread(target=contextvars.copy_context().run, args=(work, st)) for st, _ in todo]
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():  # short joins: Ctrl-C reaches this thread meanwhile
-                t.join(0.2)
-        if errors:
-            raise errors[0]
-        for st, (ident, mode) in todo:
-            self._end(st, ident, mode, t0)
-
-
 class _Ctx(NamedTuple):
     """What the stage builders need: folders, this scale's settings, seed, device, progress."""
 
@@ -273,7 +101,7 @@ def _transition_figures(train_path: Path, tr_path: Path, fig_dir: Path) -> list[
     return [fig_dir / "sgd_trajectory.png", fig_dir / "sgd_many.png"]
 
 
-def _zoo_stages(x: _Ctx) -> list[_Stage]:
+def _zoo_stages(x: _Ctx) -> list[Stage]:
     """The zoo of c = 4, 5, 6 (SPEC 2), and SGLD lambdas where the zoo has none (SPEC 5)."""
     def zoo_compute():
         for c in CS:
@@ -290,11 +118,11 @@ def _zoo_stages(x: _Ctx) -> list[_Stage]:
                 io.save_result(path, {}, llc_zoo.zoo_llc(c, seed=x.seed, **zl).as_record())
 
     zoo_draw = background.calls(*((_zoo_figure, x.out, x.figs, c) for c in CS))
-    return [_Stage("zoo", dict(cs=CS), [x.out / "zoo"], zoo_compute, zoo_draw),
-            _Stage("zoo_llc", dict(zl, seed=x.seed, cs=CS), [x.out / "zoo_llc"], zoo_llc_compute)]
+    return [Stage("zoo", dict(cs=CS), [x.out / "zoo"], zoo_compute, zoo_draw),
+            Stage("zoo_llc", dict(zl, seed=x.seed, cs=CS), [x.out / "zoo_llc"], zoo_llc_compute)]
 
 
-def _posterior_stage(x: _Ctx, c: int) -> _Stage:
+def _posterior_stage(x: _Ctx, c: int) -> Stage:
     """Posterior phase mass against n at c (SPEC 3), with the zoo_llc lambdas for the 4-gons."""
     pc = x.cfg["posterior"]
     usable = io.load_json(x.out / "zoo_llc" / f"zoo_llc_c{c}.json")["usable"]
@@ -309,10 +137,10 @@ def _posterior_stage(x: _Ctx, c: int) -> _Stage:
 
     draw = background.calls((plot_phase_sweep, run_dir / f"summary_c{c}", x.figs / f"posterior_c{c}.png"))
     ident = dict(c=c, ns=ns, scale=pc["scale"], settings=pc["settings"], seed=x.seed, llcs=llcs)
-    return _Stage(f"posterior_c{c}", ident, [folder], compute, draw)
+    return Stage(f"posterior_c{c}", ident, [folder], compute, draw)
 
 
-def _sgd_stages(x: _Ctx, init: str, sub: str) -> list[_Stage]:
+def _sgd_stages(x: _Ctx, init: str, sub: str) -> list[Stage]:
     """SGD runs from one start and their transition analysis (SPEC 4)."""
     tc = x.cfg[f"train{sub}"].replace(init=init, seed=x.seed)
     trc = x.cfg["transitions"].replace(seed=x.seed)
@@ -330,13 +158,13 @@ def _sgd_stages(x: _Ctx, init: str, sub: str) -> list[_Stage]:
     tr_draw = background.calls((_transition_figures, train_path, tr_path, fig_dir))
     t_ident = dict(settings=tc)
     train_paths = [train_path, train_path.with_name("train_partial"), train_path.with_name("train_blocks")]
-    return [_Stage(f"train{sub}", t_ident, train_paths, train_compute),
-            _Stage(f"transitions{sub}", dict(settings=trc, train=tc),
+    return [Stage(f"train{sub}", t_ident, train_paths, train_compute),
+            Stage(f"transitions{sub}", dict(settings=trc, train=tc),
                    [tr_path, tr_path.with_name("train_transitions_llc"),
                     tr_path.with_name("train_transitions_llc_blocks")], tr_compute, tr_draw)]
 
 
-def _free_energy_stage(x: _Ctx) -> _Stage:
+def _free_energy_stage(x: _Ctx) -> Stage:
     """Measured free energies of the c = 6 phases and the terms that move n_c (SPEC 3)."""
     fc = x.cfg["free_energy"]
     run_dir = x.out / "free_energy" / f"c6_quick_b1_s{x.seed}"
@@ -350,10 +178,10 @@ def _free_energy_stage(x: _Ctx) -> _Stage:
 
     draw = background.calls((functools.partial(plot_free_energy, reading="zoo"), summary, x.figs / "free_energy_c6.png"))
     ident = dict(ns=fc.get("ns"), settings=fc["settings"], c=6, seed=x.seed)
-    return _Stage("free_energy", ident, [x.out / "free_energy"], compute, draw)
+    return Stage("free_energy", ident, [x.out / "free_energy"], compute, draw)
 
 
-def _susceptibility_stage(x: _Ctx) -> _Stage:
+def _susceptibility_stage(x: _Ctx) -> Stage:
     """Feature susceptibilities and the BIF at every c from the posterior stages' saved draws (SPEC 7)."""
     pc, settings = x.cfg["posterior"], susceptibility_run.QUICK
     folder = x.out / "susceptibility"
@@ -368,11 +196,11 @@ def _susceptibility_stage(x: _Ctx) -> _Stage:
                               for c in CS))
     posterior = {c: dict(ns=list(pc["ns"].get(c, posterior_run.posterior_grid(c, pc["scale"]))), scale=pc["scale"],
                          settings=pc["settings"]) for c in CS}
-    return _Stage("susceptibility", dict(settings=settings, posterior=posterior, seed=x.seed, cs=CS), [folder],
+    return Stage("susceptibility", dict(settings=settings, posterior=posterior, seed=x.seed, cs=CS), [folder],
                   compute, draw)
 
 
-def _beyond_r2_stage(x: _Ctx) -> _Stage:
+def _beyond_r2_stage(x: _Ctx) -> Stage:
     """The r = 3 study (docs/beyond_r2.md): census, SGLD lambdas, posterior and SGD at r = 3, c = 7."""
     settings = x.cfg["beyond_r2"].replace(seed=x.seed)
     folder = x.out / "beyond_r2"
@@ -380,7 +208,7 @@ def _beyond_r2_stage(x: _Ctx) -> _Stage:
     def compute():
         beyond_r2.run(settings, out=folder, progress=x.progress)
 
-    return _Stage("beyond_r2", dict(settings=settings), [folder], compute,
+    return Stage("beyond_r2", dict(settings=settings), [folder], compute,
                   background.calls((plot_beyond_r2, folder, x.figs / "beyond_r2")))
 
 
@@ -423,7 +251,7 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
     figs.mkdir(parents=True, exist_ok=True)
     cluster.check_cluster(scheduler, workers)
     queue = background.FigureQueue(background=figures_in_background)
-    pipe = _Pipeline(out, figs, force, log or (lambda _: None), queue)
+    pipe = Pipeline(out, figs, force, log or (lambda _: None), queue)
     with io.recording_device(dev), checks.torch_threads(threads, torch_cap=1), queue, \
             cluster.session(scheduler, workers) as where:
         x = _Ctx(out, figs, SCALES[scale], seed, dev, progress, where)

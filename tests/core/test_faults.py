@@ -225,11 +225,14 @@ def test_reproduce_killed_by_any_signal_resumes_to_the_uninterrupted_result(repr
 
 
 def test_the_public_function_gives_what_the_command_gives(reproduce_ref, tmp_path):
+    """... with the stages beside the posterior ones in a second process (the command's tiny
+    scale runs them one after another): the same numbers."""
     ref, _ = reproduce_ref
     before = torch.get_default_dtype()
     torch.set_default_dtype(torch.float32)  # the command's (conftest sets float64; free_energy's wall rates follow it)
     try:
-        res = reproduce.run("tiny", seed=3, out=tmp_path / "res", figures=tmp_path / "figs", log=None)
+        res = reproduce.run("tiny", seed=3, out=tmp_path / "res", figures=tmp_path / "figs", log=None,
+                            stages_aside=True)
     finally:
         torch.set_default_dtype(before)
     assert set(res.stages.values()) == {"ran"} and len(res.stages) == 11

@@ -137,24 +137,39 @@ def threads(x, name: str = "--threads") -> int | None:
 
 
 _KERNEL_THREADS: list = [None]  # threads of the compiled kernels now (None: every core)
+_RESERVED: list = [0]  # threads left to a process computing beside this one (reserve_threads)
 
 
 def kernel_threads() -> int | None:
-    """Threads the compiled kernels (tms.samplers.compiled) may use now; None: every core."""
-    return _KERNEL_THREADS[0]
+    """Threads the compiled kernels (tms.samplers.compiled) may use now (None: every core), less
+    those reserved for a process computing beside this one (`reserve_threads`)."""
+    k = _KERNEL_THREADS[0]
+    return k if not _RESERVED[0] else max(1, (k if k is not None else _all_cores()) - _RESERVED[0])
+
+
+def reserve_threads(k: int) -> None:
+    """Leave k threads of the run's count to a process computing beside this one (0: none);
+    any thread may call it (a lane's end releases its thread from a pool's result thread)."""
+    _RESERVED[0] = k
+
+
+def _all_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def cores() -> int:
     """Threads a run may use now: its count (kernel_threads), else every core this process may run on."""
     k = kernel_threads()
-    return k if k is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        (os.cpu_count() or 1)
+    return k if k is not None else _all_cores()
 
 
 @contextlib.contextmanager
 def kernel_threads_set(k: int | None):
-    """The compiled kernels use k threads inside the block (None: every core); restored after."""
-    before, _KERNEL_THREADS[0] = _KERNEL_THREADS[0], k
+    """The compiled kernels use k threads inside the block (None: the enclosing block's count,
+    every core at the top, so a run called inside another keeps its limit); restored after."""
+    before = _KERNEL_THREADS[0]
+    if k is not None:
+        _KERNEL_THREADS[0] = k
     try:
         yield
     finally:
@@ -163,10 +178,10 @@ def kernel_threads_set(k: int | None):
 
 @contextlib.contextmanager
 def torch_threads(k: int | None, torch_cap: int | None = None):
-    """A run's threads inside the block: the compiled kernels use k (None: every core); torch
-    uses k capped at torch_cap (e.g. 1 where its work is many small ops: its idle OpenMP
-    threads would spin on the cores the compiled kernels use), else its own choice. The
-    caller's counts are restored. Results do not depend on either count."""
+    """A run's threads inside the block: the compiled kernels use k (None: the enclosing run's,
+    every core at the top); torch uses k capped at torch_cap (e.g. 1 where its work is many
+    small ops: its idle OpenMP threads would spin on the cores the compiled kernels use), else
+    its own choice. The caller's counts are restored. Results do not depend on either count."""
     before = torch.get_num_threads()
     want = k if torch_cap is None else torch_cap if k is None else min(k, torch_cap)
     if want is not None:

@@ -31,6 +31,7 @@ from tms.dynamics.train import TrainSettings
 from tms.experiments import free_energy as free_energy_run
 from tms.experiments import posterior as posterior_run
 from tms.experiments import beyond_r2, train, transitions
+from tms.experiments import stages
 from tms.experiments.stages import Pipeline, Stage
 from tms.experiments import susceptibility as susceptibility_run
 from tms.theory import zoo
@@ -131,10 +132,8 @@ def _posterior_stage(x: _Ctx, c: int) -> Stage:
     folder = x.out / f"posterior_c{c}"
     run_dir = posterior_run.posterior_run_dir(folder, c, pc["scale"], 1.0, x.seed)
 
-    def compute():
-        posterior_run.run(c, ns, pc["settings"], scale=pc["scale"], seed=x.seed, out=folder, figure=None, llcs=llcs,
-                          device=x.device, progress=x.progress, **(x.where or {}))
-
+    compute = functools.partial(posterior_run.run, c, ns, pc["settings"], scale=pc["scale"], seed=x.seed, out=folder,
+                                figure=None, llcs=llcs, device=x.device, progress=x.progress, **(x.where or {}))
     draw = background.calls((plot_phase_sweep, run_dir / f"summary_c{c}", x.figs / f"posterior_c{c}.png"))
     ident = dict(c=c, ns=ns, scale=pc["scale"], settings=pc["settings"], seed=x.seed, llcs=llcs)
     return Stage(f"posterior_c{c}", ident, [folder], compute, draw)
@@ -148,12 +147,11 @@ def _sgd_stages(x: _Ctx, init: str, sub: str) -> list[Stage]:
     tr_path = train_path.with_name("train_transitions")
     fig_dir = x.figs / "random" if sub else x.figs
 
-    def train_compute():
-        dynamics_tasks.train_sgd(tc, path=train_path, device=x.device, progress=x.progress, **(x.where or {}))
-
-    def tr_compute():
-        transitions.run(str(train_path), trc, out=str(tr_path), figures=None, device=x.device, progress=x.progress,
-                        **(x.where or {}))
+    where = x.where or {}
+    train_compute = functools.partial(dynamics_tasks.train_sgd, tc, path=train_path, device=x.device,
+                                      progress=x.progress, **where)
+    tr_compute = functools.partial(transitions.run, str(train_path), trc, out=str(tr_path), figures=None,
+                                   device=x.device, progress=x.progress, **where)
 
     tr_draw = background.calls((_transition_figures, train_path, tr_path, fig_dir))
     t_ident = dict(settings=tc)
@@ -164,18 +162,20 @@ def _sgd_stages(x: _Ctx, init: str, sub: str) -> list[Stage]:
                     tr_path.with_name("train_transitions_llc_blocks")], tr_compute, tr_draw)]
 
 
+def _free_energy_compute(fc: dict, seed: int, run_dir: Path, progress: bool, device: str) -> None:
+    res = free_energy.measure(6, fc.get("ns"), fc["settings"], seed=seed, out_dir=run_dir, progress=progress,
+                              device=device)
+    res.settings["reading"] = "zoo"
+    free_energy.save_summary(run_dir / "summary_c6", res)
+
+
 def _free_energy_stage(x: _Ctx) -> Stage:
     """Measured free energies of the c = 6 phases and the terms that move n_c (SPEC 3)."""
     fc = x.cfg["free_energy"]
     run_dir = x.out / "free_energy" / f"c6_quick_b1_s{x.seed}"
     summary = run_dir / "summary_c6"
 
-    def compute():
-        res = free_energy.measure(6, fc.get("ns"), fc["settings"], seed=x.seed, out_dir=run_dir, progress=x.progress,
-                                  device=x.device)
-        res.settings["reading"] = "zoo"
-        free_energy.save_summary(summary, res)
-
+    compute = functools.partial(_free_energy_compute, fc, x.seed, run_dir, x.progress, x.device)
     draw = background.calls((functools.partial(plot_free_energy, reading="zoo"), summary, x.figs / "free_energy_c6.png"))
     ident = dict(ns=fc.get("ns"), settings=fc["settings"], c=6, seed=x.seed)
     return Stage("free_energy", ident, [x.out / "free_energy"], compute, draw)
@@ -205,9 +205,7 @@ def _beyond_r2_stage(x: _Ctx) -> Stage:
     settings = x.cfg["beyond_r2"].replace(seed=x.seed)
     folder = x.out / "beyond_r2"
 
-    def compute():
-        beyond_r2.run(settings, out=folder, progress=x.progress)
-
+    compute = functools.partial(beyond_r2.run, settings, out=folder, progress=x.progress)
     return Stage("beyond_r2", dict(settings=settings), [folder], compute,
                   background.calls((plot_beyond_r2, folder, x.figs / "beyond_r2")))
 
@@ -229,7 +227,7 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
         figures: str | Path = "results/figures", device: str | torch.device = "cpu", force: bool = False,
         threads: int | None = None, progress: bool = False, log: Callable[[str], None] | None = print,
         scheduler: str | None = None, workers: int | None = None,
-        figures_in_background: bool = True) -> ReproduceRun:
+        figures_in_background: bool = True, stages_aside: bool | None = None) -> ReproduceRun:
     """Every stage of the lab at scale tiny | quick | full (SCALES), results under `out`,
     figures and REPORT.md in `figures`; finished stages are reused (module docstring).
 
@@ -241,7 +239,12 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
     the stages that do not depend on each other (the three posterior sweeps and both
     trainings, then both transition analyses) at once. figures_in_background: a stage's
     figures are drawn in a worker process while the next stages compute
-    (tms.report.background), else here, after the stage. Returns a ReproduceRun.
+    (tms.report.background), else here, after the stage. stages_aside: on the CPU, with no
+    cluster and two threads or more, the r = 3 study, the c = 4 posterior, free energies, SGD
+    and its transitions run in a second process on one thread while the other posterior stages
+    take the other threads here (tms.experiments.stages.Pipeline.run_beside): both cores stay
+    busy through the sampler's bookkeeping (None: at the full scale; at the smaller ones the
+    second process's start-up, a few seconds, costs more than it saves). Returns a ReproduceRun.
     """
     checks.scale(scale, SCALE_NAMES)
     seed, threads = checks.seed(seed, "seed"), checks.threads(threads, "threads")
@@ -250,25 +253,34 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
     out.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
     cluster.check_cluster(scheduler, workers)
-    queue = background.FigureQueue(background=figures_in_background)
-    pipe = Pipeline(out, figs, force, log or (lambda _: None), queue)
-    with io.recording_device(dev), checks.torch_threads(threads, torch_cap=1), queue, \
+    queue = background.JobQueue(background=figures_in_background)
+    lane = background.JobQueue(quiet=False, shared=stages.claims())
+    pipe = Pipeline(out, figs, force, log or (lambda _: None), queue, lane)
+    with io.recording_device(dev), checks.torch_threads(threads, torch_cap=1), queue, lane, \
             cluster.session(scheduler, workers) as where:
         x = _Ctx(out, figs, SCALES[scale], seed, dev, progress, where)
+        aside = (scale == "full" if stages_aside is None else stages_aside) and where.get("scheduler") is None \
+            and dev == "cpu" and checks.cores() >= 2
+        if aside:
+            pipe.start_lane((__name__,))  # its imports meanwhile
         for st in _zoo_stages(x):
             pipe.run(st)
         posterior_st = [_posterior_stage(x, c) for c in CS]  # each reads the zoo_llc results
-        (train_st, tr_st), (rtrain_st, rtr_st) = _sgd_stages(x, "4gon", ""), _sgd_stages(x, "random", "_random")
-        if where.get("scheduler") is None:  # in-process: one stage after another
-            for st in posterior_st + [train_st, tr_st, rtrain_st, rtr_st]:
+        xa = x._replace(progress=x.progress and not aside)  # one process's progress bars on the terminal
+        sgd_st = _sgd_stages(xa, "4gon", "") + _sgd_stages(xa, "random", "_random")
+        later = [_free_energy_stage(xa)] + ([_beyond_r2_stage(xa)] if x.cfg.get("beyond_r2") is not None else [])
+        if aside:  # the lane takes the largest units first; what it has not reached runs here at the end
+            units = [[st] for st in later[1:]] + [[_posterior_stage(xa, CS[0])], later[:1], sgd_st[:2], sgd_st[2:]]
+            pipe.run_beside(units, posterior_st[1:], dev)
+            pipe.run(_susceptibility_stage(x))  # after every posterior stage
+        elif where.get("scheduler") is None:  # one stage after another
+            for st in posterior_st + sgd_st + later[:1] + [_susceptibility_stage(x)] + later[1:]:
                 pipe.run(st)
         else:  # on a cluster: independent stages feed it at once
-            pipe.run_together(posterior_st + [train_st, rtrain_st])
-            pipe.run_together([tr_st, rtr_st])
-        pipe.run(_free_energy_stage(x))
-        pipe.run(_susceptibility_stage(x))
-        if x.cfg.get("beyond_r2") is not None:
-            pipe.run(_beyond_r2_stage(x))
+            pipe.run_together(posterior_st + sgd_st[::2])
+            pipe.run_together(sgd_st[1::2])
+            for st in later[:1] + [_susceptibility_stage(x)] + later[1:]:
+                pipe.run(st)
         queue.wait()  # every figure drawn before the report that shows them
         report = write_report(out, figs, scale=scale, seed=seed, cs=CS)  # cheap: always rewritten
     return ReproduceRun(scale=scale, seed=seed, out=out, figures=figs, report=report, stages=dict(pipe.status))

@@ -1,4 +1,5 @@
-"""Figures drawn in a worker process while the computing goes on (`tms reproduce`).
+"""Jobs in a worker process while the computing goes on (`tms reproduce`): its figures, and
+the stages that need nothing still to run in the main process (tms.experiments.stages).
 
 A figure is drawn from saved results only, so it needs nothing of the process that made them:
 a job is a picklable callable (a module-level function with its arguments, functools.partial)
@@ -43,33 +44,54 @@ def _watch_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _worker_init(parent: int) -> None:
+_SHARED = None  # in a worker: the object its queue was made with (JobQueue(shared=...))
+
+
+def shared():
+    """In a worker: the `shared` object of its JobQueue (a synchronised value, say), else None."""
+    return _SHARED
+
+
+def _worker_init(parent: int, quiet: bool, value=None) -> None:
     """One torch thread (a figure's tensors are small; the cores are the computing's); output
     to the null device, so a reader of the command's output is not kept waiting by the worker
-    (a job's error comes back with its result); a watchdog on the parent."""
+    (a job's error comes back with its result), its warnings too where quiet; a watchdog on
+    the parent."""
+    global _SHARED
+    _SHARED = value
     torch.set_num_threads(1)
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
-    os.dup2(null, 2)
+    if quiet:
+        os.dup2(null, 2)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
-class FigureQueue:
-    """Figure jobs in one background process (module docstring); use as a context manager."""
+class JobQueue:
+    """Jobs in one background process, in order (module docstring); use as a context manager.
+    quiet: the worker's stderr (warnings) to the null device too. shared: an object the worker
+    inherits (`shared()` there; e.g. a multiprocessing Value of the spawn context, which cannot
+    travel with a job)."""
 
-    def __init__(self, background: bool = True):
-        self.background = background
+    def __init__(self, background: bool = True, quiet: bool = True, shared=None):
+        self.background, self.quiet, self.shared = background, quiet, shared
         self._pool = None
         self._pending: list[tuple[AsyncResult, Callable[[list[Path]], None]]] = []
 
-    def submit(self, job: Callable[[], list[Path]], then: Callable[[list[Path]], None]) -> None:
-        """Draw job() (returns its figure paths); then(paths) runs here once it has finished."""
+    def submit(self, job: Callable[[], object], then: Callable[[object], None],
+               ready: Callable[[object], None] | None = None) -> None:
+        """Run job() (a figure job returns its paths); then(its result) runs here once it has
+        finished; ready(its result or error), if given, in the pool's result thread as soon as it has."""
         if not self.background:
             then(job())
             return
         if self._pool is None:
-            self._pool = multiprocessing.get_context("spawn").Pool(1, _worker_init, (os.getpid(),))
-        self._pending.append((self._pool.apply_async(job), then))
+            self._pool = multiprocessing.get_context("spawn").Pool(1, _worker_init, (os.getpid(), self.quiet, self.shared))
+        self._pending.append((self._pool.apply_async(job, callback=ready, error_callback=ready), then))
+        self.collect()
+
+    def collect(self) -> None:
+        """Run `then` of the jobs finished so far, in order (never waits)."""
         self._collect(block=False)
 
     def _collect(self, block: bool) -> None:
@@ -79,10 +101,10 @@ class FigureQueue:
             then(result.get())
 
     def wait(self) -> None:
-        """Every submitted figure drawn and its `then` run."""
+        """Every submitted job done and its `then` run."""
         self._collect(block=True)
 
-    def __enter__(self) -> FigureQueue:
+    def __enter__(self) -> JobQueue:
         return self
 
     def __exit__(self, kind, err, tb) -> None:
@@ -93,7 +115,7 @@ class FigureQueue:
             if self._pool is not None:
                 if kind is None:
                     self._pool.close()
-                else:  # after an error or an interrupt: the unfinished figures are dropped at once
+                else:  # after an error or an interrupt: the unfinished jobs are dropped at once
                     self._pool.terminate()
                 self._pool.join()
                 self._pool = None

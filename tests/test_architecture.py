@@ -30,6 +30,8 @@ LAZY = {("theory/loss.py", "tms.theory"): "numba compiles on first use; the eage
         ("samplers/compiled.py", "tms.samplers"): "numba compiles the round where one runs; the torch path works without it",
         ("samplers/compiled_sgld.py", "tms.samplers"): "numba compiles the SGLD steps where they run; the torch step "
                                                        "works without it",
+        ("bayes/feature_response.py", "tms.bayes"): "numba compiles the per-sample losses where they run; the "
+                                                    "forward pass works without it",
         ("dynamics/train_compiled.py", "tms.dynamics"): "numba compiles the SGD block where one runs; the torch path works without it",
         "numba": "numba loads where a compiled round runs (tms.samplers.compiled); the torch path works without it"}
 CLI_SHARED = {"common", "main"}  # the cli modules a command may import

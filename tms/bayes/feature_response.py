@@ -28,10 +28,9 @@ import numpy as np
 import torch
 
 from tms.bayes.influence import Influence, group_means, influence
-from tms.bayes.sample_losses import sample_losses as compiled_losses
 from tms.bayes.susceptibility import Susceptibility, as_draws, susceptibility
 from tms.core.settings import Settings, setting
-from tms.theory.loss import gram
+from tms.theory.loss import gram, use_compiled
 from tms.theory.model import forward
 from tms.theory.phases import classify
 
@@ -97,6 +96,15 @@ def sample_losses(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor) -> torch.Te
     return torch.cat(parts, -2)
 
 
+def _sample_losses(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor) -> np.ndarray:
+    """sample_losses as numpy (D, n): compiled (tms.bayes.sample_losses) where the loss kernels
+    run (tms.theory.loss.use_compiled: numba loads, CPU), else the forward pass."""
+    if use_compiled(None, W):
+        from tms.bayes import sample_losses as kernel  # numba: imported where used
+        return kernel.sample_losses(W, b, X)
+    return sample_losses(W, b, X).numpy()
+
+
 def active_features(X: torch.Tensor) -> torch.Tensor:
     """The active feature of every input: X (..., n, c), one nonzero per row -> (..., n) int."""
     return (X != 0).to(torch.int64).argmax(-1)
@@ -147,7 +155,7 @@ def _draw_quantities(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor) -> dict:
     the perturbations dL (C, T, c), the observables (C, T, c) and the feature counts (c,)."""
     C, T, r, c = W.shape
     features = active_features(X).numpy()
-    losses = compiled_losses(W.reshape(C * T, r, c), b.reshape(C * T, c), X).reshape(C, T, -1)
+    losses = _sample_losses(W.reshape(C * T, r, c), b.reshape(C * T, c), X).reshape(C, T, -1)
     per_feature, counts = group_means(losses, features, c)
     if (counts == 0).any():
         raise ValueError(f"every data set needs inputs of every feature; feature counts {counts.tolist()}")

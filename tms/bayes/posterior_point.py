@@ -19,8 +19,7 @@ import torch
 
 from tms.core import inference, io
 from tms.samplers import diagnostics
-from tms.theory import loss_kernels
-from tms.theory.loss import SortedData, empirical_loss_sorted, unflatten_params
+from tms.theory.loss import SortedData, loss_and_grad_flat, unflatten_params
 from tms.theory.phases import classify
 
 MAX_KEPT = dict(plain=200, ladder=200)  # draws kept (thinned) per chain: plain for classification, ladder saved
@@ -53,13 +52,12 @@ def summaries(theta: torch.Tensor, data: SortedData, r: int, c: int) -> torch.Te
     """Symmetry-invariant summaries for diagnostics: L_n, sorted column norms, sorted biases.
 
     theta (G, ..., d) -> (G, ..., 2c + 1). Invariant under O(2) and feature permutations,
-    so chains in the same phase but different symmetric copies are comparable. L_n by the
-    compiled kernel on CPU float64 (tms.theory.loss_kernels.fused_flat: the eager loss to
-    rounding, ~10x faster), else the eager loss.
+    so chains in the same phase but different symmetric copies are comparable. L_n by the fused
+    loss (tms.theory.loss.loss_and_grad_flat: the compiled kernel where it runs, ~10x faster than
+    the eager loss, which it equals to rounding).
     """
     W, b = unflatten_params(theta, r, c)
-    fused = theta.device.type == data.mu.device.type == "cpu" and theta.dtype == data.mu.dtype == torch.float64
-    L = (loss_kernels.fused_flat(theta, r, c, data)[0] if fused else empirical_loss_sorted(W, b, data)).unsqueeze(-1)
+    L = loss_and_grad_flat(theta, r, c, data)[0].unsqueeze(-1)
     norms = W.norm(dim=-2).sort(-1).values
     return torch.cat([L, norms, b.sort(-1).values], -1)
 

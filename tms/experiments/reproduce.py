@@ -210,6 +210,27 @@ def _beyond_r2_stage(x: _Ctx) -> Stage:
                   background.calls((plot_beyond_r2, folder, x.figs / "beyond_r2")))
 
 
+def _later_stages(pipe: Pipeline, x: _Ctx, aside: bool) -> None:
+    """Every stage after the zoo's: one after another, with some beside the posteriors in the
+    pipeline's lane (aside), or feeding a cluster at once (`run`)."""
+    posterior_st = [_posterior_stage(x, c) for c in CS]  # each reads the zoo_llc results
+    xa = x._replace(progress=x.progress and not aside)  # one process's progress bars on the terminal
+    sgd_st = _sgd_stages(xa, "4gon", "") + _sgd_stages(xa, "random", "_random")
+    later = [_free_energy_stage(xa)] + ([_beyond_r2_stage(xa)] if x.cfg.get("beyond_r2") is not None else [])
+    if aside:  # the lane takes the largest units first; what it has not reached runs here at the end
+        units = [[st] for st in later[1:]] + [[_posterior_stage(xa, CS[0])], later[:1], sgd_st[:2], sgd_st[2:]]
+        pipe.run_beside(units, posterior_st[1:], x.device)
+        pipe.run(_susceptibility_stage(x))  # after every posterior stage
+    elif (x.where or {}).get("scheduler") is None:  # one stage after another
+        for st in posterior_st + sgd_st + later[:1] + [_susceptibility_stage(x)] + later[1:]:
+            pipe.run(st)
+    else:  # on a cluster: independent stages feed it at once
+        pipe.run_together(posterior_st + sgd_st[::2])
+        pipe.run_together(sgd_st[1::2])
+        for st in later[:1] + [_susceptibility_stage(x)] + later[1:]:
+            pipe.run(st)
+
+
 @dataclass(frozen=True)
 class ReproduceRun:
     """What `tms reproduce` did: its scale and seed, the results and figures folders, REPORT.md's
@@ -265,22 +286,7 @@ def run(scale: str = "quick", *, seed: int = 0, out: str | Path = "results/repro
             pipe.start_lane((__name__,))  # its imports meanwhile
         for st in _zoo_stages(x):
             pipe.run(st)
-        posterior_st = [_posterior_stage(x, c) for c in CS]  # each reads the zoo_llc results
-        xa = x._replace(progress=x.progress and not aside)  # one process's progress bars on the terminal
-        sgd_st = _sgd_stages(xa, "4gon", "") + _sgd_stages(xa, "random", "_random")
-        later = [_free_energy_stage(xa)] + ([_beyond_r2_stage(xa)] if x.cfg.get("beyond_r2") is not None else [])
-        if aside:  # the lane takes the largest units first; what it has not reached runs here at the end
-            units = [[st] for st in later[1:]] + [[_posterior_stage(xa, CS[0])], later[:1], sgd_st[:2], sgd_st[2:]]
-            pipe.run_beside(units, posterior_st[1:], dev)
-            pipe.run(_susceptibility_stage(x))  # after every posterior stage
-        elif where.get("scheduler") is None:  # one stage after another
-            for st in posterior_st + sgd_st + later[:1] + [_susceptibility_stage(x)] + later[1:]:
-                pipe.run(st)
-        else:  # on a cluster: independent stages feed it at once
-            pipe.run_together(posterior_st + sgd_st[::2])
-            pipe.run_together(sgd_st[1::2])
-            for st in later[:1] + [_susceptibility_stage(x)] + later[1:]:
-                pipe.run(st)
+        _later_stages(pipe, x, aside)
         queue.wait()  # every figure drawn before the report that shows them
         report = write_report(out, figs, scale=scale, seed=seed, cs=CS)  # cheap: always rewritten
     return ReproduceRun(scale=scale, seed=seed, out=out, figures=figs, report=report, stages=dict(pipe.status))

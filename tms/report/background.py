@@ -1,12 +1,12 @@
 """Jobs in a worker process while the computing goes on (`tms reproduce`): its figures, and
 the stages that need nothing still to run in the main process (tms.experiments.stages).
 
-A figure is drawn from saved results only, so it needs nothing of the process that made them:
-a job is a picklable callable (a module-level function with its arguments, functools.partial)
-returning the paths it wrote. Jobs run one after another in one spawned process (a fresh
-interpreter: no threads inherited from torch or numba, pyplot on Agg); what follows a job,
-e.g. recording its figures' checksums, runs here, in the submitting thread, when the job is
-seen finished (at the next submit, or at `wait`). With background=False every job runs at
+A figure is drawn from saved results only, and a stage writes its results to disk, so neither
+needs anything of this process: a job is a picklable callable (a module-level function with its
+arguments, functools.partial), a figure job returning the paths it wrote. Jobs run one after
+another in one spawned process (a fresh interpreter: no threads inherited from torch or numba,
+pyplot on Agg); what follows a job, e.g. recording its figures' checksums, runs here, in the
+submitting thread, when the job is seen finished (at the next submit, `collect` or `wait`). With background=False every job runs at
 once, in this process. A job's error is raised here, at the latest by `wait`.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from multiprocessing.pool import AsyncResult
@@ -55,10 +56,11 @@ def shared():
 def _worker_init(parent: int, quiet: bool, value=None) -> None:
     """One torch thread (a figure's tensors are small; the cores are the computing's); output
     to the null device, so a reader of the command's output is not kept waiting by the worker
-    (a job's error comes back with its result), its warnings too where quiet; a watchdog on
-    the parent."""
+    (a job's error comes back with its result), its warnings too where quiet; Ctrl-C left to
+    the parent; a watchdog on the parent."""
     global _SHARED
     _SHARED = value
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends the pool (no traceback here)
     torch.set_num_threads(1)
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)

@@ -31,6 +31,13 @@ one vectorised call, tms.theory.loss_lanes):
   44,600 (2 threads), torch tick 5,200: 4.9x and 8.6x, the same ESS per gradient (3,640
   against 3,610 per 1000 gradients per chain: the same sampler). Against NumPyro's NUTS on
   the same posterior: benchmarks/bench_nuts.py (~500x on the same two cores).
+On the Intel Xeon (AVX-512) 2-core machine of 2026-12-08, idle: compiled 0.382 / 0.379 / 0.370 us
+(1 thread) and 0.220 / 0.184 / 0.185 us (2 threads) per chain-tick at 256 / 1024 / 4096 chains,
+torch 1.48 at 256; ESS/s at 256 chains (20 + 40 rounds) 4.9x (1 thread) and 8.2x (2 threads) the
+torch tick's. The group energy alone (32 rows a call, n = 600) measured 237 ns a row; with LLVM
+allowed 512-bit vectors (numba's CPU features without prefer-256-bit) 207-214 ns, ~10% of the
+energy and less of the round, not taken (numba reads its CPU features once per process, for
+every kernel); a branch-free lookup pass (gathers) measured no faster (235-243 ns).
 What bounds it. Below ~64 chains a round costs its fixed ~0.25 ms (the Python front end and
 numba's dispatch of 28 arguments): interpreter-bound. From 256 chains on, a chain-tick costs
 ~0.5 us on one thread (~1,500 cycles): the group energy ~0.28 us (tms.theory.loss_lanes; 0.50

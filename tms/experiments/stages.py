@@ -103,7 +103,8 @@ def _imported(modules: tuple[str, ...]) -> None:
         importlib.import_module(name)
 
 
-def _lane_units(units: list[list[Callable[[], None]]], device: str, dtype: torch.dtype) -> tuple[list, BaseException | None]:
+def _lane_units(units: list[list[Callable[[], None]]], device: str,
+                dtype: torch.dtype) -> tuple[list, BaseException | None]:
     """In the lane's process: claim units and run their stages in order (`_aside`) until none is
     left or one fails; returns ([(unit, stage, seconds)], the error or None)."""
     done = []
@@ -220,8 +221,9 @@ class Pipeline:
         """`own` here, one after another, while the lane's process takes `units` (lists of stages
         in the order they need each other; each unit needs nothing of `own`) one at a time,
         on one thread, which the kernels here leave to it meanwhile (checks.reserve_threads: no
-        more threads than cores); the units it has not reached when `own` are done run here. A unit is claimed by one process (the counter the lane shares,
-        `claims`); the lane's stages end here (marker, log line, figures) when it is done."""
+        more threads than cores); the units it has not reached when `own` are done run here. A
+        unit is claimed by one process (the counter the lane shares, `claims`); the lane's
+        stages end here (marker, log line, figures) when it is done."""
         todo = [[(st, s) for st in unit if (s := self._start(st, " beside the next stages")) is not None]
                 for unit in units]
         counter = self.lane.shared

@@ -6,8 +6,9 @@ needs anything of this process: a job is a picklable callable (a module-level fu
 arguments, functools.partial), a figure job returning the paths it wrote. Jobs run one after
 another in one spawned process (a fresh interpreter: no threads inherited from torch or numba,
 pyplot on Agg); what follows a job, e.g. recording its figures' checksums, runs here, in the
-submitting thread, when the job is seen finished (at the next submit, `collect` or `wait`). With background=False every job runs at
-once, in this process. A job's error is raised here, at the latest by `wait`.
+submitting thread, when the job is seen finished (at the next submit, `collect` or `wait`).
+With background=False every job runs at once, in this process. A job's error is raised here, at
+the latest by `wait`.
 """
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ class JobQueue:
             then(job())
             return
         if self._pool is None:
-            self._pool = multiprocessing.get_context("spawn").Pool(1, _worker_init, (os.getpid(), self.quiet, self.shared))
+            self._pool = multiprocessing.get_context("spawn").Pool(1, _worker_init,
+                                                                   (os.getpid(), self.quiet, self.shared))
         self._pending.append((self._pool.apply_async(job, callback=ready, error_callback=ready), then))
         self.collect()
 

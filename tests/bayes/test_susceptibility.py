@@ -289,3 +289,17 @@ def test_ungrouped_bif_is_minus_the_loss_covariance_and_empty_groups_are_nan():
     assert np.isnan(gaps.bif[1]).all() and np.isnan(gaps.bif[:, 1]).all() and np.isfinite(gaps.bif[0, 0])
     with pytest.raises(ValueError, match="groups"):
         influence(_per_sample_losses(m, theta), np.full(6, 0.5))
+
+
+def test_group_means_equal_a_loop_over_groups_with_empty_groups_nan():
+    from tms.bayes.influence import group_means
+
+    rng = np.random.default_rng(5)
+    losses = rng.random((2, 3, 4, 30))  # (S, C, T, N)
+    groups = rng.integers(0, 3, (2, 30))  # group 3 of 4 is empty
+    means, counts = group_means(losses, groups, 4)
+    for s in range(2):
+        for g in range(3):
+            np.testing.assert_allclose(means[s, ..., g], losses[s][..., groups[s] == g].mean(-1), rtol=1e-13)
+            assert counts[s, g] == (groups[s] == g).sum()
+    assert np.isnan(means[..., 3]).all() and (counts[:, 3] == 0).all()

@@ -54,8 +54,8 @@ def sample_losses(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor) -> np.ndarr
     Xn = X.detach().cpu().numpy()
     idx = np.ascontiguousarray((Xn != 0).argmax(-1), dtype=np.int64)
     mu = np.ascontiguousarray(Xn[np.arange(len(idx)), idx], dtype=np.float64)
-    out = np.empty((Wn.shape[0], len(idx)))
     D = Wn.shape[0]
+    out = np.empty((D, len(idx)))
     compiled.call(_losses_serial, _losses_parallel, D, (Wn, bn, idx, mu, out),
                   min_chains=2 if D * len(idx) >= PARALLEL_WORK else D + 1)
     return out

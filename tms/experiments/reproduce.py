@@ -213,12 +213,13 @@ def _beyond_r2_stage(x: _Ctx) -> Stage:
 def _later_stages(pipe: Pipeline, x: _Ctx, aside: bool) -> None:
     """Every stage after the zoo's: one after another, with some beside the posteriors in the
     pipeline's lane (aside), or feeding a cluster at once (`run`)."""
-    posterior_st = [_posterior_stage(x, c) for c in CS]  # each reads the zoo_llc results
     xa = x._replace(progress=x.progress and not aside)  # one process's progress bars on the terminal
+    # each reads the zoo_llc results; c = 4 may run in the lane
+    posterior_st = [_posterior_stage(xa if c == CS[0] else x, c) for c in CS]
     sgd_st = _sgd_stages(xa, "4gon", "") + _sgd_stages(xa, "random", "_random")
     later = [_free_energy_stage(xa)] + ([_beyond_r2_stage(xa)] if x.cfg.get("beyond_r2") is not None else [])
     if aside:  # the lane takes the largest units first; what it has not reached runs here at the end
-        units = [[st] for st in later[1:]] + [[_posterior_stage(xa, CS[0])], later[:1], sgd_st[:2], sgd_st[2:]]
+        units = [[st] for st in later[1:]] + [posterior_st[:1], later[:1], sgd_st[:2], sgd_st[2:]]
         pipe.run_beside(units, posterior_st[1:], x.device)
         pipe.run(_susceptibility_stage(x))  # after every posterior stage
     elif (x.where or {}).get("scheduler") is None:  # one stage after another

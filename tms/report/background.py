@@ -79,7 +79,7 @@ class JobQueue:
     def __init__(self, background: bool = True, quiet: bool = True, shared=None):
         self.background, self.quiet, self.shared = background, quiet, shared
         self._pool = None
-        self._pending: list[tuple[AsyncResult, Callable[[list[Path]], None]]] = []
+        self._pending: list[tuple[AsyncResult, Callable[[object], None]]] = []
 
     def submit(self, job: Callable[[], object], then: Callable[[object], None],
                ready: Callable[[object], None] | None = None) -> None:
